@@ -1,0 +1,232 @@
+"""Typed schema of a job's configuration, registered in Hydra's ConfigStore.
+
+Every YAML option of every group is merged into these dataclasses at composition time, so a
+misspelt key or a wrong type fails before any work, with Hydra's message naming the key. The checks
+that a type cannot express (positive sizes, a device string, a task that fits the data set) live in
+`validate`, which runs before the MLflow run opens.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Task(Enum):
+    text_generation = "text_generation"
+    image_classification = "image_classification"
+    speech_recognition = "speech_recognition"
+    sentence_embedding = "sentence_embedding"
+    tabular_classification = "tabular_classification"
+    tabular_regression = "tabular_regression"
+
+
+class Framework(Enum):
+    sklearn = "sklearn"
+    transformers = "transformers"
+    torch = "torch"
+
+
+class Weights(Enum):
+    pretrained = "pretrained"  # hub id, local cache or a local directory
+    random = "random"  # the architecture from a config shipped with the project: energy and speed only
+
+
+class DataKind(Enum):
+    text = "text"
+    image = "image"
+    audio = "audio"
+    tabular_classification = "tabular_classification"
+    tabular_regression = "tabular_regression"
+
+
+class DataSource(Enum):
+    sklearn = "sklearn"  # data sets bundled with scikit-learn: offline
+    synthetic = "synthetic"  # generated from a seed: offline
+    huggingface = "huggingface"  # `datasets.load_dataset`, from the hub or its local cache
+
+
+class Precision(Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+    int8 = "int8"
+    int4 = "int4"
+
+
+class Attribution(Enum):
+    gross = "gross"  # everything the devices drew in the window: idle power is a real cost
+    net = "net"  # gross minus the idle baseline: what the workload added
+
+
+# Which data kinds each task can consume; checked before anything is loaded.
+TASK_DATA = {
+    Task.text_generation: {DataKind.text},
+    Task.sentence_embedding: {DataKind.text},
+    Task.image_classification: {DataKind.image},
+    Task.speech_recognition: {DataKind.audio},
+    Task.tabular_classification: {DataKind.tabular_classification},
+    Task.tabular_regression: {DataKind.tabular_regression},
+}
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    task: Task = MISSING
+    framework: Framework = MISSING
+    architecture: str = MISSING  # estimator or transformers class name
+    hf_id: str | None = None  # hub id or local directory of a save_pretrained model
+    weights: Weights = Weights.pretrained
+    params: dict[str, Any] = field(default_factory=dict)  # constructor arguments (estimators)
+    max_new_tokens: int = 32  # text generation: tokens generated per prompt
+    active_params_fraction: float = 1.0  # mixture-of-experts: share of parameters one token uses
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    kind: DataKind = MISSING
+    source: DataSource = MISSING
+    hf_id: str | None = None
+    hf_config: str | None = None
+    split: str = "test"
+    limit: int | None = None  # samples in the measured pass; None takes the whole split
+    seed: int = 0
+    test_fraction: float = 0.25  # tabular sets: share held out for inference
+    seq_len: int = 64  # synthetic text: tokens per prompt
+    image_size: int = 224
+    audio_seconds: float = 5.0
+    sampling_rate: int = 16000
+
+
+@dataclass
+class PrecisionConfig:
+    name: Precision = Precision.fp32
+
+
+@dataclass
+class HardwareConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    profile: str | None = None  # a key of the hardware table (h100, t4...); None detects it
+    tier: str | None = None  # overrides the profile's tier (datacenter, desktop, edge, mobile...)
+
+
+@dataclass
+class MonitorConfig:
+    trials: int = 3
+    min_window_s: float = 2.0  # sensors refresh every ~100 ms: shorter windows are noise
+    min_iterations: int = 1  # passes over the data per trial, at least
+    warmup_batches: int = 2
+    idle_s: float = 2.0  # idle baseline length; 0 disables it
+    cooldown_s: float = 0.0
+    min_hz: float = 1.0
+    max_hz: float = 50.0
+    frequency_hz: float | None = None  # pins the sampler's rate
+    fake_gpu_watts: float | None = None  # CI only: a simulated GPU drawing this power
+    allow_shared_cpu: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
+    experiment: str = "ecopipe"
+    enabled: bool = True
+
+
+@dataclass
+class ImpactConfig:
+    carbon_intensity: float | None = None  # gCO2e/kWh; overrides the region's
+    pue: float | None = None
+    wue: float | None = None  # on-site L/kWh of IT energy
+    ewif: float | None = None  # L/kWh of electricity generated
+    attribution: Attribution = Attribution.gross
+    embodied: bool = False
+    lifetime_years: float | None = None  # required when embodied is on: no default is sourced
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    precision: PrecisionConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    monitor: MonitorConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    impact: ImpactConfig = field(default_factory=ImpactConfig)
+    region: str = "WORLD"  # grid zone: WORLD, FRA, FR, US-CA, aws/us-east-1...
+    batch_size: int = 64
+    seed: int = 0
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="ecopipe_schema", node=Config)
+
+
+class ConfigError(ValueError):
+    """Bad input, reported as one paragraph before any expensive work."""
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _positive(value: float | None, key: str, kind: str = "integer") -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{key}={value} is invalid: it must be a positive {kind}.")
+
+
+def validate(cfg: Config) -> None:
+    """Checks a type cannot express; raises ConfigError naming the key and the allowed values."""
+    _positive(cfg.batch_size, "batch_size")
+    _positive(cfg.dataset.limit, "dataset.limit")
+    _positive(cfg.monitor.trials, "monitor.trials")
+    _positive(cfg.monitor.min_iterations, "monitor.min_iterations")
+    _positive(cfg.model.max_new_tokens, "model.max_new_tokens")
+    _positive(cfg.monitor.min_hz, "monitor.min_hz", "number")
+    _positive(cfg.monitor.max_hz, "monitor.max_hz", "number")
+    _positive(cfg.monitor.frequency_hz, "monitor.frequency_hz", "number")
+    for key in ("min_window_s", "idle_s", "cooldown_s"):
+        value = getattr(cfg.monitor, key)
+        if value < 0:
+            raise ConfigError(f"monitor.{key}={value} is invalid: it must be zero or more seconds.")
+    if cfg.monitor.min_hz > cfg.monitor.max_hz:
+        raise ConfigError(
+            f"monitor.min_hz={cfg.monitor.min_hz} exceeds monitor.max_hz={cfg.monitor.max_hz}."
+        )
+    if not _DEVICE.match(cfg.hardware.device):
+        raise ConfigError(
+            f"hardware.device={cfg.hardware.device!r} is invalid: use auto, cpu, cuda or cuda:N."
+        )
+    for key in ("carbon_intensity", "pue", "wue", "ewif"):
+        value = getattr(cfg.impact, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"impact.{key}={value} is invalid: it must be zero or more.")
+    if cfg.impact.pue is not None and cfg.impact.pue < 1:
+        raise ConfigError(f"impact.pue={cfg.impact.pue} is invalid: a PUE is 1.0 or more.")
+    if cfg.impact.embodied:
+        _positive(cfg.impact.lifetime_years, "impact.lifetime_years", "number of years")
+        if cfg.impact.lifetime_years is None:
+            raise ConfigError("impact.embodied=true needs impact.lifetime_years (the hardware's service life).")
+    allowed = TASK_DATA[cfg.model.task]
+    if cfg.dataset.kind not in allowed:
+        names = ", ".join(sorted(k.value for k in allowed))
+        raise ConfigError(
+            f"dataset={cfg.dataset.name} ({cfg.dataset.kind.value} data) does not fit "
+            f"model={cfg.model.name} (task {cfg.model.task.value}): it needs {names} data."
+        )
+
+
+def _config_dir() -> Path:
+    # A wheel ships conf/ inside the package (pyproject maps ecopipe.conf -> conf); a checkout or an
+    # editable install reads the top-level conf/ directly.
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if (packaged / "config.yaml").exists() else Path(__file__).resolve().parents[1] / "conf"
+
+
+CONFIG_DIR = _config_dir()

@@ -1,0 +1,138 @@
+"""Which device a job runs on, what that device is, and the environment record of the machine."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import platform
+from dataclasses import dataclass
+
+import psutil
+
+from ecopipe.config import ConfigError, HardwareConfig
+from ecopipe.reference import HardwareProfile, hardware_profiles, match_hardware
+
+log = logging.getLogger(__name__)
+
+# Server CPUs that the table does not list still sit in data centres; anything else unknown is
+# treated as a desktop (no facility overhead). Both are stated in the summary and overridable.
+_SERVER_CPU_WORDS = ("xeon", "epyc", "graviton", "ampere")
+
+PACKAGES = ("ecopipe", "torch", "transformers", "datasets", "scikit-learn", "mlflow", "hydra-core",
+            "omegaconf", "nvidia-ml-py", "psutil", "numpy", "pandas")
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(requested: str, cpu_only: bool = False) -> str:
+    """`auto` becomes the first GPU when there is one; a CUDA request without CUDA is refused."""
+    if requested == "auto":
+        return "cuda:0" if not cpu_only and cuda_available() else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if cpu_only:
+        raise ConfigError(f"hardware.device={requested} cannot run this model: it runs on the CPU only; "
+                          "use hardware.device=cpu or auto.")
+    if not cuda_available():
+        raise ConfigError(f"hardware.device={requested} is not available on this machine (no CUDA device); "
+                          "use hardware.device=cpu or auto.")
+    import torch
+
+    index = int(requested.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"hardware.device={requested} does not exist: this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    return f"cuda:{index}"
+
+
+def gpu_index(device: str) -> int | None:
+    return int(device.partition(":")[2] or 0) if device.startswith("cuda") else None
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_model_name(index: int) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(index)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What the job reports its hardware as: detected, or the profile the user chose."""
+
+    key: str  # table key, or "unknown"
+    name: str  # table name, or the detected device name
+    detected_name: str
+    tier: str
+    tdp_w: float | None
+    embodied_kgco2e: float | None
+    source: str
+
+
+def _from_table(key: str, row: HardwareProfile, detected: str, tier: str | None) -> DeviceProfile:
+    return DeviceProfile(key, row.name, detected, tier or row.tier, row.tdp_w, row.embodied_kgco2e, row.source)
+
+
+def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
+    """The profile of the device the job measures: the GPU when it uses one, else the CPU."""
+    profiles = hardware_profiles()
+    index = gpu_index(device)
+    detected = gpu_model_name(index) if index is not None else cpu_model_name()
+    if cfg.profile is not None:
+        if cfg.profile not in profiles:
+            raise ConfigError(f"hardware.profile={cfg.profile} is unknown; allowed: {', '.join(sorted(profiles))}.")
+        return _from_table(cfg.profile, profiles[cfg.profile], detected, cfg.tier)
+    row = match_hardware(detected)
+    if row is not None:
+        key = next(k for k, v in profiles.items() if v == row)
+        return _from_table(key, row, detected, cfg.tier)
+    server = any(word in detected.lower() for word in _SERVER_CPU_WORDS)
+    tier = cfg.tier or ("datacenter" if server else "desktop")
+    log.warning("hardware %r is not in the hardware table: tier %s assumed (set hardware.profile or "
+                "hardware.tier to change it).", detected, tier)
+    return DeviceProfile("unknown", detected, detected, tier, None, None,
+                         f"not in the hardware table; tier '{tier}' assumed from the device name")
+
+
+def cpu_tdp_w() -> float | None:
+    """The CPU TDP for the estimated CPU sensor: from the table when the CPU is in it."""
+    row = match_hardware(cpu_model_name())
+    if row is not None and row.kind == "cpu":
+        return row.tdp_w
+    return None
+
+
+def environment() -> dict[str, object]:
+    """Machine and software facts recorded with every run (tags and a JSON artifact)."""
+    memory = psutil.virtual_memory()
+    env: dict[str, object] = {
+        "cpu_model": cpu_model_name(),
+        "cpu_logical_cores": psutil.cpu_count(logical=True),
+        "cpu_physical_cores": psutil.cpu_count(logical=False),
+        "process_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": round(memory.total / 2**30, 2),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+    }
+    for package in PACKAGES:
+        try:
+            env[f"version.{package}"] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            env[f"version.{package}"] = None
+    return env

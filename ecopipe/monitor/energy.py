@@ -1,0 +1,129 @@
+"""Energy by component with the arithmetic the formulas need, and windows read from sensors.
+
+Reads happen only at a window's edges, right after synchronising the accelerator, so nothing runs
+on the measured path between them (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+
+from ecopipe.sensors.base import Component, EnergySensor
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Joules per component. `Energy - Energy`, `Energy / n` and `Energy * k` read like the formulas."""
+
+    gpu: float = 0.0
+    cpu: float = 0.0
+    ram: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.gpu + self.cpu + self.ram
+
+    def _combine(self, other: Energy, op: Callable[[float, float], float]) -> Energy:
+        return Energy(**{f.name: op(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
+
+    def _scale(self, factor: float) -> Energy:
+        return Energy(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
+
+    def __add__(self, other: Energy) -> Energy:
+        return self._combine(other, float.__add__)
+
+    def __sub__(self, other: Energy) -> Energy:
+        return self._combine(other, float.__sub__)
+
+    def __mul__(self, factor: float) -> Energy:
+        return self._scale(float(factor))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: float) -> Energy:
+        return self._scale(1.0 / divisor)
+
+    def as_dict(self) -> dict[str, float]:
+        """Components and total, in the unit of the instance (J, or W for a power)."""
+        return {"gpu": self.gpu, "cpu": self.cpu, "ram": self.ram, "total": self.total}
+
+
+# A power draw is the same three numbers in watts; Energy's arithmetic serves both.
+Power = Energy
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the sensors saw between two edges."""
+
+    energy: Energy
+    duration_s: float
+
+    @property
+    def power(self) -> Power:
+        return self.energy / self.duration_s if self.duration_s > 0 else Power()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    time_s: float
+    joules: tuple[float, ...]  # one per sensor, in the meter's sensor order
+
+
+class EnergyMeter:
+    """Reads every sensor of a job at once; windows are differences of two snapshots."""
+
+    def __init__(
+        self,
+        sensors: Iterable[EnergySensor],
+        synchronize: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.sensors = list(sensors)
+        self._synchronize = synchronize
+        self._clock = clock
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Component -> how its energy was obtained; '+'-joined where sensors of one component differ."""
+        found: dict[str, list[str]] = {c.value: [] for c in Component}
+        for sensor in self.sensors:
+            names = found[sensor.component.value]
+            if sensor.source.value not in names:
+                names.append(sensor.source.value)
+        return {component: "+".join(names) if names else "none" for component, names in found.items()}
+
+    @property
+    def measured(self) -> dict[str, bool]:
+        """Component -> True only where every sensor of it is a measurement, not an estimate."""
+        result = {c.value: False for c in Component}
+        for component in Component:
+            own = [s for s in self.sensors if s.component is component]
+            result[component.value] = bool(own) and all(s.source.is_measurement for s in own)
+        return result
+
+    def open(self) -> None:
+        for sensor in self.sensors:
+            sensor.open()
+
+    def close(self) -> None:
+        for sensor in self.sensors:
+            sensor.close()
+
+    def snapshot(self) -> Snapshot:
+        # Without a synchronize the GPU may still be running queued kernels: a window then reads 0 J.
+        self._synchronize()
+        return Snapshot(self._clock(), tuple(sensor.read_joules() for sensor in self.sensors))
+
+    def since(self, start: Snapshot) -> Window:
+        end = self.snapshot()
+        return self.between(start, end)
+
+    def between(self, start: Snapshot, end: Snapshot) -> Window:
+        per_component = {c.value: 0.0 for c in Component}
+        for sensor, before, after in zip(self.sensors, start.joules, end.joules, strict=True):
+            per_component[sensor.component.value] += after - before
+        return Window(Energy(**per_component), end.time_s - start.time_s)
+

@@ -1,0 +1,379 @@
+"""Sourced constants for turning measured energy into CO2e and water.
+
+Every number comes from a CSV in ``ecopipe/data`` (see its README.md for sources and caveats) and is
+returned as a :class:`Factor` carrying its citation and year, so a report can always say where a figure
+came from. Nothing here invents a value: blank cells stay ``None``.
+
+Rules, chosen so that a lookup is deterministic and the carbon basis is never mixed silently:
+
+* Carbon: countries, ``WORLD`` and ``EU27`` come from the lifecycle table; US states and Chinese provinces
+  from the subnational table, whose "direct" basis is passed on in ``RegionFactors.carbon_basis``. The
+  subnational eGRID national row (zone ``US``) is not reachable: ``US`` is the ISO alpha-2 code of ``USA``.
+* EWIF (water per kWh generated), one row per zone from ``water.csv``: Li et al. first (USA: 3.142, the
+  figure of the water formula we use), then WRI 2020 (WORLD: 4.81, countries); the LBNL, EcoLogits
+  ``WOR`` and Green Grid rows are never picked. A zone without a row falls back to its country (US
+  states -> USA, Chinese provinces -> CHN), then to WORLD; the Factor's source says which fallback.
+* Cloud regions take carbon, PUE, WUE and EWIF from their ``cloud_regions.csv`` row (carbon is the
+  lifecycle value of the region's country). A blank EWIF falls back to the zone rule above; a blank
+  PUE/WUE stays ``None`` so the caller applies the hardware tier's default.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+
+__all__ = [
+    "TIERS",
+    "Factor",
+    "HardwareProfile",
+    "RegionFactors",
+    "UnknownRegionError",
+    "hardware_profiles",
+    "known_regions",
+    "match_hardware",
+    "resolve_region",
+    "tier_pue",
+    "tier_wue",
+]
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One sourced constant."""
+
+    value: float
+    source: str  # citation text from the table, or "override" when the user set the value
+    year: int | None
+
+
+@dataclass(frozen=True)
+class RegionFactors:
+    """Everything the impact stage needs about where the electricity came from."""
+
+    region: str  # canonical zone: "WORLD", "FRA", "US-CA", "aws/us-east-1"
+    name: str
+    carbon_intensity: Factor  # gCO2e/kWh
+    carbon_basis: str  # "lifecycle" or "direct (...)", from the table
+    pue: Factor | None  # cloud regions only; for a grid zone the PUE comes from the hardware tier
+    wue: Factor | None  # on-site L/kWh (IT energy), cloud regions only
+    ewif: Factor  # L/kWh of electricity generated
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    name: str
+    kind: str  # "gpu" | "cpu" | "soc"
+    tier: str
+    tdp_w: float | None
+    memory_gb: float | None
+    embodied_kgco2e: float | None
+    source: str
+    year: int | None
+
+
+class UnknownRegionError(ValueError):
+    """The region string matches no zone, country code or cloud region."""
+
+
+# ---------------------------------------------------------------- tables
+
+
+@cache  # = functools.lru_cache(maxsize=None)
+def _table(name: str) -> tuple[dict[str, str], ...]:
+    """Rows of ``ecopipe/data/<name>.csv`` as dicts of stripped strings (blank cells are "")."""
+    text = files("ecopipe.data").joinpath(f"{name}.csv").read_text(encoding="utf-8")
+    return tuple({k: v.strip() for k, v in row.items()} for row in csv.DictReader(text.splitlines()))
+
+
+def _num(cell: str) -> float | None:
+    return float(cell) if cell else None
+
+
+def _year(cell: str) -> int | None:
+    return int(float(cell)) if cell else None
+
+
+def _year_in(text: str) -> int | None:
+    """First 4-digit year in a scope/citation text ("region 2024" -> 2024; "year n/s" -> None)."""
+    m = re.search(r"\b(19|20)\d{2}\b", text)
+    return int(m.group()) if m else None
+
+
+# ---------------------------------------------------------------- regions
+
+_PROVIDER_NAMES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
+_COUNTRY_OF = {"US": "USA", "CN": "CHN"}  # subnational prefix -> country, for the EWIF fallback
+_FORMS = (
+    "'WORLD', 'EU27', an ISO 3166 alpha-3 or alpha-2 country code ('FRA', 'FR'), a US state or Chinese "
+    "province ('US-CA', 'CN-GD'), or a cloud region as provider/region ('aws/us-east-1', "
+    "'gcp/europe-west1', 'azure/westeurope')"
+)
+
+
+@cache  # = functools.lru_cache(maxsize=None)
+def _grid() -> dict[str, dict[str, str]]:
+    """Canonical zone -> row, for the lifecycle and subnational tables (subnational "US" left out)."""
+    zones = {r["zone"]: r for r in _table("grid_carbon_intensity")}
+    zones.update({r["zone"]: r for r in _table("grid_carbon_intensity_subnational") if "-" in r["zone"]})
+    return zones
+
+
+@cache  # = functools.lru_cache(maxsize=None)
+def _cloud() -> dict[str, dict[str, str]]:
+    return {f"{r['provider']}/{r['region']}".lower(): r for r in _table("cloud_regions")}
+
+
+@cache  # = functools.lru_cache(maxsize=None)
+def _aliases() -> dict[str, str]:
+    """Upper-cased accepted spelling -> canonical name (canonical names, alpha-2 codes, cloud regions)."""
+    out = {z.upper(): z for z in _grid()}
+    for r in _table("grid_carbon_intensity"):
+        if r["zone_alpha2"]:
+            out[r["zone_alpha2"].upper()] = r["zone"]
+    out.update({key.upper(): key for key in _cloud()})
+    return out
+
+
+def known_regions() -> list[str]:
+    """Every canonical region name resolve_region accepts (aliases such as "FR" not repeated)."""
+    return sorted(_grid()) + sorted(_cloud())
+
+
+@cache  # = functools.lru_cache(maxsize=None)
+def _ewif_rows() -> dict[str, dict[str, str]]:
+    """One EWIF row per zone: Li et al. before WRI 2020; other rows (LBNL, EcoLogits WOR, ...) ignored."""
+    picked: dict[str, dict[str, str]] = {}
+    for prefix in ("Li, Yang, Islam, Ren", "WRI 2020"):
+        for r in _table("water"):
+            if r["ewif_l_per_kwh"] and r["source"].startswith(prefix):
+                picked.setdefault(r["zone_or_scope"], r)
+    return picked
+
+
+def _zone_ewif(zone: str) -> Factor:
+    rows = _ewif_rows()
+    country = _COUNTRY_OF.get(zone.split("-")[0], zone) if "-" in zone else zone
+    for candidate in (zone, country, "WORLD"):
+        if candidate in rows:
+            r = rows[candidate]
+            note = "" if candidate == zone else f"fallback to {candidate} (no EWIF row for {zone}): "
+            return Factor(float(r["ewif_l_per_kwh"]), note + r["source"], _year(r["year"]))
+    raise AssertionError("water.csv has no WORLD EWIF row")  # the data tests guard this
+
+
+def _segments(source: str) -> dict[str, str]:
+    """Split a cloud row's "gco2e: ... | pue: ... | ewif: ..." citation into its parts."""
+    return dict(part.split(": ", 1) for part in source.split(" | ") if ": " in part)
+
+
+def _cloud_factors(key: str, r: dict[str, str]) -> RegionFactors:
+    seg = _segments(r["source"])
+    grid = _grid()[r["zone"]]
+    carbon_source = f"{seg['gco2e']}; zone {r['zone']} ({seg['region->zone']})"
+    carbon = Factor(float(r["gco2e_per_kwh"]), carbon_source, _year(r["year"]))
+    pue = wue = None
+    if r["pue"]:
+        pue = Factor(float(r["pue"]), f"{seg['pue']} [{r['pue_scope']}]", _year(r["pue_year"]))
+    if r["wue_l_per_kwh"]:
+        wue = Factor(float(r["wue_l_per_kwh"]), f"{seg['wue']} [{r['wue_scope']}]", _year_in(r["wue_scope"]))
+    if r["ewif_l_per_kwh"]:
+        ewif = Factor(float(r["ewif_l_per_kwh"]), seg["ewif"], _year_in(seg["ewif"]))
+    else:
+        ewif = _zone_ewif(r["zone"])  # the country: water.csv has no rows for subzones
+    name = f"{_PROVIDER_NAMES.get(r['provider'], r['provider'])} {r['region']} ({r['location']})"
+    return RegionFactors(key, name, carbon, grid["basis"], pue, wue, ewif)
+
+
+@cache  # = functools.lru_cache(maxsize=None)
+def resolve_region(region: str) -> RegionFactors:
+    """Carbon, PUE/WUE and EWIF for a zone, country code or ``provider/region``; see the module rules."""
+    canonical = _aliases().get(region.strip().upper())
+    if canonical is None:
+        raise UnknownRegionError(_unknown_message(region))
+    if "/" in canonical:
+        return _cloud_factors(canonical, _cloud()[canonical])
+    r = _grid()[canonical]
+    carbon = Factor(float(r["gco2e_per_kwh"]), r["source"], _year(r["year"]))
+    return RegionFactors(canonical, r["name"], carbon, r["basis"], None, None, _zone_ewif(canonical))
+
+
+def _unknown_message(region: str) -> str:
+    # Match on codes and on human names ("Frence" -> FRA), then report canonical names.
+    names = {k.lower(): v for k, v in _aliases().items()}
+    names.update({r["name"].lower(): z for z, r in _grid().items()})
+    nearest: list[str] = []
+    for hit in difflib.get_close_matches(region.strip().lower(), names, n=20, cutoff=0.5):
+        if names[hit] not in nearest:
+            nearest.append(names[hit])
+    suggestion = ", ".join(nearest[:5]) or "none"
+    return (
+        f"Unknown region {region!r}. Accepted forms: {_FORMS}. Nearest valid names: {suggestion}. "
+        "ecopipe.reference.known_regions() lists them all."
+    )
+
+
+# ---------------------------------------------------------------- tiers
+
+TIERS = ("hyperscale", "datacenter", "colocation", "server_room", "desktop", "edge", "mobile")
+
+# tier -> (pue_by_tier.csv tier, start of its scope, year): the data README's recommended defaults.
+_PUE_ROW = {
+    "hyperscale": ("hyperscale_cloud", "AWS global", "2024"),
+    "datacenter": ("enterprise_datacenter", "Uptime Institute", "2024"),
+    "colocation": ("colocation", "Equinix", "2023"),
+    "server_room": ("on_prem_server_room", "", "2013"),
+    "desktop": ("desktop", "", ""),
+    "edge": ("edge", "", ""),
+    "mobile": ("mobile", "", ""),
+}
+
+
+def _check_tier(tier: str) -> None:
+    if tier not in TIERS:
+        raise ValueError(f"Unknown hardware tier {tier!r}; allowed tiers: {', '.join(TIERS)}.")
+
+
+def _pue_row(tier: str) -> dict[str, str]:
+    table_tier, scope, year = _PUE_ROW[tier]
+    for r in _table("pue_by_tier"):
+        if r["tier"] == table_tier and r["year"] == year and r["scope"].startswith(scope):
+            return r
+    raise AssertionError(f"pue_by_tier.csv lost its {table_tier} row")  # the data tests guard this
+
+
+def tier_pue(tier: str) -> Factor:
+    """Default PUE of a hardware tier (used when the region is not a cloud region)."""
+    _check_tier(tier)
+    r = _pue_row(tier)
+    if r["pue"]:
+        source = r["source"]
+        if source.startswith("Convention (as above)"):  # edge/mobile rows point at the desktop row
+            source = _pue_row("desktop")["source"]
+        return Factor(float(r["pue"]), source, _year(r["year"]))
+    # Server rooms: LBNL measured a range, not a typical value; take its midpoint and say so.
+    low, high = float(r["pue_low"]), float(r["pue_high"])
+    source = f"derived assumption, not a published value: midpoint of measured {low}-{high}; {r['source']}"
+    return Factor(round((low + high) / 2, 3), source, _year(r["year"]))
+
+
+def tier_wue(tier: str) -> Factor:
+    """Default on-site WUE (L per IT kWh) of a tier, used when the region gives none."""
+    _check_tier(tier)
+    if tier in ("hyperscale", "datacenter", "colocation"):
+        r = _ewif_rows()["USA"]  # the Li et al. row (see _ewif_rows)
+        source = f"Li et al. U.S.-average on-site WUE used as the data-centre default: {r['source']}"
+        return Factor(float(r["wue_onsite_l_per_kwh"]), source, _year(r["year"]))
+    source = f"no evaporative cooling outside a data centre; {_pue_row('desktop')['source']}"
+    return Factor(0.0, source, None)
+
+
+# ---------------------------------------------------------------- hardware
+
+# hardware.csv name -> (config key, tokens a device string must contain to match this row).
+# The plain key ("h100", "a100", "v100", "jetson_orin") is the most common variant: SXM, 80 GB, AGX 64 GB.
+_HW_KEYS: dict[str, tuple[str, str]] = {
+    "NVIDIA H200 SXM 141GB": ("h200", "h200"),
+    "NVIDIA H200 NVL 141GB": ("h200_nvl", "h200 nvl"),
+    "NVIDIA H100 SXM 80GB": ("h100", "h100"),
+    "NVIDIA H100 PCIe 80GB": ("h100_pcie", "h100 pcie"),
+    "NVIDIA H100 NVL 94GB": ("h100_nvl", "h100 nvl"),
+    "NVIDIA A100 SXM4 80GB": ("a100", "a100"),
+    "NVIDIA A100 SXM4 40GB": ("a100_40gb", "a100 40gb"),
+    "NVIDIA A100 PCIe 80GB": ("a100_pcie", "a100 pcie"),
+    "NVIDIA A100 PCIe 40GB": ("a100_pcie_40gb", "a100 pcie 40gb"),
+    "NVIDIA L4": ("l4", "l4"),
+    "NVIDIA T4": ("t4", "t4"),
+    "NVIDIA Tesla V100 SXM2 32GB": ("v100", "v100"),
+    "NVIDIA Tesla V100 PCIe 16GB": ("v100_pcie", "v100 pcie"),
+    "NVIDIA L40S 48GB": ("l40s", "l40s"),
+    "NVIDIA GeForce RTX 4090": ("rtx4090", "rtx 4090"),
+    "NVIDIA GeForce RTX 3090": ("rtx3090", "rtx 3090"),
+    "NVIDIA GeForce GTX 1650": ("gtx1650", "gtx 1650"),
+    "NVIDIA Jetson AGX Orin 64GB": ("jetson_orin", "agx orin"),
+    "NVIDIA Jetson AGX Orin 32GB": ("jetson_orin_32gb", "agx orin 32gb"),
+    "NVIDIA Jetson Orin Nano 8GB (Super, JetPack 6.1+)": ("jetson_orin_nano", "orin nano"),
+    "Intel Xeon Platinum 8480+": ("xeon_8480", "xeon 8480"),
+    "Intel Xeon Platinum 8380": ("xeon_8380", "xeon 8380"),
+    "AMD EPYC 9654": ("epyc_9654", "epyc 9654"),
+    "AMD EPYC 7763": ("epyc_7763", "epyc 7763"),
+    "Intel Core i9-13900K": ("i9_13900k", "13900k"),
+    "AMD Ryzen 9 7950X": ("ryzen_7950x", "ryzen 7950x"),
+    "AMD Ryzen 7 5800X": ("ryzen_5800x", "ryzen 5800x"),
+    "Apple M1": ("apple_m1", "apple m1"),
+    "Apple M2": ("apple_m2", "apple m2"),
+    "Apple M2 Max": ("apple_m2_max", "apple m2 max"),
+    "Apple M3": ("apple_m3", "apple m3"),
+    "Apple M3 Max": ("apple_m3_max", "apple m3 max"),
+    "Apple M4": ("apple_m4", "apple m4"),
+    "Apple M4 Max": ("apple_m4_max", "apple m4 max"),
+}
+
+# Tokens that pick a different product: a device string carrying one only matches a row that has it too.
+_VARIANT_TOKENS = frozenset(
+    {"pcie", "nvl", "sxm", "ti", "super", "max", "pro", "ultra", "nano", "nx", "agx", "laptop", "mobile"}
+)
+
+
+def _tokens(text: str) -> set[str]:
+    """Lower-case alphanumeric words; "SXM2/SXM4/SXM5" -> "sxm" ("A100-SXM4-40GB" -> a100, sxm, 40gb)."""
+    words = re.findall(r"[a-z0-9]+", text.lower().replace("(r)", " ").replace("(tm)", " "))
+    return {"sxm" if re.fullmatch(r"sxm\d", w) else w for w in words}
+
+
+def _is_variant(token: str) -> bool:
+    return token in _VARIANT_TOKENS or re.fullmatch(r"\d+gb", token) is not None
+
+
+def _hw_key(name: str) -> str:
+    return _HW_KEYS[name][0] if name in _HW_KEYS else re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+@cache  # = functools.lru_cache(maxsize=None)
+def hardware_profiles() -> dict[str, HardwareProfile]:
+    """Rows of hardware.csv keyed by config key (``conf/hardware/<key>.yaml``'s ``profile``).
+
+    Keys are listed in ``_HW_KEYS``: the bare model for the common variant ("h100" = H100 SXM 80GB,
+    "a100" = A100 SXM4 80GB, "v100" = V100 SXM2 32GB, "h200" = H200 SXM, "jetson_orin" = AGX Orin 64GB),
+    a suffix for the others ("h100_pcie", "a100_40gb", "a100_pcie_40gb", "jetson_orin_nano"), and
+    family_model for CPUs and Apple chips ("xeon_8480", "epyc_9654", "i9_13900k", "apple_m2_max").
+    A row missing from ``_HW_KEYS`` gets its name slugified.
+    """
+    out: dict[str, HardwareProfile] = {}
+    for r in _table("hardware"):
+        profile = HardwareProfile(
+            name=r["name"],
+            kind=r["kind"],
+            tier=r["tier"],
+            tdp_w=_num(r["tdp_w"]),
+            memory_gb=_num(r["memory_gb"]),
+            embodied_kgco2e=_num(r["embodied_kgco2e"]),
+            source=r["source"],
+            year=_year(r["year"]),
+        )
+        out[_hw_key(r["name"])] = profile
+    return out
+
+
+def match_hardware(model_string: str) -> HardwareProfile | None:
+    """The table row a detected device name denotes, or None when no single row matches confidently.
+
+    A row matches when the string holds all of the row's required tokens (whole words, so "L40" is not
+    "L4" or "L40S") and every variant token the string holds (PCIe, NVL, Max, Ti, a memory size, ...) is
+    in the row's name. Among matches the most specific row (most required tokens) wins; a tie is None.
+    """
+    words = _tokens(model_string)
+    candidates: list[tuple[int, HardwareProfile]] = []
+    for profile in hardware_profiles().values():
+        required = _tokens(_HW_KEYS.get(profile.name, ("", profile.name))[1])
+        allowed = _tokens(profile.name) | required
+        if required <= words and all(w in allowed for w in words if _is_variant(w)):
+            candidates.append((len(required), profile))
+    candidates.sort(key=lambda c: -c[0])
+    if not candidates or (len(candidates) > 1 and candidates[0][0] == candidates[1][0]):
+        return None
+    return candidates[0][1]

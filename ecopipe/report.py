@@ -1,0 +1,155 @@
+"""Stage results as flat MLflow metrics and tags, and the short summary a job prints."""
+
+from __future__ import annotations
+
+from ecopipe.config import Attribution
+from ecopipe.hardware import DeviceProfile
+from ecopipe.stages.ess import SustainabilityResult
+from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
+from ecopipe.stages.inference import InferenceResult
+
+
+def energy_basis(result: InferenceResult, attribution: Attribution) -> EnergyBasis:
+    per_1k = result.per_1k_samples(attribution)
+    run = result.gross if attribution is Attribution.gross else result.net
+    tokens = result.tokens_out or result.tokens_in
+    return EnergyBasis(per_1k.mean, per_1k.ci95, run.total, result.duration_s, result.samples, tokens)
+
+
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}.{key}": value for key, value in values.items()}
+
+
+def inference_metrics(result: InferenceResult) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "samples": result.samples,
+        "tokens_in": result.tokens_in,
+        "tokens_out": result.tokens_out,
+        "trials": len(result.trials),
+        "window_s": result.duration_s,
+        "throughput_per_s": result.throughput.mean,
+        "throughput_ci95_per_s": result.throughput.ci95,
+        "latency_p50_s": result.latency_s(50),
+        "latency_p90_s": result.latency_s(90),
+        "latency_p99_s": result.latency_s(99),
+        "load_s": result.load.duration_s,
+        "load_energy_j": result.load.energy.total,
+        "parameters": result.facts.parameters,
+        "effective_parameters": result.facts.effective_parameters,
+        "idle_measured": float(result.idle_measured),
+    }
+    if result.fit is not None:
+        metrics |= {"fit_s": result.fit.duration_s, "fit_energy_j": result.fit.energy.total}
+    for attribution in Attribution:
+        per_1k = result.per_1k_samples(attribution)
+        name = attribution.value
+        metrics |= {
+            f"energy_per_1k_{name}_j": per_1k.mean,
+            f"energy_per_1k_{name}_ci95_j": per_1k.ci95,
+            f"energy_per_1k_{name}_cv": per_1k.cv,
+        }
+        metrics |= _prefixed(f"energy_per_1k_{name}_j", result.component_per_1k_samples(attribution).as_dict())
+    metrics |= _prefixed("energy_gross_j", result.gross.as_dict())
+    metrics |= _prefixed("energy_idle_j", result.idle.as_dict())
+    metrics |= _prefixed("energy_net_j", result.net.as_dict())
+    metrics |= _prefixed("idle_power_w", result.idle_power.as_dict())
+    metrics |= _prefixed("quality", result.quality)
+    return metrics
+
+
+def trial_metrics(result: InferenceResult) -> list[dict[str, float]]:
+    """Per-trial figures, logged with the trial index as the MLflow step."""
+    return [
+        {
+            "trial_energy_j": trial.window.energy.total,
+            "trial_window_s": trial.window.duration_s,
+            "trial_samples": trial.samples,
+            "trial_energy_per_1k_j": trial.window.energy.total * 1000 / trial.samples,
+        }
+        for trial in result.trials
+    ]
+
+
+def _footprint(prefix: str, fp: Footprint) -> dict[str, float]:
+    return {
+        f"energy_it_j_{prefix}": fp.energy_it_j,
+        f"energy_facility_j_{prefix}": fp.energy_facility_j,
+        f"co2e_g_{prefix}": fp.co2e_g,
+        f"water_onsite_l_{prefix}": fp.water_onsite_l,
+        f"water_offsite_l_{prefix}": fp.water_offsite_l,
+        f"water_l_{prefix}": fp.water_l,
+    }
+
+
+def impact_metrics(impact: ImpactResult) -> dict[str, float]:
+    factors = impact.factors
+    metrics = {
+        "carbon_intensity_g_per_kwh": factors.carbon_intensity.value,
+        "pue": factors.pue.value,
+        "wue_l_per_kwh": factors.wue.value,
+        "ewif_l_per_kwh": factors.ewif.value,
+        "co2e_ci95_g_per_1k": impact.per_1k_co2e_ci95_g,
+        **_footprint("per_1k", impact.per_1k),
+        **_footprint("per_inference", impact.per_inference),
+        **_footprint("run", impact.run),
+        **_footprint("per_hour", impact.per_hour),
+    }
+    if impact.per_1k_tokens is not None:
+        metrics |= _footprint("per_1k_tokens", impact.per_1k_tokens)
+    if impact.embodied_co2e_g_per_1k is not None:
+        metrics["embodied_co2e_g_per_1k"] = impact.embodied_co2e_g_per_1k
+    return metrics
+
+
+def impact_tags(impact: ImpactResult) -> dict[str, str]:
+    f = impact.factors
+    return {
+        "ecopipe.region": f.region,
+        "ecopipe.region_name": f.region_name,
+        "ecopipe.attribution": f.attribution.value,
+        "ecopipe.carbon_basis": f.carbon_basis,
+        "ecopipe.source.carbon_intensity": f.carbon_intensity.source,
+        "ecopipe.source.pue": f.pue.source,
+        "ecopipe.source.wue": f.wue.source,
+        "ecopipe.source.ewif": f.ewif.source,
+    }
+
+
+def ess_metrics(ess: SustainabilityResult) -> dict[str, float]:
+    return {
+        "ess": ess.ess,
+        "ess_run": ess.ess_run,
+        "ecep_wh_per_mparam": ess.ecep_wh_per_mparam,
+        "effective_params_m": ess.effective_params_m,
+    }
+
+
+def source_tags(result: InferenceResult) -> dict[str, str]:
+    tags = {f"energy_source.{c}": s for c, s in result.sources.items()}
+    tags |= {f"energy_measured.{c}": str(m).lower() for c, m in result.measured.items()}
+    return tags
+
+
+def _energy_label(result: InferenceResult) -> str:
+    used = {c: s for c, s in result.sources.items() if s != "none"}
+    text = ", ".join(f"{c} {s}" for c, s in used.items())
+    return text if any(result.measured.values()) else f"{text}; ESTIMATE, not a measurement"
+
+
+def summary(name: str, profile: DeviceProfile, result: InferenceResult, impact: ImpactResult,
+            ess: SustainabilityResult) -> str:
+    f = impact.factors
+    per_1k = result.per_1k_samples(f.attribution)
+    quality = ", ".join(f"{k} {v:.4g}" for k, v in result.quality.items()) or "none (random weights)"
+    lines = [
+        f"ecopipe  {name}  on {profile.name} ({result.device}, tier {profile.tier})",
+        f"  energy      {per_1k.mean:.4g} J per 1,000 inferences ±{per_1k.ci95:.2g} (95% CI, "
+        f"{len(result.trials)} trials, {f.attribution.value})  [{_energy_label(result)}]",
+        f"  CO2e        {impact.per_1k.co2e_g:.4g} g per 1,000 inferences  (region {f.region} "
+        f"{f.region_name}: {f.carbon_intensity.value:.4g} g/kWh {f.carbon_basis}, PUE {f.pue.value:.3g})",
+        f"  water       {impact.per_1k.water_l * 1000:.4g} mL per 1,000 inferences  "
+        f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh)",
+        f"  ESS         {ess.ess:.4g}  ({ess.effective_params_m:.4g} M effective parameters)",
+        f"  throughput  {result.throughput.mean:.4g} inferences/s  (batch {result.batch_size}); quality: {quality}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Energy sensors: NVML, RAPL, estimates and a test double, behind one interface."""

@@ -1,0 +1,66 @@
+"""The one interface every energy sensor implements.
+
+A sensor exposes a cumulative energy in joules that only grows while it is open. Windows are
+differences of two reads, so the load phase, the idle baseline and every trial are measured by the
+same arithmetic whatever the hardware (a counter register, an integrated power trace or an estimate).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import Enum
+
+
+class Component(str, Enum):
+    GPU = "gpu"
+    CPU = "cpu"
+    RAM = "ram"
+
+
+class Source(str, Enum):
+    """How an energy figure was obtained; travels with every number into MLflow and the tables."""
+
+    NVML_COUNTER = "nvml_counter"
+    NVML_POWER_POLLING = "nvml_power_polling"
+    RAPL = "rapl"
+    ESTIMATED_TDP = "estimated_tdp"
+    ESTIMATED_PER_GB = "estimated_per_gb"
+    FAKE = "fake"  # test double for hardware this machine lacks; never used outside tests
+
+    @property
+    def is_measurement(self) -> bool:
+        return self in (Source.NVML_COUNTER, Source.NVML_POWER_POLLING, Source.RAPL)
+
+
+class SensorUnavailable(RuntimeError):
+    """The hardware or library behind a sensor cannot be used here; discovery tries the next one."""
+
+
+class EnergySensor(ABC):
+    """A cumulative energy reading for one device (one GPU, one RAPL package, the process's CPU...)."""
+
+    component: Component
+    source: Source
+    device: str  # "gpu0", "package-0", "cpu", ...
+    resolution_s: float  # how often the underlying value refreshes
+
+    def open(self) -> None:  # noqa: B027 - optional hook: polling sensors start their thread here
+        """Start whatever the sensor needs before its first read."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release threads and handles."""
+
+    @abstractmethod
+    def read_joules(self) -> float:
+        """Energy in joules since an arbitrary origin fixed at open(); monotonic while open."""
+
+    def power_watts(self) -> float | None:
+        """Instantaneous power for the sampler's trace, or None where the sensor has no such field."""
+        return None
+
+    @property
+    def label(self) -> str:
+        return f"{self.component.value}:{self.device}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label} source={self.source.value}>"

@@ -1,0 +1,164 @@
+"""CPU package and DRAM energy from Linux RAPL (powercap sysfs), Intel and AMD (kernel >= 5.8).
+
+Layout: /sys/class/powercap/intel-rapl:N is package N; intel-rapl:N:M are its subzones (core, uncore,
+dram). core and uncore are *inside* the package figure, so only package (CPU) and dram (RAM) are
+used: summing them would count energy twice. intel-rapl-mmio:* mirrors the package and psys covers
+the whole platform: both are skipped for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ecopipe.sensors.base import Component, EnergySensor, SensorUnavailable, Source
+
+log = logging.getLogger(__name__)
+
+POWERCAP_ROOT = "/sys/class/powercap"
+_PACKAGE_RE = re.compile(r"intel-rapl:(\d+)")
+_SUBZONE_RE = re.compile(r"intel-rapl:(\d+):(\d+)")
+
+
+def counter_delta(prev: int, cur: int, max_range: int) -> int:
+    """Energy (uJ) between two reads of a counter that wraps to 0 after `max_range`.
+
+    At most one wrap between reads is detectable: read at least once per max_range / peak power
+    (tens of minutes on usual packages). The kernel does not publish the exact modulus; taking
+    max_range for it errs by at most one energy unit (~61 uJ) per wrap.
+    """
+    if cur >= prev:
+        return cur - prev
+    if max_range <= 0 or prev > max_range:
+        raise ValueError(f"counter went {prev} -> {cur} with max_energy_range_uj={max_range}")
+    return max_range - prev + cur
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _permission_message(path: Path) -> str:
+    return (
+        f"cannot read {path}: permission denied. Since Linux 5.10 RAPL energy_uj is readable by root "
+        "only (CVE-2020-8694). Run as root, or grant read access until reboot with "
+        "`sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj "
+        "/sys/class/powercap/intel-rapl:*:*/energy_uj` (a udev rule makes it permanent)"
+    )
+
+
+class RaplSensor(EnergySensor):
+    """One RAPL zone: a package (component CPU) or its dram subzone (component RAM).
+
+    Accumulates counter deltas across wraps, so read_joules() is monotonic while open. power_watts()
+    gives the mean power since its previous call and also accumulates, so a sampler calling it keeps
+    wraps detectable in long windows.
+    """
+
+    source = Source.RAPL
+    resolution_s = 0.001  # RAPL updates about every millisecond
+
+    def __init__(self, zone_path: str | Path, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.zone = Path(zone_path)
+        self._clock = clock
+        self._energy_file = self.zone / "energy_uj"
+        try:
+            name = _read_text(self.zone / "name")
+            self.max_range_uj = int(_read_text(self.zone / "max_energy_range_uj"))
+            self._prev = int(_read_text(self._energy_file))  # probe: permission fails here
+        except PermissionError as err:
+            raise SensorUnavailable(_permission_message(self._energy_file)) from err
+        except (OSError, ValueError) as err:
+            raise SensorUnavailable(f"RAPL zone {self.zone} unreadable: {err}") from err
+        sub = _SUBZONE_RE.fullmatch(self.zone.name)
+        if name == "dram" and sub:
+            self.component, self.device = Component.RAM, f"dram-{sub.group(1)}"
+        elif name.startswith("package"):
+            self.component, self.device = Component.CPU, name
+        else:
+            raise ValueError(f"{self.zone} is a {name!r} zone: only package and dram zones are used")
+        self._lock = threading.Lock()  # the sampler thread and the window edges both read
+        self._total_uj = 0
+        self._opened = False
+        self._last_power: tuple[float, int] | None = None  # (t, total uJ) at the last power_watts()
+
+    def _accumulate(self) -> int:
+        with self._lock:
+            try:
+                cur = int(_read_text(self._energy_file))
+            except PermissionError as err:
+                raise SensorUnavailable(_permission_message(self._energy_file)) from err
+            self._total_uj += counter_delta(self._prev, cur, self.max_range_uj)
+            self._prev = cur
+            return self._total_uj
+
+    def open(self) -> None:
+        self._accumulate()
+        self._total_uj, self._opened, self._last_power = 0, True, None
+
+    def read_joules(self) -> float:
+        if not self._opened:
+            raise RuntimeError(f"{self!r} read before open()")
+        return self._accumulate() / 1e6
+
+    def power_watts(self) -> float | None:
+        if not self._opened:
+            return None
+        total, now = self._accumulate(), self._clock()
+        last, self._last_power = self._last_power, (now, total)
+        if last is None or now <= last[0]:
+            return None
+        return (total - last[1]) / 1e6 / (now - last[0])
+
+    def close(self) -> None:
+        self._opened = False
+
+
+def _subzones(root: Path, package: Path, index: str) -> list[Path]:
+    """Subzones of one package: nested in its folder (real sysfs) and/or flat beside it."""
+    found: dict[str, Path] = {}
+    for folder in (package, root):
+        for p in folder.iterdir():
+            m = _SUBZONE_RE.fullmatch(p.name)
+            if m and m.group(1) == index and p.name not in found:
+                found[p.name] = p
+    return [found[k] for k in sorted(found, key=lambda n: int(n.rsplit(":", 1)[1]))]
+
+
+def discover_rapl_zones(
+    root: str | Path = POWERCAP_ROOT, clock: Callable[[], float] = time.perf_counter
+) -> list[RaplSensor]:
+    """Package zones (CPU) and their dram subzones (RAM); [] when there is no RAPL.
+
+    Raises SensorUnavailable when zones exist but energy_uj cannot be read (permission denied), so
+    the caller can say why it falls back to an estimate.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    sensors: list[RaplSensor] = []
+    packages = [p for p in root.iterdir() if _PACKAGE_RE.fullmatch(p.name)]
+    for pkg in sorted(packages, key=lambda p: int(p.name.split(":")[1])):
+        try:
+            name = _read_text(pkg / "name")
+        except OSError as err:
+            log.warning("RAPL zone %s has no readable name (%s): skipped", pkg, err)
+            continue
+        if not name.startswith("package"):
+            log.debug("RAPL zone %s (%s) skipped: it overlaps the package zones", pkg, name)
+            continue
+        sensors.append(RaplSensor(pkg, clock=clock))
+        for sub in _subzones(root, pkg, pkg.name.split(":")[1]):
+            try:
+                sub_name = _read_text(sub / "name")
+            except OSError:
+                continue
+            if sub_name == "dram":
+                sensors.append(RaplSensor(sub, clock=clock))
+            else:  # core, uncore: already inside the package figure
+                log.debug("RAPL subzone %s (%s) skipped: inside the package", sub, sub_name)
+    return sensors

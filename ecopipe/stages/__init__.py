@@ -1,0 +1,1 @@
+"""A job's stages, in order: inference (measured) -> impact (footprint) -> ESS (score)."""

@@ -1,0 +1,189 @@
+"""The measured inference stage: load, idle baseline, warm-up, then repeated measured windows.
+
+The protocol is DESIGN.md section 4: loading is metered apart from inference; the idle baseline is
+taken in the workload's own state (model loaded, CUDA context open) and cached for the sweep; each
+trial is extended until it lasts `monitor.min_window_s`, so microsecond predictions still span many
+sensor refreshes; the accelerator is synchronised at both edges of every window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecopipe.config import Attribution, MonitorConfig
+from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
+from ecopipe.monitor.stats import Estimate, estimate
+from ecopipe.workloads.base import ModelFacts, PassStats, Workload
+
+log = logging.getLogger(__name__)
+
+# Idle power per (sensors, device state), kept for the length of a sweep run in one process.
+_IDLE_CACHE: dict[tuple[str, ...], Power] = {}
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    window: Window
+    passes: int
+    samples: int
+    tokens_in: int
+    tokens_out: int
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    device: str
+    sources: dict[str, str]  # component -> nvml_counter | nvml_power_polling | rapl | estimated_tdp ...
+    measured: dict[str, bool]  # component -> a measurement (True) or an estimate (False)
+    facts: ModelFacts
+    load: Window
+    fit: Window | None
+    idle_power: Power  # watts; zero when no baseline was taken
+    idle_measured: bool
+    trials: tuple[TrialResult, ...]
+    quality: dict[str, float]
+    batch_latencies_s: tuple[float, ...] = field(repr=False)
+    batch_size: int = 1
+
+    # Whole-run sums over the measured windows.
+    @property
+    def samples(self) -> int:
+        return sum(t.samples for t in self.trials)
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(t.tokens_in for t in self.trials)
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(t.tokens_out for t in self.trials)
+
+    @property
+    def duration_s(self) -> float:
+        return sum(t.window.duration_s for t in self.trials)
+
+    @property
+    def gross(self) -> Energy:
+        return sum((t.window.energy for t in self.trials), Energy())
+
+    @property
+    def idle(self) -> Energy:
+        return self.idle_power * self.duration_s
+
+    @property
+    def net(self) -> Energy:
+        return self.gross - self.idle
+
+    def trial_energy(self, trial: TrialResult, attribution: Attribution) -> Energy:
+        gross = trial.window.energy
+        if attribution is Attribution.gross:
+            return gross
+        return gross - self.idle_power * trial.window.duration_s
+
+    def per_1k_samples(self, attribution: Attribution) -> Estimate:
+        """Joules per 1,000 inferences over the trials: mean and 95% interval."""
+        return estimate([self.trial_energy(t, attribution).total * 1000 / t.samples for t in self.trials])
+
+    def component_per_1k_samples(self, attribution: Attribution) -> Energy:
+        per_trial = [self.trial_energy(t, attribution) * (1000 / t.samples) for t in self.trials]
+        return sum(per_trial, Energy()) / len(per_trial)
+
+    @property
+    def throughput(self) -> Estimate:
+        """Inferences per second over the trials."""
+        return estimate([t.samples / t.window.duration_s for t in self.trials])
+
+    def latency_s(self, q: float) -> float:
+        return float(np.percentile(self.batch_latencies_s, q)) if self.batch_latencies_s else float("nan")
+
+
+def measure_idle(meter: EnergyMeter, seconds: float, state: str, sleep: Callable[[float], None] = time.sleep
+                 ) -> Power | None:
+    """Baseline power in the workload's state; None when disabled."""
+    if seconds <= 0:
+        return None
+    key = (state, *sorted(s.label for s in meter.sensors))
+    if key not in _IDLE_CACHE:
+        start = meter.snapshot()
+        sleep(seconds)
+        _IDLE_CACHE[key] = meter.since(start).power
+        log.info("idle baseline (%s): %.1f W", state, _IDLE_CACHE[key].total)
+    return _IDLE_CACHE[key]
+
+
+def _metered(meter: EnergyMeter, action: Callable[[], object]) -> tuple[Window, object]:
+    start = meter.snapshot()
+    value = action()
+    return meter.since(start), value
+
+
+def _trial(meter: EnergyMeter, workload: Workload, monitor: MonitorConfig, keep_outputs: bool
+           ) -> tuple[TrialResult, list[PassStats], list[object]]:
+    start: Snapshot = meter.snapshot()
+    passes: list[PassStats] = []
+    outputs: list[object] = []
+    while True:
+        stats, pass_outputs = workload.run_pass(keep_outputs=keep_outputs and not passes)
+        passes.append(stats)
+        outputs.extend(pass_outputs)
+        elapsed = time.perf_counter() - start.time_s
+        if len(passes) >= monitor.min_iterations and elapsed >= monitor.min_window_s:
+            break
+    window = meter.since(start)
+    trial = TrialResult(
+        window=window,
+        passes=len(passes),
+        samples=sum(p.samples for p in passes),
+        tokens_in=sum(p.tokens_in for p in passes),
+        tokens_out=sum(p.tokens_out for p in passes),
+    )
+    return trial, passes, outputs
+
+
+def run_inference(workload: Workload, meter: EnergyMeter, monitor: MonitorConfig, batch_size: int
+                  ) -> InferenceResult:
+    """Run the whole protocol; the meter's sensors must already be open."""
+    load, _ = _metered(meter, workload.load)
+    fit_window, fitted = _metered(meter, workload.fit)
+    fit = fit_window if fitted else None
+
+    state = f"{workload.device}:model_loaded"
+    idle = measure_idle(meter, monitor.idle_s, state)
+
+    for batch in list(workload.batches())[: monitor.warmup_batches]:
+        workload.predict(batch)
+
+    trials: list[TrialResult] = []
+    latencies: list[float] = []
+    quality_outputs: list[object] = []
+    for index in range(monitor.trials):
+        if index and monitor.cooldown_s:
+            time.sleep(monitor.cooldown_s)
+        trial, passes, outputs = _trial(meter, workload, monitor, keep_outputs=index == 0)
+        trials.append(trial)
+        latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
+        quality_outputs.extend(outputs)
+        log.info("trial %d: %.2f s, %d samples, %.3f J", index + 1, trial.window.duration_s, trial.samples,
+                 trial.window.energy.total)
+
+    facts = workload.facts()
+    quality = workload.quality(quality_outputs) if facts.weights != "random" else {}
+    return InferenceResult(
+        device=workload.device,
+        sources=meter.sources,
+        measured=meter.measured,
+        facts=facts,
+        load=load,
+        fit=fit,
+        idle_power=idle if idle is not None else Power(),
+        idle_measured=idle is not None,
+        trials=tuple(trials),
+        quality=quality,
+        batch_latencies_s=tuple(latencies),
+        batch_size=batch_size,
+    )

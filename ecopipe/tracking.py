@@ -1,0 +1,144 @@
+"""MLflow: one run per job, in the embedded SQLite store by default or a tracking server.
+
+The client API (not the fluent one) is used throughout so that a sweep's parent run and its jobs,
+possibly in other processes, never depend on a process-global "active run".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from ecopipe.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "mlflow.db"
+PARENT_RUN_ENV = "ECOPIPE_PARENT_RUN_ID"
+_BATCH = 500  # MLflow accepts up to 1,000 metrics per batch call and 100 params
+
+
+def resolve_uri(cfg: TrackingConfig) -> str:
+    """`tracking.uri`, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
+    if cfg.uri:
+        return cfg.uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    # Artifacts of an embedded store sit beside its database, not in whatever directory a job runs.
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """Create the store's schema and the experiment once; return the experiment id."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Stable hash of the resolved job config (tracking settings excluded: they do not change a result)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(resolved, dict)
+    resolved = {k: v for k, v in resolved.items() if k not in ("tracking", "hydra", "rerun")}
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class JobRun:
+    """One MLflow run; metrics are kept finite (MLflow stores nan, but the UI and tables choke on it)."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i : i + _BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, tags=items[i : i + _BATCH])
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None:
+        self.client.log_dict(self.run_id, dict(data), name)
+
+    def log_file(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_frame_csv(self, frame: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            frame.to_csv(path, index=False)
+            self.client.log_artifact(self.run_id, str(path))
+
+
+@contextmanager
+def job_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Iterator[JobRun]:
+    """Open a run; end it FINISHED, or FAILED with the error as a tag, whatever happens inside."""
+    uri = resolve_uri(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = ensure_experiment(client, uri, cfg.experiment)
+    all_tags = dict(tags)
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    run = client.create_run(experiment_id, run_name=run_name,
+                            tags={k: str(v) for k, v in all_tags.items() if v is not None})
+    job = JobRun(client, run.info.run_id)
+    try:
+        yield job
+    except BaseException as error:
+        reason = f"{type(error).__name__}: {error}"
+        job.set_tags({"ecopipe.error": reason[:5000], "ecopipe.status": "failed"})
+        client.set_terminated(job.run_id, status="FAILED")
+        raise
+    client.set_terminated(job.run_id, status="FINISHED")

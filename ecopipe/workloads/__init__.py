@@ -1,0 +1,1 @@
+"""Workloads: a model and its data, run batch by batch under the monitor."""

@@ -1,0 +1,85 @@
+"""The contract between the inference stage and any model family.
+
+The stage owns timing and energy; a workload only loads, fits (if it must), runs passes over its
+data and scores them. Workloads never touch sensors.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PassStats:
+    """One pass over the measured data."""
+
+    samples: int
+    tokens_in: int = 0
+    tokens_out: int = 0
+    batch_latencies_s: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    parameters: int  # counted on the loaded model (fitted values for scikit-learn)
+    effective_parameters: float  # taking part in one inference (active experts, expected cascade cost)
+    dtype: str  # what the weights actually hold after precision was applied
+    weights: str  # pretrained | random
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Workload(ABC):
+    device: str = "cpu"
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load (or build) the model and the data; metered as the `load` phase."""
+
+    def fit(self) -> bool:
+        """Fit the model inside the job when the family needs it; metered as the `fit` phase."""
+        return False
+
+    @abstractmethod
+    def batches(self) -> Sequence[Any]:
+        """The measured data, already batched and on the device."""
+
+    @abstractmethod
+    def predict(self, batch: Any) -> Any:
+        """Run one batch; return host-side results (their transfer ends the batch's GPU work)."""
+
+    @abstractmethod
+    def quality(self, outputs: Sequence[Any]) -> dict[str, float]:
+        """Quality of one pass's outputs ({} where weights are random: no quality to report)."""
+
+    @abstractmethod
+    def facts(self) -> ModelFacts: ...
+
+    def batch_samples(self, batch: Any) -> int:
+        return len(batch)
+
+    def batch_tokens(self, batch: Any, output: Any) -> tuple[int, int]:
+        """Tokens in and out of one batch; zero for families without tokens."""
+        return 0, 0
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; a no-op on the CPU."""
+
+    def run_pass(self, keep_outputs: bool = False) -> tuple[PassStats, list[Any]]:
+        samples = tokens_in = tokens_out = 0
+        latencies: list[float] = []
+        outputs: list[Any] = []
+        for batch in self.batches():
+            started = time.perf_counter()
+            output = self.predict(batch)
+            latencies.append(time.perf_counter() - started)
+            samples += self.batch_samples(batch)
+            batch_in, batch_out = self.batch_tokens(batch, output)
+            tokens_in += batch_in
+            tokens_out += batch_out
+            if keep_outputs:
+                outputs.append(output)
+        return PassStats(samples, tokens_in, tokens_out, tuple(latencies)), outputs

@@ -1,0 +1,16 @@
+"""Builds the workload a config names, refusing impossible combinations before anything loads."""
+
+from __future__ import annotations
+
+from ecopipe.config import Config, Framework
+from ecopipe.hardware import resolve_device
+from ecopipe.workloads.base import Workload
+
+
+def build_workload(cfg: Config) -> Workload:
+    if cfg.model.framework is Framework.sklearn:
+        from ecopipe.workloads.sklearn import SklearnWorkload
+
+        resolve_device(cfg.hardware.device, cpu_only=True)
+        return SklearnWorkload(cfg.model, cfg.dataset, cfg.precision.name, cfg.batch_size, cfg.seed)
+    raise NotImplementedError(f"framework {cfg.model.framework.value} is not wired yet")

@@ -1,0 +1,49 @@
+"""Shared fixtures: real Hydra composition of the project's configs and a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from ecopipe.config import CONFIG_DIR, register_configs
+
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+register_configs()
+
+# Short windows: tests check correctness, not the figures' precision.
+FAST = ["monitor=quick", "monitor.trials=2", "monitor.min_window_s=0.05", "monitor.idle_s=0.05"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def client(store: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=store)
+
+
+@pytest.fixture
+def make_cfg(store: str) -> Callable[..., DictConfig]:
+    def _compose(*overrides: str, fast: bool = True) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose("config", overrides=[f"tracking.uri={store}", *(FAST if fast else []), *overrides])
+
+    return _compose
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m ecopipe` in a fresh process, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "ecopipe", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)

@@ -1,0 +1,115 @@
+"""Every option of every config group composes against the typed schema; bad input is refused clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from ecopipe.config import CONFIG_DIR, TASK_DATA, Config, ConfigError, validate
+
+GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def fitting_partner(group: str, cfg: Config) -> str:
+    """A dataset for a model option, or a model for a dataset option, so the pair validates."""
+    if group == "model":
+        kinds = {k.value for k in TASK_DATA[cfg.model.task]}
+        fits = [d for d in options("dataset") if OmegaConf.load(CONFIG_DIR / "dataset" / f"{d}.yaml").kind in kinds]
+        return f"dataset={fits[0]}"
+    tasks = [t for t, kinds in TASK_DATA.items() if cfg.dataset.kind in kinds]
+    fits = [m for m in options("model") if OmegaConf.load(CONFIG_DIR / "model" / f"{m}.yaml").task in
+            {t.value for t in tasks}]
+    return f"model={fits[0]}"
+
+
+def test_groups_present():
+    assert {"model", "dataset", "precision", "hardware", "monitor", "tracking"} <= set(GROUPS)
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
+)
+def test_every_option_composes_and_validates(make_cfg, group, option):
+    raw = make_cfg(f"{group}={option}", fast=False)
+    cfg = OmegaConf.to_object(raw)
+    assert isinstance(cfg, Config)
+    if group in ("model", "dataset"):
+        cfg = OmegaConf.to_object(make_cfg(f"{group}={option}", fitting_partner(group, cfg), fast=False))
+        assert getattr(cfg, group).name == option
+    validate(cfg)
+
+
+def test_default_config_is_offline_sklearn(make_cfg):
+    cfg = OmegaConf.to_object(make_cfg(fast=False))
+    assert (cfg.model.name, cfg.dataset.name, cfg.region) == ("logistic_regression", "digits", "WORLD")
+    assert cfg.dataset.source.value == "sklearn"
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("model=no_such_model", "logistic_regression"),  # Hydra lists the available options
+        ("dataset=no_such_data", "digits"),
+        ("precision=fp64", "fp16"),
+        ("hardware=tpu9", "h100"),
+    ],
+)
+def test_unknown_group_option_lists_allowed(make_cfg, override, needle):
+    with pytest.raises(MissingConfigException) as error:
+        make_cfg(override)
+    assert needle in str(error.value) and override.split("=")[1] in str(error.value)
+
+
+def test_unknown_key_is_refused(make_cfg):
+    with pytest.raises(ConfigCompositionException) as error:
+        make_cfg("batchsize=3")
+    assert "batchsize" in str(error.value)
+
+
+def test_wrong_type_is_refused(make_cfg):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as error:
+        make_cfg("batch_size=many")
+    assert "batch_size" in str(error.value) or "many" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("batch_size=0", "batch_size=0"),
+        ("batch_size=-4", "batch_size=-4"),
+        ("dataset.limit=0", "dataset.limit=0"),
+        ("monitor.trials=0", "monitor.trials=0"),
+        ("hardware.device=gpu", "auto, cpu, cuda or cuda:N"),
+        ("dataset=diabetes", "tabular_classification"),  # a classifier on regression data
+        ("impact.pue=0.5", "impact.pue"),
+    ],
+)
+def test_bad_values_fail_validation(make_cfg, override, needle):
+    cfg = OmegaConf.to_object(make_cfg(override))
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert needle in str(error.value)
+
+
+def test_conf_ships_in_the_wheel(tmp_path: Path):
+    """A non-editable install finds conf/: the wheel carries it as ecopipe/conf."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("ecopipe-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "ecopipe/conf/config.yaml" in names
+    assert "ecopipe/conf/model/logistic_regression.yaml" in names
+    assert "ecopipe/data/grid_carbon_intensity.csv" in names

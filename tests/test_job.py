@@ -1,0 +1,101 @@
+"""The default job end to end on real parts: Hydra config, scikit-learn, sensors, a SQLite MLflow store."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ecopipe.config import ConfigError
+from ecopipe.job import run_job
+from ecopipe.reference import UnknownRegionError
+from tests.conftest import run_cli
+
+
+def test_default_job_end_to_end(make_cfg, client):
+    outcome = run_job(make_cfg())
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
+    for key in ("energy_per_1k_gross_j", "co2e_g_per_1k", "water_l_per_1k", "ess", "throughput_per_s",
+                "samples", "quality.accuracy", "parameters"):
+        assert math.isfinite(metrics[key]) and metrics[key] > 0, key
+    assert tags["energy_source.cpu"] == "estimated_tdp"
+    assert tags["energy_measured.cpu"] == "false"
+    assert tags["energy_source.gpu"] == "none"
+    assert tags["ecopipe.region"] == "WORLD"
+    assert params["model.name"] == "logistic_regression" and params["dataset.name"] == "digits"
+    assert metrics["quality.accuracy"] > 0.9  # a real model on real data
+    # digits: 64 features x 10 classes + 10 intercepts, counted on the fitted estimator
+    assert metrics["parameters"] == 650
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    assert {"config.yaml", "environment.json", "summary.txt"} <= artifacts
+    # CO2e follows from energy by the impact formula with the logged factors.
+    expected = metrics["energy_per_1k_gross_j"] / 3.6e6 * metrics["pue"] * metrics["carbon_intensity_g_per_kwh"]
+    assert metrics["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-9)
+    assert metrics["ess"] == pytest.approx(650 / 1e6 / metrics["co2e_g_per_1k"], rel=1e-9)
+
+
+def test_summary_states_source_and_region(make_cfg):
+    text = run_job(make_cfg("region=FRA")).summary
+    assert "estimated_tdp" in text and "ESTIMATE" in text
+    assert "FRA" in text and "per 1,000 inferences" in text
+
+
+@pytest.mark.parametrize(
+    "override,error",
+    [("region=NARNIA", UnknownRegionError), ("batch_size=0", ConfigError), ("dataset=diabetes", ConfigError),
+     ("precision=int8", ConfigError), ("hardware.device=cuda:3", ConfigError)],
+)
+def test_bad_input_leaves_no_run(make_cfg, client, override, error):
+    with pytest.raises(error):
+        run_job(make_cfg(override))
+    experiment = client.get_experiment_by_name("ecopipe")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    assert runs == []
+
+
+def test_failure_after_start_marks_run_failed_and_keeps_measurements(make_cfg, client, monkeypatch):
+    from ecopipe import job
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("impact exploded")
+
+    monkeypatch.setattr(job, "run_impact", broken)
+    with pytest.raises(RuntimeError):
+        run_job(make_cfg())
+    (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "impact exploded" in run.data.tags["ecopipe.error"]
+    assert run.data.metrics["energy_per_1k_gross_j"] > 0  # measured before the failure, kept
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["region=NARNIA"], "NARNIA"),
+        (["batch_size=0"], "batch_size=0"),
+        (["model=nope"], "Could not find 'model/nope'"),
+        (["nokey=1"], "nokey"),
+        (["batch_size=abc"], "batch_size"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_message(tmp_path, args, needle):
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode != 0
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{db}")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        assert not client.search_runs(experiments, "attributes.status = 'RUNNING'")
+
+
+def test_cli_default_job(tmp_path):
+    done = run_cli("monitor=quick", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "per 1,000 inferences" in done.stdout
+    assert (tmp_path / "mlflow.db").exists()
