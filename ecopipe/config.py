@@ -9,9 +9,9 @@ that a type cannot express (positive sizes, a device string, a task that fits th
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -58,6 +58,23 @@ class Precision(Enum):
     bf16 = "bf16"
     int8 = "int8"
     int4 = "int4"
+
+
+class Engine(Enum):
+    eager = "eager"  # plain `generate`
+    compiled = "compiled"  # static KV cache + torch.compile, as transformers supports
+
+
+class StrategyName(Enum):
+    single = "single"  # the job's model alone
+    cascade = "cascade"  # stop at the first pool member confident enough
+    router = "router"  # a light classifier picks the cheapest member expected to be right
+    oracle = "oracle"  # the cheapest right member, known in hindsight: the lower bound
+
+
+class CascadeTarget(Enum):
+    accuracy_parity = "accuracy_parity"  # cheapest thresholds within `tolerance` of the heaviest member
+    energy_budget = "energy_budget"  # most accurate thresholds within `energy_budget_j_per_1k`
 
 
 class Attribution(Enum):
@@ -152,6 +169,26 @@ class ImpactConfig:
 
 
 @dataclass
+class StrategyConfig:
+    name: StrategyName = StrategyName.single
+    preset: str | None = None  # energy_saver | balanced | accuracy_first (cascade)
+    target: CascadeTarget = CascadeTarget.accuracy_parity
+    tolerance: float = 0.01  # accuracy points below the heaviest member that parity allows
+    energy_budget_j_per_1k: float | None = None
+    threshold_grid: int = 21  # thresholds tried per member for tuning and the Pareto curve
+
+
+@dataclass
+class PoolConfig:
+    name: str = "none"
+    members: list[str] = field(default_factory=list)  # conf/model option names, any order
+    dataset: str | None = None  # conf/dataset option the pool is trained and tested on
+    validation_a_fraction: float = 0.15  # router fit and temperature scaling
+    validation_b_fraction: float = 0.15  # threshold tuning
+    test_fraction: float = 0.25
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -160,6 +197,9 @@ class Config:
     monitor: MonitorConfig = MISSING
     tracking: TrackingConfig = MISSING
     impact: ImpactConfig = field(default_factory=ImpactConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    engine: Engine = Engine.eager
     region: str = "WORLD"  # grid zone: WORLD, FRA, FR, US-CA, aws/us-east-1...
     batch_size: int = 64
     seed: int = 0
@@ -196,9 +236,7 @@ def validate(cfg: Config) -> None:
         if value < 0:
             raise ConfigError(f"monitor.{key}={value} is invalid: it must be zero or more seconds.")
     if cfg.monitor.min_hz > cfg.monitor.max_hz:
-        raise ConfigError(
-            f"monitor.min_hz={cfg.monitor.min_hz} exceeds monitor.max_hz={cfg.monitor.max_hz}."
-        )
+        raise ConfigError(f"monitor.min_hz={cfg.monitor.min_hz} exceeds monitor.max_hz={cfg.monitor.max_hz}.")
     if not _DEVICE.match(cfg.hardware.device):
         raise ConfigError(
             f"hardware.device={cfg.hardware.device!r} is invalid: use auto, cpu, cuda or cuda:N."
@@ -212,7 +250,9 @@ def validate(cfg: Config) -> None:
     if cfg.impact.embodied:
         _positive(cfg.impact.lifetime_years, "impact.lifetime_years", "number of years")
         if cfg.impact.lifetime_years is None:
-            raise ConfigError("impact.embodied=true needs impact.lifetime_years (the hardware's service life).")
+            raise ConfigError(
+                "impact.embodied=true needs impact.lifetime_years (the hardware's service life)."
+            )
     allowed = TASK_DATA[cfg.model.task]
     if cfg.dataset.kind not in allowed:
         names = ", ".join(sorted(k.value for k in allowed))

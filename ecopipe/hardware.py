@@ -19,8 +19,20 @@ log = logging.getLogger(__name__)
 # treated as a desktop (no facility overhead). Both are stated in the summary and overridable.
 _SERVER_CPU_WORDS = ("xeon", "epyc", "graviton", "ampere")
 
-PACKAGES = ("ecopipe", "torch", "transformers", "datasets", "scikit-learn", "mlflow", "hydra-core",
-            "omegaconf", "nvidia-ml-py", "psutil", "numpy", "pandas")
+PACKAGES = (
+    "ecopipe",
+    "torch",
+    "transformers",
+    "datasets",
+    "scikit-learn",
+    "mlflow",
+    "hydra-core",
+    "omegaconf",
+    "nvidia-ml-py",
+    "psutil",
+    "numpy",
+    "pandas",
+)
 
 
 def cuda_available() -> bool:
@@ -36,17 +48,23 @@ def resolve_device(requested: str, cpu_only: bool = False) -> str:
     if requested == "cpu":
         return "cpu"
     if cpu_only:
-        raise ConfigError(f"hardware.device={requested} cannot run this model: it runs on the CPU only; "
-                          "use hardware.device=cpu or auto.")
+        raise ConfigError(
+            f"hardware.device={requested} cannot run this model: it runs on the CPU only; "
+            "use hardware.device=cpu or auto."
+        )
     if not cuda_available():
-        raise ConfigError(f"hardware.device={requested} is not available on this machine (no CUDA device); "
-                          "use hardware.device=cpu or auto.")
+        raise ConfigError(
+            f"hardware.device={requested} is not available on this machine (no CUDA device); "
+            "use hardware.device=cpu or auto."
+        )
     import torch
 
     index = int(requested.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"hardware.device={requested} does not exist: this machine has "
-                          f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+        raise ConfigError(
+            f"hardware.device={requested} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+        )
     return f"cuda:{index}"
 
 
@@ -85,7 +103,9 @@ class DeviceProfile:
 
 
 def _from_table(key: str, row: HardwareProfile, detected: str, tier: str | None) -> DeviceProfile:
-    return DeviceProfile(key, row.name, detected, tier or row.tier, row.tdp_w, row.embodied_kgco2e, row.source)
+    return DeviceProfile(
+        key, row.name, detected, tier or row.tier, row.tdp_w, row.embodied_kgco2e, row.source
+    )
 
 
 def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
@@ -95,7 +115,9 @@ def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
     detected = gpu_model_name(index) if index is not None else cpu_model_name()
     if cfg.profile is not None:
         if cfg.profile not in profiles:
-            raise ConfigError(f"hardware.profile={cfg.profile} is unknown; allowed: {', '.join(sorted(profiles))}.")
+            raise ConfigError(
+                f"hardware.profile={cfg.profile} is unknown; allowed: {', '.join(sorted(profiles))}."
+            )
         return _from_table(cfg.profile, profiles[cfg.profile], detected, cfg.tier)
     row = match_hardware(detected)
     if row is not None:
@@ -103,10 +125,21 @@ def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
         return _from_table(key, row, detected, cfg.tier)
     server = any(word in detected.lower() for word in _SERVER_CPU_WORDS)
     tier = cfg.tier or ("datacenter" if server else "desktop")
-    log.warning("hardware %r is not in the hardware table: tier %s assumed (set hardware.profile or "
-                "hardware.tier to change it).", detected, tier)
-    return DeviceProfile("unknown", detected, detected, tier, None, None,
-                         f"not in the hardware table; tier '{tier}' assumed from the device name")
+    log.warning(
+        "hardware %r is not in the hardware table: tier %s assumed (set hardware.profile or "
+        "hardware.tier to change it).",
+        detected,
+        tier,
+    )
+    return DeviceProfile(
+        "unknown",
+        detected,
+        detected,
+        tier,
+        None,
+        None,
+        f"not in the hardware table; tier '{tier}' assumed from the device name",
+    )
 
 
 def cpu_tdp_w() -> float | None:

@@ -76,11 +76,20 @@ def run_job(raw: DictConfig) -> JobOutcome:
         run.log_metrics(metrics)
         for step, trial in enumerate(report.trial_metrics(inference)):
             run.log_metrics(trial, step=step)
-        run.set_tags({**report.source_tags(inference), "ecopipe.dtype": inference.facts.dtype,
-                      "ecopipe.weights": inference.facts.weights})
+        run.set_tags(
+            {
+                **report.source_tags(inference),
+                "ecopipe.dtype": inference.facts.dtype,
+                "ecopipe.weights": inference.facts.weights,
+            }
+        )
 
-        impact = run_impact(report.energy_basis(inference, factors.attribution), factors,
-                            profile.embodied_kgco2e if cfg.impact.embodied else None, cfg.impact.lifetime_years)
+        impact = run_impact(
+            report.energy_basis(inference, factors.attribution),
+            factors,
+            profile.embodied_kgco2e if cfg.impact.embodied else None,
+            cfg.impact.lifetime_years,
+        )
         ess = run_ess(inference.facts.effective_parameters, impact)
         stage_metrics = report.impact_metrics(impact) | report.ess_metrics(ess)
         run.log_metrics(stage_metrics)

@@ -48,7 +48,9 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
             f"energy_per_1k_{name}_ci95_j": per_1k.ci95,
             f"energy_per_1k_{name}_cv": per_1k.cv,
         }
-        metrics |= _prefixed(f"energy_per_1k_{name}_j", result.component_per_1k_samples(attribution).as_dict())
+        metrics |= _prefixed(
+            f"energy_per_1k_{name}_j", result.component_per_1k_samples(attribution).as_dict()
+        )
     metrics |= _prefixed("energy_gross_j", result.gross.as_dict())
     metrics |= _prefixed("energy_idle_j", result.idle.as_dict())
     metrics |= _prefixed("energy_net_j", result.net.as_dict())
@@ -136,8 +138,13 @@ def _energy_label(result: InferenceResult) -> str:
     return text if any(result.measured.values()) else f"{text}; ESTIMATE, not a measurement"
 
 
-def summary(name: str, profile: DeviceProfile, result: InferenceResult, impact: ImpactResult,
-            ess: SustainabilityResult) -> str:
+def summary(
+    name: str,
+    profile: DeviceProfile,
+    result: InferenceResult,
+    impact: ImpactResult,
+    ess: SustainabilityResult,
+) -> str:
     f = impact.factors
     per_1k = result.per_1k_samples(f.attribution)
     quality = ", ".join(f"{k} {v:.4g}" for k, v in result.quality.items()) or "none (random weights)"
@@ -150,6 +157,7 @@ def summary(name: str, profile: DeviceProfile, result: InferenceResult, impact: 
         f"  water       {impact.per_1k.water_l * 1000:.4g} mL per 1,000 inferences  "
         f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh)",
         f"  ESS         {ess.ess:.4g}  ({ess.effective_params_m:.4g} M effective parameters)",
-        f"  throughput  {result.throughput.mean:.4g} inferences/s  (batch {result.batch_size}); quality: {quality}",
+        f"  throughput  {result.throughput.mean:.4g} inferences/s  (batch {result.batch_size})",
+        f"  quality     {quality}",
     ]
     return "\n".join(lines)

@@ -75,8 +75,13 @@ def config_hash(cfg: DictConfig) -> str:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -95,8 +100,11 @@ class JobRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if v is not None and math.isfinite(float(v))]
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, metrics=items[i : i + _BATCH])
 
@@ -131,8 +139,9 @@ def job_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Iter
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    run = client.create_run(experiment_id, run_name=run_name,
-                            tags={k: str(v) for k, v in all_tags.items() if v is not None})
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items() if v is not None}
+    )
     job = JobRun(client, run.info.run_id)
     try:
         yield job

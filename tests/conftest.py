@@ -45,5 +45,11 @@ def make_cfg(store: str) -> Callable[..., DictConfig]:
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`python -m ecopipe` in a fresh process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "ecopipe", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ecopipe", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

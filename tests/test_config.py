@@ -22,11 +22,18 @@ def fitting_partner(group: str, cfg: Config) -> str:
     """A dataset for a model option, or a model for a dataset option, so the pair validates."""
     if group == "model":
         kinds = {k.value for k in TASK_DATA[cfg.model.task]}
-        fits = [d for d in options("dataset") if OmegaConf.load(CONFIG_DIR / "dataset" / f"{d}.yaml").kind in kinds]
+        fits = [
+            d
+            for d in options("dataset")
+            if OmegaConf.load(CONFIG_DIR / "dataset" / f"{d}.yaml").kind in kinds
+        ]
         return f"dataset={fits[0]}"
     tasks = [t for t, kinds in TASK_DATA.items() if cfg.dataset.kind in kinds]
-    fits = [m for m in options("model") if OmegaConf.load(CONFIG_DIR / "model" / f"{m}.yaml").task in
-            {t.value for t in tasks}]
+    fits = [
+        m
+        for m in options("model")
+        if OmegaConf.load(CONFIG_DIR / "model" / f"{m}.yaml").task in {t.value for t in tasks}
+    ]
     return f"model={fits[0]}"
 
 
@@ -34,9 +41,7 @@ def test_groups_present():
     assert {"model", "dataset", "precision", "hardware", "monitor", "tracking"} <= set(GROUPS)
 
 
-@pytest.mark.parametrize(
-    "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
-)
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v))
 def test_every_option_composes_and_validates(make_cfg, group, option):
     raw = make_cfg(f"{group}={option}", fast=False)
     cfg = OmegaConf.to_object(raw)
@@ -106,8 +111,22 @@ def test_conf_ships_in_the_wheel(tmp_path: Path):
     import zipfile
 
     root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(root)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("ecopipe-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "ecopipe/conf/config.yaml" in names

@@ -17,8 +17,16 @@ def test_default_job_end_to_end(make_cfg, client):
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
-    for key in ("energy_per_1k_gross_j", "co2e_g_per_1k", "water_l_per_1k", "ess", "throughput_per_s",
-                "samples", "quality.accuracy", "parameters"):
+    for key in (
+        "energy_per_1k_gross_j",
+        "co2e_g_per_1k",
+        "water_l_per_1k",
+        "ess",
+        "throughput_per_s",
+        "samples",
+        "quality.accuracy",
+        "parameters",
+    ):
         assert math.isfinite(metrics[key]) and metrics[key] > 0, key
     assert tags["energy_source.cpu"] == "estimated_tdp"
     assert tags["energy_measured.cpu"] == "false"
@@ -31,7 +39,9 @@ def test_default_job_end_to_end(make_cfg, client):
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
     assert {"config.yaml", "environment.json", "summary.txt"} <= artifacts
     # CO2e follows from energy by the impact formula with the logged factors.
-    expected = metrics["energy_per_1k_gross_j"] / 3.6e6 * metrics["pue"] * metrics["carbon_intensity_g_per_kwh"]
+    expected = (
+        metrics["energy_per_1k_gross_j"] / 3.6e6 * metrics["pue"] * metrics["carbon_intensity_g_per_kwh"]
+    )
     assert metrics["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-9)
     assert metrics["ess"] == pytest.approx(650 / 1e6 / metrics["co2e_g_per_1k"], rel=1e-9)
 
@@ -44,8 +54,13 @@ def test_summary_states_source_and_region(make_cfg):
 
 @pytest.mark.parametrize(
     "override,error",
-    [("region=NARNIA", UnknownRegionError), ("batch_size=0", ConfigError), ("dataset=diabetes", ConfigError),
-     ("precision=int8", ConfigError), ("hardware.device=cuda:3", ConfigError)],
+    [
+        ("region=NARNIA", UnknownRegionError),
+        ("batch_size=0", ConfigError),
+        ("dataset=diabetes", ConfigError),
+        ("precision=int8", ConfigError),
+        ("hardware.device=cuda:3", ConfigError),
+    ],
 )
 def test_bad_input_leaves_no_run(make_cfg, client, override, error):
     with pytest.raises(error):

@@ -126,4 +126,3 @@ class EnergyMeter:
         for sensor, before, after in zip(self.sensors, start.joules, end.joules, strict=True):
             per_component[sensor.component.value] += after - before
         return Window(Energy(**per_component), end.time_s - start.time_s)
-

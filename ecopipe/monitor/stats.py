@@ -36,4 +36,3 @@ def estimate(values: Sequence[float]) -> Estimate:
     half_width = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
     cv = std / mean if mean else math.nan
     return Estimate(mean, half_width, cv, n)
-

@@ -61,8 +61,18 @@ class Footprint:
         return self.water_onsite_l + self.water_offsite_l
 
     def scaled(self, factor: float) -> Footprint:
-        return Footprint(*(factor * v for v in (self.energy_it_j, self.energy_facility_j, self.co2e_g,
-                                                 self.water_onsite_l, self.water_offsite_l)))
+        return Footprint(
+            *(
+                factor * v
+                for v in (
+                    self.energy_it_j,
+                    self.energy_facility_j,
+                    self.co2e_g,
+                    self.water_onsite_l,
+                    self.water_offsite_l,
+                )
+            )
+        )
 
 
 def footprint(energy_it_j: float, factors: ImpactFactors) -> Footprint:
@@ -105,8 +115,12 @@ class ImpactResult:
         return self.per_1k.scaled(1e-3)
 
 
-def run_impact(basis: EnergyBasis, factors: ImpactFactors, embodied_kgco2e: float | None = None,
-               lifetime_years: float | None = None) -> ImpactResult:
+def run_impact(
+    basis: EnergyBasis,
+    factors: ImpactFactors,
+    embodied_kgco2e: float | None = None,
+    lifetime_years: float | None = None,
+) -> ImpactResult:
     per_1k = footprint(basis.energy_per_1k_j, factors)
     run = footprint(basis.run_energy_j, factors)
     embodied = None

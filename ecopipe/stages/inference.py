@@ -102,8 +102,9 @@ class InferenceResult:
         return float(np.percentile(self.batch_latencies_s, q)) if self.batch_latencies_s else float("nan")
 
 
-def measure_idle(meter: EnergyMeter, seconds: float, state: str, sleep: Callable[[float], None] = time.sleep
-                 ) -> Power | None:
+def measure_idle(
+    meter: EnergyMeter, seconds: float, state: str, sleep: Callable[[float], None] = time.sleep
+) -> Power | None:
     """Baseline power in the workload's state; None when disabled."""
     if seconds <= 0:
         return None
@@ -122,8 +123,9 @@ def _metered(meter: EnergyMeter, action: Callable[[], object]) -> tuple[Window, 
     return meter.since(start), value
 
 
-def _trial(meter: EnergyMeter, workload: Workload, monitor: MonitorConfig, keep_outputs: bool
-           ) -> tuple[TrialResult, list[PassStats], list[object]]:
+def _trial(
+    meter: EnergyMeter, workload: Workload, monitor: MonitorConfig, keep_outputs: bool
+) -> tuple[TrialResult, list[PassStats], list[object]]:
     start: Snapshot = meter.snapshot()
     passes: list[PassStats] = []
     outputs: list[object] = []
@@ -145,8 +147,9 @@ def _trial(meter: EnergyMeter, workload: Workload, monitor: MonitorConfig, keep_
     return trial, passes, outputs
 
 
-def run_inference(workload: Workload, meter: EnergyMeter, monitor: MonitorConfig, batch_size: int
-                  ) -> InferenceResult:
+def run_inference(
+    workload: Workload, meter: EnergyMeter, monitor: MonitorConfig, batch_size: int
+) -> InferenceResult:
     """Run the whole protocol; the meter's sensors must already be open."""
     load, _ = _metered(meter, workload.load)
     fit_window, fitted = _metered(meter, workload.fit)
@@ -168,8 +171,13 @@ def run_inference(workload: Workload, meter: EnergyMeter, monitor: MonitorConfig
         trials.append(trial)
         latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
         quality_outputs.extend(outputs)
-        log.info("trial %d: %.2f s, %d samples, %.3f J", index + 1, trial.window.duration_s, trial.samples,
-                 trial.window.energy.total)
+        log.info(
+            "trial %d: %.2f s, %d samples, %.3f J",
+            index + 1,
+            trial.window.duration_s,
+            trial.samples,
+            trial.window.energy.total,
+        )
 
     facts = workload.facts()
     quality = workload.quality(quality_outputs) if facts.weights != "random" else {}

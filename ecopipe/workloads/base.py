@@ -65,7 +65,7 @@ class Workload(ABC):
         """Tokens in and out of one batch; zero for families without tokens."""
         return 0, 0
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - a no-op is right for CPU workloads
         """Wait for queued device work; a no-op on the CPU."""
 
     def run_pass(self, keep_outputs: bool = False) -> tuple[PassStats, list[Any]]:

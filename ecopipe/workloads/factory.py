@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from ecopipe.config import Config, Framework
+from ecopipe.config import Config, Framework, StrategyName
 from ecopipe.hardware import resolve_device
 from ecopipe.workloads.base import Workload
 
 
 def build_workload(cfg: Config) -> Workload:
+    if cfg.strategy.name is not StrategyName.single:
+        from ecopipe.selection.workload import build_selection_workload
+
+        return build_selection_workload(cfg)
     if cfg.model.framework is Framework.sklearn:
         from ecopipe.workloads.sklearn import SklearnWorkload
 
         resolve_device(cfg.hardware.device, cpu_only=True)
         return SklearnWorkload(cfg.model, cfg.dataset, cfg.precision.name, cfg.batch_size, cfg.seed)
-    raise NotImplementedError(f"framework {cfg.model.framework.value} is not wired yet")
+    from ecopipe.workloads.hf import build_hf_workload
+
+    return build_hf_workload(cfg)

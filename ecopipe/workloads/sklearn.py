@@ -56,8 +56,9 @@ def fitted_dtype(estimator: Any) -> str:
 class SklearnWorkload(Workload):
     device = "cpu"
 
-    def __init__(self, model: ModelConfig, dataset: DatasetConfig, precision: Precision, batch_size: int,
-                 seed: int) -> None:
+    def __init__(
+        self, model: ModelConfig, dataset: DatasetConfig, precision: Precision, batch_size: int, seed: int
+    ) -> None:
         if model.architecture not in ESTIMATORS:
             raise ConfigError(
                 f"model.architecture={model.architecture} is not a supported scikit-learn estimator; "
