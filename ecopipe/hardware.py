@@ -169,3 +169,25 @@ def environment() -> dict[str, object]:
         except importlib.metadata.PackageNotFoundError:
             env[f"version.{package}"] = None
     return env
+
+
+def gpu_environment(indices: list[int]) -> dict[str, object]:
+    """Model, driver, power limit, clocks and neighbours of each GPU the job uses; warns on sharing."""
+    from ecopipe.sensors.base import SensorUnavailable
+    from ecopipe.sensors.nvml import nvml_device_info
+
+    env: dict[str, object] = {}
+    for index in indices:
+        try:
+            info = nvml_device_info(index)
+        except SensorUnavailable as err:
+            log.info("gpu%d: no NVML device record (%s)", index, err)
+            continue
+        if info["other_pids"]:
+            log.warning(
+                "gpu%d is shared with other processes %s: their draw is in this job's GPU energy.",
+                index,
+                info["other_pids"],
+            )
+        env.update({f"gpu{index}.{key}": value for key, value in info.items() if key != "index"})
+    return env

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from ecopipe import report
 from ecopipe.config import Config, validate
-from ecopipe.hardware import cpu_model_name, cpu_tdp_w, device_profile, environment, gpu_index
+from ecopipe.hardware import (
+    DeviceProfile,
+    cpu_model_name,
+    cpu_tdp_w,
+    device_profile,
+    environment,
+    gpu_environment,
+    gpu_index,
+)
 from ecopipe.monitor.energy import EnergyMeter
-from ecopipe.sensors.discovery import discover_sensors
+from ecopipe.sensors.discovery import discover_sensors, gpu_telemetry
 from ecopipe.stages.ess import run_ess
-from ecopipe.stages.impact import resolve_factors, run_impact
-from ecopipe.stages.inference import run_inference
-from ecopipe.tracking import config_hash, flatten, git_commit, job_run
+from ecopipe.stages.impact import ImpactFactors, resolve_factors, run_impact
+from ecopipe.stages.inference import InferenceResult, run_inference
+from ecopipe.tracking import JobRun, config_hash, flatten, git_commit, job_run
+from ecopipe.workloads.base import Workload
 from ecopipe.workloads.factory import build_workload
 
 log = logging.getLogger(__name__)
@@ -28,26 +37,77 @@ class JobOutcome:
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything decided before the run opens: a refusal here costs nothing."""
+
+    cfg: Config
+    workload: Workload
+    profile: DeviceProfile
+    factors: ImpactFactors
+    gpu_indices: list[int]
+
+
 def job_name(cfg: Config) -> str:
     return f"{cfg.model.name}-{cfg.dataset.name}-{cfg.precision.name.value}-bs{cfg.batch_size}"
 
 
-def run_job(raw: DictConfig) -> JobOutcome:
-    """Everything that can be refused is refused before the MLflow run opens or anything loads."""
+def plan_job(raw: DictConfig) -> JobPlan:
     cfg: Config = OmegaConf.to_object(raw)  # type: ignore[assignment]
     validate(cfg)
     workload = build_workload(cfg)
     profile = device_profile(cfg.hardware, workload.device)
     factors = resolve_factors(cfg.impact, cfg.region, profile.tier)
     index = gpu_index(workload.device)
+    # A simulated GPU (CI only) stands in for device 0 when the job runs on the CPU.
+    if index is None and cfg.monitor.fake_gpu_watts is not None:
+        index = 0
+    return JobPlan(cfg, workload, profile, factors, [] if index is None else [index])
+
+
+def _measure(plan: JobPlan) -> InferenceResult:
+    cfg = plan.cfg
     sensors = discover_sensors(
-        gpu_indices=[] if index is None else [index],
+        gpu_indices=plan.gpu_indices,
         cpu_model=cpu_model_name(),
         cpu_tdp_w=cpu_tdp_w(),
         fake_gpu_watts=cfg.monitor.fake_gpu_watts,
     )
-    meter = EnergyMeter(sensors, synchronize=workload.synchronize)
-    env = environment()
+    meter = EnergyMeter(sensors, synchronize=plan.workload.synchronize)
+    telemetry = [] if cfg.monitor.fake_gpu_watts is not None else gpu_telemetry(plan.gpu_indices)
+    if hasattr(plan.workload, "meter"):  # strategies measure their members' costs with the same sensors
+        plan.workload.meter = meter
+    meter.open()
+    try:
+        return run_inference(plan.workload, meter, cfg.monitor, cfg.batch_size, telemetry)
+    finally:
+        meter.close()
+        for reader in telemetry:
+            reader.close()
+
+
+def _log_inference(run: JobRun, inference: InferenceResult) -> dict[str, float]:
+    metrics = report.inference_metrics(inference)
+    run.log_metrics(metrics)
+    for step, trial in enumerate(report.trial_metrics(inference)):
+        run.log_metrics(trial, step=step)
+    if inference.trace is not None:
+        run.log_frame_csv(inference.trace.samples, "power_trace.csv")
+    run.set_tags(
+        {
+            **report.source_tags(inference),
+            "ecopipe.dtype": inference.facts.dtype,
+            "ecopipe.weights": inference.facts.weights,
+        }
+    )
+    return metrics
+
+
+def run_job(raw: DictConfig) -> JobOutcome:
+    """Everything that can be refused is refused before the MLflow run opens or anything loads."""
+    plan = plan_job(raw)
+    cfg, profile = plan.cfg, plan.profile
+    env = environment() | gpu_environment(plan.gpu_indices)
     name = job_name(cfg)
     tags = {
         "ecopipe.model": cfg.model.name,
@@ -57,7 +117,7 @@ def run_job(raw: DictConfig) -> JobOutcome:
         "ecopipe.hardware_key": profile.key,
         "ecopipe.hardware_detected": profile.detected_name,
         "ecopipe.tier": profile.tier,
-        "ecopipe.device": workload.device,
+        "ecopipe.device": plan.workload.device,
         "ecopipe.config_hash": config_hash(raw),
         "ecopipe.git_commit": git_commit(),
         **{f"env.{k}": v for k, v in env.items()},
@@ -65,28 +125,13 @@ def run_job(raw: DictConfig) -> JobOutcome:
     with job_run(cfg.tracking, name, tags) as run:
         run.log_params(flatten(OmegaConf.to_container(raw, resolve=True, enum_to_str=True)))
         run.log_text(OmegaConf.to_yaml(raw, resolve=True), "config.yaml")
-        run.log_dict({"environment": env, "hardware": profile.__dict__}, "environment.json")
-        meter.open()
-        try:
-            inference = run_inference(workload, meter, cfg.monitor, cfg.batch_size)
-        finally:
-            meter.close()
+        run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")
+        inference = _measure(plan)
         # Logged before impact runs, so a later failure keeps what was measured.
-        metrics = report.inference_metrics(inference)
-        run.log_metrics(metrics)
-        for step, trial in enumerate(report.trial_metrics(inference)):
-            run.log_metrics(trial, step=step)
-        run.set_tags(
-            {
-                **report.source_tags(inference),
-                "ecopipe.dtype": inference.facts.dtype,
-                "ecopipe.weights": inference.facts.weights,
-            }
-        )
-
+        metrics = _log_inference(run, inference)
         impact = run_impact(
-            report.energy_basis(inference, factors.attribution),
-            factors,
+            report.energy_basis(inference, plan.factors.attribution),
+            plan.factors,
             profile.embodied_kgco2e if cfg.impact.embodied else None,
             cfg.impact.lifetime_years,
         )

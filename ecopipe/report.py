@@ -12,8 +12,7 @@ from ecopipe.stages.inference import InferenceResult
 def energy_basis(result: InferenceResult, attribution: Attribution) -> EnergyBasis:
     per_1k = result.per_1k_samples(attribution)
     run = result.gross if attribution is Attribution.gross else result.net
-    tokens = result.tokens_out or result.tokens_in
-    return EnergyBasis(per_1k.mean, per_1k.ci95, run.total, result.duration_s, result.samples, tokens)
+    return EnergyBasis(per_1k.mean, per_1k.ci95, run.total, result.duration_s, result.samples, result.tokens)
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
@@ -51,6 +50,16 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
         metrics |= _prefixed(
             f"energy_per_1k_{name}_j", result.component_per_1k_samples(attribution).as_dict()
         )
+    if result.tokens:
+        metrics |= {
+            "energy_per_1k_tokens_gross_j": result.gross.total * 1000 / result.tokens,
+            "energy_per_1k_tokens_net_j": result.net.total * 1000 / result.tokens,
+        }
+    if result.trace is not None:
+        metrics |= {
+            "monitor_overhead_frac": result.trace.overhead_frac,
+            "trace_samples": len(result.trace.samples),
+        }
     metrics |= _prefixed("energy_gross_j", result.gross.as_dict())
     metrics |= _prefixed("energy_idle_j", result.idle.as_dict())
     metrics |= _prefixed("energy_net_j", result.net.as_dict())
@@ -133,9 +142,16 @@ def source_tags(result: InferenceResult) -> dict[str, str]:
 
 
 def _energy_label(result: InferenceResult) -> str:
-    used = {c: s for c, s in result.sources.items() if s != "none"}
-    text = ", ".join(f"{c} {s}" for c, s in used.items())
-    return text if any(result.measured.values()) else f"{text}; ESTIMATE, not a measurement"
+    """Each component's source, with every estimate or simulation called what it is."""
+    parts = []
+    for component, source in result.sources.items():
+        if source == "none":
+            continue
+        if "fake" in source:
+            parts.append(f"{component} {source} (SIMULATED)")
+        else:
+            parts.append(f"{component} {source}" + ("" if result.measured[component] else " (ESTIMATE)"))
+    return ", ".join(parts)
 
 
 def summary(

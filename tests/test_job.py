@@ -48,7 +48,7 @@ def test_default_job_end_to_end(make_cfg, client):
 
 def test_summary_states_source_and_region(make_cfg):
     text = run_job(make_cfg("region=FRA")).summary
-    assert "estimated_tdp" in text and "ESTIMATE" in text
+    assert "cpu estimated_tdp (ESTIMATE)" in text
     assert "FRA" in text and "per 1,000 inferences" in text
 
 

@@ -6,6 +6,7 @@ on the measured path between them (DESIGN.md section 4).
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -32,10 +33,10 @@ class Energy:
         return Energy(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
 
     def __add__(self, other: Energy) -> Energy:
-        return self._combine(other, float.__add__)
+        return self._combine(other, operator.add)
 
     def __sub__(self, other: Energy) -> Energy:
-        return self._combine(other, float.__sub__)
+        return self._combine(other, operator.sub)
 
     def __mul__(self, factor: float) -> Energy:
         return self._scale(float(factor))
@@ -83,7 +84,7 @@ class EnergyMeter:
     ) -> None:
         self.sensors = list(sensors)
         self._synchronize = synchronize
-        self._clock = clock
+        self.clock = clock
 
     @property
     def sources(self) -> dict[str, str]:
@@ -115,7 +116,7 @@ class EnergyMeter:
     def snapshot(self) -> Snapshot:
         # Without a synchronize the GPU may still be running queued kernels: a window then reads 0 J.
         self._synchronize()
-        return Snapshot(self._clock(), tuple(sensor.read_joules() for sensor in self.sensors))
+        return Snapshot(self.clock(), tuple(sensor.read_joules() for sensor in self.sensors))
 
     def since(self, start: Snapshot) -> Window:
         end = self.snapshot()

@@ -299,3 +299,38 @@ def nvml_device_info(index: int) -> dict[str, Any]:
         }
     finally:
         dev.close()
+
+
+class NvmlTelemetry:
+    """Utilisation, memory, temperature and SM clock of one GPU, read by the sampler thread.
+
+    Kept apart from the energy sensors: these fields describe the window (throttling, a busy
+    neighbour), they never enter an energy figure.
+    """
+
+    def __init__(self, index: int) -> None:
+        self._dev = _NvmlDevice(index)
+        self.prefix = f"gpu{index}"
+
+    def read(self) -> dict[str, float | None]:
+        nv, h = self._dev.nv, self._dev.handle
+
+        def value(get: Callable[[], Any]) -> Any:
+            try:
+                return get()
+            except nv.NVMLError:
+                return None
+
+        util = value(lambda: nv.nvmlDeviceGetUtilizationRates(h))
+        memory = value(lambda: nv.nvmlDeviceGetMemoryInfo(h))
+        return {
+            f"{self.prefix}.util_pct": None if util is None else float(util.gpu),
+            f"{self.prefix}.memory_used_mb": None if memory is None else memory.used / 2**20,
+            f"{self.prefix}.temperature_c": value(
+                lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)
+            ),
+            f"{self.prefix}.sm_clock_mhz": value(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+        }
+
+    def close(self) -> None:
+        self._dev.close()

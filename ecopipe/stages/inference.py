@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
+from ecopipe.monitor.sampler import PowerSampler, Telemetry, Trace
 from ecopipe.monitor.stats import Estimate, estimate
 from ecopipe.workloads.base import ModelFacts, PassStats, Workload
 
@@ -48,7 +49,8 @@ class InferenceResult:
     trials: tuple[TrialResult, ...]
     quality: dict[str, float]
     batch_latencies_s: tuple[float, ...] = field(repr=False)
-    batch_size: int = 1
+    batch_size: int
+    trace: Trace | None = field(repr=False)
 
     # Whole-run sums over the measured windows.
     @property
@@ -62,6 +64,11 @@ class InferenceResult:
     @property
     def tokens_out(self) -> int:
         return sum(t.tokens_out for t in self.trials)
+
+    @property
+    def tokens(self) -> int:
+        """Generated tokens where the model generates, else input tokens; 0 for families without tokens."""
+        return self.tokens_out or self.tokens_in
 
     @property
     def duration_s(self) -> float:
@@ -133,7 +140,7 @@ def _trial(
         stats, pass_outputs = workload.run_pass(keep_outputs=keep_outputs and not passes)
         passes.append(stats)
         outputs.extend(pass_outputs)
-        elapsed = time.perf_counter() - start.time_s
+        elapsed = meter.clock() - start.time_s
         if len(passes) >= monitor.min_iterations and elapsed >= monitor.min_window_s:
             break
     window = meter.since(start)
@@ -148,7 +155,12 @@ def _trial(
 
 
 def run_inference(
-    workload: Workload, meter: EnergyMeter, monitor: MonitorConfig, batch_size: int
+    workload: Workload,
+    meter: EnergyMeter,
+    monitor: MonitorConfig,
+    batch_size: int,
+    telemetry: Sequence[Telemetry] = (),
+    sleep: Callable[[float], None] = time.sleep,
 ) -> InferenceResult:
     """Run the whole protocol; the meter's sensors must already be open."""
     load, _ = _metered(meter, workload.load)
@@ -156,28 +168,33 @@ def run_inference(
     fit = fit_window if fitted else None
 
     state = f"{workload.device}:model_loaded"
-    idle = measure_idle(meter, monitor.idle_s, state)
+    idle = measure_idle(meter, monitor.idle_s, state, sleep)
 
     for batch in list(workload.batches())[: monitor.warmup_batches]:
         workload.predict(batch)
 
+    sampler = PowerSampler(meter.sensors, telemetry, monitor.min_hz, monitor.max_hz, monitor.frequency_hz)
     trials: list[TrialResult] = []
     latencies: list[float] = []
     quality_outputs: list[object] = []
-    for index in range(monitor.trials):
-        if index and monitor.cooldown_s:
-            time.sleep(monitor.cooldown_s)
-        trial, passes, outputs = _trial(meter, workload, monitor, keep_outputs=index == 0)
-        trials.append(trial)
-        latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
-        quality_outputs.extend(outputs)
-        log.info(
-            "trial %d: %.2f s, %d samples, %.3f J",
-            index + 1,
-            trial.window.duration_s,
-            trial.samples,
-            trial.window.energy.total,
-        )
+    sampler.start()
+    try:
+        for index in range(monitor.trials):
+            if index and monitor.cooldown_s:
+                sleep(monitor.cooldown_s)
+            trial, passes, outputs = _trial(meter, workload, monitor, keep_outputs=index == 0)
+            trials.append(trial)
+            latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
+            quality_outputs.extend(outputs)
+            log.info(
+                "trial %d: %.2f s, %d samples, %.3f J",
+                index + 1,
+                trial.window.duration_s,
+                trial.samples,
+                trial.window.energy.total,
+            )
+    finally:
+        trace = sampler.stop()
 
     facts = workload.facts()
     quality = workload.quality(quality_outputs) if facts.weights != "random" else {}
@@ -194,4 +211,5 @@ def run_inference(
         quality=quality,
         batch_latencies_s=tuple(latencies),
         batch_size=batch_size,
+        trace=trace,
     )
