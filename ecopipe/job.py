@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,8 +21,8 @@ from ecopipe.hardware import (
 )
 from ecopipe.monitor.energy import EnergyMeter
 from ecopipe.sensors.discovery import discover_sensors, gpu_telemetry
-from ecopipe.stages.ess import run_ess
-from ecopipe.stages.impact import ImpactFactors, resolve_factors, run_impact
+from ecopipe.stages.ess import SustainabilityResult, run_ess
+from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, run_impact
 from ecopipe.stages.inference import InferenceResult, run_inference
 from ecopipe.tracking import JobRun, config_hash, flatten, git_commit, job_run
 from ecopipe.workloads.base import Workload
@@ -103,6 +104,21 @@ def _log_inference(run: JobRun, inference: InferenceResult) -> dict[str, float]:
     return metrics
 
 
+def footprint_stages(
+    metrics: Mapping[str, float],
+    factors: ImpactFactors,
+    effective_parameters: float,
+    embodied_kgco2e: float | None,
+    lifetime_years: float | None,
+) -> tuple[ImpactResult, SustainabilityResult, dict[str, float]]:
+    """Impact and ESS from logged inference metrics alone: shared by jobs and re-impacts."""
+    impact = run_impact(
+        report.energy_basis(metrics, factors.attribution), factors, embodied_kgco2e, lifetime_years
+    )
+    ess = run_ess(effective_parameters, impact)
+    return impact, ess, report.impact_metrics(impact) | report.ess_metrics(ess)
+
+
 def run_job(raw: DictConfig) -> JobOutcome:
     """Everything that can be refused is refused before the MLflow run opens or anything loads."""
     plan = plan_job(raw)
@@ -129,14 +145,13 @@ def run_job(raw: DictConfig) -> JobOutcome:
         inference = _measure(plan)
         # Logged before impact runs, so a later failure keeps what was measured.
         metrics = _log_inference(run, inference)
-        impact = run_impact(
-            report.energy_basis(inference, plan.factors.attribution),
+        impact, ess, stage_metrics = footprint_stages(
+            metrics,
             plan.factors,
+            inference.facts.effective_parameters,
             profile.embodied_kgco2e if cfg.impact.embodied else None,
             cfg.impact.lifetime_years,
         )
-        ess = run_ess(inference.facts.effective_parameters, impact)
-        stage_metrics = report.impact_metrics(impact) | report.ess_metrics(ess)
         run.log_metrics(stage_metrics)
         run.set_tags(report.impact_tags(impact))
         text = report.summary(name, profile, inference, impact, ess)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 from ecopipe.config import Attribution
 from ecopipe.hardware import DeviceProfile
 from ecopipe.stages.ess import SustainabilityResult
@@ -9,10 +12,17 @@ from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
 from ecopipe.stages.inference import InferenceResult
 
 
-def energy_basis(result: InferenceResult, attribution: Attribution) -> EnergyBasis:
-    per_1k = result.per_1k_samples(attribution)
-    run = result.gross if attribution is Attribution.gross else result.net
-    return EnergyBasis(per_1k.mean, per_1k.ci95, run.total, result.duration_s, result.samples, result.tokens)
+def energy_basis(metrics: Mapping[str, float], attribution: Attribution) -> EnergyBasis:
+    """What impact needs, read from inference metrics: the same path for a job and a re-impact."""
+    name = attribution.value
+    return EnergyBasis(
+        energy_per_1k_j=metrics[f"energy_per_1k_{name}_j"],
+        energy_per_1k_ci95_j=metrics.get(f"energy_per_1k_{name}_ci95_j", math.nan),
+        run_energy_j=metrics[f"energy_{name}_j.total"],
+        run_duration_s=metrics["window_s"],
+        samples=int(metrics["samples"]),
+        tokens=int(metrics.get("tokens", 0)),
+    )
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
@@ -24,6 +34,7 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
         "samples": result.samples,
         "tokens_in": result.tokens_in,
         "tokens_out": result.tokens_out,
+        "tokens": result.tokens,
         "trials": len(result.trials),
         "window_s": result.duration_s,
         "throughput_per_s": result.throughput.mean,

@@ -1,0 +1,144 @@
+"""`python -m ecopipe.reimpact`: recompute impact and ESS of logged runs for another grid, PUE or attribution.
+
+Energy is measured once; what it means in Quebec or Virginia is arithmetic on what MLflow already
+holds. Each recomputation is logged as a new run in the same experiment, linked to its original
+(tag `ecopipe.reimpact_of`), carrying the original's params, inference metrics and hardware tags so
+aggregation treats it like any run, with the new factors and figures beside them.
+
+    python -m ecopipe.reimpact --run-id RUN region=FRA
+    python -m ecopipe.reimpact --experiment ecopipe region=aws/us-west-2 impact.attribution=net
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ecopipe import report
+from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig
+from ecopipe.job import footprint_stages
+from ecopipe.reference import UnknownRegionError, hardware_profiles
+from ecopipe.stages.impact import resolve_factors
+from ecopipe.tracking import JobRun, resolve_uri
+
+log = logging.getLogger(__name__)
+
+REIMPACT_TAG = "ecopipe.reimpact_of"
+# Figures the impact and ESS stages produce: recomputed, never copied from the original.
+_STAGE_PREFIXES = (
+    "energy_it_j_",
+    "energy_facility_j_",
+    "co2e_",
+    "water_",
+    "embodied_",
+    "ess",
+    "ecep",
+    "effective_params_m",
+    "carbon_intensity",
+    "pue",
+    "wue",
+    "ewif",
+)
+
+
+def _impact_settings(run: Run, overrides: Sequence[str]) -> tuple[ImpactConfig, str]:
+    """The original run's impact settings and region, with the user's overrides applied and typed."""
+    params = run.data.params
+    base = OmegaConf.structured(ImpactConfig)
+    for key in ImpactConfig.__dataclass_fields__:
+        value = params.get(f"impact.{key}")
+        if value is not None and value != "None":
+            OmegaConf.update(base, key, value)
+    settings = OmegaConf.merge(
+        OmegaConf.create({"impact": base, "region": params.get("region", "WORLD")}),
+        OmegaConf.from_dotlist(list(overrides)),
+    )
+    unknown = set(settings) - {"impact", "region"}
+    if unknown:
+        raise ConfigError(
+            f"{', '.join(sorted(unknown))}: re-impact takes only region=... and impact.<key>=... "
+            f"(keys: {', '.join(ImpactConfig.__dataclass_fields__)})."
+        )
+    return OmegaConf.to_object(settings.impact), str(settings.region)  # type: ignore[return-value]
+
+
+def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> str:
+    """Log the recomputed run; return its id."""
+    impact_cfg, region = _impact_settings(run, overrides)
+    tags = run.data.tags
+    tier = tags.get("ecopipe.tier", "datacenter")
+    factors = resolve_factors(impact_cfg, region, tier)
+    metrics = run.data.metrics
+    profile = hardware_profiles().get(tags.get("ecopipe.hardware_key", ""))
+    embodied = profile.embodied_kgco2e if impact_cfg.embodied and profile else None
+    impact, ess, stage_metrics = footprint_stages(
+        metrics, factors, metrics["effective_parameters"], embodied, impact_cfg.lifetime_years
+    )
+    kept_tags = {
+        k: v for k, v in tags.items() if not k.startswith(("mlflow.", "ecopipe.source.", "ecopipe.region"))
+    }
+    new = client.create_run(
+        run.info.experiment_id,
+        run_name=f"{run.info.run_name}@{factors.region}",
+        tags={**kept_tags, REIMPACT_TAG: run.info.run_id, **report.impact_tags(impact)},
+    )
+    out = JobRun(client, new.info.run_id)
+    params = dict(run.data.params) | {"region": region}
+    params |= {
+        f"impact.{k}": v
+        for k, v in OmegaConf.to_container(OmegaConf.structured(impact_cfg), enum_to_str=True).items()
+    }
+    out.log_params(params)
+    inference_only = {k: v for k, v in metrics.items() if not k.startswith(_STAGE_PREFIXES)}
+    out.log_metrics(inference_only | stage_metrics)
+    client.set_terminated(new.info.run_id, "FINISHED")
+    log.info(
+        "re-impact of %s in %s: %.4g gCO2e per 1,000 inferences, ESS %.4g (run %s)",
+        run.info.run_id,
+        factors.region,
+        impact.per_1k.co2e_g,
+        ess.ess,
+        new.info.run_id,
+    )
+    return new.info.run_id
+
+
+def _targets(client: MlflowClient, run_id: str | None, experiment: str | None) -> list[Run]:
+    if run_id:
+        return [client.get_run(run_id)]
+    found = client.get_experiment_by_name(experiment or "")
+    if found is None:
+        raise ConfigError(f"--experiment {experiment}: no such experiment in this tracking store.")
+    runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
+    return [r for r in runs if REIMPACT_TAG not in r.data.tags and "energy_per_1k_gross_j" in r.data.metrics]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ecopipe.reimpact", description=__doc__.splitlines()[0])
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run-id", help="one run to recompute")
+    target.add_argument("--experiment", help="every finished job run of this experiment")
+    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here")
+    parser.add_argument("overrides", nargs="*", help="region=ZONE and impact.<key>=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    client = MlflowClient(resolve_uri(TrackingConfig(uri=args.tracking_uri)))
+    try:
+        runs = _targets(client, args.run_id, args.experiment)
+        for run in runs:
+            print(reimpact_run(client, run, args.overrides))
+    except (ConfigError, UnknownRegionError, OmegaConfBaseException) as error:
+        print(f"ecopipe.reimpact: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
