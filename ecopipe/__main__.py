@@ -6,10 +6,12 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ecopipe.config import CONFIG_DIR, ConfigError, register_configs
-from ecopipe.job import JobOutcome, run_job
+from ecopipe.job import JobOutcome, record_refusal, run_job
 from ecopipe.reference import UnknownRegionError
 
 log = logging.getLogger("ecopipe")
@@ -19,13 +21,23 @@ USER_ERRORS = (ConfigError, UnknownRegionError)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def app(cfg: DictConfig) -> JobOutcome:
+def app(cfg: DictConfig) -> JobOutcome | None:
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return run_job(cfg)
+        return run_job(cfg, resume=in_sweep)
     except USER_ERRORS as error:
+        if in_sweep:  # recorded as failed; the sweep goes on
+            log.error("job refused: %s (run %s)", error, record_refusal(cfg, error))
+            return None
         # Bad input: one paragraph, no traceback, nothing measured was at stake.
         print(f"ecopipe: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        if not in_sweep:
+            raise
+        # Its MLflow run is already FAILED with the error and keeps what was measured.
+        log.exception("job failed; the sweep goes on")
+        return None
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -65,6 +65,11 @@ class Engine(Enum):
     compiled = "compiled"  # static KV cache + torch.compile, as transformers supports
 
 
+class Phase(Enum):
+    generate = "generate"  # prompt processing + `max_new_tokens` greedy tokens, as a user sees it
+    prefill = "prefill"  # prompt processing + the first token only; decode = generate - prefill
+
+
 class StrategyName(Enum):
     single = "single"  # the job's model alone
     cascade = "cascade"  # stop at the first pool member confident enough
@@ -104,6 +109,9 @@ class ModelConfig:
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments (estimators)
     max_new_tokens: int = 32  # text generation: tokens generated per prompt
     active_params_fraction: float = 1.0  # mixture-of-experts: share of parameters one token uses
+    phase: Phase = Phase.generate  # text generation: which part of generation the window measures
+    # weights=random: architecture values set over ecopipe/model_configs/<name>.json (tests, what-if sizes)
+    config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,10 +125,12 @@ class DatasetConfig:
     limit: int | None = None  # samples in the measured pass; None takes the whole split
     seed: int = 0
     test_fraction: float = 0.25  # tabular sets: share held out for inference
-    seq_len: int = 64  # synthetic text: tokens per prompt
+    seq_len: int = 64  # tokens per prompt: synthetic prompts have exactly this many, real text is cut to it
     image_size: int = 224
     audio_seconds: float = 5.0
     sampling_rate: int = 16000
+    input_column: str | None = None  # huggingface sets: the text, image or audio column; None guesses
+    label_column: str | None = None  # huggingface sets: class label or transcript; None guesses
 
 
 @dataclass
@@ -154,7 +164,6 @@ class MonitorConfig:
 class TrackingConfig:
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
     experiment: str = "ecopipe"
-    enabled: bool = True
 
 
 @dataclass
@@ -170,22 +179,47 @@ class ImpactConfig:
 
 @dataclass
 class StrategyConfig:
+    """How a job picks pool members per input (DESIGN.md section 9); `single` runs `model` alone."""
+
+    # Cascade presets, named for what they trade: the accuracy (points, on validation B) each gives
+    # up against the heaviest member in exchange for energy. `tolerance` set by hand replaces them.
+    PRESETS: ClassVar[dict[str, float]] = {"energy_saver": 0.03, "balanced": 0.01, "accuracy_first": 0.0025}
+
     name: StrategyName = StrategyName.single
-    preset: str | None = None  # energy_saver | balanced | accuracy_first (cascade)
+    preset: str | None = None  # energy_saver | balanced | accuracy_first (cascade, accuracy_parity)
     target: CascadeTarget = CascadeTarget.accuracy_parity
-    tolerance: float = 0.01  # accuracy points below the heaviest member that parity allows
-    energy_budget_j_per_1k: float | None = None
+    tolerance: float | None = None  # accuracy points below the heaviest member; None: the preset's
+    energy_budget_j_per_1k: float | None = None  # target=energy_budget: joules per 1,000 inferences
     threshold_grid: int = 21  # thresholds tried per member for tuning and the Pareto curve
+
+    def resolved_tolerance(self) -> float:
+        """The parity tolerance in force: the explicit one, else the preset's (balanced by default)."""
+        if self.preset is not None and self.preset not in self.PRESETS:
+            allowed = ", ".join(self.PRESETS)
+            raise ConfigError(f"strategy.preset={self.preset} is unknown; allowed: {allowed}.")
+        if self.tolerance is not None and self.preset is not None:
+            raise ConfigError(
+                f"strategy.preset={self.preset} and strategy.tolerance={self.tolerance} are both set: a "
+                f"preset is a tolerance ({self.preset} = {self.PRESETS[self.preset]}); set one of them."
+            )
+        if self.tolerance is not None:
+            return self.tolerance
+        return self.PRESETS[self.preset or "balanced"]
 
 
 @dataclass
 class PoolConfig:
+    """An ordered set of models for a selection strategy; ordered by measured energy, not list order."""
+
     name: str = "none"
     members: list[str] = field(default_factory=list)  # conf/model option names, any order
-    dataset: str | None = None  # conf/dataset option the pool is trained and tested on
+    dataset: str | None = None  # digits (scikit-learn, offline) | fashion_mnist (Hugging Face datasets)
+    hf_id: str | None = None  # hub id of a Hugging Face pool data set
+    max_samples: int | None = None  # stratified cap on the rows drawn before splitting; None: all
     validation_a_fraction: float = 0.15  # router fit and temperature scaling
     validation_b_fraction: float = 0.15  # threshold tuning
-    test_fraction: float = 0.25
+    test_fraction: float = 0.25  # the measured, reported split
+    cost_window_s: float = 1.0  # window measuring each member's energy per sample (>= 1 s on a GPU)
 
 
 @dataclass
@@ -203,6 +237,7 @@ class Config:
     region: str = "WORLD"  # grid zone: WORLD, FRA, FR, US-CA, aws/us-east-1...
     batch_size: int = 64
     seed: int = 0
+    rerun: bool = False  # re-measure jobs whose config already has a FINISHED run (resume skips them)
 
 
 def register_configs() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from ecopipe import report
-from ecopipe.config import Config, validate
+from ecopipe.config import Config, Phase, StrategyName, TrackingConfig, validate
 from ecopipe.hardware import (
     DeviceProfile,
     cpu_model_name,
@@ -20,11 +21,23 @@ from ecopipe.hardware import (
     gpu_index,
 )
 from ecopipe.monitor.energy import EnergyMeter
+from ecopipe.selection.pareto import write_artifacts
+from ecopipe.selection.workload import SelectionWorkload
 from ecopipe.sensors.discovery import discover_sensors, gpu_telemetry
 from ecopipe.stages.ess import SustainabilityResult, run_ess
 from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, run_impact
 from ecopipe.stages.inference import InferenceResult, run_inference
-from ecopipe.tracking import JobRun, config_hash, flatten, git_commit, job_run
+from ecopipe.tracking import (
+    JobRun,
+    config_hash,
+    experiment_id,
+    fail_run,
+    finished_run_with_hash,
+    flatten,
+    git_commit,
+    job_run,
+    open_run,
+)
 from ecopipe.workloads.base import Workload
 from ecopipe.workloads.factory import build_workload
 
@@ -36,6 +49,7 @@ class JobOutcome:
     run_id: str
     summary: str
     metrics: dict[str, float]
+    skipped: bool = False  # already measured: a FINISHED run has the same config hash
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,27 @@ class JobPlan:
 
 
 def job_name(cfg: Config) -> str:
-    return f"{cfg.model.name}-{cfg.dataset.name}-{cfg.precision.name.value}-bs{cfg.batch_size}"
+    if cfg.strategy.name is not StrategyName.single:
+        return f"{cfg.strategy.name.value}-{cfg.pool.name}-bs{cfg.batch_size}"
+    phase = "-prefill" if cfg.model.phase is Phase.prefill else ""
+    return f"{cfg.model.name}{phase}-{cfg.dataset.name}-{cfg.precision.name.value}-bs{cfg.batch_size}"
+
+
+def record_refusal(raw: DictConfig, error: Exception) -> str:
+    """In a sweep, a job refused before it started still leaves a FAILED run, so tables list it."""
+    tracking: TrackingConfig = OmegaConf.to_object(raw.tracking)  # type: ignore[assignment]
+    run = open_run(
+        tracking,
+        f"{raw.model.name}-{raw.dataset.name}-{raw.precision.name}-bs{raw.batch_size}",
+        {
+            "ecopipe.model": raw.model.name,
+            "ecopipe.dataset": raw.dataset.name,
+            "ecopipe.precision": str(raw.precision.name),
+            "ecopipe.config_hash": config_hash(raw),
+        },
+    )
+    fail_run(run, error)
+    return run.run_id
 
 
 def plan_job(raw: DictConfig) -> JobPlan:
@@ -76,7 +110,7 @@ def _measure(plan: JobPlan) -> InferenceResult:
     )
     meter = EnergyMeter(sensors, synchronize=plan.workload.synchronize)
     telemetry = [] if cfg.monitor.fake_gpu_watts is not None else gpu_telemetry(plan.gpu_indices)
-    if hasattr(plan.workload, "meter"):  # strategies measure their members' costs with the same sensors
+    if isinstance(plan.workload, SelectionWorkload):  # members' costs are measured by the same sensors
         plan.workload.meter = meter
     meter.open()
     try:
@@ -87,18 +121,30 @@ def _measure(plan: JobPlan) -> InferenceResult:
             reader.close()
 
 
-def _log_inference(run: JobRun, inference: InferenceResult) -> dict[str, float]:
+def _log_inference(run: JobRun, workload: Workload, inference: InferenceResult) -> dict[str, float]:
     metrics = report.inference_metrics(inference)
+    if isinstance(workload, SelectionWorkload):  # the measured window beside the per-member accounting
+        metrics |= workload.reconcile(inference)
     run.log_metrics(metrics)
     for step, trial in enumerate(report.trial_metrics(inference)):
         run.log_metrics(trial, step=step)
     if inference.trace is not None:
         run.log_frame_csv(inference.trace.samples, "power_trace.csv")
+    if "pareto_curve" in inference.facts.extra:
+        with tempfile.TemporaryDirectory() as folder:
+            for path in write_artifacts(inference.facts.extra, folder):
+                run.log_file(path, "selection")
     run.set_tags(
         {
             **report.source_tags(inference),
             "ecopipe.dtype": inference.facts.dtype,
             "ecopipe.weights": inference.facts.weights,
+            # Short facts (weights source, quantisation method, tokenizer...) as tags; curves stay artifacts.
+            **{
+                f"ecopipe.{k}": v
+                for k, v in inference.facts.extra.items()
+                if isinstance(v, str | int | float)
+            },
         }
     )
     return metrics
@@ -119,10 +165,22 @@ def footprint_stages(
     return impact, ess, report.impact_metrics(impact) | report.ess_metrics(ess)
 
 
-def run_job(raw: DictConfig) -> JobOutcome:
-    """Everything that can be refused is refused before the MLflow run opens or anything loads."""
+def run_job(raw: DictConfig, resume: bool = False) -> JobOutcome:
+    """Everything that can be refused is refused before the MLflow run opens or anything loads.
+
+    With `resume` (sweeps), a job whose config already has a FINISHED run is skipped unless rerun=true.
+    """
     plan = plan_job(raw)
     cfg, profile = plan.cfg, plan.profile
+    digest = config_hash(raw)
+    if resume and not cfg.rerun:
+        client, experiment = experiment_id(cfg.tracking)
+        done = finished_run_with_hash(client, experiment, digest)
+        if done is not None:
+            log.info(
+                "%s already measured in run %s: skipped (rerun=true measures again)", job_name(cfg), done
+            )
+            return JobOutcome(done, f"skipped: already measured in run {done}", {}, skipped=True)
     env = environment() | gpu_environment(plan.gpu_indices)
     name = job_name(cfg)
     tags = {
@@ -133,8 +191,10 @@ def run_job(raw: DictConfig) -> JobOutcome:
         "ecopipe.hardware_key": profile.key,
         "ecopipe.hardware_detected": profile.detected_name,
         "ecopipe.tier": profile.tier,
+        "ecopipe.strategy": cfg.strategy.name.value,
+        "ecopipe.pool": cfg.pool.name,
         "ecopipe.device": plan.workload.device,
-        "ecopipe.config_hash": config_hash(raw),
+        "ecopipe.config_hash": digest,
         "ecopipe.git_commit": git_commit(),
         **{f"env.{k}": v for k, v in env.items()},
     }
@@ -144,7 +204,7 @@ def run_job(raw: DictConfig) -> JobOutcome:
         run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")
         inference = _measure(plan)
         # Logged before impact runs, so a later failure keeps what was measured.
-        metrics = _log_inference(run, inference)
+        metrics = _log_inference(run, plan.workload, inference)
         impact, ess, stage_metrics = footprint_stages(
             metrics,
             plan.factors,

@@ -81,9 +81,16 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
     impact, ess, stage_metrics = footprint_stages(
         metrics, factors, metrics["effective_parameters"], embodied, impact_cfg.lifetime_years
     )
-    kept_tags = {
-        k: v for k, v in tags.items() if not k.startswith(("mlflow.", "ecopipe.source.", "ecopipe.region"))
-    }
+    # The config hash stays with the measured run: a re-impact must not make a sweep skip a job.
+    dropped = (
+        "mlflow.",
+        "ecopipe.source.",
+        "ecopipe.region",
+        "ecopipe.config_hash",
+        "ecopipe.pid",
+        "ecopipe.host",
+    )
+    kept_tags = {k: v for k, v in tags.items() if not k.startswith(dropped)}
     new = client.create_run(
         run.info.experiment_id,
         run_name=f"{run.info.run_name}@{factors.region}",

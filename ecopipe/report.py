@@ -165,6 +165,10 @@ def _energy_label(result: InferenceResult) -> str:
     return ", ".join(parts)
 
 
+# The summary's quality line; every other quality figure is in MLflow.
+HEADLINE_QUALITY = ("accuracy", "perplexity", "wer", "r2", "savings_vs_heaviest", "pareto_auc")
+
+
 def summary(
     name: str,
     profile: DeviceProfile,
@@ -174,7 +178,8 @@ def summary(
 ) -> str:
     f = impact.factors
     per_1k = result.per_1k_samples(f.attribution)
-    quality = ", ".join(f"{k} {v:.4g}" for k, v in result.quality.items()) or "none (random weights)"
+    shown = {k: v for k, v in result.quality.items() if k in HEADLINE_QUALITY}
+    quality = ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) or "none (random weights)"
     lines = [
         f"ecopipe  {name}  on {profile.name} ({result.device}, tier {profile.tier})",
         f"  energy      {per_1k.mean:.4g} J per 1,000 inferences ±{per_1k.ci95:.2g} (95% CI, "

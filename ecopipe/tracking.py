@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -63,6 +65,66 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def experiment_id(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
+    uri = resolve_uri(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    return client, ensure_experiment(client, uri, cfg.experiment)
+
+
+def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str) -> str | None:
+    """The id of a FINISHED job run with this config hash, if any: the job is already done."""
+    runs = client.search_runs(
+        [experiment],
+        f"tags.`ecopipe.config_hash` = '{digest}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def process_tags() -> dict[str, str]:
+    me = psutil.Process()
+    return {
+        "ecopipe.host": socket.gethostname(),
+        "ecopipe.pid": str(me.pid),
+        "ecopipe.pid_started": f"{me.create_time():.3f}",
+    }
+
+
+def _process_alive(tags: Mapping[str, str]) -> bool:
+    try:
+        process = psutil.Process(int(tags["ecopipe.pid"]))
+        return abs(process.create_time() - float(tags["ecopipe.pid_started"])) < 1e-2
+    except (psutil.NoSuchProcess, KeyError, ValueError):
+        return False
+
+
+def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float = 48 * 3600) -> list[str]:
+    """Mark FAILED the RUNNING runs whose process is gone (SIGKILL, out of memory).
+
+    On this host the recorded pid (and its start time, against pid reuse) tells; a run of another
+    host is declared dead only after `foreign_after_s`, since its process cannot be seen from here.
+    """
+    host, now = socket.gethostname(), time.time()
+    reaped = []
+    for run in client.search_runs([experiment], "attributes.status = 'RUNNING'", max_results=50000):
+        tags = run.data.tags
+        if tags.get("ecopipe.kind") == "sweep" and _process_alive(tags):
+            continue
+        if tags.get("ecopipe.host") == host:
+            dead = not _process_alive(tags)
+        else:
+            dead = now - run.info.start_time / 1000 > foreign_after_s
+        if dead:
+            where = f"process {tags.get('ecopipe.pid')} on {tags.get('ecopipe.host')}"
+            reason = f"{where} ended without closing its run"
+            client.set_tag(run.info.run_id, "ecopipe.error", f"killed: {reason} (SIGKILL or out of memory?)")
+            client.set_tag(run.info.run_id, "ecopipe.status", "killed")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            reaped.append(run.info.run_id)
+            log.warning("run %s marked FAILED: %s", run.info.run_id, reason)
+    return reaped
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -129,25 +191,31 @@ class JobRun:
             self.client.log_artifact(self.run_id, str(path))
 
 
+def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> JobRun:
+    """Create a job run, linked to the sweep's parent run when one is announced in the environment."""
+    client, experiment = experiment_id(cfg)
+    all_tags = dict(tags) | process_tags()
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        all_tags |= {"mlflow.parentRunId": parent, "ecopipe.sweep_id": parent}
+    run = client.create_run(
+        experiment, run_name=run_name, tags={k: str(v) for k, v in all_tags.items() if v is not None}
+    )
+    return JobRun(client, run.info.run_id)
+
+
+def fail_run(job: JobRun, error: BaseException) -> None:
+    job.set_tags({"ecopipe.error": f"{type(error).__name__}: {error}"[:5000], "ecopipe.status": "failed"})
+    job.client.set_terminated(job.run_id, status="FAILED")
+
+
 @contextmanager
 def job_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Iterator[JobRun]:
     """Open a run; end it FINISHED, or FAILED with the error as a tag, whatever happens inside."""
-    uri = resolve_uri(cfg)
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = ensure_experiment(client, uri, cfg.experiment)
-    all_tags = dict(tags)
-    parent = os.environ.get(PARENT_RUN_ENV)
-    if parent:
-        all_tags["mlflow.parentRunId"] = parent
-    run = client.create_run(
-        experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items() if v is not None}
-    )
-    job = JobRun(client, run.info.run_id)
+    job = open_run(cfg, run_name, tags)
     try:
         yield job
     except BaseException as error:
-        reason = f"{type(error).__name__}: {error}"
-        job.set_tags({"ecopipe.error": reason[:5000], "ecopipe.status": "failed"})
-        client.set_terminated(job.run_id, status="FAILED")
+        fail_run(job, error)
         raise
-    client.set_terminated(job.run_id, status="FINISHED")
+    job.client.set_terminated(job.run_id, status="FINISHED")

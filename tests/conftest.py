@@ -23,6 +23,14 @@ register_configs()
 FAST = ["monitor=quick", "monitor.trials=2", "monitor.min_window_s=0.05", "monitor.idle_s=0.05"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_idle_baseline(monkeypatch):
+    """The idle baseline is cached for a sweep's process; each test is its own sweep."""
+    from ecopipe.stages import inference
+
+    monkeypatch.setattr(inference, "_IDLE_CACHE", {})
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

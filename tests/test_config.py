@@ -11,7 +11,8 @@ from omegaconf.errors import ValidationError
 
 from ecopipe.config import CONFIG_DIR, TASK_DATA, Config, ConfigError, validate
 
-GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+# Job groups; `experiment` presets are added with `+experiment=` and `hydra/launcher` belongs to Hydra.
+GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
 
 
 def options(group: str) -> list[str]:
@@ -50,6 +51,12 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
         cfg = OmegaConf.to_object(make_cfg(f"{group}={option}", fitting_partner(group, cfg), fast=False))
         assert getattr(cfg, group).name == option
     validate(cfg)
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_every_experiment_preset_composes(make_cfg, option):
+    cfg = OmegaConf.to_object(make_cfg(f"+experiment={option}", fast=False))
+    assert isinstance(cfg, Config)
 
 
 def test_default_config_is_offline_sklearn(make_cfg):

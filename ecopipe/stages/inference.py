@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm import tqdm
 
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
@@ -131,19 +132,22 @@ def _metered(meter: EnergyMeter, action: Callable[[], object]) -> tuple[Window, 
 
 
 def _trial(
-    meter: EnergyMeter, workload: Workload, monitor: MonitorConfig, keep_outputs: bool
+    meter: EnergyMeter, workload: Workload, monitor: MonitorConfig, index: int
 ) -> tuple[TrialResult, list[PassStats], list[object]]:
-    start: Snapshot = meter.snapshot()
     passes: list[PassStats] = []
     outputs: list[object] = []
+    # Disabled when stderr is not a terminal (CI, SLURM logs); one cheap tick per batch otherwise.
+    bar = tqdm(desc=f"trial {index + 1}/{monitor.trials}", unit="batch", disable=None, leave=False)
+    start: Snapshot = meter.snapshot()
     while True:
-        stats, pass_outputs = workload.run_pass(keep_outputs=keep_outputs and not passes)
+        stats, pass_outputs = workload.run_pass(keep_outputs=index == 0 and not passes, on_batch=bar.update)
         passes.append(stats)
         outputs.extend(pass_outputs)
         elapsed = meter.clock() - start.time_s
         if len(passes) >= monitor.min_iterations and elapsed >= monitor.min_window_s:
             break
     window = meter.since(start)
+    bar.close()
     trial = TrialResult(
         window=window,
         passes=len(passes),
@@ -182,7 +186,7 @@ def run_inference(
         for index in range(monitor.trials):
             if index and monitor.cooldown_s:
                 sleep(monitor.cooldown_s)
-            trial, passes, outputs = _trial(meter, workload, monitor, keep_outputs=index == 0)
+            trial, passes, outputs = _trial(meter, workload, monitor, index)
             trials.append(trial)
             latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
             quality_outputs.extend(outputs)

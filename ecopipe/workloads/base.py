@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,10 @@ class Workload(ABC):
     def synchronize(self) -> None:  # noqa: B027 - a no-op is right for CPU workloads
         """Wait for queued device work; a no-op on the CPU."""
 
-    def run_pass(self, keep_outputs: bool = False) -> tuple[PassStats, list[Any]]:
+    def run_pass(
+        self, keep_outputs: bool = False, on_batch: Callable[[], object] | None = None
+    ) -> tuple[PassStats, list[Any]]:
+        """One pass over the measured data; `on_batch` (a progress bar's tick) runs after each batch."""
         samples = tokens_in = tokens_out = 0
         latencies: list[float] = []
         outputs: list[Any] = []
@@ -82,4 +85,6 @@ class Workload(ABC):
             tokens_out += batch_out
             if keep_outputs:
                 outputs.append(output)
+            if on_batch is not None:
+                on_batch()
         return PassStats(samples, tokens_in, tokens_out, tuple(latencies)), outputs

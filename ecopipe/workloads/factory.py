@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ecopipe.config import Config, Framework, StrategyName
+from ecopipe.config import Config, ConfigError, Engine, Framework, StrategyName
 from ecopipe.hardware import resolve_device
 from ecopipe.workloads.base import Workload
 
@@ -15,6 +15,10 @@ def build_workload(cfg: Config) -> Workload:
     if cfg.model.framework is Framework.sklearn:
         from ecopipe.workloads.sklearn import SklearnWorkload
 
+        if cfg.engine is not Engine.eager:
+            raise ConfigError(
+                f"engine={cfg.engine.value} applies to text generation, not to model={cfg.model.name}."
+            )
         resolve_device(cfg.hardware.device, cpu_only=True)
         return SklearnWorkload(cfg.model, cfg.dataset, cfg.precision.name, cfg.batch_size, cfg.seed)
     from ecopipe.workloads.hf import build_hf_workload

@@ -10,7 +10,7 @@ from sklearn import ensemble, linear_model, neural_network, svm, tree
 from sklearn.base import BaseEstimator
 from sklearn.metrics import accuracy_score, r2_score
 
-from ecopipe.config import ConfigError, DatasetConfig, ModelConfig, Precision, Task
+from ecopipe.config import ConfigError, DatasetConfig, ModelConfig, Phase, Precision, Task
 from ecopipe.workloads.base import ModelFacts, Workload
 from ecopipe.workloads.tabular import TabularSplit, load_tabular
 
@@ -68,6 +68,10 @@ class SklearnWorkload(Workload):
             raise ConfigError(
                 f"precision={precision.value} cannot run for model={model.name}: scikit-learn estimators "
                 "compute in float32/float64 only; use precision=fp32."
+            )
+        if model.phase is not Phase.generate:
+            raise ConfigError(
+                f"model.phase={model.phase.value} applies to text generation, not to model={model.name}."
             )
         self.model_cfg, self.dataset_cfg = model, dataset
         self.batch_size, self.seed = batch_size, seed

@@ -1,0 +1,194 @@
+"""`python -m ecopipe.aggregate`: comparison tables, precision gains and plots over any set of runs.
+
+Runs from any number of machines and sweeps sharing one tracking store are read, one row per job run;
+tables have rows model x precision (x dataset, strategy, batch size, region, attribution where more than
+one is present) and one column per hardware. Where several FINISHED runs share a cell (repeats,
+resumed sweeps), the latest started one fills it. Written as CSV, Markdown, HTML and PNG, and logged
+to a sweep's parent run by the Hydra callback at the end of every multirun.
+
+    python -m ecopipe.aggregate --experiment ecopipe
+    python -m ecopipe.aggregate --experiment ecopipe --sweep PARENT_RUN_ID --log
+    python -m ecopipe.aggregate --experiment ecopipe --filter "tags.ecopipe.region = 'FRA'" --out tables/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ecopipe.aggregation import render
+from ecopipe.aggregation import tables as tab
+from ecopipe.aggregation.load import read_runs, sqlite_path
+from ecopipe.aggregation.synthetic import synthetic_store
+from ecopipe.config import TrackingConfig
+from ecopipe.tracking import reap_dead_runs, resolve_uri
+
+__all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
+
+log = logging.getLogger(__name__)
+ARTIFACT_DIR = "aggregate"
+
+
+class AggregationError(ValueError):
+    """Nothing to aggregate from: no such store or experiment, or a malformed filter."""
+
+
+@dataclass
+class Aggregate:
+    runs: pd.DataFrame  # every run read, flat: run columns, tags.*, params.*, metrics.*
+    tables: dict[str, pd.DataFrame]  # name -> row key columns, then one numeric column per hardware
+    failed: pd.DataFrame  # FAILED and KILLED job runs
+    files: list[Path] = field(default_factory=list)  # written when out_dir was given
+    jobs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one tidy row per job run
+    titles: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    heading: str = "ecopipe aggregate"
+
+    def write(self, out_dir: Path) -> list[Path]:
+        return render.write_all(
+            out_dir, self.heading, self.notes, self.tables, self.titles, self.failed, self.jobs
+        )
+
+
+def _notes(jobs: pd.DataFrame, built: tab.Tables, uri: str, filter_string: str | None) -> list[str]:
+    status = jobs["status"].value_counts()
+    failed = int(status.get("FAILED", 0) + status.get("KILLED", 0))
+    other = len(jobs) - int(status.get("FINISHED", 0)) - failed
+    notes = [
+        f"{len(jobs)} job runs: {int(status.get('FINISHED', 0))} FINISHED, {failed} FAILED or KILLED"
+        + (f", {other} still running or scheduled (left out)" if other else ""),
+        f"rows: {' x '.join(built.dims)}; columns: hardware ({', '.join(built.hardware) or 'none'})",
+        "each cell is the latest started FINISHED run for its row and hardware"
+        + (f"; {built.superseded} earlier runs superseded" if built.superseded else ""),
+        "energy source in parentheses: nvml_counter, nvml_power_polling and rapl are measured, "
+        "estimated_* are estimates, fake is simulated; CO2e, water and ESS inherit their energy's source",
+        f"tracking store: {uri}",
+    ]
+    if filter_string:
+        notes.append(f"filter: {filter_string}")
+    return notes
+
+
+def aggregate(
+    tracking_uri: str,
+    experiment: str,
+    sweep_id: str | None = None,
+    filter_string: str | None = None,
+    out_dir: Path | None = None,
+    reader: str = "auto",
+) -> Aggregate:
+    """Tables over the experiment's runs (one sweep's when `sweep_id` is given); files when `out_dir` is.
+
+    `reader`: "auto" reads a SQLite store's tables directly, anything else via search_runs (see
+    ecopipe.aggregation.load); "sql" and "search" force one.
+    """
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        raise AggregationError(f"no tracking store at {path} ({tracking_uri})")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise AggregationError(f"no experiment named {experiment!r} in {tracking_uri}")
+    reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
+    try:
+        runs = read_runs(client, [found.experiment_id], sweep_id, filter_string, reader)
+    except MlflowException as error:
+        raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
+    jobs = tab.tidy(runs)
+    built = tab.build(jobs)
+    heading = f"ecopipe aggregate: experiment {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
+    result = Aggregate(
+        runs=runs,
+        tables=built.tables,
+        failed=tab.failed(jobs),
+        jobs=jobs,
+        titles=built.titles,
+        notes=_notes(jobs, built, tracking_uri, filter_string),
+        heading=heading,
+    )
+    if out_dir is not None:
+        result.files = result.write(Path(out_dir))
+    return result
+
+
+def _log_table(
+    client: MlflowClient, run_id: str, frame: pd.DataFrame, artifact: str, existing: set[str]
+) -> None:
+    if artifact not in existing:
+        client.log_table(run_id, data=frame, artifact_file=artifact)
+        return
+    # log_table appends to a table already there (a re-aggregated sweep): replace it, same format.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact).name
+        frame.to_json(path, orient="split", index=False, date_format="iso")
+        client.log_artifact(run_id, str(path), str(Path(artifact).parent))
+
+
+def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
+    """Every file (written to a temporary folder if `result` has none) under `aggregate/`, and each
+    table, the failed jobs included, with log_table so the MLflow UI shows them."""
+    existing = {a.path for a in client.list_artifacts(run_id, ARTIFACT_DIR)}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = result.files or result.write(Path(tmp))
+        for path in files:
+            client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+    tables = dict(result.tables)
+    if not result.failed.empty:
+        tables["failed"] = result.failed
+    for name, frame in tables.items():
+        _log_table(client, run_id, frame, f"{ARTIFACT_DIR}/{name}.json", existing)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ecopipe.aggregate",
+        description="Comparison tables (CSV, Markdown, HTML) and plots over an MLflow experiment's runs.",
+    )
+    parser.add_argument("--experiment", default=TrackingConfig.experiment, help="experiment name")
+    parser.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only the jobs of this sweep")
+    parser.add_argument(
+        "--filter", metavar="FILTER", help="an MLflow search filter, e.g. \"tags.ecopipe.region = 'FRA'\""
+    )
+    parser.add_argument(
+        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in this directory"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default: aggregate/<experiment>[-<sweep>])")
+    parser.add_argument("--log", action="store_true", help="also log the results to the sweep's parent run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.log and not args.sweep:
+        print("ecopipe.aggregate: error: --log needs --sweep PARENT_RUN_ID", file=sys.stderr)
+        return 2
+    uri = args.tracking_uri or resolve_uri(TrackingConfig())
+    out = args.out or Path("aggregate") / (args.experiment + (f"-{args.sweep[:8]}" if args.sweep else ""))
+    try:
+        result = aggregate(uri, args.experiment, args.sweep, args.filter, out)
+    except AggregationError as error:
+        print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)
+        return 2
+    if args.log:
+        log_to_run(MlflowClient(tracking_uri=uri), args.sweep, result)
+    print("\n".join(result.notes[:3]))
+    print(f"wrote {len(result.files)} files to {out.resolve()}")
+    print(f"  {out.resolve() / 'summary.md'}  {out.resolve() / 'summary.html'}")
+    if result.jobs.empty:
+        print("ecopipe.aggregate: no job runs matched", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

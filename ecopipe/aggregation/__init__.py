@@ -1,0 +1,8 @@
+"""Aggregation of tracked runs into comparison tables and plots; the entry point is `ecopipe.aggregate`.
+
+- `load`: the runs of a store as one flat frame (SQL for SQLite stores, search_runs otherwise)
+- `tables`: tidy job rows, the latest FINISHED run per cell, tables per metric, precision gains, failures
+- `render`: CSV, Markdown and HTML files
+- `plots`: ESS by hardware and precision, energy against quality
+- `synthetic`: realistic synthetic stores for benchmarks
+"""

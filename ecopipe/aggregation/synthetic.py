@@ -1,0 +1,242 @@
+"""A store of realistic synthetic runs for benchmarking aggregation (`make bench`), logged as jobs log.
+
+Each run carries what a job logs: about a hundred metrics under report.py's names, sixty params, the
+ecopipe, energy-source and environment tags, a sweep parent; a few percent FAILED with an error tag.
+Figures follow the impact and ESS formulas, so tables built from them are consistent. Deterministic
+for a given seed. One create_run, one log_batch and one set_terminated per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sqlite3
+import uuid
+from pathlib import Path
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from ecopipe.aggregation.load import sqlite_path
+from ecopipe.sensors.base import Source
+from ecopipe.tracking import ensure_experiment
+
+# (model, dataset, effective parameters)
+_MODELS = (
+    ("logistic_regression", "digits", 650),
+    ("mlp", "digits", 52_000),
+    ("resnet18", "cifar10", 11_700_000),
+    ("distilbert", "sst2", 66_000_000),
+    ("bert-base", "sst2", 110_000_000),
+    ("gpt2", "wikitext2", 124_000_000),
+    ("whisper-small", "librispeech", 244_000_000),
+    ("llama-3.2-1b", "wikitext2", 1_240_000_000),
+)
+# (name, key, tier, relative energy, energy sources gpu/cpu/ram)
+_HARDWARE = (
+    ("NVIDIA H100 SXM 80GB", "h100", "datacenter", 0.6, ("nvml_counter", "rapl", "estimated_per_gb")),
+    ("NVIDIA A100 SXM 40GB", "a100", "datacenter", 0.8, ("nvml_counter", "rapl", "estimated_per_gb")),
+    ("NVIDIA T4", "t4", "datacenter", 1.4, ("nvml_power_polling", "estimated_tdp", "estimated_per_gb")),
+    ("Intel Xeon Platinum 8480+", "xeon", "datacenter", 4.0, ("none", "rapl", "estimated_per_gb")),
+)
+_PRECISIONS = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.57, "int8": 0.4}
+_QUALITY = {"wikitext2": "perplexity", "librispeech": "wer"}
+_CI, _PUE, _WUE, _EWIF = 475.0, 1.58, 1.8, 3.1  # WORLD-like factors
+FAIL_EVERY = 33  # about 3% of runs fail
+
+
+def _metrics(rng: random.Random, params: float, hw_factor: float, p_factor: float, dataset: str) -> dict:
+    per_1k = (5.0 + params / 2e5) * hw_factor * p_factor * rng.uniform(0.95, 1.05)
+    idle = per_1k * rng.uniform(0.2, 0.4)
+    samples, trials = 1000 * rng.randint(2, 10), 5
+    window = samples / 1000 * per_1k / 250.0
+    m: dict[str, float] = {
+        "samples": samples,
+        "tokens_in": samples * 64,
+        "tokens_out": samples * 16,
+        "tokens": samples * 80,
+        "trials": trials,
+        "window_s": window,
+        "throughput_per_s": samples / window,
+        "throughput_ci95_per_s": samples / window * 0.02,
+        "latency_p50_s": 0.01,
+        "latency_p90_s": 0.012,
+        "latency_p99_s": 0.02,
+        "load_s": 2.0,
+        "load_energy_j": 300.0,
+        "parameters": params,
+        "effective_parameters": params,
+        "idle_measured": 1.0,
+        "energy_per_1k_tokens_gross_j": per_1k / 80,
+        "energy_per_1k_tokens_net_j": (per_1k - idle) / 80,
+        "monitor_overhead_frac": 0.003,
+        "trace_samples": 400,
+    }
+    for name, value in (("gross", per_1k), ("net", per_1k - idle)):
+        m |= {
+            f"energy_per_1k_{name}_j": value,
+            f"energy_per_1k_{name}_ci95_j": value * 0.03,
+            f"energy_per_1k_{name}_cv": 0.02,
+        }
+        m |= {f"energy_per_1k_{name}_j.{c}": value * s for c, s in (("gpu", 0.7), ("cpu", 0.2), ("ram", 0.1))}
+        m[f"energy_per_1k_{name}_j.total"] = value
+    for prefix, scale in (("energy_gross_j", 1.0), ("energy_idle_j", 0.3), ("energy_net_j", 0.7)):
+        run = per_1k * samples / 1000 * scale
+        m |= {f"{prefix}.{c}": run * s for c, s in (("gpu", 0.7), ("cpu", 0.2), ("ram", 0.1))}
+        m[f"{prefix}.total"] = run
+    m |= {f"idle_power_w.{c}": w for c, w in (("gpu", 60.0), ("cpu", 40.0), ("ram", 8.0))}
+    m["idle_power_w.total"] = 108.0
+    m |= {"carbon_intensity_g_per_kwh": _CI, "pue": _PUE, "wue_l_per_kwh": _WUE, "ewif_l_per_kwh": _EWIF}
+    for scope, joules in (
+        ("per_1k", per_1k),
+        ("per_inference", per_1k / 1000),
+        ("run", per_1k * samples / 1000),
+        ("per_hour", per_1k * 3600 / window * samples / 1000),
+        ("per_1k_tokens", per_1k / 80),
+    ):
+        kwh = joules / 3.6e6
+        m |= {
+            f"energy_it_j_{scope}": joules,
+            f"energy_facility_j_{scope}": joules * _PUE,
+            f"co2e_g_{scope}": kwh * _PUE * _CI,
+            f"water_onsite_l_{scope}": kwh * _WUE,
+            f"water_offsite_l_{scope}": kwh * _PUE * _EWIF,
+            f"water_l_{scope}": kwh * (_WUE + _PUE * _EWIF),
+        }
+    m["co2e_ci95_g_per_1k"] = m["co2e_g_per_1k"] * 0.03
+    m["ess"] = m["effective_parameters"] / 1e6 / m["co2e_g_per_1k"]
+    m["ess_run"] = m["effective_parameters"] / 1e6 / m["co2e_g_run"]
+    m["ecep_wh_per_mparam"] = per_1k / 3.6 / max(m["effective_parameters"] / 1e6, 1e-9)
+    m["effective_params_m"] = m["effective_parameters"] / 1e6
+    quality = _QUALITY.get(dataset, "accuracy")
+    m[f"quality.{quality}"] = {"perplexity": 30.0, "wer": 0.08}.get(quality, 0.9) * rng.uniform(0.97, 1.03)
+    return m
+
+
+def _params(model: str, dataset: str, precision: str, hw_key: str) -> dict[str, str]:
+    params = {
+        "model.name": model,
+        "dataset.name": dataset,
+        "precision.name": precision,
+        "hardware.profile": hw_key,
+        "hardware.device": "cpu" if hw_key == "xeon" else "cuda",
+        "hardware.tier": "None",
+        "batch_size": "32",
+        "region": "WORLD",
+        "seed": "0",
+        "rerun": "False",
+        "strategy.name": "single",
+        "pool.name": "none",
+    }
+    params |= {f"monitor.{k}": str(v) for k, v in enumerate(range(16))}
+    params |= {f"impact.{k}": "None" for k in ("carbon_intensity", "pue", "wue", "ewif", "lifetime_years")}
+    params |= {"impact.attribution": "gross", "impact.embodied": "False"}
+    params |= {f"model.option_{i}": str(i) for i in range(12)}
+    params |= {f"dataset.option_{i}": str(i) for i in range(12)}
+    return params
+
+
+def _log_run(
+    client: MlflowClient, rng: random.Random, experiment_id: str, parent: str, i: int, start: int
+) -> None:
+    model, dataset, params = _MODELS[i % len(_MODELS)]
+    precision = list(_PRECISIONS)[(i // len(_MODELS)) % len(_PRECISIONS)]
+    name, key, tier, hw_factor, sources = _HARDWARE[(i // (len(_MODELS) * len(_PRECISIONS))) % len(_HARDWARE)]
+    components = ("gpu", "cpu", "ram")
+    tags = {
+        "ecopipe.model": model,
+        "ecopipe.dataset": dataset,
+        "ecopipe.precision": precision,
+        "ecopipe.hardware": name,
+        "ecopipe.hardware_key": key,
+        "ecopipe.tier": tier,
+        "ecopipe.region": "WORLD",
+        "ecopipe.region_name": "World average",
+        "ecopipe.attribution": "gross",
+        "ecopipe.config_hash": hashlib.sha256(f"{model}/{precision}/{key}".encode()).hexdigest()[:16],
+        "ecopipe.sweep_id": parent,
+        "mlflow.parentRunId": parent,
+        **{f"energy_source.{c}": s for c, s in zip(components, sources, strict=True)},
+        **{
+            f"energy_measured.{c}": str(s != "none" and Source(s).is_measurement).lower()
+            for c, s in zip(components, sources, strict=True)
+        },
+        **{f"env.package_{j}": f"1.{j}.0" for j in range(12)},
+    }
+    failed = i % FAIL_EVERY == FAIL_EVERY - 1
+    if failed:
+        tags["ecopipe.error"] = "RuntimeError: CUDA out of memory (synthetic)"
+    run_id = client.create_run(
+        experiment_id, start_time=start, tags=tags, run_name=f"{model}-{dataset}-{precision}-bs32"
+    ).info.run_id
+    metrics = _metrics(rng, params, hw_factor, _PRECISIONS[precision], dataset)
+    if failed:  # measured before the failure, nothing after
+        metrics = {k: v for k, v in metrics.items() if k.startswith(("energy_per_1k", "samples", "window"))}
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), start, 0) for k, v in metrics.items()],
+        params=[Param(k, v) for k, v in _params(model, dataset, precision, key).items()],
+    )
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED", end_time=start + 500)
+
+
+_RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")
+
+
+def _clone(path: Path, templates: list[str], n_runs: int, t0: int) -> None:
+    """Copies of the logged runs, made in SQL in one transaction: new run ids, later start and end times."""
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TEMP TABLE clone_map (template TEXT, new TEXT, start INTEGER)")
+        con.executemany(
+            "INSERT INTO clone_map VALUES (?, ?, ?)",
+            [
+                (templates[i % len(templates)], uuid.uuid4().hex, t0 + 1000 * (i + 1))
+                for i in range(len(templates), n_runs)
+            ],
+        )
+        for table in _RUN_TABLES:
+            columns = [row[1] for row in con.execute(f"PRAGMA table_info({table})")]
+            replaced = {
+                "run_uuid": "m.new",
+                "start_time": "m.start",
+                "end_time": "m.start + 500",
+                "artifact_uri": "replace(t.artifact_uri, m.template, m.new)",
+            }
+            if table != "runs":
+                replaced = {"run_uuid": "m.new"}
+            select = ", ".join(replaced.get(c, f"t.{c}") for c in columns)
+            con.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"SELECT {select} FROM {table} t JOIN clone_map m ON t.run_uuid = m.template"
+            )
+
+
+def synthetic_store(
+    uri: str, n_runs: int, experiment: str = "ecopipe-bench", seed: int = 0, logged: int = 256
+) -> str:
+    """`n_runs` job runs under one sweep parent in `uri`; return the parent run id.
+
+    The first `logged` runs go through MlflowClient (create_run, one log_batch, set_terminated), which
+    takes some 30 ms a run on SQLite; in a `sqlite:///` store the others are copies of those made
+    with SQL, new ids and times, so 10,000 runs take seconds. Other stores get every run logged.
+    """
+    rng = random.Random(seed)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = ensure_experiment(client, uri, experiment)
+    t0 = 1_700_000_000_000
+    parent = client.create_run(
+        experiment_id, start_time=t0, run_name="sweep bench", tags={"ecopipe.kind": "sweep"}
+    ).info.run_id
+    path = sqlite_path(uri)
+    direct = n_runs if path is None else min(n_runs, logged)
+    for i in range(direct):
+        _log_run(client, rng, experiment_id, parent, i, t0 + 1000 * (i + 1))
+    client.set_terminated(parent, status="FINISHED", end_time=t0 + 1000 * (n_runs + 1))
+    if direct < n_runs:
+        assert path is not None
+        found = client.search_runs(
+            [experiment_id], f"tags.`ecopipe.sweep_id` = '{parent}'", max_results=direct
+        )
+        templates = [r.info.run_id for r in sorted(found, key=lambda r: r.info.start_time)]
+        _clone(path, templates, n_runs, t0)
+    return parent

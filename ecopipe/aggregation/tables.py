@@ -1,0 +1,236 @@
+"""Comparison tables from the runs frame: rows model x precision (x what else varies), a column per hardware.
+
+A cell is one run: when several FINISHED runs share a cell (repeats, resumed or re-run sweeps), the
+latest started wins and the others are counted as superseded, never averaged with it. FAILED and
+KILLED runs never fill a cell; they are listed apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ecopipe.config import Precision
+
+# Tags read into the tidy frame, by the column name they get there.
+_TAG_COLUMNS = {
+    "model": "ecopipe.model",
+    "dataset": "ecopipe.dataset",
+    "precision": "ecopipe.precision",
+    "strategy": "ecopipe.strategy",
+    "region": "ecopipe.region",
+    "attribution": "ecopipe.attribution",
+    "hardware": "ecopipe.hardware",
+    "hardware_key": "ecopipe.hardware_key",
+    "config_hash": "ecopipe.config_hash",
+    "error": "ecopipe.error",
+    "reimpact_of": "ecopipe.reimpact_of",
+}
+_DEFAULTS = {"strategy": "single", "hardware": "unknown"}
+COMPONENTS = ("gpu", "cpu", "ram")
+BASELINE = Precision.fp32.value
+_PRECISION_ORDER = {p.value: i for i, p in enumerate(Precision)}
+
+# Row dimensions in display order; model and precision always, the others when they vary.
+ROW_DIMS = ("model", "dataset", "strategy", "precision", "batch_size", "region", "attribution")
+_ALWAYS = ("model", "precision")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    metric: str
+    title: str
+    energy: bool  # derived from measured energy: its energy source is shown beside every value
+    ci95: str | None = None
+
+
+SPECS = (
+    TableSpec(
+        "energy_gross",
+        "energy_per_1k_gross_j",
+        "Energy per 1,000 inferences, gross (J)",
+        True,
+        "energy_per_1k_gross_ci95_j",
+    ),
+    TableSpec(
+        "energy_net",
+        "energy_per_1k_net_j",
+        "Energy per 1,000 inferences, net of idle (J)",
+        True,
+        "energy_per_1k_net_ci95_j",
+    ),
+    TableSpec("energy_tokens", "energy_per_1k_tokens_gross_j", "Energy per 1,000 tokens, gross (J)", True),
+    TableSpec("co2e", "co2e_g_per_1k", "CO2e per 1,000 inferences (g)", True, "co2e_ci95_g_per_1k"),
+    TableSpec("water", "water_l_per_1k", "Water per 1,000 inferences, on-site + off-site (L)", True),
+    TableSpec(
+        "ess",
+        "ess",
+        "ESS: effective parameters (M) per g CO2e per 1,000 inferences (higher is better)",
+        True,
+    ),
+    TableSpec("throughput", "throughput_per_s", "Throughput (inferences per second)", False),
+)
+SOURCE_TABLE = "energy_source"
+GAIN_TABLE = "precision_gain_ess"
+
+
+def quality_specs(tidy: pd.DataFrame) -> list[TableSpec]:
+    names = sorted(c.removeprefix("quality.") for c in tidy.columns if c.startswith("quality."))
+    return [
+        TableSpec(f"quality_{re.sub(r'[^A-Za-z0-9_.-]', '_', n)}", f"quality.{n}", f"Quality: {n}", False)
+        for n in names
+    ]
+
+
+def source_label(tags: pd.DataFrame) -> pd.Series:
+    """`nvml_counter+rapl`: each component's energy source; an estimate says so, a simulation is `fake`.
+
+    `estimated_*` sources carry the word in their name; any other unmeasured source gets `estimated:`.
+    A run without source tags is `source unknown`, never presented as measured.
+    """
+
+    def one(row: pd.Series) -> str:
+        parts: list[str] = []
+        for component in COMPONENTS:
+            source = row.get(f"tags.energy_source.{component}")
+            if not isinstance(source, str) or source in ("", "none"):
+                continue
+            measured = row.get(f"tags.energy_measured.{component}")
+            if measured == "false" and "estimat" not in source and "fake" not in source:
+                source = f"estimated:{source}"
+            if source not in parts:
+                parts.append(source)
+        return "+".join(parts) or "source unknown"
+
+    columns = [c for c in tags.columns if c.startswith(("tags.energy_source.", "tags.energy_measured."))]
+    if not columns:
+        return pd.Series("source unknown", index=tags.index, dtype="str")
+    # Few distinct combinations among thousands of runs: label each once.
+    combos = tags[columns].fillna("")
+    unique = combos.drop_duplicates()
+    labels = pd.Series([one(row) for _, row in unique.iterrows()], index=pd.MultiIndex.from_frame(unique))
+    return pd.Series(
+        labels.reindex(pd.MultiIndex.from_frame(combos)).to_numpy(), index=tags.index, dtype="str"
+    )
+
+
+def tidy(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per job run (sweep parents and runs not logged by an ecopipe job left out), plain names."""
+    if runs.empty or "tags.ecopipe.model" not in runs:
+        return pd.DataFrame(columns=["run_id", "run_name", "status", "start_time", *_TAG_COLUMNS, "source"])
+    kind = runs.get("tags.ecopipe.kind", pd.Series(np.nan, index=runs.index))
+    jobs = runs[(kind != "sweep") & runs["tags.ecopipe.model"].notna()]
+    out = jobs[["run_id", "run_name", "status", "start_time"]].copy()
+    for name, tag in _TAG_COLUMNS.items():
+        column = f"tags.{tag}"
+        out[name] = jobs[column] if column in jobs else pd.Series(np.nan, index=jobs.index, dtype="str")
+        if name in _DEFAULTS:
+            out[name] = out[name].fillna(_DEFAULTS[name])
+    out["batch_size"] = jobs.get("params.batch_size", np.nan)
+    out["source"] = source_label(jobs)
+    metrics = jobs[[c for c in jobs.columns if c.startswith("metrics.")]]
+    metrics.columns = [c.removeprefix("metrics.") for c in metrics.columns]
+    return pd.concat([out, metrics], axis=1).reset_index(drop=True)
+
+
+def row_dims(finished: pd.DataFrame) -> list[str]:
+    """model and precision, plus every other dimension with more than one value among the runs."""
+    return [d for d in ROW_DIMS if d in _ALWAYS or finished[d].fillna("").nunique() > 1]
+
+
+def latest(finished: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
+    """The cell's run: the latest started FINISHED run per row key and hardware."""
+    keyed = finished.copy()
+    keyed[dims] = keyed[dims].fillna("").astype("str")
+    keyed = keyed.sort_values(["start_time", "run_id"], kind="stable")
+    return keyed.drop_duplicates([*dims, "hardware"], keep="last")
+
+
+def _sort_rows(frame: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
+    def key(column: pd.Series) -> pd.Series:
+        if column.name == "precision":
+            return column.map(lambda p: (_PRECISION_ORDER.get(p, len(_PRECISION_ORDER)), p))
+        return column
+
+    return frame.sort_values(dims, key=key, kind="stable").reset_index(drop=True)
+
+
+def pivot(cells: pd.DataFrame, dims: list[str], value: str, hardware: list[str]) -> pd.DataFrame:
+    """Row key columns, then one column per hardware; rows without any value dropped."""
+    wide = cells.pivot(index=dims, columns="hardware", values=value).reindex(columns=hardware)
+    wide = wide.dropna(how="all").reset_index()
+    wide.columns.name = None
+    return _sort_rows(wide, dims)
+
+
+def precision_gain(ess: pd.DataFrame, dims: list[str], hardware: list[str]) -> pd.DataFrame:
+    """ESS of each non-fp32 precision over fp32's for the same row key and hardware; no fp32: blank."""
+    others = [d for d in dims if d != "precision"]
+    base = ess[ess["precision"] == BASELINE].set_index(others)[hardware]
+    rest = ess[ess["precision"] != BASELINE]
+    if rest.empty:
+        return pd.DataFrame(columns=[*dims, *hardware])
+    reference = base.reindex(pd.MultiIndex.from_frame(rest[others]) if len(others) > 1 else rest[others[0]])
+    ratio = rest[hardware].to_numpy(dtype="float64") / reference.to_numpy(dtype="float64")
+    gain = rest[dims].reset_index(drop=True)
+    gain[hardware] = ratio
+    return _sort_rows(gain, dims)
+
+
+def failed(jobs: pd.DataFrame) -> pd.DataFrame:
+    """FAILED and KILLED job runs; `superseded`: a later FINISHED run of the same config exists."""
+    columns = ["run_name", "model", "precision", "dataset", "hardware", "status", "error", "run_id"]
+    bad = jobs[jobs["status"].isin(["FAILED", "KILLED"])].sort_values(["start_time", "run_id"], kind="stable")
+    done = jobs[jobs["status"] == "FINISHED"].groupby("config_hash")["start_time"].max()
+    later = bad["config_hash"].map(done)
+    out = bad[columns].copy()
+    out["superseded"] = (later.notna() & (later > bad["start_time"])).astype(bool)
+    return out.reset_index(drop=True)
+
+
+@dataclass
+class Tables:
+    tables: dict[str, pd.DataFrame]
+    titles: dict[str, str]
+    energy: set[str]  # tables whose cells get the energy source beside them
+    ci95: dict[str, str]  # table -> the table of its 95% CI half-widths
+    dims: list[str]
+    hardware: list[str]
+    cells: pd.DataFrame  # the run behind each cell
+    superseded: int
+
+
+def build(jobs: pd.DataFrame) -> Tables:
+    finished = jobs[jobs["status"] == "FINISHED"]
+    if finished.empty:
+        return Tables({}, {}, set(), {}, list(_ALWAYS), [], finished, 0)
+    dims = row_dims(finished)
+    cells = latest(finished, dims)
+    hardware = sorted(cells["hardware"].unique())
+    tables: dict[str, pd.DataFrame] = {}
+    titles: dict[str, str] = {}
+    energy: set[str] = set()
+    ci95: dict[str, str] = {}
+    for spec in (*SPECS, *quality_specs(cells)):
+        if spec.metric not in cells or cells[spec.metric].isna().all():
+            continue
+        tables[spec.name] = pivot(cells, dims, spec.metric, hardware)
+        titles[spec.name] = spec.title
+        if spec.energy:
+            energy.add(spec.name)
+        if spec.ci95 and spec.ci95 in cells and cells[spec.ci95].notna().any():
+            ci95[spec.name] = f"{spec.name}_ci95"
+            tables[ci95[spec.name]] = pivot(cells, dims, spec.ci95, hardware)
+            titles[ci95[spec.name]] = f"{spec.title}: 95% CI half-width"
+    tables[SOURCE_TABLE] = pivot(cells, dims, "source", hardware)
+    titles[SOURCE_TABLE] = "Energy source of each cell (estimated_* = estimate, fake = simulated)"
+    if "ess" in tables:
+        gain = precision_gain(tables["ess"], dims, hardware)
+        if not gain.empty:
+            tables[GAIN_TABLE] = gain
+            titles[GAIN_TABLE] = f"Precision gain: ESS relative to {BASELINE} on the same hardware (x)"
+    return Tables(tables, titles, energy, ci95, dims, hardware, cells, len(finished) - len(cells))

@@ -1,0 +1,1 @@
+"""Architecture configs (config.json values of the real checkpoints) for `model.weights=random`."""

@@ -1,0 +1,132 @@
+"""The Hydra callback that owns a sweep: its MLflow parent run, device policy, progress and aggregation.
+
+`on_multirun_start` runs once, in the launching process, before any job: it creates the store, the
+experiment and the parent run (concurrent jobs creating a fresh SQLite store race on its schema),
+marks runs of killed jobs FAILED, and announces the parent run and tracking URI to the jobs through
+the environment, which every launcher (basic, joblib, submitit, ray) hands down to its workers.
+`on_multirun_end` aggregates the sweep, closes the parent run and exits with the number of failed jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from ecopipe.config import TrackingConfig
+from ecopipe.hardware import cuda_available
+from ecopipe.tracking import PARENT_RUN_ENV, experiment_id, process_tags, reap_dead_runs, resolve_uri
+
+log = logging.getLogger(__name__)
+
+SWEEP_SIZE_ENV = "ECOPIPE_SWEEP_SIZE"
+
+
+def sweep_size(config: DictConfig) -> int:
+    """Number of jobs the basic sweeper will make of the command line's overrides."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    params = config.hydra.sweeper.get("params") or {}
+    extra = [f"{key}={value}" for key, value in params.items()]
+    parsed += OverridesParser.create().parse_overrides(extra)
+    return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+
+
+def _restrict_parallelism(config: DictConfig) -> None:
+    """Parallel launchers may not put two jobs on one measured device."""
+    launcher = config.hydra.launcher
+    if "n_jobs" not in launcher or launcher.n_jobs == 1:
+        return
+    if cuda_available() and config.hardware.device != "cpu":
+        reason = "GPU jobs never share a device: their energy readings would mix"
+    elif not config.monitor.allow_shared_cpu:
+        reason = "CPU jobs side by side share the CPU sensors (monitor.allow_shared_cpu=true allows it)"
+    else:
+        log.warning(
+            "monitor.allow_shared_cpu=true: %s jobs share the CPU, so their CPU and RAM energy figures mix.",
+            launcher.n_jobs,
+        )
+        return
+    log.warning("hydra/launcher n_jobs=%s reduced to 1: %s.", launcher.n_jobs, reason)
+    with read_write(config.hydra), open_dict(launcher):
+        launcher.n_jobs = 1
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.parent_run_id: str | None = None
+
+    def _tracking(self, config: DictConfig) -> TrackingConfig:
+        return OmegaConf.to_object(config.tracking)  # type: ignore[return-value]
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tracking = self._tracking(config)
+        client, experiment = experiment_id(tracking)
+        reap_dead_runs(client, experiment)
+        sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        parent = client.create_run(
+            experiment,
+            run_name=f"sweep {Path(sweep_dir).parent.name}/{Path(sweep_dir).name}",
+            tags={
+                "ecopipe.kind": "sweep",
+                "ecopipe.sweep_dir": sweep_dir,
+                "ecopipe.overrides": " ".join(config.hydra.overrides.task),
+                **process_tags(),
+            },
+        )
+        self.parent_run_id = parent.info.run_id
+        # Every job, in this process or another, logs to the same store under this parent.
+        os.environ["MLFLOW_TRACKING_URI"] = resolve_uri(tracking)
+        os.environ[PARENT_RUN_ENV] = self.parent_run_id
+        os.environ[SWEEP_SIZE_ENV] = str(sweep_size(config))
+        _restrict_parallelism(config)
+        log.info("sweep of %s jobs, parent MLflow run %s", os.environ[SWEEP_SIZE_ENV], self.parent_run_id)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            overrides = " ".join(config.hydra.overrides.task)
+            log.info(
+                "job %d of %s: %s", config.hydra.job.num + 1, os.environ.get(SWEEP_SIZE_ENV, "?"), overrides
+            )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from ecopipe.aggregate import aggregate, log_to_run
+
+        assert self.parent_run_id is not None
+        tracking = self._tracking(config)
+        client, experiment = experiment_id(tracking)
+        children = client.search_runs(
+            [experiment], f"tags.`ecopipe.sweep_id` = '{self.parent_run_id}'", max_results=50000
+        )
+        failed = [r for r in children if r.info.status == "FAILED"]
+        result = aggregate(
+            resolve_uri(tracking),
+            tracking.experiment,
+            sweep_id=self.parent_run_id,
+            out_dir=Path(config.hydra.sweep.dir) / "aggregate",
+        )
+        log_to_run(client, self.parent_run_id, result)
+        skipped = max(int(os.environ.get(SWEEP_SIZE_ENV, "0")) - len(children), 0)
+        for key, value in {
+            "jobs": len(children),
+            "jobs_failed": len(failed),
+            "jobs_skipped": skipped,
+        }.items():
+            client.log_metric(self.parent_run_id, key, value)
+        client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+        print(
+            f"sweep: {len(children)} jobs run, {len(failed)} failed, {skipped} skipped as already measured; "
+            f"tables in {Path(config.hydra.sweep.dir) / 'aggregate'}"
+        )
+        for run in failed:
+            print(f"  FAILED {run.info.run_name}: {run.data.tags.get('ecopipe.error', '?')}", file=sys.stderr)
+        if failed:
+            sys.exit(min(len(failed), 125))  # the exit status says how many jobs failed

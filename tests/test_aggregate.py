@@ -1,0 +1,433 @@
+"""Aggregation over a real SQLite MLflow store holding runs logged the way jobs log them."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param
+
+from ecopipe.aggregate import AggregationError, aggregate, log_to_run, main
+from ecopipe.aggregation.load import read_runs
+from ecopipe.aggregation.render import markdown
+from ecopipe.aggregation.synthetic import synthetic_store
+from ecopipe.tracking import ensure_experiment
+
+EXPERIMENT = "agg"
+H100, T4 = "NVIDIA H100 SXM 80GB", "NVIDIA T4"
+GPU_SOURCES = {"gpu": "nvml_counter", "cpu": "rapl", "ram": "none"}
+CPU_SOURCES = {"gpu": "none", "cpu": "estimated_tdp", "ram": "none"}
+MEASURED = {"nvml_counter", "nvml_power_polling", "rapl"}
+
+
+def figures(energy: float, quality: float | None = 0.9, params: float = 650.0) -> dict[str, float]:
+    """A job's headline metrics, related by the impact and ESS formulas (WORLD-like factors)."""
+    co2e = energy / 3.6e6 * 1.5 * 480.0
+    metrics = {
+        "energy_per_1k_gross_j": energy,
+        "energy_per_1k_net_j": energy * 0.7,
+        "energy_per_1k_gross_ci95_j": energy * 0.05,
+        "co2e_g_per_1k": co2e,
+        "water_l_per_1k": energy / 3.6e6 * 4.0,
+        "ess": params / 1e6 / co2e,
+        "ess_run": params / 1e6 / co2e / 3,
+        "throughput_per_s": 1e5 / energy,
+        "window_s": 2.5,
+        "samples": 1000.0,
+        "effective_parameters": params,
+        "latency_p50_s": 0.001,  # logged by every job, not read by aggregation
+    }
+    if quality is not None:
+        metrics["quality.accuracy"] = quality
+    return metrics
+
+
+class Store:
+    """Logs runs with MlflowClient exactly as a job, a sweep callback and a re-impact do."""
+
+    def __init__(self, client, uri: str) -> None:
+        self.client, self.uri = client, uri
+        self.experiment_id = ensure_experiment(client, uri, EXPERIMENT)
+        self.clock = 1_700_000_000_000
+
+    def _start(self) -> int:
+        self.clock += 1000
+        return self.clock
+
+    def sweep(self) -> str:
+        run = self.client.create_run(
+            self.experiment_id, start_time=self._start(), tags={"ecopipe.kind": "sweep"}
+        )
+        return run.info.run_id
+
+    def job(
+        self,
+        model: str = "logistic_regression",
+        precision: str = "fp32",
+        hardware: str = H100,
+        metrics: dict[str, float] | None = None,
+        *,
+        dataset: str = "digits",
+        region: str = "WORLD",
+        sources: dict[str, str] | None = None,
+        sweep: str | None = None,
+        status: str = "FINISHED",
+        error: str | None = None,
+        batch_size: int = 8,
+        extra_tags: dict[str, str] | None = None,
+    ) -> str:
+        sources = sources or GPU_SOURCES
+        tags = {
+            "ecopipe.model": model,
+            "ecopipe.dataset": dataset,
+            "ecopipe.precision": precision,
+            "ecopipe.hardware": hardware,
+            "ecopipe.hardware_key": hardware.split()[1].lower() if " " in hardware else hardware,
+            "ecopipe.region": region,
+            "ecopipe.attribution": "gross",
+            "ecopipe.config_hash": f"{model}-{dataset}-{precision}-{hardware}-{region}",
+            **{f"energy_source.{c}": s for c, s in sources.items()},
+            **{f"energy_measured.{c}": str(s in MEASURED).lower() for c, s in sources.items()},
+            **(extra_tags or {}),
+        }
+        if sweep:
+            tags |= {"mlflow.parentRunId": sweep, "ecopipe.sweep_id": sweep}
+        if error:
+            tags |= {"ecopipe.error": error, "ecopipe.status": "failed"}
+        start = self._start()
+        run_id = self.client.create_run(
+            self.experiment_id,
+            start_time=start,
+            tags=tags,
+            run_name=f"{model}-{dataset}-{precision}-bs{batch_size}",
+        ).info.run_id
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, start, 0) for k, v in (metrics or {}).items()],
+            params=[Param("batch_size", str(batch_size)), Param("model.name", model)],
+        )
+        self.client.set_terminated(run_id, status=status, end_time=start + 500)
+        return run_id
+
+
+@pytest.fixture
+def runs(client, store) -> Store:
+    return Store(client, store)
+
+
+def cell(table: pd.DataFrame, column: str, **key: str) -> float:
+    rows = table
+    for name, value in key.items():
+        rows = rows[rows[name] == value]
+    assert len(rows) == 1, f"{key}: {len(rows)} rows"
+    return rows[column].iloc[0]
+
+
+def grid(runs: Store, sweep: str | None = None) -> dict[tuple[str, str], dict[str, float]]:
+    """fp32 and fp16 on an H100; int8 alone on a T4 (no fp32 there to compare with)."""
+    logged = {
+        ("fp32", H100): figures(120.0, 0.95),
+        ("fp16", H100): figures(70.0, 0.94),
+        ("int8", T4): figures(310.0, 0.91),
+    }
+    for (precision, hardware), metrics in logged.items():
+        runs.job(precision=precision, hardware=hardware, metrics=metrics, sweep=sweep)
+    return logged
+
+
+def test_tables_hold_the_childrens_metrics_one_column_per_hardware(runs, store):
+    sweep = runs.sweep()
+    logged = grid(runs, sweep)
+    result = aggregate(store, EXPERIMENT, sweep_id=sweep)
+    assert len(result.jobs) == 3  # the sweep's parent run is not a job
+    for name, metric in {
+        "energy_gross": "energy_per_1k_gross_j",
+        "energy_net": "energy_per_1k_net_j",
+        "co2e": "co2e_g_per_1k",
+        "water": "water_l_per_1k",
+        "ess": "ess",
+        "throughput": "throughput_per_s",
+        "quality_accuracy": "quality.accuracy",
+    }.items():
+        table = result.tables[name]
+        assert list(table.columns) == ["model", "precision", H100, T4], name
+        assert list(table["precision"]) == ["fp32", "fp16", "int8"], name  # fp32 first, then narrower
+        for (precision, hardware), metrics in logged.items():
+            assert cell(table, hardware, precision=precision) == metrics[metric], (name, precision)
+        assert math.isnan(cell(table, T4, precision="fp32"))  # never run: blank, not zero
+
+
+def test_precision_gain_is_the_exact_ess_ratio_and_blank_without_fp32(runs, store):
+    logged = grid(runs)
+    gain = aggregate(store, EXPERIMENT).tables["precision_gain_ess"]
+    assert list(gain["precision"]) == ["fp16", "int8"]
+    assert cell(gain, H100, precision="fp16") == logged[("fp16", H100)]["ess"] / logged[("fp32", H100)]["ess"]
+    assert math.isnan(cell(gain, T4, precision="int8"))  # no fp32 on the T4
+
+
+def test_energy_sources_sit_beside_every_energy_figure(runs, store, tmp_path):
+    runs.job("mlp", hardware=H100, metrics=figures(100.0), sources=GPU_SOURCES)
+    runs.job("mlp", hardware="Intel Xeon", metrics=figures(400.0), sources=CPU_SOURCES)
+    runs.job("mlp", hardware="Simulated GPU", metrics=figures(50.0), sources={"gpu": "fake", "cpu": "rapl"})
+    result = aggregate(store, EXPERIMENT, out_dir=tmp_path / "out")
+    sources = result.tables["energy_source"]
+    assert cell(sources, H100, model="mlp") == "nvml_counter+rapl"
+    assert cell(sources, "Intel Xeon", model="mlp") == "estimated_tdp"
+    assert cell(sources, "Simulated GPU", model="mlp") == "fake+rapl"
+    assert pd.api.types.is_float_dtype(result.tables["energy_gross"][H100])  # numbers stay numbers
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "| 100 ±5 (nvml_counter+rapl) |" in text
+    assert "| 400 ±20 (estimated_tdp) |" in text  # an estimate says so
+    assert "(fake+rapl)" in text  # a simulation says so
+    co2e = figures(400.0)["co2e_g_per_1k"]
+    assert f"{co2e:.4g} (estimated_tdp)" in text  # CO2e inherits its energy's source
+    html = (tmp_path / "out" / "summary.html").read_text()
+    assert "400 ±20 (estimated_tdp)" in html
+    csv = pd.read_csv(tmp_path / "out" / "energy_source.csv")
+    assert csv.loc[0, "Intel Xeon"] == "estimated_tdp"
+
+
+def test_latest_finished_run_fills_a_shared_cell(runs, store):
+    runs.job(metrics=figures(100.0))
+    runs.job(metrics=figures(90.0))  # a repeat, later: it wins
+    runs.job(metrics=figures(10.0), status="FAILED", error="RuntimeError: boom")  # later but failed
+    result = aggregate(store, EXPERIMENT)
+    assert cell(result.tables["energy_gross"], H100, precision="fp32") == 90.0
+    assert any("1 earlier runs superseded" in note for note in result.notes)
+
+
+def test_failed_and_killed_jobs_are_listed(runs, store, tmp_path):
+    runs.job(metrics=figures(100.0))
+    runs.job("mlp", "fp16", T4, figures(5.0), status="FAILED", error="RuntimeError: CUDA out of memory")
+    runs.job("cnn", "int8", H100, status="KILLED", error="killed: process 42 ended")
+    result = aggregate(store, EXPERIMENT, out_dir=tmp_path)
+    failed = result.failed.set_index("model")
+    assert set(failed.index) == {"mlp", "cnn"}
+    assert failed.loc["mlp", ["precision", "hardware", "status"]].tolist() == ["fp16", T4, "FAILED"]
+    assert failed.loc["mlp", "error"] == "RuntimeError: CUDA out of memory"
+    assert failed.loc["mlp", "run_name"] == "mlp-digits-fp16-bs8"
+    assert failed.loc["cnn", "status"] == "KILLED"
+    assert "mlp" not in set(result.tables["energy_gross"]["model"])  # a failure fills no cell
+    assert "RuntimeError: CUDA out of memory" in (tmp_path / "summary.md").read_text()
+    assert len(pd.read_csv(tmp_path / "failed.csv")) == 2
+
+
+def test_a_failed_job_rerun_later_is_marked_superseded(runs, store):
+    runs.job(status="FAILED", error="RuntimeError: flaky")
+    runs.job(metrics=figures(100.0))
+    (superseded,) = aggregate(store, EXPERIMENT).failed["superseded"]
+    assert superseded
+
+
+def test_files_are_written_as_csv_markdown_html_and_png(runs, store, tmp_path):
+    grid(runs)
+    out = tmp_path / "tables"
+    result = aggregate(store, EXPERIMENT, out_dir=out)
+    names = {path.name for path in result.files}
+    for name in ("energy_gross.csv", "co2e.csv", "water.csv", "ess.csv", "throughput.csv"):
+        assert name in names
+    assert {"precision_gain_ess.csv", "energy_source.csv", "failed.csv", "runs.csv"} <= names
+    assert {"summary.md", "summary.html", "ess.png", "energy_quality.png"} <= names
+    assert all(path.parent == out and path.stat().st_size > 0 for path in result.files)
+    for png in ("ess.png", "energy_quality.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pd.read_csv(out / "energy_gross.csv")
+    assert table.loc[table["precision"] == "fp16", H100].item() == 70.0
+
+
+def test_a_plot_without_data_is_skipped(runs, store, tmp_path):
+    runs.job(metrics=figures(100.0, quality=None))  # random weights: no quality
+    result = aggregate(store, EXPERIMENT, out_dir=tmp_path)
+    names = {path.name for path in result.files}
+    assert "ess.png" in names and "energy_quality.png" not in names
+    assert not any(name.startswith("quality") for name in result.tables)
+
+
+def test_rows_gain_dataset_and_region_only_when_they_vary(runs, store):
+    original = runs.job(metrics=figures(100.0))
+    result = aggregate(store, EXPERIMENT)
+    assert list(result.tables["ess"].columns[:2]) == ["model", "precision"]
+    # A re-impact of the same measurement in another region, and a second data set.
+    runs.job(
+        metrics=figures(100.0) | {"co2e_g_per_1k": 0.001},
+        region="FRA",
+        extra_tags={"ecopipe.reimpact_of": original},
+    )
+    runs.job(metrics=figures(80.0), dataset="iris")
+    co2e = aggregate(store, EXPERIMENT).tables["co2e"]
+    assert list(co2e.columns[:4]) == ["model", "dataset", "precision", "region"]
+    assert cell(co2e, H100, dataset="digits", region="FRA") == 0.001
+    assert cell(co2e, H100, dataset="digits", region="WORLD") == figures(100.0)["co2e_g_per_1k"]
+
+
+def test_a_sweep_selects_its_children_and_their_reimpacts(runs, store):
+    first, second = runs.sweep(), runs.sweep()
+    runs.job(metrics=figures(100.0), sweep=first)
+    runs.job("mlp", metrics=figures(200.0), sweep=second)
+    # A re-impact drops mlflow.* tags but keeps ecopipe.sweep_id.
+    runs.job("mlp", metrics=figures(200.0), region="FRA", extra_tags={"ecopipe.sweep_id": second})
+    for reader in ("sql", "search"):
+        jobs = aggregate(store, EXPERIMENT, sweep_id=second, reader=reader).jobs
+        assert sorted(jobs["region"]) == ["FRA", "WORLD"] and set(jobs["model"]) == {"mlp"}, reader
+
+
+def test_sql_reader_and_search_runs_return_identical_frames(runs, store, client):
+    sweep = runs.sweep()
+    logged = grid(runs, sweep)
+    runs.job("mlp", "fp16", T4, figures(5.0), status="FAILED", error="RuntimeError: x", sweep=sweep)
+    runs.job(
+        "mlp", "bf16", T4, figures(7.0, quality=None) | {"quality.wer": 0.1}, region="FRA", batch_size=32
+    )
+    runs.job("foreign", metrics={"ess": math.nan, "energy_per_1k_gross_j": 1.0})
+    experiment = [runs.experiment_id]
+    ess = logged[("fp16", H100)]["ess"]
+    # (sweep, filter, runs expected) over 7 runs: the parent, 4 sweep children, 2 others
+    for sweep_id, filter_string, expected in [
+        (None, None, 7),
+        (sweep, None, 4),
+        (None, f"metrics.ess > {ess * 0.99}", 3),  # not the run whose ESS is NaN
+        (None, "tags.`ecopipe.precision` = 'fp16'", 2),
+        (None, "tags.ecopipe.region != 'FRA'", 5),  # a run without the tag never matches
+        (None, "attributes.status = 'FAILED'", 1),
+        (None, "params.batch_size = '32'", 1),
+        (None, "tags.`ecopipe.model` LIKE 'm%'", 2),
+        (None, "tags.`ecopipe.model` LIKE 'M%'", 0),  # LIKE is case-sensitive
+        (None, "tags.`ecopipe.error` IS NULL", 6),
+        (sweep, "metrics.`quality.accuracy` >= 0.94", 2),
+        (None, "attributes.run_name ILIKE 'MLP%'", 2),
+    ]:
+        sql = read_runs(client, experiment, sweep_id, filter_string, reader="sql")
+        search = read_runs(client, experiment, sweep_id, filter_string, reader="search")
+        assert len(sql) == expected, filter_string
+        pd.testing.assert_frame_equal(sql, search, obj=f"{sweep_id} {filter_string}")
+    everything = read_runs(client, experiment, reader="sql")
+    assert len(everything) == 7 and "metrics.latency_p50_s" not in everything  # only what tables need
+    assert math.isnan(everything.loc[everything["tags.ecopipe.model"] == "foreign", "metrics.ess"].item())
+
+
+def test_a_filter_selects_runs(runs, store):
+    grid(runs)
+    result = aggregate(store, EXPERIMENT, filter_string="tags.`ecopipe.hardware` = 'NVIDIA T4'")
+    assert list(result.jobs["precision"]) == ["int8"]
+    assert list(result.tables["energy_gross"].columns) == ["model", "precision", T4]
+
+
+def test_log_to_run_puts_files_and_tables_on_the_parent(runs, store, client, tmp_path):
+    sweep = runs.sweep()
+    logged = grid(runs, sweep)
+    runs.job("mlp", status="FAILED", error="RuntimeError: x", sweep=sweep)
+    result = aggregate(store, EXPERIMENT, sweep_id=sweep, out_dir=tmp_path)
+    log_to_run(client, sweep, result)
+    log_to_run(client, sweep, result)  # a re-aggregated sweep replaces its tables, never appends
+    artifacts = {a.path for a in client.list_artifacts(sweep, "aggregate")}
+    assert {f"aggregate/{p.name}" for p in result.files} <= artifacts
+    assert {"aggregate/energy_gross.json", "aggregate/failed.json", "aggregate/summary.md"} <= artifacts
+    # What log_table wrote, and the tag through which the MLflow UI lists it.
+    table = pd.read_json(
+        client.download_artifacts(sweep, "aggregate/ess.json", str(tmp_path)), orient="split"
+    )
+    assert (
+        '"path": "aggregate/ess.json", "type": "table"'
+        in client.get_run(sweep).data.tags["mlflow.loggedArtifacts"]
+    )
+    assert len(table) == 3
+    # log_table's JSON keeps 10 decimals; the CSV artifacts are exact.
+    assert table.loc[table["precision"] == "fp32", H100].item() == pytest.approx(
+        logged[("fp32", H100)]["ess"], rel=1e-8
+    )
+
+
+def test_log_to_run_writes_files_itself_when_none_were(runs, store, client):
+    sweep = runs.sweep()
+    runs.job(metrics=figures(100.0), sweep=sweep)
+    result = aggregate(store, EXPERIMENT, sweep_id=sweep)
+    assert result.files == []
+    log_to_run(client, sweep, result)
+    assert "aggregate/summary.html" in {a.path for a in client.list_artifacts(sweep, "aggregate")}
+
+
+def test_aggregates_a_real_job(make_cfg, client, store):
+    from ecopipe.job import run_job
+
+    outcome = run_job(make_cfg())
+    result = aggregate(store, "ecopipe")
+    run = client.get_run(outcome.run_id)
+    hardware = run.data.tags["ecopipe.hardware"]
+    energy = result.tables["energy_gross"]
+    assert energy.loc[0, hardware] == run.data.metrics["energy_per_1k_gross_j"]
+    assert result.tables["quality_accuracy"].loc[0, hardware] == run.data.metrics["quality.accuracy"]
+    assert "estimated_tdp" in result.tables["energy_source"].loc[0, hardware]
+
+
+def test_synthetic_store_logs_and_copies_consistent_runs(tmp_path, client):
+    uri = f"sqlite:///{tmp_path / 'bench.db'}"
+    sweep = synthetic_store(uri, 80, logged=34)
+    result = aggregate(uri, "ecopipe-bench", sweep_id=sweep)
+    assert len(result.jobs) == 80 and result.jobs["run_id"].is_unique
+    # Run 32 of the 34 logged fails; copies cycle through the logged runs, so run 66 copies it.
+    assert (result.jobs["status"] == "FAILED").sum() == 2
+    ess = result.jobs["ess"].dropna()
+    co2e = result.jobs.loc[ess.index, "co2e_g_per_1k"]
+    params = result.jobs.loc[ess.index, "effective_parameters"]
+    assert (ess == params / 1e6 / co2e).all()
+    from mlflow.tracking import MlflowClient
+
+    bench = MlflowClient(uri)
+    experiment = [bench.get_experiment_by_name("ecopipe-bench").experiment_id]
+    pd.testing.assert_frame_equal(
+        read_runs(bench, experiment, reader="sql"), read_runs(bench, experiment, reader="search")
+    )
+
+
+def test_unknown_experiment_and_missing_store_are_errors(store, client, tmp_path):
+    ensure_experiment(client, store, EXPERIMENT)
+    with pytest.raises(AggregationError, match="nope"):
+        aggregate(store, "nope")
+    with pytest.raises(AggregationError, match="Invalid comparator"):
+        aggregate(store, EXPERIMENT, filter_string="metrics.ess >> 3")
+    missing = tmp_path / "absent.db"
+    with pytest.raises(AggregationError, match="no tracking store"):
+        aggregate(f"sqlite:///{missing}", EXPERIMENT)
+    assert not missing.exists()  # reading never creates a store
+
+
+def test_markdown_escapes_pipes_and_leaves_blanks():
+    text = markdown(pd.DataFrame({"model": ["a|b"], "x": [math.nan]}))
+    assert text.splitlines() == ["| model | x |", "| --- | ---: |", "| a\\|b |  |"]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "ecopipe.aggregate", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_writes_the_tables_and_says_where(runs, store, tmp_path):
+    grid(runs)
+    out = tmp_path / "cli-out"
+    done = _cli("--experiment", EXPERIMENT, "--tracking-uri", store, "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert str(out.resolve()) in done.stdout
+    assert (out / "summary.md").exists() and (out / "energy_gross.csv").exists()
+
+
+def test_cli_unknown_experiment_is_one_line_and_exit_2(runs, store, tmp_path, capsys):
+    grid(runs)
+    done = _cli("--experiment", "nope", "--tracking-uri", store, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "nope" in done.stderr
+    assert "Traceback" not in done.stderr
+    # the same in process
+    assert main(["--experiment", "nope", "--tracking-uri", store]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -1,0 +1,148 @@
+"""Sweeps end to end through Hydra's real multirun: parent/child runs, failure isolation, resume,
+killed jobs, launchers, and the aggregation written at the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import read_write
+
+from ecopipe.config import CONFIG_DIR
+from ecopipe.sweep import _restrict_parallelism, sweep_size
+from ecopipe.tracking import reap_dead_runs
+from tests.conftest import FAST, run_cli
+
+
+def sweep(tmp_path: Path, store: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'multirun'}", *FAST, *args, cwd=tmp_path
+    )
+
+
+def runs_of(client: MlflowClient, parent_id: str):
+    experiment = client.get_experiment_by_name("ecopipe").experiment_id
+    return client.search_runs([experiment], f"tags.`ecopipe.sweep_id` = '{parent_id}'")
+
+
+def parents(client: MlflowClient):
+    experiment = client.get_experiment_by_name("ecopipe").experiment_id
+    return client.search_runs([experiment], "tags.`ecopipe.kind` = 'sweep'", order_by=["start_time ASC"])
+
+
+def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client):
+    done = sweep(tmp_path, store, "model=logistic_regression,decision_tree", "dataset=digits,iris")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (parent,) = parents(client)
+    assert parent.info.status == "FINISHED"
+    children = runs_of(client, parent.info.run_id)
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert parent.data.metrics["jobs"] == 4 and parent.data.metrics["jobs_failed"] == 0
+    assert "job 4 of 4" in done.stdout + done.stderr  # progress: which job of how many
+    out = tmp_path / "multirun" / "aggregate"
+    files = {p.name for p in out.iterdir()}
+    assert any(name.endswith(".csv") for name in files) and any(name.endswith(".md") for name in files)
+    assert any(name.endswith(".html") for name in files) and any(name.endswith(".png") for name in files)
+    # Every child's ESS appears in the aggregate CSVs, unchanged.
+    values = pd.concat([pd.read_csv(p) for p in out.glob("*.csv")], ignore_index=True).select_dtypes("number")
+    for run in children:
+        assert (values.sub(run.data.metrics["ess"]).abs() <= 1e-9 * run.data.metrics["ess"]).any().any()
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "aggregate")]
+    assert artifacts
+
+
+def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, client):
+    # max_iter=-1 passes the schema (params are free-form) and fails inside the fit, after the run opened;
+    # limit=0 is refused before it starts. Both are recorded FAILED; the third job finishes.
+    done = sweep(tmp_path, store, "model.params.max_iter=200,-1", "dataset.limit=null,0")
+    assert done.returncode == 3, done.stderr[-3000:]  # exit status = number of failed jobs
+    (parent,) = parents(client)
+    children = runs_of(client, parent.info.run_id)
+    statuses = sorted(r.info.status for r in children)
+    assert statuses == ["FAILED", "FAILED", "FAILED", "FINISHED"]
+    errors = " ".join(r.data.tags.get("ecopipe.error", "") for r in children)
+    assert "max_iter" in errors and "dataset.limit=0" in errors
+    failed_in_fit = next(r for r in children if "max_iter" in r.data.tags.get("ecopipe.error", ""))
+    assert failed_in_fit.data.params["model.params.max_iter"] == "-1"
+
+
+def test_resumed_sweep_skips_finished_jobs(tmp_path, store, client):
+    first = sweep(tmp_path, store, "model=logistic_regression,decision_tree")
+    assert first.returncode == 0, first.stderr[-3000:]
+    # The "interrupted" sweep ran two of three jobs; running the full sweep finishes the rest.
+    second = sweep(tmp_path, store, "model=logistic_regression,decision_tree,ridge", "dataset=digits")
+    assert second.returncode == 1  # ridge on classification data is refused: recorded, counted
+    again = sweep(tmp_path, store, "model=logistic_regression,decision_tree")
+    assert again.returncode == 0
+    first_parent, second_parent, third_parent = parents(client)
+    assert len(runs_of(client, second_parent.info.run_id)) == 1  # only the new job ran
+    assert second_parent.data.metrics["jobs_skipped"] == 2
+    assert runs_of(client, third_parent.info.run_id) == []
+    rerun = sweep(tmp_path, store, "model=logistic_regression", "rerun=true")
+    assert rerun.returncode == 0
+    assert len(runs_of(client, parents(client)[-1].info.run_id)) == 1
+
+
+def test_killed_job_is_marked_failed(tmp_path, store, client):
+    script = textwrap.dedent(f"""
+        import os, signal
+        from ecopipe.config import TrackingConfig
+        from ecopipe.tracking import open_run
+        run = open_run(TrackingConfig(uri={store!r}), "doomed", {{}})
+        print(run.run_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL
+    run_id = done.stdout.strip()
+    assert client.get_run(run_id).info.status == "RUNNING"
+    experiment = client.get_experiment_by_name("ecopipe").experiment_id
+    assert reap_dead_runs(client, experiment) == [run_id]
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and "killed" in run.data.tags["ecopipe.error"]
+
+
+def test_submitit_local_runs_a_two_job_sweep(tmp_path, store, client):
+    done = sweep(tmp_path, store, "hydra/launcher=submitit_local", "model=logistic_regression,decision_tree")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (parent,) = parents(client)
+    children = runs_of(client, parent.info.run_id)
+    assert sorted(r.data.tags["ecopipe.model"] for r in children) == ["decision_tree", "logistic_regression"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert len({r.data.tags["ecopipe.pid"] for r in children} | {parent.data.tags["ecopipe.pid"]}) == 3
+
+
+def _sweep_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_joblib_never_shares_a_measured_device():
+    cfg = _sweep_config("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    _restrict_parallelism(cfg)
+    assert cfg.hydra.launcher.n_jobs == 1  # CPU jobs side by side would mix their CPU energy
+    shared = _sweep_config(
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "monitor.allow_shared_cpu=true"
+    )
+    _restrict_parallelism(shared)
+    assert shared.hydra.launcher.n_jobs == 2
+
+
+def test_sweep_size_counts_the_grid():
+    cfg = _sweep_config()
+    with read_write(cfg):
+        cfg.hydra.overrides.task = ["model=logistic_regression,svc,ridge", "precision=fp32,fp16", "seed=3"]
+    assert sweep_size(cfg) == 6
+    quick = _sweep_config("+experiment=quick")
+    assert sweep_size(quick) == 4 * 2 * 2
