@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ecopipe.config import CONFIG_DIR, ConfigError, register_configs
+from ecopipe.config import CONFIG_DIR, ConfigError, DataMismatchError, register_configs
 from ecopipe.job import JobOutcome, record_refusal, run_job
 from ecopipe.reference import UnknownRegionError
 
@@ -25,19 +25,28 @@ def app(cfg: DictConfig) -> JobOutcome | None:
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run_job(cfg, resume=in_sweep)
-    except USER_ERRORS as error:
-        if in_sweep:  # recorded as failed; the sweep goes on
-            log.error("job refused: %s (run %s)", error, record_refusal(cfg, error))
+    except DataMismatchError as error:
+        if in_sweep and cfg.skip_mismatched:  # not a point of this grid
+            log.info("skipped: %s", error)
             return None
-        # Bad input: one paragraph, no traceback, nothing measured was at stake.
-        print(f"ecopipe: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        return _refuse(cfg, error, in_sweep)
+    except USER_ERRORS as error:
+        return _refuse(cfg, error, in_sweep)
     except Exception:
         if not in_sweep:
             raise
         # Its MLflow run is already FAILED with the error and keeps what was measured.
         log.exception("job failed; the sweep goes on")
         return None
+
+
+def _refuse(cfg: DictConfig, error: Exception, in_sweep: bool) -> None:
+    if in_sweep:  # recorded as failed; the sweep goes on
+        log.error("job refused: %s (run %s)", error, record_refusal(cfg, error))
+        return None
+    # Bad input: one paragraph, no traceback, nothing measured was at stake.
+    print(f"ecopipe: error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main() -> None:

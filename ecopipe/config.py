@@ -238,6 +238,8 @@ class Config:
     batch_size: int = 64
     seed: int = 0
     rerun: bool = False  # re-measure jobs whose config already has a FINISHED run (resume skips them)
+    # Sweeps over model x dataset: skip the pairs whose task and data do not fit instead of failing them.
+    skip_mismatched: bool = False
 
 
 def register_configs() -> None:
@@ -246,6 +248,10 @@ def register_configs() -> None:
 
 class ConfigError(ValueError):
     """Bad input, reported as one paragraph before any expensive work."""
+
+
+class DataMismatchError(ConfigError):
+    """The data set does not fit the model's task: a grid sweep may skip such a pair (skip_mismatched)."""
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -291,7 +297,7 @@ def validate(cfg: Config) -> None:
     allowed = TASK_DATA[cfg.model.task]
     if cfg.dataset.kind not in allowed:
         names = ", ".join(sorted(k.value for k in allowed))
-        raise ConfigError(
+        raise DataMismatchError(
             f"dataset={cfg.dataset.name} ({cfg.dataset.kind.value} data) does not fit "
             f"model={cfg.model.name} (task {cfg.model.task.value}): it needs {names} data."
         )

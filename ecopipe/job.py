@@ -65,9 +65,25 @@ class JobPlan:
 
 def job_name(cfg: Config) -> str:
     if cfg.strategy.name is not StrategyName.single:
-        return f"{cfg.strategy.name.value}-{cfg.pool.name}-bs{cfg.batch_size}"
+        return f"{identity_tags(cfg)['ecopipe.strategy']}-{cfg.pool.name}-bs{cfg.batch_size}"
     phase = "-prefill" if cfg.model.phase is Phase.prefill else ""
     return f"{cfg.model.name}{phase}-{cfg.dataset.name}-{cfg.precision.name.value}-bs{cfg.batch_size}"
+
+
+def identity_tags(cfg: Config) -> dict[str, str]:
+    """What a job is, for tables: a selection job is its pool and strategy (with its preset), not `model`."""
+    strategy = cfg.strategy.name.value + (f":{cfg.strategy.preset}" if cfg.strategy.preset else "")
+    if cfg.strategy.name is StrategyName.single:
+        return {
+            "ecopipe.model": cfg.model.name,
+            "ecopipe.dataset": cfg.dataset.name,
+            "ecopipe.strategy": strategy,
+        }
+    return {
+        "ecopipe.model": f"pool:{cfg.pool.name}",
+        "ecopipe.dataset": cfg.pool.dataset or "",
+        "ecopipe.strategy": strategy,
+    }
 
 
 def record_refusal(raw: DictConfig, error: Exception) -> str:
@@ -141,7 +157,7 @@ def _log_inference(run: JobRun, workload: Workload, inference: InferenceResult) 
             "ecopipe.weights": inference.facts.weights,
             # Short facts (weights source, quantisation method, tokenizer...) as tags; curves stay artifacts.
             **{
-                f"ecopipe.{k}": v
+                f"ecopipe.workload.{k}": v
                 for k, v in inference.facts.extra.items()
                 if isinstance(v, str | int | float)
             },
@@ -184,14 +200,12 @@ def run_job(raw: DictConfig, resume: bool = False) -> JobOutcome:
     env = environment() | gpu_environment(plan.gpu_indices)
     name = job_name(cfg)
     tags = {
-        "ecopipe.model": cfg.model.name,
-        "ecopipe.dataset": cfg.dataset.name,
+        **identity_tags(cfg),
         "ecopipe.precision": cfg.precision.name.value,
         "ecopipe.hardware": profile.name,
         "ecopipe.hardware_key": profile.key,
         "ecopipe.hardware_detected": profile.detected_name,
         "ecopipe.tier": profile.tier,
-        "ecopipe.strategy": cfg.strategy.name.value,
         "ecopipe.pool": cfg.pool.name,
         "ecopipe.device": plan.workload.device,
         "ecopipe.config_hash": digest,

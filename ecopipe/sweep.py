@@ -33,10 +33,11 @@ def sweep_size(config: DictConfig) -> int:
     """Number of jobs the basic sweeper will make of the command line's overrides."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    # As BasicSweeper does: the preset's sweeper params first, the command line's overrides after them.
     params = config.hydra.sweeper.get("params") or {}
-    extra = [f"{key}={value}" for key, value in params.items()]
-    parsed += OverridesParser.create().parse_overrides(extra)
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides([f"{key}={value}" for key, value in params.items()])
+    parsed += parser.parse_overrides(list(config.hydra.overrides.task))
     return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
 
 
@@ -123,7 +124,8 @@ class SweepCallback(Callback):
             client.log_metric(self.parent_run_id, key, value)
         client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
         print(
-            f"sweep: {len(children)} jobs run, {len(failed)} failed, {skipped} skipped as already measured; "
+            f"sweep: {len(children)} jobs run, {len(failed)} failed, "
+            f"{skipped} skipped (already measured, or not fitting the grid); "
             f"tables in {Path(config.hydra.sweep.dir) / 'aggregate'}"
         )
         for run in failed:

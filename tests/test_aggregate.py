@@ -431,3 +431,44 @@ def test_cli_unknown_experiment_is_one_line_and_exit_2(runs, store, tmp_path, ca
     # the same in process
     assert main(["--experiment", "nope", "--tracking-uri", store]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_selection_study_puts_strategies_beside_single_members():
+    from ecopipe.aggregation.tables import selection_study
+
+    base = {
+        "model": "pool:digits_5",
+        "hardware": "T4",
+        "source": "nvml_counter+rapl",
+        "quality.heaviest_energy_per_1k_j": 4.0,
+        "quality.member_accuracy.tree": 0.7,
+        "quality.member_energy_per_1k_j.tree": 1.0,
+        "quality.member_accuracy.forest": 0.96,
+        "quality.member_energy_per_1k_j.forest": 4.0,
+    }
+    cells = pd.DataFrame(
+        [
+            {
+                **base,
+                "strategy": "cascade:balanced",
+                "start_time": 1,
+                "quality.accuracy": 0.95,
+                "energy_per_1k_gross_j": 2.0,
+                "selection.savings_vs_heaviest_measured": 0.5,
+            },
+            {
+                **base,
+                "strategy": "router",
+                "start_time": 2,
+                "quality.accuracy": 0.9,
+                "energy_per_1k_gross_j": 3.0,
+                "selection.savings_vs_heaviest_measured": 0.25,
+            },
+            {**base, "model": "gpt2", "strategy": "single", "start_time": 3, "energy_per_1k_gross_j": 9.0},
+        ]
+    )
+    study = selection_study(cells).set_index("arm")
+    assert list(study.index) == ["single: tree", "single: forest", "cascade:balanced", "router"]
+    assert study.loc["single: tree", "savings vs heaviest"] == pytest.approx(0.75)
+    assert study.loc["router", "energy per 1,000 (J)"] == 3.0
+    assert study.loc["cascade:balanced", "accuracy"] == 0.95

@@ -146,3 +146,17 @@ def test_sweep_size_counts_the_grid():
     assert sweep_size(cfg) == 6
     quick = _sweep_config("+experiment=quick")
     assert sweep_size(quick) == 4 * 2 * 2
+
+
+def test_grid_skips_model_dataset_pairs_that_do_not_fit(tmp_path, store, client):
+    done = sweep(
+        tmp_path, store, "model=logistic_regression,ridge", "dataset=digits,diabetes", "skip_mismatched=true"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (parent,) = parents(client)
+    pairs = sorted(
+        (r.data.tags["ecopipe.model"], r.data.tags["ecopipe.dataset"])
+        for r in runs_of(client, parent.info.run_id)
+    )
+    assert pairs == [("logistic_regression", "digits"), ("ridge", "diabetes")]
+    assert parent.data.metrics["jobs_skipped"] == 2 and parent.data.metrics["jobs_failed"] == 0

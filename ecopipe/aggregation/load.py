@@ -46,6 +46,7 @@ METRICS = (
     "effective_parameters",
     "carbon_intensity_g_per_kwh",
     "pue",
+    "selection.savings_vs_heaviest_measured",
 )
 METRIC_PREFIXES = ("quality.",)
 TAG_PREFIXES = ("ecopipe.", "energy_source.", "energy_measured.")

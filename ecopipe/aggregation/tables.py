@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ecopipe.config import Precision
+from ecopipe.report import HEADLINE_QUALITY
 
 # Tags read into the tidy frame, by the column name they get there.
 _TAG_COLUMNS = {
@@ -76,10 +77,16 @@ SPECS = (
 )
 SOURCE_TABLE = "energy_source"
 GAIN_TABLE = "precision_gain_ess"
+SELECTION_TABLE = "selection"
 
 
 def quality_specs(tidy: pd.DataFrame) -> list[TableSpec]:
-    names = sorted(c.removeprefix("quality.") for c in tidy.columns if c.startswith("quality."))
+    """A table per headline quality figure; per-member selection details stay in MLflow."""
+    names = sorted(
+        name
+        for c in tidy.columns
+        if c.startswith("quality.") and (name := c.removeprefix("quality.")) in HEADLINE_QUALITY
+    )
     return [
         TableSpec(f"quality_{re.sub(r'[^A-Za-z0-9_.-]', '_', n)}", f"quality.{n}", f"Quality: {n}", False)
         for n in names
@@ -181,6 +188,50 @@ def precision_gain(ess: pd.DataFrame, dims: list[str], hardware: list[str]) -> p
     return _sort_rows(gain, dims)
 
 
+def selection_study(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each selection strategy as measured in its window, beside each pool member run alone.
+
+    Members' figures are those the latest strategy job of that pool measured for each member over its
+    own window (`quality.member_*`); savings are against the heaviest member.
+    """
+    chosen = cells[cells["strategy"] != "single"]
+    rows = []
+    for (pool, hardware), group in chosen.groupby(["model", "hardware"], sort=True):
+        latest_run = group.sort_values("start_time").iloc[-1]
+        heaviest = latest_run.get("quality.heaviest_energy_per_1k_j")
+        members = [
+            c.removeprefix("quality.member_accuracy.")
+            for c in group.columns
+            if c.startswith("quality.member_accuracy.") and pd.notna(latest_run[c])
+        ]
+        for member in members:
+            energy = latest_run[f"quality.member_energy_per_1k_j.{member}"]
+            rows.append(
+                {
+                    "pool": pool,
+                    "hardware": hardware,
+                    "arm": f"single: {member}",
+                    "accuracy": latest_run[f"quality.member_accuracy.{member}"],
+                    "energy per 1,000 (J)": energy,
+                    "source": latest_run["source"],
+                    "savings vs heaviest": 1 - energy / heaviest if heaviest else np.nan,
+                }
+            )
+        for _, run in group.sort_values("strategy").iterrows():
+            rows.append(
+                {
+                    "pool": pool,
+                    "hardware": hardware,
+                    "arm": run["strategy"],
+                    "accuracy": run.get("quality.accuracy"),
+                    "energy per 1,000 (J)": run["energy_per_1k_gross_j"],
+                    "source": run["source"],
+                    "savings vs heaviest": run.get("selection.savings_vs_heaviest_measured"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def failed(jobs: pd.DataFrame) -> pd.DataFrame:
     """FAILED and KILLED job runs; `superseded`: a later FINISHED run of the same config exists."""
     columns = ["run_name", "model", "precision", "dataset", "hardware", "status", "error", "run_id"]
@@ -228,6 +279,12 @@ def build(jobs: pd.DataFrame) -> Tables:
             titles[ci95[spec.name]] = f"{spec.title}: 95% CI half-width"
     tables[SOURCE_TABLE] = pivot(cells, dims, "source", hardware)
     titles[SOURCE_TABLE] = "Energy source of each cell (estimated_* = estimate, fake = simulated)"
+    study = selection_study(cells)
+    if not study.empty:
+        tables[SELECTION_TABLE] = study
+        titles[SELECTION_TABLE] = (
+            "Dynamic selection: strategies (measured window) beside single members (gross J)"
+        )
     if "ess" in tables:
         gain = precision_gain(tables["ess"], dims, hardware)
         if not gain.empty:
