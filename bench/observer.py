@@ -11,10 +11,9 @@ import time
 import pandas as pd
 
 from bench.common import job_config, median
-from ecopipe.hardware import cpu_model_name, cpu_tdp_w, cuda_available, gpu_index
-from ecopipe.monitor.energy import EnergyMeter
+from ecopipe.hardware import cuda_available, gpu_index
+from ecopipe.monitor.energy import machine_meter
 from ecopipe.monitor.sampler import PowerSampler
-from ecopipe.sensors.discovery import discover_sensors, gpu_telemetry
 from ecopipe.workloads.base import Workload
 from ecopipe.workloads.factory import build_workload
 
@@ -62,15 +61,13 @@ def measure(overrides: list[str]) -> dict[str, float]:
     workload.fit()
     index = gpu_index(workload.device)
     indices = [] if index is None else [index]
-    sensors = discover_sensors(indices, cpu_model_name(), cpu_tdp_w())
-    telemetry = gpu_telemetry(indices)
-    meter = EnergyMeter(sensors, synchronize=workload.synchronize)
+    meter = machine_meter(indices, synchronize=workload.synchronize)
     meter.open()
     _throughput(workload, 0.5)  # warm-up
     off, on, overhead = [], [], []
     for _ in range(TRIALS):
         off.append(_throughput(workload, WINDOW_S))
-        sampler = PowerSampler(sensors, telemetry)
+        sampler = PowerSampler(meter.sensors, indices)
         start = meter.snapshot()
         sampler.start()
         on.append(_throughput(workload, WINDOW_S))

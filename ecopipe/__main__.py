@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from ecopipe.config import CONFIG_DIR, ConfigError, DataMismatchError, register_configs
 from ecopipe.job import JobOutcome, record_refusal, run_job
 from ecopipe.reference import UnknownRegionError
+from ecopipe.tracking import recorded
 
 log = logging.getLogger("ecopipe")
 register_configs()
@@ -32,10 +33,12 @@ def app(cfg: DictConfig) -> JobOutcome | None:
         return _refuse(cfg, error, in_sweep)
     except USER_ERRORS as error:
         return _refuse(cfg, error, in_sweep)
-    except Exception:
+    except Exception as error:
         if not in_sweep:
             raise
-        # Its MLflow run is already FAILED with the error and keeps what was measured.
+        if not recorded(error):  # it struck before the job's run opened: record it now
+            record_refusal(cfg, error)
+        # The run is FAILED with the error and keeps whatever was measured; the sweep goes on.
         log.exception("job failed; the sweep goes on")
         return None
 

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from ecopipe.reference import TIERS
+
 
 class Task(Enum):
     text_generation = "text_generation"
@@ -262,6 +264,22 @@ def _positive(value: float | None, key: str, kind: str = "integer") -> None:
         raise ConfigError(f"{key}={value} is invalid: it must be a positive {kind}.")
 
 
+def validate_impact(impact: ImpactConfig) -> None:
+    """The impact settings alone: shared by jobs and re-impacts."""
+    for key in ("carbon_intensity", "pue", "wue", "ewif"):
+        value = getattr(impact, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"impact.{key}={value} is invalid: it must be zero or more.")
+    if impact.pue is not None and impact.pue < 1:
+        raise ConfigError(f"impact.pue={impact.pue} is invalid: a PUE is 1.0 or more.")
+    if impact.embodied:
+        _positive(impact.lifetime_years, "impact.lifetime_years", "number of years")
+        if impact.lifetime_years is None:
+            raise ConfigError(
+                "impact.embodied=true needs impact.lifetime_years (the hardware's service life)."
+            )
+
+
 def validate(cfg: Config) -> None:
     """Checks a type cannot express; raises ConfigError naming the key and the allowed values."""
     _positive(cfg.batch_size, "batch_size")
@@ -282,18 +300,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"hardware.device={cfg.hardware.device!r} is invalid: use auto, cpu, cuda or cuda:N."
         )
-    for key in ("carbon_intensity", "pue", "wue", "ewif"):
-        value = getattr(cfg.impact, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"impact.{key}={value} is invalid: it must be zero or more.")
-    if cfg.impact.pue is not None and cfg.impact.pue < 1:
-        raise ConfigError(f"impact.pue={cfg.impact.pue} is invalid: a PUE is 1.0 or more.")
-    if cfg.impact.embodied:
-        _positive(cfg.impact.lifetime_years, "impact.lifetime_years", "number of years")
-        if cfg.impact.lifetime_years is None:
-            raise ConfigError(
-                "impact.embodied=true needs impact.lifetime_years (the hardware's service life)."
-            )
+    validate_impact(cfg.impact)
+    if cfg.impact.attribution is Attribution.net and cfg.monitor.idle_s <= 0:
+        raise ConfigError(
+            "impact.attribution=net needs an idle baseline to subtract: set monitor.idle_s > 0."
+        )
+    if cfg.hardware.tier is not None and cfg.hardware.tier not in TIERS:
+        raise ConfigError(f"hardware.tier={cfg.hardware.tier} is unknown; allowed: {', '.join(TIERS)}.")
+    if cfg.dataset.source is not DataSource.huggingface and cfg.dataset.split != "test":
+        raise ConfigError(
+            f"dataset.split={cfg.dataset.split} is invalid for dataset={cfg.dataset.name} "
+            f"({cfg.dataset.source.value}): it has one measured split, `test`."
+        )
     allowed = TASK_DATA[cfg.model.task]
     if cfg.dataset.kind not in allowed:
         names = ", ".join(sorted(k.value for k in allowed))

@@ -69,7 +69,20 @@ def resolve_device(requested: str, cpu_only: bool = False) -> str:
 
 
 def gpu_index(device: str) -> int | None:
+    """The CUDA index of a device string; None for the CPU."""
     return int(device.partition(":")[2] or 0) if device.startswith("cuda") else None
+
+
+def nvml_gpu_index(device: str) -> int | None:
+    """NVML's index of the job's GPU, matched by UUID: CUDA's and NVML's numbering may differ."""
+    index = gpu_index(device)
+    if index is None:
+        return None
+    import torch
+
+    from ecopipe.sensors.nvml import nvml_index
+
+    return nvml_index(index, str(torch.cuda.get_device_properties(index).uuid))
 
 
 def cpu_model_name() -> str:
@@ -118,7 +131,13 @@ def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
             raise ConfigError(
                 f"hardware.profile={cfg.profile} is unknown; allowed: {', '.join(sorted(profiles))}."
             )
-        return _from_table(cfg.profile, profiles[cfg.profile], detected, cfg.tier)
+        chosen = profiles[cfg.profile]
+        if chosen.kind == "gpu" and index is None:
+            raise ConfigError(
+                f"hardware={cfg.profile} is a GPU profile, but this job runs on the CPU ({detected}): "
+                "its energy would be reported under the wrong hardware. Use a CUDA device, or hardware=auto."
+            )
+        return _from_table(cfg.profile, chosen, detected, cfg.tier)
     row = match_hardware(detected)
     if row is not None:
         key = next(k for k, v in profiles.items() if v == row)

@@ -13,17 +13,14 @@ from ecopipe import report
 from ecopipe.config import Config, Phase, StrategyName, TrackingConfig, validate
 from ecopipe.hardware import (
     DeviceProfile,
-    cpu_model_name,
-    cpu_tdp_w,
     device_profile,
     environment,
     gpu_environment,
-    gpu_index,
+    nvml_gpu_index,
 )
-from ecopipe.monitor.energy import EnergyMeter
+from ecopipe.monitor.energy import machine_meter
 from ecopipe.selection.pareto import write_artifacts
 from ecopipe.selection.workload import SelectionWorkload
-from ecopipe.sensors.discovery import discover_sensors, gpu_telemetry
 from ecopipe.stages.ess import SustainabilityResult, run_ess
 from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, run_impact
 from ecopipe.stages.inference import InferenceResult, run_inference
@@ -89,16 +86,17 @@ def identity_tags(cfg: Config) -> dict[str, str]:
 def record_refusal(raw: DictConfig, error: Exception) -> str:
     """In a sweep, a job refused before it started still leaves a FAILED run, so tables list it."""
     tracking: TrackingConfig = OmegaConf.to_object(raw.tracking)  # type: ignore[assignment]
-    run = open_run(
-        tracking,
-        f"{raw.model.name}-{raw.dataset.name}-{raw.precision.name}-bs{raw.batch_size}",
-        {
+    try:
+        cfg: Config = OmegaConf.to_object(raw)  # type: ignore[assignment]
+        name, tags = job_name(cfg), identity_tags(cfg) | {"ecopipe.precision": cfg.precision.name.value}
+    except Exception:  # the config itself is what was refused: name the job from its raw keys
+        name = f"{raw.model.name}-{raw.dataset.name}-{raw.precision.name}-bs{raw.batch_size}"
+        tags = {
             "ecopipe.model": raw.model.name,
             "ecopipe.dataset": raw.dataset.name,
             "ecopipe.precision": str(raw.precision.name),
-            "ecopipe.config_hash": config_hash(raw),
-        },
-    )
+        }
+    run = open_run(tracking, name, tags | {"ecopipe.config_hash": config_hash(raw)})
     fail_run(run, error)
     return run.run_id
 
@@ -109,32 +107,30 @@ def plan_job(raw: DictConfig) -> JobPlan:
     workload = build_workload(cfg)
     profile = device_profile(cfg.hardware, workload.device)
     factors = resolve_factors(cfg.impact, cfg.region, profile.tier)
-    index = gpu_index(workload.device)
+    index = nvml_gpu_index(workload.device)
     # A simulated GPU (CI only) stands in for device 0 when the job runs on the CPU.
     if index is None and cfg.monitor.fake_gpu_watts is not None:
         index = 0
     return JobPlan(cfg, workload, profile, factors, [] if index is None else [index])
 
 
-def _measure(plan: JobPlan) -> InferenceResult:
+def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
     cfg = plan.cfg
-    sensors = discover_sensors(
-        gpu_indices=plan.gpu_indices,
-        cpu_model=cpu_model_name(),
-        cpu_tdp_w=cpu_tdp_w(),
-        fake_gpu_watts=cfg.monitor.fake_gpu_watts,
-    )
-    meter = EnergyMeter(sensors, synchronize=plan.workload.synchronize)
-    telemetry = [] if cfg.monitor.fake_gpu_watts is not None else gpu_telemetry(plan.gpu_indices)
+    meter = machine_meter(plan.gpu_indices, cfg.monitor.fake_gpu_watts, plan.workload.synchronize)
     if isinstance(plan.workload, SelectionWorkload):  # members' costs are measured by the same sensors
         plan.workload.meter = meter
     meter.open()
     try:
-        return run_inference(plan.workload, meter, cfg.monitor, cfg.batch_size, telemetry)
+        return run_inference(
+            plan.workload,
+            meter,
+            cfg.monitor,
+            cfg.batch_size,
+            plan.gpu_indices,
+            record=lambda metrics, step: run.log_metrics(metrics, step=step),
+        )
     finally:
         meter.close()
-        for reader in telemetry:
-            reader.close()
 
 
 def _log_inference(run: JobRun, workload: Workload, inference: InferenceResult) -> dict[str, float]:
@@ -142,8 +138,6 @@ def _log_inference(run: JobRun, workload: Workload, inference: InferenceResult) 
     if isinstance(workload, SelectionWorkload):  # the measured window beside the per-member accounting
         metrics |= workload.reconcile(inference)
     run.log_metrics(metrics)
-    for step, trial in enumerate(report.trial_metrics(inference)):
-        run.log_metrics(trial, step=step)
     if inference.trace is not None:
         run.log_frame_csv(inference.trace.samples, "power_trace.csv")
     if "pareto_curve" in inference.facts.extra:
@@ -191,7 +185,7 @@ def run_job(raw: DictConfig, resume: bool = False) -> JobOutcome:
     digest = config_hash(raw)
     if resume and not cfg.rerun:
         client, experiment = experiment_id(cfg.tracking)
-        done = finished_run_with_hash(client, experiment, digest)
+        done = finished_run_with_hash(client, experiment, digest, profile.detected_name)
         if done is not None:
             log.info(
                 "%s already measured in run %s: skipped (rerun=true measures again)", job_name(cfg), done
@@ -212,11 +206,16 @@ def run_job(raw: DictConfig, resume: bool = False) -> JobOutcome:
         "ecopipe.git_commit": git_commit(),
         **{f"env.{k}": v for k, v in env.items()},
     }
+    if cfg.impact.embodied and profile.embodied_kgco2e is None:
+        log.warning(
+            "impact.embodied=true, but no embodied carbon is published for %s: none is added.", profile.name
+        )
+        tags["ecopipe.embodied"] = "unknown"
     with job_run(cfg.tracking, name, tags) as run:
         run.log_params(flatten(OmegaConf.to_container(raw, resolve=True, enum_to_str=True)))
         run.log_text(OmegaConf.to_yaml(raw, resolve=True), "config.yaml")
         run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")
-        inference = _measure(plan)
+        inference = _measure(plan, run)
         # Logged before impact runs, so a later failure keeps what was measured.
         metrics = _log_inference(run, plan.workload, inference)
         impact, ess, stage_metrics = footprint_stages(

@@ -17,12 +17,13 @@ import sys
 from collections.abc import Sequence
 
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ecopipe import report
-from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig
+from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig, validate_impact
 from ecopipe.job import footprint_stages
 from ecopipe.reference import UnknownRegionError, hardware_profiles
 from ecopipe.stages.impact import resolve_factors
@@ -72,6 +73,19 @@ def _impact_settings(run: Run, overrides: Sequence[str]) -> tuple[ImpactConfig, 
 def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> str:
     """Log the recomputed run; return its id."""
     impact_cfg, region = _impact_settings(run, overrides)
+    validate_impact(impact_cfg)
+    needed = (
+        f"energy_per_1k_{impact_cfg.attribution.value}_j",
+        "effective_parameters",
+        "window_s",
+        "samples",
+    )
+    missing = [key for key in needed if key not in run.data.metrics]
+    if missing:
+        raise ConfigError(
+            f"run {run.info.run_id} ({run.info.status}) has no {', '.join(missing)}: only a finished job run "
+            f"can be re-impacted" + (" (net needs an idle baseline)" if "net" in missing[0] else "") + "."
+        )
     tags = run.data.tags
     tier = tags.get("ecopipe.tier", "datacenter")
     factors = resolve_factors(impact_cfg, region, tier)
@@ -141,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = _targets(client, args.run_id, args.experiment)
         for run in runs:
             print(reimpact_run(client, run, args.overrides))
-    except (ConfigError, UnknownRegionError, OmegaConfBaseException) as error:
+    except (ConfigError, UnknownRegionError, OmegaConfBaseException, MlflowException) as error:
         print(f"ecopipe.reimpact: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -50,9 +50,11 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
     }
     if result.fit is not None:
         metrics |= {"fit_s": result.fit.duration_s, "fit_energy_j": result.fit.energy.total}
-    for attribution in Attribution:
-        per_1k = result.per_1k_samples(attribution)
+    # Net and idle figures exist only where an idle baseline was taken: never net = gross by default.
+    attributions = list(Attribution) if result.idle_measured else [Attribution.gross]
+    for attribution in attributions:
         name = attribution.value
+        per_1k = result.per_1k_samples(attribution)
         metrics |= {
             f"energy_per_1k_{name}_j": per_1k.mean,
             f"energy_per_1k_{name}_ci95_j": per_1k.ci95,
@@ -61,35 +63,21 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
         metrics |= _prefixed(
             f"energy_per_1k_{name}_j", result.component_per_1k_samples(attribution).as_dict()
         )
-    if result.tokens:
-        metrics |= {
-            "energy_per_1k_tokens_gross_j": result.gross.total * 1000 / result.tokens,
-            "energy_per_1k_tokens_net_j": result.net.total * 1000 / result.tokens,
-        }
+        run = result.gross if attribution is Attribution.gross else result.net
+        metrics |= _prefixed(f"energy_{name}_j", run.as_dict())
+        if result.tokens:
+            metrics |= _prefixed(f"energy_per_1k_tokens_{name}_j", (run * (1000 / result.tokens)).as_dict())
+            metrics[f"energy_per_1k_tokens_{name}_j"] = run.total * 1000 / result.tokens
+    if result.idle_measured:
+        metrics |= _prefixed("energy_idle_j", result.idle.as_dict())
+        metrics |= _prefixed("idle_power_w", result.idle_power.as_dict())
     if result.trace is not None:
         metrics |= {
             "monitor_overhead_frac": result.trace.overhead_frac,
             "trace_samples": len(result.trace.samples),
         }
-    metrics |= _prefixed("energy_gross_j", result.gross.as_dict())
-    metrics |= _prefixed("energy_idle_j", result.idle.as_dict())
-    metrics |= _prefixed("energy_net_j", result.net.as_dict())
-    metrics |= _prefixed("idle_power_w", result.idle_power.as_dict())
     metrics |= _prefixed("quality", result.quality)
     return metrics
-
-
-def trial_metrics(result: InferenceResult) -> list[dict[str, float]]:
-    """Per-trial figures, logged with the trial index as the MLflow step."""
-    return [
-        {
-            "trial_energy_j": trial.window.energy.total,
-            "trial_window_s": trial.window.duration_s,
-            "trial_samples": trial.samples,
-            "trial_energy_per_1k_j": trial.window.energy.total * 1000 / trial.samples,
-        }
-        for trial in result.trials
-    ]
 
 
 def _footprint(prefix: str, fp: Footprint) -> dict[str, float]:
@@ -148,7 +136,10 @@ def ess_metrics(ess: SustainabilityResult) -> dict[str, float]:
 
 def source_tags(result: InferenceResult) -> dict[str, str]:
     tags = {f"energy_source.{c}": s for c, s in result.sources.items()}
+    gpu_missing = result.device.startswith("cuda") and result.sources["gpu"] == "none"
+    tags["energy_complete"] = str(not gpu_missing).lower()
     tags |= {f"energy_measured.{c}": str(m).lower() for c, m in result.measured.items()}
+    tags |= {f"energy_resolution_s.{c}": f"{r:g}" for c, r in result.resolution_s.items()}
     return tags
 
 
@@ -157,6 +148,8 @@ def _energy_label(result: InferenceResult) -> str:
     parts = []
     for component, source in result.sources.items():
         if source == "none":
+            if component == "gpu" and result.device.startswith("cuda"):
+                parts.append("gpu NOT MEASURED (no usable sensor: the total leaves the GPU out)")
             continue
         if "fake" in source:
             parts.append(f"{component} {source} (SIMULATED)")
@@ -179,7 +172,9 @@ def summary(
     f = impact.factors
     per_1k = result.per_1k_samples(f.attribution)
     shown = {k: v for k, v in result.quality.items() if k in HEADLINE_QUALITY}
-    quality = ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) or "none (random weights)"
+    quality = ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) or (
+        "none (random weights)" if result.facts.weights == "random" else "none for this model and data set"
+    )
     lines = [
         f"ecopipe  {name}  on {profile.name} ({result.device}, tier {profile.tier})",
         f"  energy      {per_1k.mean:.4g} J per 1,000 inferences ±{per_1k.ci95:.2g} (95% CI, "

@@ -73,11 +73,16 @@ def experiment_id(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
     return client, ensure_experiment(client, uri, cfg.experiment)
 
 
-def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str) -> str | None:
-    """The id of a FINISHED job run with this config hash, if any: the job is already done."""
+def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, hardware: str) -> str | None:
+    """The id of a FINISHED job run with this config hash on this hardware, if any: the job is done.
+
+    The hardware is part of the key: the same sweep run by a second machine against a shared store
+    measures its own column instead of skipping everything.
+    """
     runs = client.search_runs(
         [experiment],
-        f"tags.`ecopipe.config_hash` = '{digest}' and attributes.status = 'FINISHED'",
+        f"tags.`ecopipe.config_hash` = '{digest}' and tags.`ecopipe.hardware_detected` = '{hardware}' "
+        "and attributes.status = 'FINISHED'",
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
@@ -128,10 +133,13 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Stable hash of the resolved job config (tracking settings excluded: they do not change a result)."""
+    """Stable hash of the resolved job config; keys that do not change a result (tracking, sweep
+    behaviour) are left out."""
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(resolved, dict)
-    resolved = {k: v for k, v in resolved.items() if k not in ("tracking", "hydra", "rerun")}
+    resolved = {
+        k: v for k, v in resolved.items() if k not in ("tracking", "hydra", "rerun", "skip_mismatched")
+    }
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -204,9 +212,18 @@ def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Job
     return JobRun(client, run.info.run_id)
 
 
+RECORDED_NOTE = "ecopipe: recorded as FAILED in MLflow run "
+
+
 def fail_run(job: JobRun, error: BaseException) -> None:
     job.set_tags({"ecopipe.error": f"{type(error).__name__}: {error}"[:5000], "ecopipe.status": "failed"})
     job.client.set_terminated(job.run_id, status="FAILED")
+    error.add_note(RECORDED_NOTE + job.run_id)
+
+
+def recorded(error: BaseException) -> bool:
+    """Whether a run already carries this error (else it struck before the run opened)."""
+    return any(note.startswith(RECORDED_NOTE) for note in getattr(error, "__notes__", ()))
 
 
 @contextmanager

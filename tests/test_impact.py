@@ -105,15 +105,26 @@ class FixedCostWorkload(inference.Workload):
 
 @pytest.mark.parametrize("attribution", list(Attribution))
 def test_ess_does_not_depend_on_the_number_of_samples(monkeypatch, attribution):
-    """The same job on 100 and 400 samples: ESS (per 1,000 inferences) is equal, ess_run is not."""
+    """The same job on 100 and 400 samples: ESS (per 1,000 inferences) is equal, ess_run is not.
+
+    The simulated GPU idles at 60 W during the baseline (the first second), then draws 100-101 W.
+    """
     results = {}
     for limit in (100, 400):
         monkeypatch.setattr(inference, "_IDLE_CACHE", {})
         clock = ScriptedClock()
-        meter = EnergyMeter([FakeGpuSensor(lambda t: 60.0 + (t % 1.0), clock=clock)], clock=clock)
+        meter = EnergyMeter(
+            [FakeGpuSensor(lambda t: 60.0 if t < 1.0 else 100.0 + (t % 1.0), clock=clock)], clock=clock
+        )
         meter.open()
-        monitor = MonitorConfig(trials=3, min_window_s=0.0, min_iterations=1, warmup_batches=0, idle_s=0.0)
-        result = run_inference(FixedCostWorkload(clock, limit), meter, monitor, batch_size=50)
+        monitor = MonitorConfig(trials=3, min_window_s=0.0, min_iterations=1, warmup_batches=0, idle_s=1.0)
+        result = run_inference(
+            FixedCostWorkload(clock, limit),
+            meter,
+            monitor,
+            batch_size=50,
+            sleep=lambda s, clock=clock: setattr(clock, "now", clock.now + s),
+        )
         impact = run_impact(energy_basis(inference_metrics(result), attribution), factors())
         results[limit] = run_ess(1e6, impact)
     assert results[100].ess == pytest.approx(results[400].ess, rel=0.02)
@@ -145,4 +156,8 @@ def test_reimpact_cli_refuses_unknown_region(make_cfg, store, capsys):
     run_id = run_job(make_cfg()).run_id
     assert main(["--run-id", run_id, "--tracking-uri", store, "region=ATLANTIS"]) == 2
     assert "ATLANTIS" in capsys.readouterr().err
+    assert main(["--run-id", run_id, "--tracking-uri", store, "impact.pue=0.5"]) == 2
+    assert "impact.pue=0.5" in capsys.readouterr().err
+    assert main(["--run-id", "0" * 32, "--tracking-uri", store, "region=FRA"]) == 2
+    assert "0" * 32 in capsys.readouterr().err
     assert main(["--experiment", "ecopipe", "--tracking-uri", store, "region=US-CA"]) == 0

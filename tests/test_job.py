@@ -114,3 +114,24 @@ def test_cli_default_job(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "per 1,000 inferences" in done.stdout
     assert (tmp_path / "mlflow.db").exists()
+
+
+def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeypatch):
+    from ecopipe.stages import inference
+
+    real_trial, calls = inference._trial, []
+
+    def second_trial_runs_out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("simulated out-of-memory in trial 2")
+        return real_trial(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "_trial", second_trial_runs_out_of_memory)
+    with pytest.raises(MemoryError):
+        run_job(make_cfg())
+    (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
+    assert run.info.status == "FAILED" and "trial 2" in run.data.tags["ecopipe.error"]
+    metrics = run.data.metrics
+    assert metrics["load_energy_j"] > 0 and metrics["fit_energy_j"] > 0 and metrics["idle_power_w.total"] > 0
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "trial_energy_j")] == [0]

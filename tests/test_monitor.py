@@ -63,6 +63,7 @@ def _result(trials: Sequence[TrialResult], idle: Power) -> InferenceResult:
         device="cpu",
         sources={},
         measured={},
+        resolution_s={},
         facts=ModelFacts(10, 10.0, "float32", "fitted"),
         load=Window(Energy(), 0.0),
         fit=None,

@@ -22,6 +22,9 @@ _TAG_COLUMNS = {
     "dataset": "ecopipe.dataset",
     "precision": "ecopipe.precision",
     "strategy": "ecopipe.strategy",
+    "engine": "ecopipe.workload.engine",
+    "phase": "ecopipe.workload.phase",
+    "weights": "ecopipe.weights",
     "region": "ecopipe.region",
     "attribution": "ecopipe.attribution",
     "hardware": "ecopipe.hardware",
@@ -36,7 +39,18 @@ BASELINE = Precision.fp32.value
 _PRECISION_ORDER = {p.value: i for i, p in enumerate(Precision)}
 
 # Row dimensions in display order; model and precision always, the others when they vary.
-ROW_DIMS = ("model", "dataset", "strategy", "precision", "batch_size", "region", "attribution")
+ROW_DIMS = (
+    "model",
+    "dataset",
+    "strategy",
+    "phase",
+    "engine",
+    "weights",
+    "precision",
+    "batch_size",
+    "region",
+    "attribution",
+)
 _ALWAYS = ("model", "precision")
 
 

@@ -105,6 +105,14 @@ class EnergyMeter:
             result[component.value] = bool(own) and all(s.source.is_measurement for s in own)
         return result
 
+    @property
+    def resolution_s(self) -> dict[str, float]:
+        """Component -> the coarsest refresh period of its sensors (0 where it has none)."""
+        return {
+            c.value: max((s.resolution_s for s in self.sensors if s.component is c), default=0.0)
+            for c in Component
+        }
+
     def open(self) -> None:
         for sensor in self.sensors:
             sensor.open()
@@ -127,3 +135,16 @@ class EnergyMeter:
         for sensor, before, after in zip(self.sensors, start.joules, end.joules, strict=True):
             per_component[sensor.component.value] += after - before
         return Window(Energy(**per_component), end.time_s - start.time_s)
+
+
+def machine_meter(
+    gpu_indices: list[int],
+    fake_gpu_watts: float | None = None,
+    synchronize: Callable[[], None] = lambda: None,
+) -> EnergyMeter:
+    """A meter over the best sensors this machine has for the given GPUs, its CPU and its RAM (not opened)."""
+    from ecopipe.hardware import cpu_model_name, cpu_tdp_w
+    from ecopipe.sensors.discovery import discover_sensors
+
+    sensors = discover_sensors(gpu_indices, cpu_model_name(), cpu_tdp_w(), fake_gpu_watts)
+    return EnergyMeter(sensors, synchronize=synchronize)

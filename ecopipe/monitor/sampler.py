@@ -1,39 +1,42 @@
 """Background power/utilisation trace at an adaptive rate, and the sampler's own cost.
 
 Frequency-aware: the period starts at 1/max_hz, so a one-second window still gets dozens of samples,
-and grows with the elapsed time (elapsed / SAMPLES_PER_E_FOLD) down to min_hz, so a long job's
-trace stays small. `frequency_hz` pins the rate. Every call here is non-blocking: no `interval=`
-in psutil, no sleep on the workload's thread. The energy figures never come from this trace (they
-come from the sensors' window edges); it documents what happened inside the window.
+and grows with the elapsed time (elapsed / SAMPLES_PER_E_FOLD) down to min_hz, so a long job's trace
+stays small; `frequency_hz` pins the rate. The sampling runs in a separate process (ecopipe.monitor.
+probe), so it never takes the workload's GIL; nothing on the workload's side sleeps or blocks. Energy
+figures never come from this trace (they come from the sensors' window edges); it documents what
+happened inside the window: observed power (estimates are left out: they are a model of the
+process's CPU time, which the trace records directly), process CPU and memory, GPU utilisation,
+memory, temperature, SM clock and P-state.
 """
 
 from __future__ import annotations
 
-import threading
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
 
 import pandas as pd
-import psutil
 
+from ecopipe.monitor.probe import SAMPLES_PER_E_FOLD, sampling_period
 from ecopipe.sensors.base import EnergySensor
 
-# After the fast start the period is elapsed / 50: 50 samples per e-fold of the elapsed time (35 per
-# doubling), until min_hz caps the period.
-SAMPLES_PER_E_FOLD = 50
+__all__ = ["SAMPLES_PER_E_FOLD", "PowerSampler", "Trace", "sampling_period"]
 
-
-class Telemetry(Protocol):
-    def read(self) -> dict[str, float | None]: ...
+_READY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
 class Trace:
     samples: pd.DataFrame  # one row per sample: t_s, power_w.<sensor>, process and GPU telemetry
     wall_s: float
-    sampler_cpu_s: float  # CPU time the sampler thread itself used
+    sampler_cpu_s: float  # CPU time the sampler process itself used
 
     @property
     def overhead_frac(self) -> float:
@@ -41,62 +44,53 @@ class Trace:
         return self.sampler_cpu_s / self.wall_s if self.wall_s > 0 else float("nan")
 
 
-def sampling_period(elapsed_s: float, min_hz: float, max_hz: float, frequency_hz: float | None) -> float:
-    if frequency_hz is not None:
-        return 1.0 / frequency_hz
-    return min(max(elapsed_s / SAMPLES_PER_E_FOLD, 1.0 / max_hz), 1.0 / min_hz)
-
-
 class PowerSampler:
     def __init__(
         self,
         sensors: Sequence[EnergySensor],
-        telemetry: Sequence[Telemetry] = (),
+        gpu_indices: Sequence[int] = (),
         min_hz: float = 1.0,
         max_hz: float = 50.0,
         frequency_hz: float | None = None,
-        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.sensors, self.telemetry = list(sensors), list(telemetry)
+        self._specs = [spec for s in sensors if (spec := s.probe_spec()) is not None]
+        self._gpus = list(gpu_indices)
         self.min_hz, self.max_hz, self.frequency_hz = min_hz, max_hz, frequency_hz
-        self._clock = clock
-        self._process = psutil.Process()
-        self._rows: list[dict[str, float | None]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._started = 0.0
-        self._cpu_s = 0.0
-
-    def _sample(self) -> dict[str, float | None]:
-        row: dict[str, float | None] = {"t_s": self._clock() - self._started}
-        for sensor in self.sensors:
-            row[f"power_w.{sensor.label}"] = sensor.power_watts()
-        row["process.cpu_pct"] = self._process.cpu_percent(interval=None)  # since the previous call
-        row["process.rss_mb"] = self._process.memory_info().rss / 2**20
-        for reader in self.telemetry:
-            row.update(reader.read())
-        return row
-
-    def _loop(self) -> None:
-        cpu_start = time.thread_time()
-        self._process.cpu_percent(interval=None)  # primes the non-blocking counter
-        while True:
-            self._rows.append(self._sample())
-            elapsed = self._clock() - self._started
-            if self._stop.wait(sampling_period(elapsed, self.min_hz, self.max_hz, self.frequency_hz)):
-                break
-        self._rows.append(self._sample())  # the window's end
-        self._cpu_s = time.thread_time() - cpu_start
 
     def start(self) -> None:
-        self._rows, self._started = [], self._clock()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="ecopipe-sampler", daemon=True)
-        self._thread.start()
+        """Start the sampling process and wait until it has taken its first sample."""
+        self._folder = tempfile.TemporaryDirectory(prefix="ecopipe-trace-")
+        spec = {
+            "pid": os.getpid(),
+            "output": str(Path(self._folder.name) / "trace.jsonl"),
+            "sensors": self._specs,
+            "gpus": self._gpus,
+            "min_hz": self.min_hz,
+            "max_hz": self.max_hz,
+            "frequency_hz": self.frequency_hz,
+        }
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "ecopipe.monitor.probe", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while self._process.stdout.readline().strip() != "ready":
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the power sampler process did not start (exit {self._process.poll()})")
+        self._started = time.perf_counter()
 
     def stop(self) -> Trace:
-        assert self._thread is not None, "stop() before start()"
-        self._stop.set()
-        self._thread.join()
-        wall = self._clock() - self._started
-        return Trace(pd.DataFrame(self._rows), wall, self._cpu_s)
+        assert self._process is not None and self._folder is not None, "stop() before start()"
+        wall = time.perf_counter() - self._started
+        self._process.communicate(timeout=60)  # closing stdin ends it after one last sample
+        lines = (Path(self._folder.name) / "trace.jsonl").read_text().splitlines()
+        self._folder.cleanup()
+        rows = [json.loads(line) for line in lines]
+        cpu = rows.pop()["sampler_cpu_s"] if rows and "sampler_cpu_s" in rows[-1] else float("nan")
+        return Trace(pd.DataFrame(rows), wall, cpu)

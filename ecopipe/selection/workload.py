@@ -289,18 +289,12 @@ class SelectionWorkload(Workload):
     def _with_meter(self, action: Any) -> Any:
         if self.meter is not None:
             return action(self.meter)
-        from ecopipe.hardware import cpu_model_name, cpu_tdp_w, gpu_index
-        from ecopipe.sensors.discovery import discover_sensors
+        from ecopipe.hardware import gpu_index
+        from ecopipe.monitor.energy import machine_meter
 
         index = gpu_index(self.device)
         log.info("no meter handed over by the job: member costs use a private meter on the same sensors")
-        sensors = discover_sensors(
-            gpu_indices=[] if index is None else [index],
-            cpu_model=cpu_model_name(),
-            cpu_tdp_w=cpu_tdp_w(),
-            fake_gpu_watts=self.fake_gpu_watts,
-        )
-        meter = EnergyMeter(sensors, synchronize=self.synchronize)
+        meter = machine_meter([] if index is None else [index], self.fake_gpu_watts, self.synchronize)
         meter.open()
         try:
             return action(meter)

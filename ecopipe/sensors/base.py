@@ -8,16 +8,16 @@ same arithmetic whatever the hardware (a counter register, an integrated power t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from enum import Enum
+from enum import StrEnum
 
 
-class Component(str, Enum):
+class Component(StrEnum):
     GPU = "gpu"
     CPU = "cpu"
     RAM = "ram"
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     """How an energy figure was obtained; travels with every number into MLflow and the tables."""
 
     NVML_COUNTER = "nvml_counter"
@@ -56,6 +56,10 @@ class EnergySensor(ABC):
 
     def power_watts(self) -> float | None:
         """Instantaneous power for the sampler's trace, or None where the sensor has no such field."""
+        return None
+
+    def probe_spec(self) -> dict[str, object] | None:
+        """How the sampler's separate process rebuilds this sensor's power reading; None: not traced."""
         return None
 
     @property

@@ -21,7 +21,7 @@ from ecopipe.sensors.estimated import (
     cpu_estimate_defaults,
 )
 from ecopipe.sensors.fake import FakeGpuSensor
-from ecopipe.sensors.nvml import NvmlCounterSensor, NvmlPowerPollingSensor, NvmlTelemetry, NvmlUnavailable
+from ecopipe.sensors.nvml import NvmlCounterSensor, NvmlPowerPollingSensor, NvmlUnavailable
 from ecopipe.sensors.rapl import POWERCAP_ROOT, discover_rapl_zones
 
 log = logging.getLogger(__name__)
@@ -98,14 +98,3 @@ def discover_sensors(
         )
         sensors.append(EstimatedRamSensor(RAM_W_PER_GB, gb))
     return sensors
-
-
-def gpu_telemetry(gpu_indices: list[int]) -> list[NvmlTelemetry]:
-    """Telemetry readers for the GPUs NVML can query; the rest are skipped (their energy warned already)."""
-    readers = []
-    for index in gpu_indices:
-        try:
-            readers.append(NvmlTelemetry(index))
-        except SensorUnavailable as err:
-            log.info("gpu%d: no NVML telemetry for the trace (%s)", index, err)
-    return readers

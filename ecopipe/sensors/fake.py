@@ -37,6 +37,7 @@ class FakeGpuSensor(EnergySensor):
         device: str = "gpu0",
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        self._constant = None if callable(watts) else float(watts)
         self._watts = watts if callable(watts) else (lambda _t, w=float(watts): w)
         self.device = device
         self._clock = clock
@@ -44,6 +45,11 @@ class FakeGpuSensor(EnergySensor):
         self._t0: float | None = None
         self._last_s = 0.0  # elapsed seconds at the last read
         self._joules = 0.0
+
+    def probe_spec(self) -> dict[str, object] | None:
+        if self._constant is None:
+            return None  # a power function cannot cross to another process
+        return {"kind": "fake", "watts": self._constant, "label": self.label}
 
     def _power_at(self, elapsed: float) -> float:
         w = float(self._watts(elapsed))

@@ -153,6 +153,9 @@ class NvmlCounterSensor(EnergySensor):
             raise
         self._origin_mj: int | None = None
 
+    def probe_spec(self) -> dict[str, object]:
+        return {"kind": "nvml", "index": self._dev.index, "label": self.label}
+
     def _read_mj(self) -> int:
         return int(self._dev.call("energy counter", self._dev.nv.nvmlDeviceGetTotalEnergyConsumption))
 
@@ -242,6 +245,9 @@ class NvmlPowerPollingSensor(EnergySensor):
             raise self._error
         return self._sample()
 
+    def probe_spec(self) -> dict[str, object]:
+        return {"kind": "nvml", "index": self._dev.index, "label": self.label}
+
     def power_watts(self) -> float | None:
         last = self._last
         return last[1] if last is not None else None
@@ -330,7 +336,34 @@ class NvmlTelemetry:
                 lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)
             ),
             f"{self.prefix}.sm_clock_mhz": value(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+            f"{self.prefix}.pstate": value(lambda: nv.nvmlDeviceGetPerformanceState(h)),
+            f"{self.prefix}.processes": value(lambda: len(nv.nvmlDeviceGetComputeRunningProcesses(h))),
         }
 
     def close(self) -> None:
         self._dev.close()
+
+
+def nvml_index(cuda_index: int, uuid: str) -> int:
+    """NVML's index of the GPU that CUDA calls `cuda_index` (UUID as torch reports it, without "GPU-").
+
+    NVML ignores CUDA_VISIBLE_DEVICES (set by SLURM for every job) and may order devices differently
+    from CUDA, so the same number can name another card. Falls back to `cuda_index` when NVML cannot
+    tell, and says so.
+    """
+    try:
+        nv = _import_pynvml()
+        nv.nvmlInit()
+    except Exception:  # no library or driver: the sensors will say so themselves
+        return cuda_index
+    try:
+        handle = nv.nvmlDeviceGetHandleByUUID(("GPU-" + uuid.removeprefix("GPU-")).encode())
+        return int(nv.nvmlDeviceGetIndex(handle))
+    except nv.NVMLError as err:
+        log.warning(
+            "cuda:%d: NVML cannot find GPU-%s (%s); assuming NVML index %d", cuda_index, uuid, err, cuda_index
+        )
+        return cuda_index
+    finally:
+        with contextlib.suppress(nv.NVMLError):
+            nv.nvmlShutdown()

@@ -105,6 +105,9 @@ class RaplSensor(EnergySensor):
             raise RuntimeError(f"{self!r} read before open()")
         return self._accumulate() / 1e6
 
+    def probe_spec(self) -> dict[str, object]:
+        return {"kind": "rapl", "zone": str(self.zone), "label": self.label}
+
     def power_watts(self) -> float | None:
         if not self._opened:
             return None

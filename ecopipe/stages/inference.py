@@ -1,4 +1,4 @@
-"""The measured inference stage: load, idle baseline, warm-up, then repeated measured windows.
+"""The measured inference stage: load, warm-up, idle baseline, then repeated measured windows.
 
 The protocol is DESIGN.md section 4: loading is metered apart from inference; the idle baseline is
 taken in the workload's own state (model loaded, CUDA context open) and cached for the sweep; each
@@ -18,11 +18,14 @@ from tqdm import tqdm
 
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
-from ecopipe.monitor.sampler import PowerSampler, Telemetry, Trace
+from ecopipe.monitor.sampler import PowerSampler, Trace
 from ecopipe.monitor.stats import Estimate, estimate
 from ecopipe.workloads.base import ModelFacts, PassStats, Workload
 
 log = logging.getLogger(__name__)
+
+# A window shorter than this many sensor refreshes is dominated by quantisation (DESIGN.md section 4).
+SHORTEST_WINDOW_REFRESHES = 10
 
 # Idle power per (sensors, device state), kept for the length of a sweep run in one process.
 _IDLE_CACHE: dict[tuple[str, ...], Power] = {}
@@ -42,6 +45,7 @@ class InferenceResult:
     device: str
     sources: dict[str, str]  # component -> nvml_counter | nvml_power_polling | rapl | estimated_tdp ...
     measured: dict[str, bool]  # component -> a measurement (True) or an estimate (False)
+    resolution_s: dict[str, float]  # component -> the coarsest refresh period of its sensors
     facts: ModelFacts
     load: Window
     fit: Window | None
@@ -68,7 +72,10 @@ class InferenceResult:
 
     @property
     def tokens(self) -> int:
-        """Generated tokens where the model generates, else input tokens; 0 for families without tokens."""
+        """The tokens energy is normalised by: generated ones where the model generates, prompt tokens
+        for a prefill-only window or an encoder; 0 for families without tokens."""
+        if self.facts.extra.get("phase") == "prefill":
+            return self.tokens_in
         return self.tokens_out or self.tokens_in
 
     @property
@@ -108,6 +115,16 @@ class InferenceResult:
 
     def latency_s(self, q: float) -> float:
         return float(np.percentile(self.batch_latencies_s, q)) if self.batch_latencies_s else float("nan")
+
+
+def trial_metrics(trial: TrialResult) -> dict[str, float]:
+    """One trial's figures, logged with the trial index as the MLflow step."""
+    return {
+        "trial_energy_j": trial.window.energy.total,
+        "trial_window_s": trial.window.duration_s,
+        "trial_samples": trial.samples,
+        "trial_energy_per_1k_j": trial.window.energy.total * 1000 / trial.samples,
+    }
 
 
 def measure_idle(
@@ -163,21 +180,41 @@ def run_inference(
     meter: EnergyMeter,
     monitor: MonitorConfig,
     batch_size: int,
-    telemetry: Sequence[Telemetry] = (),
+    gpu_indices: Sequence[int] = (),
     sleep: Callable[[float], None] = time.sleep,
+    record: Callable[[dict[str, float], int], object] = lambda metrics, step: None,
 ) -> InferenceResult:
-    """Run the whole protocol; the meter's sensors must already be open."""
+    """Run the whole protocol; the meter's sensors must already be open.
+
+    `record(metrics, step)` receives each phase's figures as soon as they are measured (the job logs
+    them to MLflow), so a failure later in the stage loses nothing that was already measured.
+    """
+    coarsest = max(meter.resolution_s.values(), default=0.0)
+    for key in ("idle_s", "min_window_s"):
+        if 0 < getattr(monitor, key) < SHORTEST_WINDOW_REFRESHES * coarsest:
+            log.warning(
+                "monitor.%s=%s spans fewer than %d refreshes of a %.3g-s sensor: expect large errors.",
+                key,
+                getattr(monitor, key),
+                SHORTEST_WINDOW_REFRESHES,
+                coarsest,
+            )
     load, _ = _metered(meter, workload.load)
     fit_window, fitted = _metered(meter, workload.fit)
     fit = fit_window if fitted else None
+    record({"load_s": load.duration_s, "load_energy_j": load.energy.total}, 0)
+    if fit is not None:
+        record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
 
-    state = f"{workload.device}:model_loaded"
-    idle = measure_idle(meter, monitor.idle_s, state, sleep)
-
+    # Warm up first, so the baseline sees the state the windows run in (allocator, kernels, clocks).
     for batch in list(workload.batches())[: monitor.warmup_batches]:
         workload.predict(batch)
+    workload.synchronize()
+    idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:model_loaded", sleep)
+    if idle is not None:
+        record({f"idle_power_w.{k}": v for k, v in idle.as_dict().items()}, 0)
 
-    sampler = PowerSampler(meter.sensors, telemetry, monitor.min_hz, monitor.max_hz, monitor.frequency_hz)
+    sampler = PowerSampler(meter.sensors, gpu_indices, monitor.min_hz, monitor.max_hz, monitor.frequency_hz)
     trials: list[TrialResult] = []
     latencies: list[float] = []
     quality_outputs: list[object] = []
@@ -188,6 +225,7 @@ def run_inference(
                 sleep(monitor.cooldown_s)
             trial, passes, outputs = _trial(meter, workload, monitor, index)
             trials.append(trial)
+            record(trial_metrics(trial), index)
             latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
             quality_outputs.extend(outputs)
             log.info(
@@ -205,6 +243,7 @@ def run_inference(
     return InferenceResult(
         device=workload.device,
         sources=meter.sources,
+        resolution_s=meter.resolution_s,
         measured=meter.measured,
         facts=facts,
         load=load,

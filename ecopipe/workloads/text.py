@@ -5,7 +5,8 @@
 then max_new_tokens - 1 decode steps. `model.phase=prefill` measures the same `generate` call with one
 new token: the prefill pass alone, with the same set-up (cache allocation, logits of the last position
 only). So decode = generate - prefill, per prompt, covers exactly max_new_tokens - 1 decode steps, and
-the generation overheads cancel; the aggregation does that subtraction.
+the generation overheads cancel. The aggregate tables show both phases as rows (the `phase` column);
+the subtraction is left to the reader.
 
 `engine=compiled` is what transformers supports: a static KV cache, and the decode step compiled with
 torch.compile (transformers' automatic compilation; on the CPU it is switched on explicitly). The
