@@ -203,8 +203,10 @@ def gpu_environment(indices: list[int]) -> dict[str, object]:
             log.info("gpu%d: no NVML device record (%s)", index, err)
             continue
         if info["other_pids"]:
+            # Inside a container NVML reports host PIDs, so this job's own context may be among them.
             log.warning(
-                "gpu%d is shared with other processes %s: their draw is in this job's GPU energy.",
+                "gpu%d has processes other than this one (NVML pids %s): whatever they draw is in this "
+                "job's GPU energy (in a container, NVML's host pids may include this job itself).",
                 index,
                 info["other_pids"],
             )

@@ -50,11 +50,11 @@ def make_cfg(store: str) -> Callable[..., DictConfig]:
     return _compose
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m ecopipe` in a fresh process, as a user runs it."""
+def run_cli(*args: str, cwd: Path, module: str = "ecopipe") -> subprocess.CompletedProcess[str]:
+    """`python -m <module>` in a fresh process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run(
-        [sys.executable, "-m", "ecopipe", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

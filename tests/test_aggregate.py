@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +15,7 @@ from ecopipe.aggregation.load import read_runs
 from ecopipe.aggregation.render import markdown
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.tracking import ensure_experiment
+from tests.conftest import run_cli
 
 EXPERIMENT = "agg"
 H100, T4 = "NVIDIA H100 SXM 80GB", "NVIDIA T4"
@@ -402,15 +401,7 @@ def test_markdown_escapes_pipes_and_leaves_blanks():
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run(
-        [sys.executable, "-m", "ecopipe.aggregate", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(*args, cwd=cwd, module="ecopipe.aggregate")
 
 
 def test_cli_writes_the_tables_and_says_where(runs, store, tmp_path):
