@@ -13,8 +13,8 @@ SUITE = [
         "Observer effect: throughput with the monitor on and off",
         observer,
         [
-            "Medians of 5 alternating 2-s windows. Targets: >= 99% of unmonitored throughput; "
-            "sampler < 1% of a core."
+            "Medians of 5 alternating 2-s windows; the sampler runs in its own process at low priority. "
+            "Targets: >= 99% of unmonitored throughput; sampler < 1% of a core."
         ],
     ),
     (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def write_table(name: str, title: str, frame: pd.DataFrame, notes: Sequence[str]
     """Write bench/results/<name>.md with the machine and command, and return its text."""
     from ecopipe.aggregation.render import markdown
 
-    command = "make bench  (python -m bench " + " ".join(sys.argv[1:]) + ")"
+    command = "make bench"
     text = "\n".join(
         [
             f"## {title}",
