@@ -463,3 +463,41 @@ def test_selection_study_puts_strategies_beside_single_members():
     assert study.loc["single: tree", "savings vs heaviest"] == pytest.approx(0.75)
     assert study.loc["router", "energy per 1,000 (J)"] == 3.0
     assert study.loc["cascade:balanced", "accuracy"] == 0.95
+
+
+def test_decode_energy_is_generate_minus_prefill_per_decode_step():
+    from ecopipe.aggregation.tables import decode_energy
+
+    cells = pd.DataFrame(
+        [
+            {
+                "model": "opt-125m",
+                "precision": "fp16",
+                "phase": "generate",
+                "hardware": "H100",
+                "energy_per_1k_gross_j": 33_000.0,
+                "max_new_tokens": 32.0,
+            },
+            {
+                "model": "opt-125m",
+                "precision": "fp16",
+                "phase": "prefill",
+                "hardware": "H100",
+                "energy_per_1k_gross_j": 2_000.0,
+                "max_new_tokens": 32.0,
+            },
+            {
+                "model": "gpt2",
+                "precision": "fp16",
+                "phase": "generate",
+                "hardware": "H100",
+                "energy_per_1k_gross_j": 9_000.0,
+                "max_new_tokens": 32.0,
+            },  # no prefill run: no decode row
+        ]
+    )
+    table = decode_energy(cells, ["model", "phase", "precision"], ["H100"])
+    assert list(table["model"]) == ["opt-125m"]
+    # (33 J - 2 J) per prompt over 31 decode steps = 1 J per decoded token
+    assert table["H100"].iloc[0] == pytest.approx(1.0)
+    assert decode_energy(cells, ["model", "precision"], ["H100"]).empty  # one phase only: no table

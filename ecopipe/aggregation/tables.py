@@ -92,6 +92,7 @@ SPECS = (
 SOURCE_TABLE = "energy_source"
 GAIN_TABLE = "precision_gain_ess"
 SELECTION_TABLE = "selection"
+DECODE_TABLE = "energy_decode"
 
 
 def quality_specs(tidy: pd.DataFrame) -> list[TableSpec]:
@@ -152,6 +153,7 @@ def tidy(runs: pd.DataFrame) -> pd.DataFrame:
         if name in _DEFAULTS:
             out[name] = out[name].fillna(_DEFAULTS[name])
     out["batch_size"] = jobs.get("params.batch_size", np.nan)
+    out["max_new_tokens"] = pd.to_numeric(jobs.get("params.model.max_new_tokens", np.nan), errors="coerce")
     out["source"] = source_label(jobs)
     metrics = jobs[[c for c in jobs.columns if c.startswith("metrics.")]]
     metrics.columns = [c.removeprefix("metrics.") for c in metrics.columns]
@@ -246,6 +248,28 @@ def selection_study(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def decode_energy(cells: pd.DataFrame, dims: list[str], hardware: list[str]) -> pd.DataFrame:
+    """Joules per decoded token: (generate - prefill) per prompt / (max_new_tokens - 1), gross.
+
+    A `phase=generate` run makes one prefill pass and max_new_tokens - 1 decode steps per prompt; a
+    `phase=prefill` run of the same row and hardware makes the prefill pass alone. Rows lacking
+    either phase are left out, never estimated.
+    """
+    if "phase" not in dims:
+        return pd.DataFrame()
+    others = [d for d in dims if d != "phase"]
+    per_prompt = cells.assign(j_per_prompt=cells["energy_per_1k_gross_j"] / 1000)
+    generate = per_prompt[per_prompt["phase"] == "generate"].set_index([*others, "hardware"])
+    prefill = per_prompt[per_prompt["phase"] == "prefill"].set_index([*others, "hardware"])
+    both = generate.join(prefill[["j_per_prompt"]], rsuffix="_prefill", how="inner")
+    steps = both["max_new_tokens"] - 1
+    both = both.assign(decode_j_per_token=(both["j_per_prompt"] - both["j_per_prompt_prefill"]) / steps)
+    both = both[steps > 0].reset_index()
+    if both.empty:
+        return pd.DataFrame()
+    return pivot(both, others, "decode_j_per_token", hardware)
+
+
 def failed(jobs: pd.DataFrame) -> pd.DataFrame:
     """FAILED and KILLED job runs; `superseded`: a later FINISHED run of the same config exists."""
     columns = ["run_name", "model", "precision", "dataset", "hardware", "status", "error", "run_id"]
@@ -261,8 +285,6 @@ def failed(jobs: pd.DataFrame) -> pd.DataFrame:
 class Tables:
     tables: dict[str, pd.DataFrame]
     titles: dict[str, str]
-    energy: set[str]  # tables whose cells get the energy source beside them
-    ci95: dict[str, str]  # table -> the table of its 95% CI half-widths
     dims: list[str]
     hardware: list[str]
     cells: pd.DataFrame  # the run behind each cell
@@ -272,27 +294,30 @@ class Tables:
 def build(jobs: pd.DataFrame) -> Tables:
     finished = jobs[jobs["status"] == "FINISHED"]
     if finished.empty:
-        return Tables({}, {}, set(), {}, list(_ALWAYS), [], finished, 0)
+        return Tables({}, {}, list(_ALWAYS), [], finished, 0)
     dims = row_dims(finished)
     cells = latest(finished, dims)
     hardware = sorted(cells["hardware"].unique())
     tables: dict[str, pd.DataFrame] = {}
     titles: dict[str, str] = {}
-    energy: set[str] = set()
-    ci95: dict[str, str] = {}
     for spec in (*SPECS, *quality_specs(cells)):
         if spec.metric not in cells or cells[spec.metric].isna().all():
             continue
         tables[spec.name] = pivot(cells, dims, spec.metric, hardware)
         titles[spec.name] = spec.title
-        if spec.energy:
-            energy.add(spec.name)
         if spec.ci95 and spec.ci95 in cells and cells[spec.ci95].notna().any():
-            ci95[spec.name] = f"{spec.name}_ci95"
-            tables[ci95[spec.name]] = pivot(cells, dims, spec.ci95, hardware)
-            titles[ci95[spec.name]] = f"{spec.title}: 95% CI half-width"
+            # Named <table>_ci95: render puts each half-width beside its value.
+            tables[f"{spec.name}_ci95"] = pivot(cells, dims, spec.ci95, hardware)
+            titles[f"{spec.name}_ci95"] = f"{spec.title}: 95% CI half-width"
     tables[SOURCE_TABLE] = pivot(cells, dims, "source", hardware)
     titles[SOURCE_TABLE] = "Energy source of each cell (estimated_* = estimate, fake = simulated)"
+    decode = decode_energy(cells, dims, hardware)
+    if not decode.empty:
+        tables[DECODE_TABLE] = decode
+        titles[DECODE_TABLE] = (
+            "Energy per decoded token, gross (J): (generate - prefill) / (max_new_tokens - 1); "
+            "energy sources: those of the two phases' rows in the energy tables"
+        )
     study = selection_study(cells)
     if not study.empty:
         tables[SELECTION_TABLE] = study
@@ -304,4 +329,4 @@ def build(jobs: pd.DataFrame) -> Tables:
         if not gain.empty:
             tables[GAIN_TABLE] = gain
             titles[GAIN_TABLE] = f"Precision gain: ESS relative to {BASELINE} on the same hardware (x)"
-    return Tables(tables, titles, energy, ci95, dims, hardware, cells, len(finished) - len(cells))
+    return Tables(tables, titles, dims, hardware, cells, len(finished) - len(cells))
