@@ -187,4 +187,9 @@ def summary(
         f"  throughput  {result.throughput.mean:.4g} inferences/s  (batch {result.batch_size})",
         f"  quality     {quality}",
     ]
+    if impact.per_1k_tokens is not None:
+        basis = "generated" if result.tokens == result.tokens_out else "prompt"
+        counts = f"({result.tokens_in} in, {result.tokens_out} out over the run)"
+        per_1k_tokens = impact.per_1k_tokens.energy_it_j
+        lines.insert(2, f"  tokens      {per_1k_tokens:.4g} J per 1,000 {basis} tokens {counts}")
     return "\n".join(lines)

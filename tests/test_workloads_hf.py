@@ -97,12 +97,18 @@ def test_generation_random_weights_counts_tokens(make_cfg, client, model):
     assert quality_keys(metrics) == set()
     assert metrics["parameters"] == shipped_tiny_parameters(model)
     assert metrics["co2e_g_per_1k_tokens"] > 0
+    assert metrics["tokens"] == metrics["tokens_out"]  # generation is normalised by generated tokens
 
 
 def test_prefill_phase_generates_one_token_per_prompt(make_cfg, client):
     metrics, _ = run(make_cfg, client, *tiny("gpt2"), *TEXT, "model.phase=prefill")
     assert metrics["tokens_in"] == metrics["samples"] * 16
     assert metrics["tokens_out"] == metrics["samples"]  # the prefill's one token; decode = generate - prefill
+    # A prefill window is normalised by the prompt tokens it processed, not by its one output token.
+    assert metrics["tokens"] == metrics["tokens_in"]
+    assert metrics["energy_per_1k_tokens_gross_j"] == pytest.approx(
+        metrics["energy_gross_j.total"] * 1000 / metrics["tokens_in"]
+    )
 
 
 def save_tiny_gpt2(directory: Path) -> None:
