@@ -395,3 +395,21 @@ def test_cascade_job_end_to_end(make_cfg, client):
     assert 0 < metrics["effective_parameters"] < metrics["parameters"]
     assert metrics["energy_per_1k_gross_j"] > 0
     assert run.data.params["strategy.name"] == "cascade" and run.data.params["pool.name"] == "digits_5"
+
+
+def test_affine_cost_separates_per_call_from_per_row():
+    """A member that costs 0.5 J per call plus 0.01 J per row, measured at batch 64 and batch 8."""
+    from ecopipe.selection.costs import Accounting, measure_affine_cost
+
+    book = Ledger()
+
+    def run(batch: np.ndarray) -> None:
+        book.joules += 0.5 + 0.01 * len(batch)
+
+    cost = measure_affine_cost("m", EnergyMeter([book]), run, np.zeros((512, 3)), 64, window_s=0.0)
+    assert cost.joules_per_call == pytest.approx(0.5)
+    assert cost.per_row == pytest.approx(0.01)
+    assert cost.joules_per_sample == pytest.approx(0.5 / 64 + 0.01)  # what ordering and tuning compare
+    # A strategy that ran this member 10 times on 30 rows in all is charged 10 calls + 30 rows.
+    accounting = Accounting(rows=100, evaluated={"m": 30}, calls={"m": 10}, costs={"m": cost})
+    assert accounting.energy_j == pytest.approx(10 * 0.5 + 30 * 0.01)

@@ -6,8 +6,8 @@ orders them by it, fits the router on validation A and tunes the cascade thresho
 batches() are the test split at the job's batch size; predict() runs the strategy on a batch (a
 cascade runs member 1 on the batch and passes the unconfident rows on), inside the stage's windows.
 
-The per-member accounting (measured cost per sample x inputs each member evaluated, plus the
-router's) is reported beside the stage's measurement by `reconcile`, which warns when the two
+The per-member accounting (each member's measured cost per call and per row x the calls and inputs it
+ran, plus the router's) is reported beside the stage's measurement by `reconcile`, which warns when the two
 disagree beyond the measurement's 95% confidence interval.
 
 Hook for the job: set `workload.meter` to the job's (open) EnergyMeter before the stage runs, so the
@@ -40,7 +40,7 @@ from ecopipe.config import (
 )
 from ecopipe.monitor.energy import EnergyMeter
 from ecopipe.selection.cascade import Point, Tuned, evaluate, run_cascade, shared_grid, tune
-from ecopipe.selection.costs import Accounting, MemberCost, batched, measure_cost
+from ecopipe.selection.costs import Accounting, MemberCost, batched, measure_affine_cost
 from ecopipe.selection.data import PoolData, load_pool_data
 from ecopipe.selection.members import Member, build_member, member_config
 from ecopipe.selection.oracle import cheapest_right, oracle_frontier, oracle_point
@@ -125,7 +125,9 @@ class SelectionWorkload(Workload):
     def _reset_counters(self) -> None:
         self._rows = 0
         self._evaluated = np.zeros(len(self.member_cfgs), dtype=np.int64)
+        self._calls = np.zeros(len(self.member_cfgs), dtype=np.int64)
         self._router_rows = 0
+        self._router_calls = 0
 
     # ----- the Workload contract -------------------------------------------------------------
     def load(self) -> None:
@@ -185,11 +187,13 @@ class SelectionWorkload(Workload):
             assert self.thresholds is not None
             labels, chosen, evaluated = run_cascade(probas, self.thresholds, batch.x)
             self._evaluated += evaluated
+            self._calls += evaluated > 0
         else:
             if self.strategy.name is StrategyName.router:
                 assert self.router is not None
                 chosen = self.router.predict(batch.x)
                 self._router_rows += len(batch)
+                self._router_calls += 1
             else:
                 assert self._oracle_choice is not None
                 chosen = self._oracle_choice[batch.rows]
@@ -198,6 +202,7 @@ class SelectionWorkload(Workload):
                 rows = chosen == m
                 labels[rows] = probas[m](batch.x[rows]).argmax(axis=1)
                 self._evaluated[m] += int(rows.sum())
+                self._calls[m] += 1
         self._rows += len(batch)
         return labels, chosen
 
@@ -210,8 +215,9 @@ class SelectionWorkload(Workload):
     def quality(self, outputs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
         """Test-split results: `accuracy` (of what ran in the window), `share.<member>` (inputs it
         answered), `evaluated.<member>` (inputs it ran on), `savings_vs_heaviest` and the energies
-        marked `accounted` (per-member accounting: measured cost per sample x inputs), the oracle's,
-        `pareto_auc`, thresholds and tolerance (cascade), the router's cost and label accuracy."""
+        marked `accounted` (per-member accounting: measured cost per call and per row x calls and
+        inputs), the oracle's, `pareto_auc`, thresholds and tolerance (cascade), the router's cost and
+        label accuracy."""
         assert self.data is not None
         labels = np.concatenate([o[0] for o in outputs])
         chosen = np.concatenate([o[1] for o in outputs])
@@ -304,7 +310,7 @@ class SelectionWorkload(Workload):
     def _measure_costs(self, x: np.ndarray) -> None:
         def measure(meter: EnergyMeter) -> None:
             for member in self.members:
-                self.costs[member.name] = measure_cost(
+                self.costs[member.name] = measure_affine_cost(
                     member.name, meter, member.proba, x, self.batch_size, self.pool.cost_window_s
                 )
 
@@ -315,17 +321,16 @@ class SelectionWorkload(Workload):
         router = self.router
         window_s = self.pool.cost_window_s
         self.costs["router"] = self._with_meter(
-            lambda meter: measure_cost("router", meter, router.predict, x, self.batch_size, window_s)
+            lambda meter: measure_affine_cost("router", meter, router.predict, x, self.batch_size, window_s)
         )
 
     def accounting(self) -> Accounting:
-        """Measured cost per sample x inputs evaluated, over the last pass over the test split."""
+        """Measured cost per call and per row x calls and inputs, over the last pass over the test split."""
         evaluated = {m.name: int(self._evaluated[i]) for i, m in enumerate(self.members)}
-        costs = {m.name: self.costs[m.name].joules_per_sample for m in self.members}
+        calls = {m.name: int(self._calls[i]) for i, m in enumerate(self.members)}
         if self.router is not None:
-            evaluated["router"] = self._router_rows
-            costs["router"] = self.costs["router"].joules_per_sample
-        return Accounting(self._rows, evaluated, costs)
+            evaluated["router"], calls["router"] = self._router_rows, self._router_calls
+        return Accounting(self._rows, evaluated, calls, self.costs)
 
     def reconcile(self, inference: InferenceResult) -> dict[str, float]:
         """The stage's measurement of the strategy beside the per-member accounting (gross joules)."""
@@ -344,9 +349,9 @@ class SelectionWorkload(Workload):
         elif not within:
             log.warning(
                 "selection accounting says %.4g J per 1,000 inferences, the measured window %.4g ±%.2g "
-                "(95%% CI): they disagree by %+.1f%%. The window is the measurement; the accounting assumes "
-                "each member costs per input what it cost on full batches, while inside the strategy later "
-                "members see smaller sub-batches (per-call overhead) and the strategy adds its bookkeeping.",
+                "(95%% CI): they disagree by %+.1f%%. The window is the measurement; the accounting charges "
+                "each member per call and per row as measured alone, and leaves out the strategy's own "
+                "bookkeeping (splitting batches, comparing confidences).",
                 accounted,
                 measured.mean,
                 measured.ci95,
