@@ -27,12 +27,12 @@ from ecopipe.stages.inference import InferenceResult, run_inference
 from ecopipe.tracking import (
     JobRun,
     config_hash,
-    experiment_id,
     fail_run,
     finished_run_with_hash,
     flatten,
     git_commit,
     job_run,
+    open_experiment,
     open_run,
 )
 from ecopipe.workloads.base import Workload
@@ -184,7 +184,7 @@ def run_job(raw: DictConfig, resume: bool = False) -> JobOutcome:
     cfg, profile = plan.cfg, plan.profile
     digest = config_hash(raw)
     if resume and not cfg.rerun:
-        client, experiment = experiment_id(cfg.tracking)
+        client, experiment = open_experiment(cfg.tracking)
         done = finished_run_with_hash(client, experiment, digest, profile.detected_name)
         if done is not None:
             log.info(

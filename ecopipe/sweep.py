@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ecopipe.config import TrackingConfig
 from ecopipe.hardware import cuda_available
-from ecopipe.tracking import PARENT_RUN_ENV, experiment_id, process_tags, reap_dead_runs, resolve_uri
+from ecopipe.tracking import PARENT_RUN_ENV, open_experiment, process_tags, reap_dead_runs, resolve_uri
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         tracking = self._tracking(config)
-        client, experiment = experiment_id(tracking)
+        client, experiment = open_experiment(tracking)
         reap_dead_runs(client, experiment)
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         parent = client.create_run(
@@ -103,7 +103,7 @@ class SweepCallback(Callback):
 
         assert self.parent_run_id is not None
         tracking = self._tracking(config)
-        client, experiment = experiment_id(tracking)
+        client, experiment = open_experiment(tracking)
         children = client.search_runs(
             [experiment], f"tags.`ecopipe.sweep_id` = '{self.parent_run_id}'", max_results=50000
         )

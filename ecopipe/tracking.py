@@ -67,7 +67,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def experiment_id(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
+def open_experiment(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
+    """A client on the configured store and the id of its experiment, created on first use."""
     uri = resolve_uri(cfg)
     client = MlflowClient(tracking_uri=uri)
     return client, ensure_experiment(client, uri, cfg.experiment)
@@ -201,7 +202,7 @@ class JobRun:
 
 def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> JobRun:
     """Create a job run, linked to the sweep's parent run when one is announced in the environment."""
-    client, experiment = experiment_id(cfg)
+    client, experiment = open_experiment(cfg)
     all_tags = dict(tags) | process_tags()
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:

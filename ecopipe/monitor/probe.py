@@ -43,10 +43,9 @@ def _power_reader(spec: dict) -> Callable[[], float | None]:
         sensor.open()
         return sensor.power_watts
     if kind == "nvml":
-        from ecopipe.sensors.nvml import _NvmlDevice
+        from ecopipe.sensors.nvml import instant_power_reader
 
-        device = _NvmlDevice(int(spec["index"]))
-        return device.power_w
+        return instant_power_reader(int(spec["index"]))
     raise ValueError(f"unknown probe sensor kind {kind!r}")
 
 

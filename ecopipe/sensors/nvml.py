@@ -367,3 +367,8 @@ def nvml_index(cuda_index: int, uuid: str) -> int:
     finally:
         with contextlib.suppress(nv.NVMLError):
             nv.nvmlShutdown()
+
+
+def instant_power_reader(index: int) -> Callable[[], float]:
+    """Instantaneous board power of one GPU in W, for the sampler's process (raises SensorUnavailable)."""
+    return _NvmlDevice(index).power_w
