@@ -23,9 +23,10 @@ USER_ERRORS = (ConfigError, UnknownRegionError)
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def app(cfg: DictConfig) -> JobOutcome | None:
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return run_job(cfg, resume=in_sweep)
+        return run_job(cfg, resume=in_sweep, overrides=hydra_cfg.overrides.task)
     except DataMismatchError as error:
         if in_sweep and cfg.skip_mismatched:  # not a point of this grid
             log.info("skipped: %s", error)

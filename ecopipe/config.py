@@ -9,13 +9,15 @@ that a type cannot express (positive sizes, a device string, a task that fits th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from ecopipe.reference import TIERS
 
@@ -88,6 +90,14 @@ class Attribution(Enum):
     gross = "gross"  # everything the devices drew in the window: idle power is a real cost
     net = "net"  # gross minus the idle baseline: what the workload added
 
+
+# The offline data set standing in for each kind of hub data: what a model with random weights measures
+# when no data set was named (random weights have no quality to measure, so real text buys nothing).
+SYNTHETIC_OPTION = {
+    DataKind.text: "synthetic_text",
+    DataKind.image: "synthetic_images",
+    DataKind.audio: "synthetic_audio",
+}
 
 # Which data kinds each task can consume; checked before anything is loaded.
 TASK_DATA = {
@@ -319,6 +329,34 @@ def validate(cfg: Config) -> None:
             f"dataset={cfg.dataset.name} ({cfg.dataset.kind.value} data) does not fit "
             f"model={cfg.model.name} (task {cfg.model.task.value}): it needs {names} data."
         )
+
+
+def dataset_choice(raw: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, str]:
+    """The data set a job measures, and why: the one named on the command line, else the model's default.
+
+    Each model option names its task's natural data set (conf/model/*.yaml: wikitext, cifar10,
+    librispeech_dummy, digits, diabetes); with `model.weights=random` a hub default gives way to its
+    synthetic twin, so `model=opt-2.7b model.weights=random` runs offline with nothing else added.
+    `overrides` are the job's command-line (and sweep) overrides; `dataset.*` keys among them still
+    apply to the twin.
+    """
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    if any(o.key_or_group == "dataset" for o in parsed):
+        return raw, f"{raw.dataset.name} (chosen with dataset=)"
+    task = raw.model.task.value
+    if raw.model.weights is not Weights.random or raw.dataset.source is not DataSource.huggingface:
+        return raw, f"{raw.dataset.name} (default for {task}; dataset=... picks another)"
+    twin = SYNTHETIC_OPTION[raw.dataset.kind]
+    node = OmegaConf.merge(
+        OmegaConf.structured(DatasetConfig), OmegaConf.load(CONFIG_DIR / "dataset" / f"{twin}.yaml")
+    )
+    for override in parsed:
+        if override.key_or_group.startswith("dataset."):
+            OmegaConf.update(node, override.key_or_group.removeprefix("dataset."), override.value())
+    resolved = raw.copy()
+    with open_dict(resolved):
+        resolved.dataset = node
+    return resolved, f"{twin} (default for {task} with random weights; dataset=... picks another)"
 
 
 def _config_dir() -> Path:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from ecopipe import report
-from ecopipe.config import Config, Phase, StrategyName, TrackingConfig, validate
+from ecopipe.config import Config, Phase, StrategyName, TrackingConfig, dataset_choice, validate
 from ecopipe.hardware import (
     DeviceProfile,
     device_profile,
@@ -175,11 +175,14 @@ def footprint_stages(
     return impact, ess, report.impact_metrics(impact) | report.ess_metrics(ess)
 
 
-def run_job(raw: DictConfig, resume: bool = False) -> JobOutcome:
+def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] = ()) -> JobOutcome:
     """Everything that can be refused is refused before the MLflow run opens or anything loads.
 
     With `resume` (sweeps), a job whose config already has a FINISHED run is skipped unless rerun=true.
+    `overrides` (the command line's) tell a data set the user named from the model's default one.
     """
+    raw, data_choice = dataset_choice(raw, overrides)
+    log.info("data set: %s", data_choice)
     plan = plan_job(raw)
     cfg, profile = plan.cfg, plan.profile
     digest = config_hash(raw)
@@ -203,6 +206,7 @@ def run_job(raw: DictConfig, resume: bool = False) -> JobOutcome:
         "ecopipe.pool": cfg.pool.name,
         "ecopipe.device": plan.workload.device,
         "ecopipe.config_hash": digest,
+        "ecopipe.dataset_choice": data_choice,
         "ecopipe.git_commit": git_commit(),
         **{f"env.{k}": v for k, v in env.items()},
     }
@@ -227,7 +231,7 @@ def run_job(raw: DictConfig, resume: bool = False) -> JobOutcome:
         )
         run.log_metrics(stage_metrics)
         run.set_tags(report.impact_tags(impact))
-        text = report.summary(name, profile, inference, impact, ess)
+        text = report.summary(name, profile, inference, impact, ess, data_choice)
         run.log_text(text, "summary.txt")
     print(text)
     return JobOutcome(run.run_id, text, metrics | stage_metrics)

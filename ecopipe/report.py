@@ -10,6 +10,7 @@ from ecopipe.hardware import DeviceProfile
 from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
 from ecopipe.stages.inference import InferenceResult
+from ecopipe.units import eng
 
 
 def energy_basis(metrics: Mapping[str, float], attribution: Attribution) -> EnergyBasis:
@@ -168,7 +169,9 @@ def summary(
     result: InferenceResult,
     impact: ImpactResult,
     ess: SustainabilityResult,
+    data_choice: str,
 ) -> str:
+    """The job's answer in a few lines, every quantity in engineering notation (29.4 mJ, 6.03 µg)."""
     f = impact.factors
     per_1k = result.per_1k_samples(f.attribution)
     shown = {k: v for k, v in result.quality.items() if k in HEADLINE_QUALITY}
@@ -177,19 +180,20 @@ def summary(
     )
     lines = [
         f"ecopipe  {name}  on {profile.name} ({result.device}, tier {profile.tier})",
-        f"  energy      {per_1k.mean:.4g} J per 1,000 inferences ±{per_1k.ci95:.2g} (95% CI, "
+        f"  data        {data_choice}",
+        f"  energy      {eng(per_1k.mean, 'J')} per 1,000 inferences ±{eng(per_1k.ci95, 'J', 2)} (95% CI, "
         f"{len(result.trials)} trials, {f.attribution.value})  [{_energy_label(result)}]",
-        f"  CO2e        {impact.per_1k.co2e_g:.4g} g per 1,000 inferences  (region {f.region} "
+        f"  CO2e        {eng(impact.per_1k.co2e_g, 'g')} per 1,000 inferences  (region {f.region} "
         f"{f.region_name}: {f.carbon_intensity.value:.4g} g/kWh {f.carbon_basis}, PUE {f.pue.value:.3g})",
-        f"  water       {impact.per_1k.water_l * 1000:.4g} mL per 1,000 inferences  "
+        f"  water       {eng(impact.per_1k.water_l, 'L')} per 1,000 inferences  "
         f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh)",
         f"  ESS         {ess.ess:.4g}  ({ess.effective_params_m:.4g} M effective parameters)",
-        f"  throughput  {result.throughput.mean:.4g} inferences/s  (batch {result.batch_size})",
+        f"  throughput  {eng(result.throughput.mean)} inferences/s  (batch {result.batch_size})",
         f"  quality     {quality}",
     ]
     if impact.per_1k_tokens is not None:
         basis = "generated" if result.tokens == result.tokens_out else "prompt"
         counts = f"({result.tokens_in} in, {result.tokens_out} out over the run)"
         per_1k_tokens = impact.per_1k_tokens.energy_it_j
-        lines.insert(2, f"  tokens      {per_1k_tokens:.4g} J per 1,000 {basis} tokens {counts}")
+        lines.insert(3, f"  tokens      {eng(per_1k_tokens, 'J')} per 1,000 {basis} tokens {counts}")
     return "\n".join(lines)

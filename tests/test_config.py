@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from ecopipe.config import CONFIG_DIR, TASK_DATA, Config, ConfigError, validate
+from ecopipe.config import CONFIG_DIR, TASK_DATA, Config, ConfigError, dataset_choice, validate
 
 # Job groups; `experiment` presets are added with `+experiment=` and `hydra/launcher` belongs to Hydra.
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
@@ -63,6 +63,41 @@ def test_default_config_is_offline_sklearn(make_cfg):
     cfg = OmegaConf.to_object(make_cfg(fast=False))
     assert (cfg.model.name, cfg.dataset.name, cfg.region) == ("logistic_regression", "digits", "WORLD")
     assert cfg.dataset.source.value == "sklearn"
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_every_model_defaults_to_data_of_its_task(make_cfg, option):
+    """No model option needs a dataset= to compose into a valid job, with real or random weights."""
+    for overrides in ([f"model={option}"], [f"model={option}", "model.weights=random"]):
+        raw, _ = dataset_choice(make_cfg(*overrides, fast=False), overrides)
+        validate(OmegaConf.to_object(raw))
+
+
+HEADLINE = ["model=opt-2.7b", "precision=int8"]
+
+
+def test_headline_command_measures_wikitext(make_cfg):
+    raw, why = dataset_choice(make_cfg(*HEADLINE, fast=False), HEADLINE)
+    cfg = OmegaConf.to_object(raw)
+    validate(cfg)
+    assert (cfg.model.name, cfg.dataset.name, cfg.precision.name.value) == ("opt-2.7b", "wikitext", "int8")
+    assert why.startswith("wikitext (default for text_generation")
+
+
+def test_headline_command_with_random_weights_runs_offline_data(make_cfg):
+    overrides = [*HEADLINE, "model.weights=random", "dataset.limit=8"]
+    raw, why = dataset_choice(make_cfg(*overrides, fast=False), overrides)
+    cfg = OmegaConf.to_object(raw)
+    validate(cfg)
+    assert (cfg.dataset.name, cfg.dataset.source.value) == ("synthetic_text", "synthetic")
+    assert cfg.dataset.limit == 8  # a dataset.* key still applies to the synthetic twin
+    assert why.startswith("synthetic_text (default for text_generation with random weights")
+
+
+def test_a_named_dataset_is_kept_with_random_weights(make_cfg):
+    overrides = ["model=gpt2", "model.weights=random", "dataset=wikitext"]
+    raw, why = dataset_choice(make_cfg(*overrides, fast=False), overrides)
+    assert raw.dataset.name == "wikitext" and "chosen with dataset=" in why
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ def test_summary_states_source_and_region(make_cfg):
     text = run_job(make_cfg("region=FRA")).summary
     assert "cpu estimated_tdp (ESTIMATE)" in text
     assert "FRA" in text and "per 1,000 inferences" in text
+    assert "digits (default for tabular_classification" in text  # which data set, and why
 
 
 @pytest.mark.parametrize(

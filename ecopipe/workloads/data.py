@@ -18,13 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ecopipe.config import ConfigError, DataKind, DatasetConfig, DataSource
+from ecopipe.config import SYNTHETIC_OPTION, ConfigError, DataKind, DatasetConfig, DataSource
 
-SYNTHETIC_OPTION = {
-    DataKind.text: "synthetic_text",
-    DataKind.image: "synthetic_images",
-    DataKind.audio: "synthetic_audio",
-}
 INPUT_COLUMNS = {
     DataKind.text: ("text", "sentence", "content"),
     DataKind.image: ("image", "img"),
