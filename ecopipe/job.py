@@ -175,13 +175,17 @@ def footprint_stages(
     return impact, ess, report.impact_metrics(impact) | report.ess_metrics(ess)
 
 
-def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] = ()) -> JobOutcome:
+def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] | None = None) -> JobOutcome:
     """Everything that can be refused is refused before the MLflow run opens or anything loads.
 
     With `resume` (sweeps), a job whose config already has a FINISHED run is skipped unless rerun=true.
-    `overrides` (the command line's) tell a data set the user named from the model's default one.
+    `overrides` (the command line's) tell a data set the user named from the model's default one;
+    without them (a config composed by a caller) the data set is taken as configured.
     """
-    raw, data_choice = dataset_choice(raw, overrides)
+    if overrides is None:
+        data_choice = f"{raw.dataset.name} (as configured)"
+    else:
+        raw, data_choice = dataset_choice(raw, overrides)
     log.info("data set: %s", data_choice)
     plan = plan_job(raw)
     cfg, profile = plan.cfg, plan.profile

@@ -50,7 +50,7 @@ def test_summary_states_source_and_region(make_cfg):
     text = run_job(make_cfg("region=FRA")).summary
     assert "cpu estimated_tdp (ESTIMATE)" in text
     assert "FRA" in text and "per 1,000 inferences" in text
-    assert "digits (default for tabular_classification" in text  # which data set, and why
+    assert "data        digits (as configured)" in text  # which data set, and why
 
 
 @pytest.mark.parametrize(
@@ -114,6 +114,7 @@ def test_cli_default_job(tmp_path):
     done = run_cli("monitor=quick", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "per 1,000 inferences" in done.stdout
+    assert "data        digits (default for tabular_classification" in done.stdout
     assert (tmp_path / "mlflow.db").exists()
 
 
