@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: setup run test bench lint ui clean
+.PHONY: setup run test bench lint ui clean gpu-kit gpu-check-cpu
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+gpu-kit: $(STAMP)  ## wheels a bare GPU machine needs beyond its image, into .gpu-kit/ (needs the index)
+	$(BIN)/python -m bench.gpu.kit
+
+gpu-check-cpu: $(STAMP)  ## rehearse bench/gpu_check.sh on the CPU with a simulated GPU
+	bash bench/gpu_check.sh --cpu bench/results/gpu-cpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

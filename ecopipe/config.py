@@ -20,6 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from ecopipe.reference import TIERS
+from ecopipe.sensors.base import GPU_SOURCES, Source
 
 
 class Task(Enum):
@@ -84,6 +85,19 @@ class StrategyName(Enum):
 class CascadeTarget(Enum):
     accuracy_parity = "accuracy_parity"  # cheapest thresholds within `tolerance` of the heaviest member
     energy_budget = "energy_budget"  # most accurate thresholds within `energy_budget_j_per_1k`
+
+
+class GpuSensor(Enum):
+    """Which NVML source meters the GPU: `polling` forced, e.g. to compare it with the counter."""
+
+    auto = "auto"  # the energy counter, else instantaneous-power polling
+    counter = "counter"  # the counter only: no GPU figure rather than a fallback
+    polling = "polling"
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        forced = {"counter": (Source.NVML_COUNTER,), "polling": (Source.NVML_POWER_POLLING,)}
+        return forced.get(self.value, GPU_SOURCES)
 
 
 class Attribution(Enum):
@@ -169,6 +183,7 @@ class MonitorConfig:
     max_hz: float = 50.0
     frequency_hz: float | None = None  # pins the sampler's rate
     fake_gpu_watts: float | None = None  # CI only: a simulated GPU drawing this power
+    gpu_sensor: GpuSensor = GpuSensor.auto
     allow_shared_cpu: bool = False
 
 

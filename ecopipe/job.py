@@ -116,7 +116,12 @@ def plan_job(raw: DictConfig) -> JobPlan:
 
 def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
     cfg = plan.cfg
-    meter = machine_meter(plan.gpu_indices, cfg.monitor.fake_gpu_watts, plan.workload.synchronize)
+    meter = machine_meter(
+        plan.gpu_indices,
+        cfg.monitor.fake_gpu_watts,
+        plan.workload.synchronize,
+        cfg.monitor.gpu_sensor.sources,
+    )
     if isinstance(plan.workload, SelectionWorkload):  # members' costs are measured by the same sensors
         plan.workload.meter = meter
     meter.open()

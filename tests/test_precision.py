@@ -3,6 +3,8 @@ and a precision the device or the model cannot run is refused before anything lo
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import transformers
@@ -126,7 +128,12 @@ def test_cuda_precision_without_cuda_is_refused(make_cfg, client):
 
 # --- CUDA only: not run on the CPU-only CI machine ---------------------------------------------------
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+def needs_cuda(test):
+    """Marked `cuda` (bench/gpu_check.sh runs `pytest -m cuda`) and skipped where there is none."""
+    return pytest.mark.cuda(
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test)
+    )
 
 
 @needs_cuda
@@ -153,10 +160,22 @@ def test_cuda_compiled_engine(make_cfg, client):
 def test_cuda_weight_only_quantisation_or_clear_refusal(make_cfg, client, precision):
     import importlib.util
 
-    overrides = [*tiny("opt-125m"), *TEXT, f"precision={precision}", "hardware.device=cuda"]
+    # int4 groups 128 input features: the smallest shapes its kernels take.
+    shape = "{hidden_size:128,num_hidden_layers:2,num_attention_heads:2,ffn_dim:256,word_embed_proj_dim:128}"
+    overrides = [
+        "model=opt-125m",
+        "model.weights=random",
+        f"+model.config_overrides={shape}",
+        *TEXT,
+        f"precision={precision}",
+        "hardware.device=cuda",
+    ]
     if importlib.util.find_spec("torchao") is None:
         with pytest.raises(ConfigError, match="torchao"):
             run_job(make_cfg(*overrides))
         return
     _, tags = run(make_cfg, client, *overrides)
-    assert tags["ecopipe.dtype"].startswith(f"{precision} weight-only (torchao)")
+    held = re.match(
+        rf"{precision} weight-only \(torchao, (\d+) of (\d+) linear layers\)", tags["ecopipe.dtype"]
+    )
+    assert held and 0 < int(held[1]) <= int(held[2]), tags["ecopipe.dtype"]

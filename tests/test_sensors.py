@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, SensorUnavailable, Source
@@ -365,8 +367,27 @@ def test_discover_prefers_counter_then_polling(monkeypatch, caplog, tmp_path):
         sensors = discover_sensors([0, 7], None, None, powercap_root=tmp_path)  # index 7 does not exist
     gpus = [s for s in sensors if s.component is Component.GPU]
     assert [type(s) for s in gpus] == [NvmlPowerPollingSensor]
-    assert "counter unavailable" in caplog.text and "gpu7" in caplog.text
+    assert "nvml_counter unavailable" in caplog.text and "gpu7" in caplog.text
     gpus[0].close()
+
+
+@needs_pynvml
+def test_discover_forced_gpu_sensor(monkeypatch, caplog, tmp_path):
+    """monitor.gpu_sensor: `polling` is used even where the counter works; `counter` never falls back."""
+    FakeNvml(monkeypatch, energy_mj=[5], instant_mw=[100_000])
+    polling = (Source.NVML_POWER_POLLING,)
+    sensors = discover_sensors([0], None, None, powercap_root=tmp_path, gpu_sources=polling)
+    (gpu,) = [s for s in sensors if s.component is Component.GPU]
+    assert isinstance(gpu, NvmlPowerPollingSensor)
+    gpu.close()
+
+    FakeNvml(monkeypatch, instant_mw=[100_000])  # counter NotSupported
+    with caplog.at_level(logging.WARNING):
+        sensors = discover_sensors(
+            [0], None, None, powercap_root=tmp_path, gpu_sources=(Source.NVML_COUNTER,)
+        )
+    assert not any(s.component is Component.GPU for s in sensors)
+    assert "nvml_counter unavailable" in caplog.text and "GPU energy NOT measured" in caplog.text
 
 
 @needs_pynvml
@@ -452,3 +473,29 @@ def test_discover_fake_gpu_per_index(tmp_path):
         (FakeGpuSensor, "gpu0", Source.FAKE),
         (FakeGpuSensor, "gpu2", Source.FAKE),
     ]
+
+
+# ---------------------------------------------------------------- real NVML, on a GPU machine only
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_real_nvml_counter_and_polling_agree_under_steady_load():
+    """Both GPU sources read the same card over one 2-s window of back-to-back matrix products."""
+    counter, polling = NvmlCounterSensor(0), NvmlPowerPollingSensor(0)
+    a = torch.randn(4096, 4096, device="cuda")
+    for sensor in (counter, polling):
+        sensor.open()
+    try:
+        start = time.perf_counter()
+        before = (counter.read_joules(), polling.read_joules())
+        while time.perf_counter() - start < 2.0:
+            a = (a @ a).clamp_(-1, 1)
+            torch.cuda.synchronize()
+        after = (counter.read_joules(), polling.read_joules())
+    finally:
+        for sensor in (counter, polling):
+            sensor.close()
+    by_counter, by_polling = after[0] - before[0], after[1] - before[1]
+    assert by_counter > 2.0 * 20  # an active datacenter GPU draws well over 20 W
+    assert by_polling == pytest.approx(by_counter, rel=0.15)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 
-from ecopipe.sensors.base import Component, EnergySensor
+from ecopipe.sensors.base import GPU_SOURCES, Component, EnergySensor, Source
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,13 @@ Power = Energy
 
 @dataclass(frozen=True)
 class Window:
-    """What the sensors saw between two edges."""
+    """What the sensors saw between two edges, and when (wall clock) the edges were read."""
 
     energy: Energy
     duration_s: float
+    # Unix time of the edges, so another process's readings can be compared over the same window.
+    start_unix_s: float = float("nan")
+    end_unix_s: float = float("nan")
 
     @property
     def power(self) -> Power:
@@ -69,7 +72,8 @@ class Window:
 
 @dataclass(frozen=True)
 class Snapshot:
-    time_s: float
+    time_s: float  # the meter's monotonic clock: durations
+    unix_s: float  # wall clock, read with time_s: edges other processes can line up with
     joules: tuple[float, ...]  # one per sensor, in the meter's sensor order
 
 
@@ -124,7 +128,7 @@ class EnergyMeter:
     def snapshot(self) -> Snapshot:
         # Without a synchronize the GPU may still be running queued kernels: a window then reads 0 J.
         self._synchronize()
-        return Snapshot(self.clock(), tuple(sensor.read_joules() for sensor in self.sensors))
+        return Snapshot(self.clock(), time.time(), tuple(sensor.read_joules() for sensor in self.sensors))
 
     def since(self, start: Snapshot) -> Window:
         end = self.snapshot()
@@ -134,17 +138,22 @@ class EnergyMeter:
         per_component = {c.value: 0.0 for c in Component}
         for sensor, before, after in zip(self.sensors, start.joules, end.joules, strict=True):
             per_component[sensor.component.value] += after - before
-        return Window(Energy(**per_component), end.time_s - start.time_s)
+        return Window(Energy(**per_component), end.time_s - start.time_s, start.unix_s, end.unix_s)
 
 
 def machine_meter(
     gpu_indices: list[int],
     fake_gpu_watts: float | None = None,
     synchronize: Callable[[], None] = lambda: None,
+    gpu_sources: Sequence[Source] = GPU_SOURCES,
 ) -> EnergyMeter:
-    """A meter over the best sensors this machine has for the given GPUs, its CPU and its RAM (not opened)."""
+    """A meter over the best sensors this machine has for the given GPUs, its CPU and its RAM (not opened).
+
+    `gpu_sources` narrows the NVML sources tried, best first (`monitor.gpu_sensor`)."""
     from ecopipe.hardware import cpu_model_name, cpu_tdp_w
     from ecopipe.sensors.discovery import discover_sensors
 
-    sensors = discover_sensors(gpu_indices, cpu_model_name(), cpu_tdp_w(), fake_gpu_watts)
+    sensors = discover_sensors(
+        gpu_indices, cpu_model_name(), cpu_tdp_w(), fake_gpu_watts, gpu_sources=gpu_sources
+    )
     return EnergyMeter(sensors, synchronize=synchronize)

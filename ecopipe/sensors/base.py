@@ -32,6 +32,10 @@ class Source(StrEnum):
         return self in (Source.NVML_COUNTER, Source.NVML_POWER_POLLING, Source.RAPL)
 
 
+# The NVML sources a GPU is metered by, best first: the counter, else integrated instantaneous power.
+GPU_SOURCES = (Source.NVML_COUNTER, Source.NVML_POWER_POLLING)
+
+
 class SensorUnavailable(RuntimeError):
     """The hardware or library behind a sensor cannot be used here; discovery tries the next one."""
 

@@ -8,11 +8,12 @@ saying what is missing and why, because a degraded source changes what the numbe
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
 
-from ecopipe.sensors.base import Component, EnergySensor, SensorUnavailable
+from ecopipe.sensors.base import GPU_SOURCES, Component, EnergySensor, SensorUnavailable, Source
 from ecopipe.sensors.estimated import (
     BYTES_PER_GB,
     RAM_W_PER_GB,
@@ -26,20 +27,22 @@ from ecopipe.sensors.rapl import POWERCAP_ROOT, discover_rapl_zones
 
 log = logging.getLogger(__name__)
 
+_NVML_SENSORS = {Source.NVML_COUNTER: NvmlCounterSensor, Source.NVML_POWER_POLLING: NvmlPowerPollingSensor}
 
-def _gpu_sensor(index: int) -> EnergySensor | None:
-    try:
-        return NvmlCounterSensor(index)
-    except NvmlUnavailable as err:  # no library/driver: polling would fail the same way
-        log.warning("gpu%d: %s; GPU energy NOT measured for this device", index, err)
-        return None
-    except Exception as err:  # SensorUnavailable, or anything a driver/binding mismatch throws
-        log.warning("gpu%d: NVML energy counter unavailable (%s); falling back to power polling", index, err)
-    try:
-        return NvmlPowerPollingSensor(index)
-    except Exception as err:
-        log.warning("gpu%d: NVML power polling unavailable (%s); GPU energy NOT measured", index, err)
-        return None
+
+def _gpu_sensor(index: int, sources: Sequence[Source]) -> EnergySensor | None:
+    """The first of `sources` (NVML counter, power polling) that works on this GPU, or None (warned)."""
+    for position, source in enumerate(sources):
+        last = position + 1 == len(sources)
+        then = "GPU energy NOT measured" if last else f"falling back to {sources[position + 1].value}"
+        try:
+            return _NVML_SENSORS[source](index)
+        except NvmlUnavailable as err:  # no library/driver: every NVML sensor would fail the same way
+            log.warning("gpu%d: %s; GPU energy NOT measured for this device", index, err)
+            return None
+        except Exception as err:  # SensorUnavailable, or anything a driver/binding mismatch throws
+            log.warning("gpu%d: %s unavailable (%s); %s", index, source.value, err, then)
+    return None
 
 
 def discover_sensors(
@@ -48,20 +51,22 @@ def discover_sensors(
     cpu_tdp_w: float | None,
     fake_gpu_watts: float | None = None,
     powercap_root: str | Path = POWERCAP_ROOT,
+    gpu_sources: Sequence[Source] = GPU_SOURCES,
 ) -> list[EnergySensor]:
     """Sensors for the given GPUs, the CPU and the RAM, best source first.
 
     The caller must open() every returned sensor before its first read and close() it afterwards
     (the polling sensor runs a thread; NVML holds a reference). `fake_gpu_watts` replaces NVML by one
-    FakeGpuSensor per index (tests/CI only). `cpu_tdp_w` (e.g. looked up from `cpu_model`) feeds the
-    CPU estimate when RAPL is missing; `powercap_root` exists for tests.
+    FakeGpuSensor per index (tests/CI only); `gpu_sources` are the NVML sources to try, in order.
+    `cpu_tdp_w` (e.g. looked up from `cpu_model`) feeds the CPU estimate when RAPL is missing;
+    `powercap_root` exists for tests.
     """
     sensors: list[EnergySensor] = []
     for index in gpu_indices:
         if fake_gpu_watts is not None:
             sensors.append(FakeGpuSensor(fake_gpu_watts, device=f"gpu{index}"))
             continue
-        gpu = _gpu_sensor(index)
+        gpu = _gpu_sensor(index, gpu_sources)
         if gpu is not None:
             sensors.append(gpu)
 

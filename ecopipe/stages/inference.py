@@ -118,10 +118,17 @@ class InferenceResult:
 
 
 def trial_metrics(trial: TrialResult) -> dict[str, float]:
-    """One trial's figures, logged with the trial index as the MLflow step."""
+    """One trial's figures, logged with the trial index as the MLflow step.
+
+    The wall-clock edges let another process's readings (an independent NVML counter trace) be
+    compared with the job's over exactly the same window.
+    """
     return {
         "trial_energy_j": trial.window.energy.total,
+        **{f"trial_energy_j.{k}": v for k, v in trial.window.energy.as_dict().items() if k != "total"},
         "trial_window_s": trial.window.duration_s,
+        "trial_start_unix_s": trial.window.start_unix_s,
+        "trial_end_unix_s": trial.window.end_unix_s,
         "trial_samples": trial.samples,
         "trial_energy_per_1k_j": trial.window.energy.total * 1000 / trial.samples,
     }

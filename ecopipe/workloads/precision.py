@@ -228,14 +228,36 @@ def apply_precision(model: nn.Module, plan: PrecisionPlan) -> tuple[nn.Module, d
         return model, {"conv1d_converted": converted, "quantised_linear": quantised}
     from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
 
-    quantize_(model, Int8WeightOnlyConfig() if plan.method == "torchao_int8" else Int4WeightOnlyConfig())
-    return model, {}
+    # torchao's default int4 packing ("plain") needs the separate mslk kernels; "tile_packed_to_4d" runs
+    # on torch's own int4 matmul (tinygemm), so int4 works with torchao alone (0.17 and 0.18 alike).
+    int4 = Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")
+    quantize_(model, Int8WeightOnlyConfig() if plan.method == "torchao_int8" else int4)
+    quantised, linear = _torchao_linear_counts(model)
+    if quantised == 0:  # torchao skips layers whose shape its kernels cannot take, silently
+        raise ConfigError(
+            f"precision={plan.precision.value}: torchao quantised none of the model's {linear} linear layers "
+            "(int4 needs input features divisible by its group size, 128); use another precision."
+        )
+    return model, {"quantised_linear": quantised, "linear": linear}
+
+
+def _torchao_linear_counts(model: nn.Module) -> tuple[int, int]:
+    """(linear layers whose weight torchao replaced by a quantised tensor, all linear layers)."""
+    from torchao.utils import TorchAOBaseTensor
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return sum(isinstance(m.weight, TorchAOBaseTensor) for m in linears), len(linears)
 
 
 def describe_dtype(model: nn.Module, plan: PrecisionPlan) -> str:
     """What the weights actually hold after precision was applied."""
     if plan.method == "dynamic_int8":
         return DYNAMIC_INT8
+    if plan.method.startswith("torchao"):  # what the weights hold, counted: torchao skips some layers
+        quantised, linear = _torchao_linear_counts(model)
+        bits = plan.method.split("_")[1]
+        held = f"torchao, {quantised} of {linear} linear layers"
+        return f"{bits} weight-only ({held}), activations {plan.load_dtype}"
     if plan.method != "float":
         library, bits = plan.method.split("_")
         return f"{bits} weight-only ({library}), activations {plan.load_dtype}"
