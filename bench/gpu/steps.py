@@ -401,11 +401,13 @@ def cuda_tests(ctx: Context) -> StepResult:
         text=True,
     )
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", summary)}
+    counts = {
+        k.rstrip("s"): int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", summary)
+    }
     result = StepResult(
         figures=[
             Figure(k, counts.get(k, 0), "tests", "python -m pytest -m cuda tests")
-            for k in ("passed", "failed", "skipped")
+            for k in ("passed", "failed", "skipped", "error")
         ]
     )
     if done.returncode != 0:
