@@ -416,7 +416,7 @@ def cuda_tests(ctx: Context) -> StepResult:
     return result
 
 
-# In the order they run: the idle step first, while no process holds a CUDA context; the riskiest last.
+# In the order they run: the idle step first, while no process holds a CUDA context; the longest last.
 STEPS: dict[str, Callable[[Context], StepResult]] = {
     "idle": idle,
     "counter": counter,
@@ -424,8 +424,8 @@ STEPS: dict[str, Callable[[Context], StepResult]] = {
     "precisions": precisions,
     "headline": headline,
     "sweep": sweep,
-    "engines": engines,
     "pytest": cuda_tests,
+    "engines": engines,  # compiling two shapes of a 1.3B model can take minutes: last, with what time is left
 }
 
 
