@@ -100,6 +100,13 @@ class GpuSensor(Enum):
         return forced.get(self.value, GPU_SOURCES)
 
 
+class RamEstimate(Enum):
+    """What an estimated RAM figure charges the job for, where RAPL has no dram zone."""
+
+    job = "job"  # the memory the job's processes hold (resident set) x W per GB
+    machine = "machine"  # the machine's installed memory x W per GB: the whole machine's memory
+
+
 class Attribution(Enum):
     gross = "gross"  # everything the devices drew in the window: idle power is a real cost
     net = "net"  # gross minus the idle baseline: what the workload added
@@ -169,6 +176,7 @@ class HardwareConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     profile: str | None = None  # a key of the hardware table (h100, t4...); None detects it
     tier: str | None = None  # overrides the profile's tier (datacenter, desktop, edge, mobile...)
+    cpu_model: str | None = None  # replaces the detected CPU model string (what-if estimates, tests)
 
 
 @dataclass
@@ -184,6 +192,7 @@ class MonitorConfig:
     frequency_hz: float | None = None  # pins the sampler's rate
     fake_gpu_watts: float | None = None  # CI only: a simulated GPU drawing this power
     gpu_sensor: GpuSensor = GpuSensor.auto
+    ram_estimate: RamEstimate = RamEstimate.job  # without RAPL dram: charge held or installed memory
     allow_shared_cpu: bool = False
 
 

@@ -125,7 +125,7 @@ def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
     """The profile of the device the job measures: the GPU when it uses one, else the CPU."""
     profiles = hardware_profiles()
     index = gpu_index(device)
-    detected = gpu_model_name(index) if index is not None else cpu_model_name()
+    detected = gpu_model_name(index) if index is not None else cfg.cpu_model or cpu_model_name()
     if cfg.profile is not None:
         if cfg.profile not in profiles:
             raise ConfigError(
@@ -142,11 +142,14 @@ def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
     if row is not None:
         key = next(k for k, v in profiles.items() if v == row)
         return _from_table(key, row, detected, cfg.tier)
-    server = any(word in detected.lower() for word in _SERVER_CPU_WORDS)
+    # A CUDA device missing from the table is most likely a data-centre card (the table lists the
+    # common consumer ones): assuming a desktop would drop the PUE and on-site water (CO2e 36% low).
+    server = index is not None or any(word in detected.lower() for word in _SERVER_CPU_WORDS)
     tier = cfg.tier or ("datacenter" if server else "desktop")
     log.warning(
-        "hardware %r is not in the hardware table: tier %s assumed (set hardware.profile or "
+        "%s %r is not in the hardware table: tier %s assumed (set hardware.profile or "
         "hardware.tier to change it).",
+        "CUDA device" if index is not None else "CPU",
         detected,
         tier,
     )
@@ -161,12 +164,10 @@ def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
     )
 
 
-def cpu_tdp_w() -> float | None:
-    """The CPU TDP for the estimated CPU sensor: from the table when the CPU is in it."""
-    row = match_hardware(cpu_model_name())
-    if row is not None and row.kind == "cpu":
-        return row.tdp_w
-    return None
+def cpu_table_row(model: str) -> HardwareProfile | None:
+    """The hardware table's row for a CPU model string (TDP, threads per package), if it lists one."""
+    row = match_hardware(model)
+    return row if row is not None and row.kind == "cpu" else None
 
 
 def environment() -> dict[str, object]:

@@ -121,6 +121,8 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
         cfg.monitor.fake_gpu_watts,
         plan.workload.synchronize,
         cfg.monitor.gpu_sensor.sources,
+        cpu_model=cfg.hardware.cpu_model,
+        ram_estimate=cfg.monitor.ram_estimate.value,
     )
     if isinstance(plan.workload, SelectionWorkload):  # members' costs are measured by the same sensors
         plan.workload.meter = meter
@@ -133,6 +135,7 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
             cfg.batch_size,
             plan.gpu_indices,
             record=lambda metrics, step: run.log_metrics(metrics, step=step),
+            idle_key=f"{identity_tags(cfg)['ecopipe.model']}:{cfg.precision.name.value}",
         )
     finally:
         meter.close()

@@ -74,6 +74,8 @@ class HardwareProfile:
     embodied_kgco2e: float | None
     source: str
     year: int | None
+    memory_bandwidth_gb_s: float | None = None
+    threads_per_package: int | None = None  # CPUs: hardware threads of one package (TDP is per package)
 
 
 class UnknownRegionError(ValueError):
@@ -92,6 +94,10 @@ def _table(name: str) -> tuple[dict[str, str], ...]:
 
 def _num(cell: str) -> float | None:
     return float(cell) if cell else None
+
+
+def _int(cell: str) -> int | None:
+    return int(float(cell)) if cell else None
 
 
 def _year(cell: str) -> int | None:
@@ -291,6 +297,11 @@ _HW_KEYS: dict[str, tuple[str, str]] = {
     "NVIDIA Tesla V100 SXM2 32GB": ("v100", "v100"),
     "NVIDIA Tesla V100 PCIe 16GB": ("v100_pcie", "v100 pcie"),
     "NVIDIA L40S 48GB": ("l40s", "l40s"),
+    "NVIDIA A10G": ("a10g", "a10g"),
+    "NVIDIA A40": ("a40", "a40"),
+    "NVIDIA H800 SXM 80GB": ("h800", "h800"),
+    "NVIDIA GH200 480GB": ("gh200", "gh200"),
+    "NVIDIA RTX A6000": ("rtx_a6000", "rtx a6000"),
     "NVIDIA GeForce RTX 4090": ("rtx4090", "rtx 4090"),
     "NVIDIA GeForce RTX 3090": ("rtx3090", "rtx 3090"),
     "NVIDIA GeForce GTX 1650": ("gtx1650", "gtx 1650"),
@@ -354,6 +365,8 @@ def hardware_profiles() -> dict[str, HardwareProfile]:
             embodied_kgco2e=_num(r["embodied_kgco2e"]),
             source=r["source"],
             year=_year(r["year"]),
+            memory_bandwidth_gb_s=_num(r["memory_bandwidth_gb_s"]),
+            threads_per_package=_int(r["threads_per_package"]),
         )
         out[_hw_key(r["name"])] = profile
     return out

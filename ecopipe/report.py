@@ -114,7 +114,10 @@ def impact_metrics(impact: ImpactResult) -> dict[str, float]:
 
 def impact_tags(impact: ImpactResult) -> dict[str, str]:
     f = impact.factors
+    # An ESS over zero or negative CO2e is not defined: say so rather than leave the metric missing.
+    ess = "defined" if impact.per_1k.co2e_g > 0 else f"not defined: {f.attribution.value} CO2e <= 0"
     return {
+        "ecopipe.ess": ess,
         "ecopipe.region": f.region,
         "ecopipe.region_name": f.region_name,
         "ecopipe.attribution": f.attribution.value,
@@ -141,6 +144,9 @@ def source_tags(result: InferenceResult) -> dict[str, str]:
     tags["energy_complete"] = str(not gpu_missing).lower()
     tags |= {f"energy_measured.{c}": str(m).lower() for c, m in result.measured.items()}
     tags |= {f"energy_resolution_s.{c}": f"{r:g}" for c, r in result.resolution_s.items()}
+    tags |= {f"energy_method.{c}": m for c, m in result.methods.items()}
+    if result.idle_measured:
+        tags["ecopipe.net_negative"] = str(result.net_negative).lower()
     return tags
 
 
@@ -157,6 +163,16 @@ def _energy_label(result: InferenceResult) -> str:
         else:
             parts.append(f"{component} {source}" + ("" if result.measured[component] else " (ESTIMATE)"))
     return ", ".join(parts)
+
+
+def _ess_text(ess: SustainabilityResult, impact: ImpactResult) -> str:
+    if math.isfinite(ess.ess):
+        return f"{ess.ess:.4g}"
+    f = impact.factors
+    return (
+        f"not defined ({f.attribution.value} CO2e {impact.per_1k.co2e_g:.3g} g per 1,000 inferences: "
+        "the windows drew no more than the idle baseline)"
+    )
 
 
 # The summary's quality line; every other quality figure is in MLflow.
@@ -187,10 +203,17 @@ def summary(
         f"{f.region_name}: {f.carbon_intensity.value:.4g} g/kWh {f.carbon_basis}, PUE {f.pue.value:.3g})",
         f"  water       {eng(impact.per_1k.water_l, 'L')} per 1,000 inferences  "
         f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh)",
-        f"  ESS         {ess.ess:.4g}  ({ess.effective_params_m:.4g} M effective parameters)",
+        f"  ESS         {_ess_text(ess, impact)}  ({ess.effective_params_m:.4g} M effective parameters)",
         f"  throughput  {eng(result.throughput.mean)} inferences/s  (batch {result.batch_size})",
         f"  quality     {quality}",
     ]
+    estimated = {c: m for c, m in result.methods.items() if not result.measured[c]}
+    if estimated:
+        lines.append(
+            "  estimates   "
+            + "; ".join(f"{c}: {m}" for c, m in estimated.items())
+            + ". Estimated energy follows wall time, not what the hardware drew."
+        )
     if impact.per_1k_tokens is not None:
         basis = "generated" if result.tokens == result.tokens_out else "prompt"
         counts = f"({result.tokens_in} in, {result.tokens_out} out over the run)"

@@ -125,10 +125,21 @@ class EnergyMeter:
         for sensor in self.sensors:
             sensor.close()
 
+    @property
+    def methods(self) -> dict[str, str]:
+        """Component -> how its estimate is made ('; '-joined), for components that have one."""
+        found: dict[str, list[str]] = {}
+        for sensor in self.sensors:
+            if sensor.method and sensor.method not in found.setdefault(sensor.component.value, []):
+                found[sensor.component.value].append(sensor.method)
+        return {component: "; ".join(methods) for component, methods in found.items() if methods}
+
     def snapshot(self) -> Snapshot:
         # Without a synchronize the GPU may still be running queued kernels: a window then reads 0 J.
         self._synchronize()
-        return Snapshot(self.clock(), time.time(), tuple(sensor.read_joules() for sensor in self.sensors))
+        # One timestamp for the whole snapshot: models compute their energy at it (read_joules_at).
+        now = self.clock()
+        return Snapshot(now, time.time(), tuple(sensor.read_joules_at(now) for sensor in self.sensors))
 
     def since(self, start: Snapshot) -> Window:
         end = self.snapshot()
@@ -146,14 +157,27 @@ def machine_meter(
     fake_gpu_watts: float | None = None,
     synchronize: Callable[[], None] = lambda: None,
     gpu_sources: Sequence[Source] = GPU_SOURCES,
+    cpu_model: str | None = None,
+    ram_estimate: str = "job",
 ) -> EnergyMeter:
     """A meter over the best sensors this machine has for the given GPUs, its CPU and its RAM (not opened).
 
-    `gpu_sources` narrows the NVML sources tried, best first (`monitor.gpu_sensor`)."""
-    from ecopipe.hardware import cpu_model_name, cpu_tdp_w
+    `gpu_sources` narrows the NVML sources tried, best first (`monitor.gpu_sensor`); `cpu_model`
+    replaces the detected CPU model for the estimate (hardware.cpu_model); `ram_estimate` is
+    monitor.ram_estimate (job | machine).
+    """
+    from ecopipe.hardware import cpu_model_name, cpu_table_row
     from ecopipe.sensors.discovery import discover_sensors
 
+    model = cpu_model or cpu_model_name()
+    row = cpu_table_row(model)
     sensors = discover_sensors(
-        gpu_indices, cpu_model_name(), cpu_tdp_w(), fake_gpu_watts, gpu_sources=gpu_sources
+        gpu_indices,
+        model,
+        row.tdp_w if row else None,
+        fake_gpu_watts,
+        gpu_sources=gpu_sources,
+        cpu_threads_per_package=row.threads_per_package if row else None,
+        ram_estimate=ram_estimate,
     )
     return EnergyMeter(sensors, synchronize=synchronize)

@@ -53,6 +53,7 @@ class PowerSampler:
         max_hz: float = 50.0,
         frequency_hz: float | None = None,
     ) -> None:
+        self._sensors = list(sensors)
         self._specs = [spec for s in sensors if (spec := s.probe_spec()) is not None]
         self._gpus = list(gpu_indices)
         self.min_hz, self.max_hz, self.frequency_hz = min_hz, max_hz, frequency_hz
@@ -78,6 +79,11 @@ class PowerSampler:
             stdout=subprocess.PIPE,
             text=True,
         )
+        # Before any read can see it: the sampler is the observer, not the workload. An estimate
+        # built on the job's CPU time or memory leaves it out (a counter cannot, so the sampler runs
+        # through the idle baseline too and both sides of net carry it).
+        for sensor in self._sensors:
+            sensor.exclude_process(self._process.pid)
         assert self._process.stdout is not None
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while self._process.stdout.readline().strip() != "ready":

@@ -21,15 +21,24 @@ class Source(StrEnum):
     """How an energy figure was obtained; travels with every number into MLflow and the tables."""
 
     NVML_COUNTER = "nvml_counter"
-    NVML_POWER_POLLING = "nvml_power_polling"
+    NVML_POWER_POLLING = "nvml_power_polling"  # the instantaneous power field
+    # nvmlDeviceGetPowerUsage where the instant field is missing: a 1-s average on Ampere and newer, so
+    # energy leaks across window edges; a measurement, but a lagged one
+    NVML_AVG_POWER_POLLING = "nvml_avg_power_polling"
     RAPL = "rapl"
-    ESTIMATED_TDP = "estimated_tdp"
-    ESTIMATED_PER_GB = "estimated_per_gb"
+    ESTIMATED_TDP = "estimated_tdp"  # the job's threads' share of package TDP on a load curve
+    ESTIMATED_RSS = "estimated_rss"  # the memory the job's processes hold x W per GB
+    ESTIMATED_PER_GB = "estimated_per_gb"  # the machine's installed memory x W per GB (opt-in)
     FAKE = "fake"  # test double for hardware this machine lacks; never used outside tests
 
     @property
     def is_measurement(self) -> bool:
-        return self in (Source.NVML_COUNTER, Source.NVML_POWER_POLLING, Source.RAPL)
+        return self in _MEASUREMENTS
+
+
+_MEASUREMENTS = frozenset(
+    {Source.NVML_COUNTER, Source.NVML_POWER_POLLING, Source.NVML_AVG_POWER_POLLING, Source.RAPL}
+)
 
 
 # The NVML sources a GPU is metered by, best first: the counter, else integrated instantaneous power.
@@ -47,6 +56,7 @@ class EnergySensor(ABC):
     source: Source
     device: str  # "gpu0", "package-0", "cpu", ...
     resolution_s: float  # how often the underlying value refreshes
+    method: str = ""  # for a model (an estimate): how its figure is made, in one line
 
     def open(self) -> None:  # noqa: B027 - optional hook: polling sensors start their thread here
         """Start whatever the sensor needs before its first read."""
@@ -57,6 +67,19 @@ class EnergySensor(ABC):
     @abstractmethod
     def read_joules(self) -> float:
         """Energy in joules since an arbitrary origin fixed at open(); monotonic while open."""
+
+    def read_joules_at(self, now: float) -> float:
+        """The same read, for a snapshot taken at `now` on the meter's clock.
+
+        Counters ignore `now`: their value is what the hardware holds. A model (an estimate, the fake
+        GPU) computes energy from elapsed time, so it must use the snapshot's one timestamp: reading its
+        own clock a few milliseconds later at each edge skews a constant-power window against its
+        duration (a 2% idle/trial difference seen on review).
+        """
+        return self.read_joules()
+
+    def exclude_process(self, pid: int) -> None:  # noqa: B027 - only process-based models use it
+        """Leave process `pid` (the sampler, a child of the job) out of what this sensor charges."""
 
     def power_watts(self) -> float | None:
         """Instantaneous power for the sampler's trace, or None where the sensor has no such field."""

@@ -1,8 +1,9 @@
 """Pick the best available sensor for every GPU, the CPU and the RAM; never crash on missing hardware.
 
-Order: GPU: NVML counter > NVML instantaneous-power polling > nothing (warned). CPU: RAPL packages >
-TDP estimate. RAM: RAPL dram > per-GB estimate. Each degradation is logged as a warning, one line
-saying what is missing and why, because a degraded source changes what the numbers mean.
+Order: GPU: NVML counter > NVML power polling > nothing (warned). CPU: RAPL packages > the job's share
+of package TDP on a load curve. RAM: RAPL dram (only where every package has one) > the memory the job
+holds x W/GB (or the machine's installed memory, on request). Each degradation is logged as a warning,
+one line saying what is missing and why, because a degraded source changes what the numbers mean.
 """
 
 from __future__ import annotations
@@ -14,13 +15,8 @@ from pathlib import Path
 import psutil
 
 from ecopipe.sensors.base import GPU_SOURCES, Component, EnergySensor, SensorUnavailable, Source
-from ecopipe.sensors.estimated import (
-    BYTES_PER_GB,
-    RAM_W_PER_GB,
-    EstimatedCpuSensor,
-    EstimatedRamSensor,
-    cpu_estimate_defaults,
-)
+from ecopipe.sensors.cpu_share import visible_cpus
+from ecopipe.sensors.estimated import BYTES_PER_GB, EstimatedCpuSensor, EstimatedRamSensor, cpu_share
 from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.sensors.nvml import NvmlCounterSensor, NvmlPowerPollingSensor, NvmlUnavailable
 from ecopipe.sensors.rapl import POWERCAP_ROOT, discover_rapl_zones
@@ -45,6 +41,9 @@ def _gpu_sensor(index: int, sources: Sequence[Source]) -> EnergySensor | None:
     return None
 
 
+RAM_ESTIMATES = ("job", "machine")
+
+
 def discover_sensors(
     gpu_indices: list[int],
     cpu_model: str | None,
@@ -52,15 +51,23 @@ def discover_sensors(
     fake_gpu_watts: float | None = None,
     powercap_root: str | Path = POWERCAP_ROOT,
     gpu_sources: Sequence[Source] = GPU_SOURCES,
+    *,
+    cpu_threads_per_package: int | None = None,
+    job_cpus: float | None = None,
+    ram_estimate: str = "job",
 ) -> list[EnergySensor]:
     """Sensors for the given GPUs, the CPU and the RAM, best source first.
 
     The caller must open() every returned sensor before its first read and close() it afterwards
     (the polling sensor runs a thread; NVML holds a reference). `fake_gpu_watts` replaces NVML by one
     FakeGpuSensor per index (tests/CI only); `gpu_sources` are the NVML sources to try, in order.
-    `cpu_tdp_w` (e.g. looked up from `cpu_model`) feeds the CPU estimate when RAPL is missing;
-    `powercap_root` exists for tests.
+    Without RAPL, the CPU estimate charges the job's visible CPUs (`job_cpus`, else affinity capped by
+    the cgroup quota) their share of `cpu_tdp_w` over `cpu_threads_per_package` (both from the hardware
+    table for `cpu_model`). `ram_estimate` is `job` (the memory the job holds) or `machine` (installed
+    memory). `powercap_root` exists for tests.
     """
+    if ram_estimate not in RAM_ESTIMATES:
+        raise ValueError(f"ram_estimate={ram_estimate!r}; allowed: {', '.join(RAM_ESTIMATES)}")
     sensors: list[EnergySensor] = []
     for index in gpu_indices:
         if fake_gpu_watts is not None:
@@ -81,25 +88,33 @@ def discover_sensors(
     if cpu:
         sensors += cpu
     else:
-        n_cores = psutil.cpu_count(logical=True) or 0
-        tdp, idle, note = cpu_estimate_defaults(n_cores, cpu_tdp_w)
+        visible = visible_cpus()
+        threads = job_cpus if job_cpus is not None else visible.count
+        note = "given" if job_cpus is not None else visible.note
+        share = cpu_share(threads, cpu_tdp_w, cpu_threads_per_package, cpu_model, note)
+        sensor = EstimatedCpuSensor(share)
         log.warning(
-            "CPU energy is an ESTIMATE (estimated_tdp), no readable RAPL package under %s; CPU %r: %s",
+            "CPU energy is an ESTIMATE (estimated_tdp), no readable RAPL package under %s: %s",
             powercap_root,
-            cpu_model or "unknown model",
-            note,
+            sensor.method,
         )
-        sensors.append(EstimatedCpuSensor(tdp, idle, max(n_cores, 1)))
+        sensors.append(sensor)
 
-    if ram:
+    if ram and len(ram) == len(cpu):
         sensors += ram
     else:
-        gb = psutil.virtual_memory().total / BYTES_PER_GB
+        if ram:  # a dram zone on some packages only: the others' memory would be left out
+            log.warning(
+                "RAPL has a dram zone on %d of %d packages: RAM is estimated rather than half-measured",
+                len(ram),
+                len(cpu),
+            )
+        if ram_estimate == "machine":
+            sensor = EstimatedRamSensor.installed(psutil.virtual_memory().total / BYTES_PER_GB)
+        else:
+            sensor = EstimatedRamSensor.held_by_job()
         log.warning(
-            "RAM energy is an ESTIMATE (estimated_per_gb), no RAPL dram zone: %.3f W/GB x %.1f GiB = %.1f W",
-            RAM_W_PER_GB,
-            gb,
-            RAM_W_PER_GB * gb,
+            "RAM energy is an ESTIMATE (%s), no RAPL dram zone: %s", sensor.source.value, sensor.method
         )
-        sensors.append(EstimatedRamSensor(RAM_W_PER_GB, gb))
+        sensors.append(sensor)
     return sensors

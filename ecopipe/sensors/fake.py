@@ -61,10 +61,13 @@ class FakeGpuSensor(EnergySensor):
         self._t0, self._last_s, self._joules = self._clock(), 0.0, 0.0
 
     def read_joules(self) -> float:
+        return self.read_joules_at(self._clock())
+
+    def read_joules_at(self, at: float) -> float:
         if self._t0 is None:
             raise RuntimeError(f"{self!r} read before open()")
         with self._lock:
-            now = self._clock() - self._t0
+            now = at - self._t0
             span = now - self._last_s
             if span > 0:
                 n = min(_MAX_STEPS, max(1, math.ceil(span / _STEP_S)))

@@ -86,6 +86,11 @@ class _NvmlDevice:
             raise _explain(self.nv, err, index, "nvmlDeviceGetHandleByIndex") from err
         self._instant: bool | None = None  # decided by the first power read
 
+    @property
+    def instant(self) -> bool:
+        """Whether power_w() reads the instantaneous field (False: the 1-s average); after one read."""
+        return bool(self._instant)
+
     def close(self) -> None:
         if getattr(self, "_closed", False):
             return
@@ -180,8 +185,9 @@ class NvmlCounterSensor(EnergySensor):
 class NvmlPowerPollingSensor(EnergySensor):
     """Fallback: a daemon thread polls instantaneous power every `period_s` and integrates it.
 
-    Power comes from NVML_FI_DEV_POWER_INSTANT where the driver has it, else nvmlDeviceGetPowerUsage
-    (a 1-s average on some GPUs: see _NvmlDevice.power_w). read_joules() takes one more sample at the
+    Power comes from NVML_FI_DEV_POWER_INSTANT where the driver has it (source nvml_power_polling),
+    else nvmlDeviceGetPowerUsage (a 1-s average on some GPUs, see _NvmlDevice.power_w; source
+    nvml_avg_power_polling). read_joules() takes one more sample at the
     call so the integral ends exactly at the window edge. Under bursty load this reads low (12% on an
     H100, DESIGN.md section 4): the counter is preferred wherever it exists.
     """
@@ -204,6 +210,8 @@ class NvmlPowerPollingSensor(EnergySensor):
         except SensorUnavailable:
             self._dev.close()
             raise
+        # The probe decided which field feeds the integral: the 1-s average gets its own label.
+        self.source = Source.NVML_POWER_POLLING if self._dev.instant else Source.NVML_AVG_POWER_POLLING
         self._lock = threading.Lock()  # orders samples between the thread and read_joules()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

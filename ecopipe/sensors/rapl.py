@@ -20,6 +20,11 @@ from ecopipe.sensors.base import Component, EnergySensor, SensorUnavailable, Sou
 log = logging.getLogger(__name__)
 
 POWERCAP_ROOT = "/sys/class/powercap"
+# A package drawing this much would wrap its counter fastest; no CPU package draws 1 kW (an assumed
+# bound). One counter range at that power is the longest span between two reads that still tells a
+# single wrap from two: ~65 s for AMD's ~65 kJ range, ~262 s for Intel's ~262 kJ.
+PEAK_PACKAGE_W = 1000.0
+GUARD_PERIOD_MAX_S = 60.0
 _PACKAGE_RE = re.compile(r"intel-rapl:(\d+)")
 _SUBZONE_RE = re.compile(r"intel-rapl:(\d+):(\d+)")
 
@@ -54,15 +59,23 @@ def _permission_message(path: Path) -> str:
 class RaplSensor(EnergySensor):
     """One RAPL zone: a package (component CPU) or its dram subzone (component RAM).
 
-    Accumulates counter deltas across wraps, so read_joules() is monotonic while open. power_watts()
-    gives the mean power since its previous call and also accumulates, so a sampler calling it keeps
-    wraps detectable in long windows.
+    Accumulates counter deltas across wraps, so read_joules() is monotonic while open. The job reads
+    only at window edges, and a window longer than one counter range would silently lose a range: so
+    while open, a daemon thread reads the counter every half of the safe span (see PEAK_PACKAGE_W; one
+    sysfs read per 30-60 s costs the workload nothing). A span between reads longer than the safe
+    one (the thread starved) is counted in `unverified_spans` and warned about: that window's energy
+    may miss whole ranges.
     """
 
     source = Source.RAPL
     resolution_s = 0.001  # RAPL updates about every millisecond
 
-    def __init__(self, zone_path: str | Path, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        zone_path: str | Path,
+        clock: Callable[[], float] = time.perf_counter,
+        guard_period_s: float | None = None,
+    ) -> None:
         self.zone = Path(zone_path)
         self._clock = clock
         self._energy_file = self.zone / "energy_uj"
@@ -81,10 +94,16 @@ class RaplSensor(EnergySensor):
             self.component, self.device = Component.CPU, name
         else:
             raise ValueError(f"{self.zone} is a {name!r} zone: only package and dram zones are used")
-        self._lock = threading.Lock()  # the sampler thread and the window edges both read
+        self._lock = threading.Lock()  # the guard thread and the window edges both read
         self._total_uj = 0
         self._opened = False
         self._last_power: tuple[float, int] | None = None  # (t, total uJ) at the last power_watts()
+        self.safe_span_s = self.max_range_uj / 1e6 / PEAK_PACKAGE_W
+        self.guard_period_s = guard_period_s or min(self.safe_span_s / 2, GUARD_PERIOD_MAX_S)
+        self._read_at: float | None = None  # clock time of the latest counter read
+        self.unverified_spans = 0
+        self._stop = threading.Event()
+        self._guard: threading.Thread | None = None
 
     def _accumulate(self) -> int:
         with self._lock:
@@ -92,13 +111,41 @@ class RaplSensor(EnergySensor):
                 cur = int(_read_text(self._energy_file))
             except PermissionError as err:
                 raise SensorUnavailable(_permission_message(self._energy_file)) from err
+            now = self._clock()
+            if self._read_at is not None and now - self._read_at > self.safe_span_s:
+                self.unverified_spans += 1
+                log.warning(
+                    "%s: %.0f s between two RAPL reads, longer than one counter range at %g W (%.0f s): "
+                    "energy over that span may miss whole wraps",
+                    self.label,
+                    now - self._read_at,
+                    PEAK_PACKAGE_W,
+                    self.safe_span_s,
+                )
             self._total_uj += counter_delta(self._prev, cur, self.max_range_uj)
-            self._prev = cur
+            self._prev, self._read_at = cur, now
             return self._total_uj
 
+    def poll(self) -> None:
+        """One guard read: accumulates the counter so no wrap goes unseen between window edges."""
+        self._accumulate()
+
+    def _guard_loop(self) -> None:
+        while not self._stop.wait(self.guard_period_s):
+            try:
+                self.poll()
+            except SensorUnavailable as err:  # permission revoked: the next edge read raises it
+                log.warning("%s: RAPL guard read failed: %s", self.label, err)
+                return
+
     def open(self) -> None:
+        self._read_at = None
         self._accumulate()
         self._total_uj, self._opened, self._last_power = 0, True, None
+        self.unverified_spans = 0
+        self._stop.clear()
+        self._guard = threading.Thread(target=self._guard_loop, name=f"rapl-guard-{self.device}", daemon=True)
+        self._guard.start()
 
     def read_joules(self) -> float:
         if not self._opened:
@@ -119,6 +166,10 @@ class RaplSensor(EnergySensor):
 
     def close(self) -> None:
         self._opened = False
+        self._stop.set()
+        if self._guard is not None:
+            self._guard.join(timeout=1.0)
+            self._guard = None
 
 
 def _subzones(root: Path, package: Path, index: str) -> list[Path]:

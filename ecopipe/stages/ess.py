@@ -11,7 +11,9 @@ from ecopipe.stages.impact import JOULES_PER_KWH, ImpactResult
 @dataclass(frozen=True)
 class SustainabilityResult:
     effective_params_m: float
-    ess: float  # effective parameters (M) / gCO2e per 1,000 inferences: independent of the run's size
+    # effective parameters (M) / gCO2e per 1,000 inferences: independent of the run's size; NaN (not
+    # defined) where that CO2e is zero or negative, as net CO2e is when a window drew less than idle
+    ess: float
     ess_run: float  # the same over the whole run's CO2e (ML-EcoLyzer's formula, for comparison)
     ecep_wh_per_mparam: float  # Wh per 1,000 inferences / effective parameters (M)
 

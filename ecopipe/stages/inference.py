@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 # A window shorter than this many sensor refreshes is dominated by quantisation (DESIGN.md section 4).
 SHORTEST_WINDOW_REFRESHES = 10
 
-# Idle power per (sensors, device state), kept for the length of a sweep run in one process.
+# Idle power per (sensors, device state with the model and precision), kept for a sweep's process:
+# another model or precision holds other memory and clocks, so it gets its own baseline.
 _IDLE_CACHE: dict[tuple[str, ...], Power] = {}
 
 
@@ -45,6 +46,7 @@ class InferenceResult:
     device: str
     sources: dict[str, str]  # component -> nvml_counter | nvml_power_polling | rapl | estimated_tdp ...
     measured: dict[str, bool]  # component -> a measurement (True) or an estimate (False)
+    methods: dict[str, str]  # component -> how its estimate is made (components with a model only)
     resolution_s: dict[str, float]  # component -> the coarsest refresh period of its sensors
     facts: ModelFacts
     load: Window
@@ -93,6 +95,11 @@ class InferenceResult:
     @property
     def net(self) -> Energy:
         return self.gross - self.idle
+
+    @property
+    def net_negative(self) -> bool:
+        """The windows drew less than the idle baseline: net figures (and a net ESS) mean nothing."""
+        return self.idle_measured and self.net.total < 0
 
     def trial_energy(self, trial: TrialResult, attribution: Attribution) -> Energy:
         gross = trial.window.energy
@@ -190,11 +197,13 @@ def run_inference(
     gpu_indices: Sequence[int] = (),
     sleep: Callable[[float], None] = time.sleep,
     record: Callable[[dict[str, float], int], object] = lambda metrics, step: None,
+    idle_key: str = "",
 ) -> InferenceResult:
     """Run the whole protocol; the meter's sensors must already be open.
 
     `record(metrics, step)` receives each phase's figures as soon as they are measured (the job logs
     them to MLflow), so a failure later in the stage loses nothing that was already measured.
+    `idle_key` (model and precision) keys the cached idle baseline.
     """
     coarsest = max(meter.resolution_s.values(), default=0.0)
     for key in ("idle_s", "min_window_s"):
@@ -217,16 +226,17 @@ def run_inference(
     for batch in list(workload.batches())[: monitor.warmup_batches]:
         workload.predict(batch)
     workload.synchronize()
-    idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:model_loaded", sleep)
-    if idle is not None:
-        record({f"idle_power_w.{k}": v for k, v in idle.as_dict().items()}, 0)
-
+    # The sampler runs through the baseline too: a counter (RAPL, NVML) cannot leave its draw out, so
+    # both sides of net carry it; estimates leave its process out (PowerSampler.start).
     sampler = PowerSampler(meter.sensors, gpu_indices, monitor.min_hz, monitor.max_hz, monitor.frequency_hz)
     trials: list[TrialResult] = []
     latencies: list[float] = []
     quality_outputs: list[object] = []
     sampler.start()
     try:
+        idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:{idle_key}:model_loaded", sleep)
+        if idle is not None:
+            record({f"idle_power_w.{k}": v for k, v in idle.as_dict().items()}, 0)
         for index in range(monitor.trials):
             if index and monitor.cooldown_s:
                 sleep(monitor.cooldown_s)
@@ -247,11 +257,12 @@ def run_inference(
 
     facts = workload.facts()
     quality = workload.quality(quality_outputs) if facts.weights != "random" else {}
-    return InferenceResult(
+    result = InferenceResult(
         device=workload.device,
         sources=meter.sources,
         resolution_s=meter.resolution_s,
         measured=meter.measured,
+        methods=meter.methods,
         facts=facts,
         load=load,
         fit=fit,
@@ -263,3 +274,12 @@ def run_inference(
         batch_size=batch_size,
         trace=trace,
     )
+    if result.net_negative:
+        log.warning(
+            "net energy is NEGATIVE (%.4g J): the windows drew less than the idle baseline (%.3g W), so "
+            "net figures and a net ESS are not defined; tagged ecopipe.net_negative=true. A baseline "
+            "taken while something else ran, or a noisy sensor over short windows, does this.",
+            result.net.total,
+            result.idle_power.total,
+        )
+    return result
