@@ -7,23 +7,30 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import torch
 
+from ecopipe.config import HardwareConfig
+from ecopipe.hardware import cpu_table_row, device_profile
 from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, SensorUnavailable, Source
+from ecopipe.sensors.cpu_share import visible_cpus
 from ecopipe.sensors.discovery import discover_sensors
 from ecopipe.sensors.estimated import (
     RAM_W_PER_GB,
     EstimatedCpuSensor,
     EstimatedRamSensor,
-    cpu_estimate_defaults,
+    cpu_share,
+    load_fraction,
     process_cpu_seconds,
+    process_memory_gb,
 )
 from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.sensors.nvml import (
@@ -106,7 +113,7 @@ def test_rapl_missing_root_gives_no_zone(tmp_path):
 
 def test_rapl_accumulates_across_wraps(tmp_path):
     zone = make_zone(tmp_path / "intel-rapl:0", "package-0", 900_000, max_uj=1_000_000)
-    sensor = RaplSensor(zone)
+    sensor = RaplSensor(zone, guard_period_s=3600.0)  # edges only: the guard thread stays asleep
     sensor.open()
     (zone / "energy_uj").write_text("950000\n")
     assert sensor.read_joules() == pytest.approx(0.05)
@@ -114,16 +121,18 @@ def test_rapl_accumulates_across_wraps(tmp_path):
     assert sensor.read_joules() == pytest.approx(0.2)
     (zone / "energy_uj").write_text("50000\n")  # wrapped again: +900_000 +50_000
     assert sensor.read_joules() == pytest.approx(1.15)
+    sensor.close()
 
 
 def test_rapl_power_from_counter_deltas(tmp_path):
     zone = make_zone(tmp_path / "intel-rapl:0", "package-0", 0)
-    sensor = RaplSensor(zone, clock=ticks(10.0, 12.0))
-    sensor.open()
+    sensor = RaplSensor(zone, clock=ticks(9.0, 10.0, 12.0, 12.5), guard_period_s=3600.0)
+    sensor.open()  # reads the clock once (9.0)
     assert sensor.power_watts() is None  # first call: no interval yet
     (zone / "energy_uj").write_text("30000000\n")  # 30 J in 2 s
     assert sensor.power_watts() == pytest.approx(15.0)
     assert sensor.read_joules() == pytest.approx(30.0)
+    sensor.close()
 
 
 def test_rapl_permission_denied_says_how_to_fix(tmp_path, monkeypatch):
@@ -146,56 +155,234 @@ def test_rapl_refuses_overlapping_zone(tmp_path):
         RaplSensor(make_zone(tmp_path / "intel-rapl:0:0", "core", 0))
 
 
+AMD_RANGE_UJ = 65_532_610_987  # max_energy_range_uj of an AMD package: ~65.5 kJ
+
+
+class StepClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rapl_guard_reads_keep_a_long_window_whole(tmp_path):
+    # A recorded two-hour trace: package power per 30-s guard period, cycling 150/220/90/280 W. The
+    # window's ~1.33 MJ is ~20 counter ranges: read only at its edges, all but a fraction would be lost.
+    zone = make_zone(tmp_path / "intel-rapl:0", "package-0", 60_000_000_000, max_uj=AMD_RANGE_UJ)
+    clock = StepClock()
+    sensor = RaplSensor(zone, clock=clock, guard_period_s=3600.0)  # the thread stays asleep: we poll
+    assert sensor.safe_span_s == pytest.approx(65.53, rel=1e-3)  # one range at 1 kW
+    sensor.open()
+    counter, expected_uj = 60_000_000_000, 0
+    for step in range(240):
+        watts = (150, 220, 90, 280)[step % 4]
+        expected_uj += watts * 30 * 1_000_000
+        counter = (counter + watts * 30 * 1_000_000) % AMD_RANGE_UJ
+        clock.now += 30.0
+        (zone / "energy_uj").write_text(f"{counter}\n")
+        sensor.poll()
+    assert expected_uj > 20 * AMD_RANGE_UJ
+    assert sensor.read_joules() == pytest.approx(expected_uj / 1e6, abs=1e-6)
+    assert sensor.unverified_spans == 0
+    sensor.close()
+
+
+def test_rapl_flags_a_span_longer_than_one_range(tmp_path, caplog):
+    zone = make_zone(tmp_path / "intel-rapl:0", "package-0", 0, max_uj=AMD_RANGE_UJ)
+    clock = StepClock()
+    sensor = RaplSensor(zone, clock=clock, guard_period_s=3600.0)
+    sensor.open()
+    clock.now = 100.0  # > 65.5 s: at up to 1 kW the counter could have wrapped twice unseen
+    with caplog.at_level(logging.WARNING):
+        sensor.read_joules()
+    assert sensor.unverified_spans == 1 and "may miss whole wraps" in caplog.text
+    sensor.close()
+
+
+def test_rapl_guard_thread_catches_a_wrap_between_edges(tmp_path):
+    zone = make_zone(tmp_path / "intel-rapl:0", "package-0", 900_000, max_uj=1_000_000)
+    sensor = RaplSensor(zone, guard_period_s=0.005)
+    sensor.open()
+
+    def guard_sees(value: int) -> None:
+        (zone / "energy_uj").write_text(f"{value}\n")
+        deadline = time.monotonic() + 10
+        while sensor._prev != value and time.monotonic() < deadline:  # only the guard thread reads
+            time.sleep(0.005)
+
+    try:
+        guard_sees(100_000)  # wrapped once: +0.2 J
+        guard_sees(950_000)  # +0.85 J
+        # From the guard's last read, 950_000 -> 50_000 is one more wrap (+0.1 J): 1.15 J in all. Read
+        # only at the edges, 900_000 -> 50_000 would have been 0.15 J.
+        (zone / "energy_uj").write_text("50000\n")
+        assert sensor.read_joules() == pytest.approx(1.15)
+    finally:
+        sensor.close()
+    assert sensor._guard is None
+
+
 # ---------------------------------------------------------------- estimates
 
-
-def test_cpu_estimate_defaults_say_which_applied():
-    tdp, idle, note = cpu_estimate_defaults(8, None)
-    assert (tdp, idle) == pytest.approx((32.0, 3.2)) and "4 W x 8" in note
-    tdp, idle, note = cpu_estimate_defaults(8, 65.0)
-    assert (tdp, idle) == pytest.approx((65.0, 6.5)) and "as given" in note
-    tdp, idle, note = cpu_estimate_defaults(0, None)
-    assert (tdp, idle) == pytest.approx((85.0, 8.5)) and "85 W" in note
+EPYC_7763 = "AMD EPYC 7763 64-Core Processor"  # 280 W, 64 cores / 128 threads per package
 
 
-def test_estimated_cpu_energy_hand_computed():
-    # open at t=100 s with 5 CPU-s used; read at t=102 s with 9 CPU-s used.
-    # 10 W idle x 2 s + (100-10) W x 4 CPU-s / 4 cores = 20 + 90 = 110 J
-    sensor = EstimatedCpuSensor(
-        100.0, 10.0, 4, clock=ticks(100.0, 102.0, 104.0), cpu_seconds=ticks(5.0, 9.0, 8.5)
-    )
+def busy(*cpu_seconds: float):
+    """A CPU-seconds source returning the given totals in order, whatever is excluded."""
+    it = iter(cpu_seconds)
+    return lambda _exclude: next(it)
+
+
+@pytest.mark.parametrize(
+    ("utilisation", "fraction"),
+    [
+        (0.0, 0.12),  # the curve's idle floor
+        (0.05, 0.22),  # halfway from 0.12 to 0.32
+        (0.10, 0.32),
+        (0.30, 0.535),  # 0.32 + (0.2 / 0.4) x (0.75 - 0.32)
+        (0.50, 0.75),
+        (0.75, 0.885),  # 0.75 + 0.5 x 0.27
+        (1.00, 1.02),
+        (1.50, 1.02),  # clamped: a quota burst is not more than full load
+        (-0.10, 0.12),
+    ],
+)
+def test_load_curve_is_teads_interpolated(utilisation, fraction):
+    assert load_fraction(utilisation) == pytest.approx(fraction)
+
+
+def test_cpu_table_gives_tdp_and_threads_per_package():
+    row = cpu_table_row(EPYC_7763)
+    assert (row.tdp_w, row.threads_per_package) == (280.0, 128)
+    assert cpu_table_row("NVIDIA H100 80GB HBM3") is None  # a GPU row is no CPU spec
+
+
+def test_vm_share_of_a_large_package():
+    # A 2-vCPU VM whose model string says EPYC 7763: 280 W / 128 threads = 2.1875 W per thread, x 2.
+    share = cpu_share(2, 280.0, 128, EPYC_7763)
+    assert share.tdp_share_w == pytest.approx(4.375)
+    sensor = EstimatedCpuSensor(share, clock=ticks(0.0, 10.0), cpu_seconds=busy(0.0, 20.0))
     sensor.open()
-    assert sensor.read_joules() == pytest.approx(110.0)
-    # CPU seconds dipping (child exited unreaped) never makes the energy go down: 10 x 4 + 90 = 130 J
-    assert sensor.read_joules() == pytest.approx(130.0)
-    assert sensor.source is Source.ESTIMATED_TDP and sensor.component is Component.CPU
+    # Both threads busy for 10 s: 4.375 W x 1.02 (the curve at 100%) x 10 s = 44.625 J.
+    assert sensor.read_joules() == pytest.approx(44.625)
+    # Never more than its two threads' share at full load (the old spread charged ~154 W).
+    assert sensor.read_joules_at(10.0) / 10.0 <= 2 * 280 / 128 * 1.02 + 1e-9
+    assert "280 W TDP / 128 threads per package" in sensor.method and "Teads" in sensor.method
 
 
-def test_estimated_cpu_power_is_mean_since_last_call():
-    sensor = EstimatedCpuSensor(100.0, 10.0, 4, clock=ticks(0.0, 1.0, 3.0), cpu_seconds=ticks(0.0, 0.0, 4.0))
+def test_two_socket_host_counts_both_packages():
+    # 2 x Xeon 8380 (270 W, 80 threads each), all 160 threads visible: share 160 x 270 / 80 = 540 W.
+    share = cpu_share(160, 270.0, 80, "Intel Xeon Platinum 8380")
+    assert share.tdp_share_w == pytest.approx(540.0)
+    sensor = EstimatedCpuSensor(share, clock=ticks(0.0, 1.0, 3.0), cpu_seconds=busy(0.0, 0.0, 80.0))
     sensor.open()
-    assert sensor.power_watts() is None
-    # from t=1 (10 J) to t=3: 30 J + 90 x 4 / 4 = 120 J -> 110 J over 2 s
-    assert sensor.power_watts() == pytest.approx(55.0)
+    # Idle for 1 s: the curve's 12% of both sockets' TDP, 0.12 x 540 = 64.8 J (not one socket's 32.4).
+    assert sensor.read_joules() == pytest.approx(64.8)
+    # Then 80 CPU-s in 2 s on 160 threads: utilisation 0.25, fraction 0.32 + 0.15/0.4 x 0.43 = 0.48125,
+    # 540 W x 0.48125 x 2 s = 519.75 J more.
+    assert sensor.read_joules() == pytest.approx(64.8 + 519.75)
 
 
-def test_process_cpu_seconds_reads_psutil():
-    before = process_cpu_seconds()
-    sum(i * i for i in range(200_000))
-    assert 0.0 <= before <= process_cpu_seconds()
+def test_cpu_seconds_dipping_never_lowers_the_energy():
+    share = cpu_share(4, 100.0, 4, "test CPU")  # 25 W per thread, 100 W share
+    sensor = EstimatedCpuSensor(share, clock=ticks(0.0, 1.0, 2.0), cpu_seconds=busy(0.0, 2.0, 1.5))
+    sensor.open()
+    assert sensor.read_joules() == pytest.approx(75.0)  # utilisation 0.5: 0.75 x 100 W x 1 s
+    # A child exiting unreaped dips the CPU seconds: counted as idle (0.12 x 100 W), not negative.
+    assert sensor.read_joules() == pytest.approx(75.0 + 12.0)
 
 
-def test_estimated_ram_energy_hand_computed():
-    sensor = EstimatedRamSensor(RAM_W_PER_GB, 16.0, clock=ticks(3.0, 13.0))
+def test_unknown_cpu_uses_per_thread_default():
+    share = cpu_share(2, None, None, "Intel(R) Xeon(R) Processor")
+    assert share.tdp_share_w == pytest.approx(8.0) and "4 W per thread" in share.note
+
+
+def make_cgroup(root: Path, group: str, name: str, text: str) -> None:
+    folder = root / group.lstrip("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text + "\n")
+
+
+def test_cgroup_v2_quota_caps_visible_cpus(tmp_path):
+    make_cgroup(tmp_path, "/", "cpu.max", "max 100000")
+    make_cgroup(tmp_path, "/job.slice", "cpu.max", "150000 100000")
+    visible = visible_cpus(affinity=8, proc_cgroup="0::/job.slice\n", root=tmp_path)
+    assert visible.count == pytest.approx(1.5) and "quota" in visible.note
+    # A parent's cap applies to its children: /a caps at 1 CPU, /a/b has no cap of its own.
+    make_cgroup(tmp_path, "/a", "cpu.max", "100000 100000")
+    make_cgroup(tmp_path, "/a/b", "cpu.max", "max 100000")
+    assert visible_cpus(affinity=8, proc_cgroup="0::/a/b", root=tmp_path).count == pytest.approx(1.0)
+    # A quota above the affinity mask changes nothing.
+    assert visible_cpus(affinity=1, proc_cgroup="0::/job.slice", root=tmp_path).count == 1.0
+
+
+def test_cgroup_v1_quota_and_no_quota(tmp_path):
+    make_cgroup(tmp_path, "/cpu,cpuacct/docker/abc", "cpu.cfs_quota_us", "200000")
+    make_cgroup(tmp_path, "/cpu,cpuacct/docker/abc", "cpu.cfs_period_us", "100000")
+    text = "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n"
+    assert visible_cpus(affinity=64, proc_cgroup=text, root=tmp_path).count == pytest.approx(2.0)
+    make_cgroup(tmp_path, "/cpu/x", "cpu.cfs_quota_us", "-1")  # -1: no quota
+    make_cgroup(tmp_path, "/cpu/x", "cpu.cfs_period_us", "100000")
+    visible = visible_cpus(affinity=64, proc_cgroup="3:cpu:/x", root=tmp_path)
+    assert visible.count == 64 and "affinity" in visible.note
+
+
+def test_cgroup_quota_share_of_an_epyc(tmp_path):
+    # A container capped at 1.5 CPUs on an EPYC 7763 host: 1.5 x 2.1875 W = 3.28125 W share.
+    make_cgroup(tmp_path, "/pod", "cpu.max", "150000 100000")
+    visible = visible_cpus(affinity=128, proc_cgroup="0::/pod", root=tmp_path)
+    row = cpu_table_row(EPYC_7763)
+    share = cpu_share(visible.count, row.tdp_w, row.threads_per_package, EPYC_7763, visible.note)
+    sensor = EstimatedCpuSensor(share, clock=ticks(0.0, 1.0), cpu_seconds=busy(0.0, 0.75))
+    sensor.open()
+    # 0.75 CPU-s in 1 s on 1.5 CPUs: utilisation 0.5 -> 0.75 x 3.28125 W x 1 s = 2.4609375 J.
+    assert sensor.read_joules() == pytest.approx(2.4609375)
+    assert "cgroup CPU quota 1.5" in sensor.method
+
+
+def test_process_tree_reads_leave_excluded_children_out():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).memory_info().rss < 1e6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rss = psutil.Process(child.pid).memory_info().rss / 2**30
+        with_child = process_memory_gb()
+        without = process_memory_gb(exclude={child.pid})
+        assert with_child - without == pytest.approx(rss, rel=0.2)
+        assert process_cpu_seconds(exclude={child.pid}) <= process_cpu_seconds()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_ram_held_by_job_hand_computed():
+    seen: list[set[int]] = []
+
+    def gigabytes(exclude):
+        seen.append(set(exclude))
+        return [2.0, 4.0, 4.0][len(seen) - 1]
+
+    sensor = EstimatedRamSensor.held_by_job(clock=ticks(0.0, 10.0, 12.0), gigabytes=gigabytes)
+    sensor.exclude_process(4242)
+    sensor.open()
+    assert sensor.read_joules() == pytest.approx(11.25)  # 0.375 W/GB x (2 + 4) / 2 GB x 10 s
+    assert sensor.read_joules() == pytest.approx(11.25 + 3.0)  # + 0.375 x 4 GB x 2 s
+    assert seen[-1] == {4242}  # the sampler's pid never counts
+    assert sensor.source is Source.ESTIMATED_RSS and "resident memory" in sensor.method
+
+
+def test_ram_installed_hand_computed():
+    sensor = EstimatedRamSensor.installed(16.0, clock=ticks(3.0, 13.0))
     sensor.open()
     assert sensor.read_joules() == pytest.approx(60.0)  # 0.375 W/GB x 16 GB x 10 s
-    assert sensor.power_watts() == pytest.approx(6.0)
-    assert sensor.source is Source.ESTIMATED_PER_GB
+    assert sensor.source is Source.ESTIMATED_PER_GB and RAM_W_PER_GB == 0.375
 
 
 def test_reading_before_open_is_an_error():
     with pytest.raises(RuntimeError):
-        EstimatedRamSensor(1.0, 1.0).read_joules()
+        EstimatedRamSensor.installed(1.0).read_joules()
     with pytest.raises(RuntimeError):
         FakeGpuSensor(100.0).read_joules()
 
@@ -301,6 +488,7 @@ def test_nvml_polling_integrates_instant_power_to_the_edge(monkeypatch):
         assert sensor.read_joules() == pytest.approx(300.0)  # 2 s x (100+200)/2
         assert sensor.read_joules() == pytest.approx(500.0)  # + 1 s x 200
         assert sensor.power_watts() == pytest.approx(200.0)
+        assert sensor.source is Source.NVML_POWER_POLLING
     finally:
         sensor.close()
 
@@ -311,6 +499,7 @@ def test_nvml_polling_falls_back_to_power_usage_with_warning(monkeypatch, caplog
     with caplog.at_level(logging.WARNING):
         sensor = NvmlPowerPollingSensor(0, period_s=3600.0, clock=ticks(0.0, 1.0))
     assert "1-s average" in caplog.text
+    assert sensor.source is Source.NVML_AVG_POWER_POLLING and sensor.source.is_measurement
     sensor.open()
     try:
         assert sensor.read_joules() == pytest.approx(200.0)
@@ -433,22 +622,39 @@ def test_nvml_device_info_tolerates_unsupported_fields(monkeypatch):
 
 def test_discover_without_rapl_falls_back_to_labelled_estimates(caplog, tmp_path):
     with caplog.at_level(logging.WARNING):
-        sensors = discover_sensors([], "Some CPU", 120.0, powercap_root=tmp_path / "absent")
+        sensors = discover_sensors(
+            [], "Some CPU", 120.0, powercap_root=tmp_path / "absent", cpu_threads_per_package=24, job_cpus=2
+        )
     by_component = {s.component: s for s in sensors}
     assert set(by_component) == {Component.CPU, Component.RAM}
     cpu, ram = by_component[Component.CPU], by_component[Component.RAM]
-    assert isinstance(cpu, EstimatedCpuSensor) and (cpu.tdp_w, cpu.idle_w) == pytest.approx((120.0, 12.0))
-    assert isinstance(ram, EstimatedRamSensor) and ram.source is Source.ESTIMATED_PER_GB
+    assert isinstance(cpu, EstimatedCpuSensor) and cpu.share.tdp_share_w == pytest.approx(10.0)  # 2 x 120/24
+    assert isinstance(ram, EstimatedRamSensor) and ram.source is Source.ESTIMATED_RSS
     assert "CPU energy is an ESTIMATE" in caplog.text and "RAM energy is an ESTIMATE" in caplog.text
+    machine = discover_sensors([], None, None, powercap_root=tmp_path, ram_estimate="machine")
+    assert [s.source for s in machine if s.component is Component.RAM] == [Source.ESTIMATED_PER_GB]
+    with pytest.raises(ValueError, match="job, machine"):
+        discover_sensors([], None, None, powercap_root=tmp_path, ram_estimate="installed")
 
 
-def test_discover_uses_rapl_when_readable(tmp_path):
-    sensors = discover_sensors([], None, None, powercap_root=fake_powercap(tmp_path))
+def test_discover_uses_rapl_dram_only_where_every_package_has_one(caplog, tmp_path):
+    root = fake_powercap(tmp_path / "one")  # dram on package 0 of 2
+    with caplog.at_level(logging.WARNING):
+        sensors = discover_sensors([], None, None, powercap_root=root)
     assert [(s.component, s.device, s.source) for s in sensors] == [
         (Component.CPU, "package-0", Source.RAPL),
         (Component.CPU, "package-1", Source.RAPL),
-        (Component.RAM, "dram-0", Source.RAPL),
+        (Component.RAM, "ram", Source.ESTIMATED_RSS),
     ]
+    assert "dram zone on 1 of 2 packages" in caplog.text
+    make_zone(root / "intel-rapl:1" / "intel-rapl:1:1", "dram", 70)
+    sensors = discover_sensors([], None, None, powercap_root=root)
+    assert [(s.device, s.source) for s in sensors if s.component is Component.RAM] == [
+        ("dram-0", Source.RAPL),
+        ("dram-1", Source.RAPL),
+    ]
+    for sensor in sensors:
+        sensor.close()
 
 
 def test_discover_rapl_permission_denied_falls_back(monkeypatch, caplog, tmp_path):
@@ -462,7 +668,7 @@ def test_discover_rapl_permission_denied_falls_back(monkeypatch, caplog, tmp_pat
     monkeypatch.setattr(rapl, "_read_text", deny)
     with caplog.at_level(logging.WARNING):
         sensors = discover_sensors([], None, None, powercap_root=fake_powercap(tmp_path))
-    assert {s.source for s in sensors} == {Source.ESTIMATED_TDP, Source.ESTIMATED_PER_GB}
+    assert {s.source for s in sensors} == {Source.ESTIMATED_TDP, Source.ESTIMATED_RSS}
     assert "chmod" in caplog.text
 
 
@@ -499,3 +705,43 @@ def test_real_nvml_counter_and_polling_agree_under_steady_load():
     by_counter, by_polling = after[0] - before[0], after[1] - before[1]
     assert by_counter > 2.0 * 20  # an active datacenter GPU draws well over 20 W
     assert by_polling == pytest.approx(by_counter, rel=0.15)
+
+
+# ---------------------------------------------------------------- hardware profile of a GPU
+
+
+@pytest.mark.parametrize(
+    ("cuda_name", "key", "tier", "tdp", "bandwidth"),
+    [
+        ("NVIDIA A10G", "a10g", "datacenter", 300.0, 600.0),
+        ("NVIDIA A40", "a40", "datacenter", 300.0, 696.0),
+        ("NVIDIA L40S", "l40s", "datacenter", 350.0, 864.0),
+        ("NVIDIA H800", "h800", "datacenter", 700.0, 3350.0),
+        ("NVIDIA GH200 480GB", "gh200", "datacenter", 1000.0, 4000.0),
+        ("NVIDIA RTX A6000", "rtx_a6000", "desktop", 300.0, 768.0),
+    ],
+)
+def test_gpus_from_review_have_rows(monkeypatch, cuda_name, key, tier, tdp, bandwidth):
+    from ecopipe import hardware
+    from ecopipe.reference import hardware_profiles
+
+    monkeypatch.setattr(hardware, "gpu_model_name", lambda index: cuda_name)  # no GPU on this machine
+    profile = device_profile(HardwareConfig(), "cuda:0")
+    assert (profile.key, profile.tier, profile.tdp_w) == (key, tier, tdp)
+    assert hardware_profiles()[key].memory_bandwidth_gb_s == bandwidth
+
+
+def test_unknown_cuda_device_defaults_to_datacenter(monkeypatch, caplog):
+    from ecopipe import hardware
+
+    monkeypatch.setattr(hardware, "gpu_model_name", lambda index: "NVIDIA B300 SXM6 AC")
+    with caplog.at_level(logging.WARNING):
+        profile = device_profile(HardwareConfig(), "cuda:0")
+    assert (profile.key, profile.tier) == ("unknown", "datacenter")
+    assert "CUDA device 'NVIDIA B300 SXM6 AC' is not in the hardware table" in caplog.text
+    assert device_profile(HardwareConfig(tier="desktop"), "cuda:0").tier == "desktop"
+
+
+def test_cpu_model_override_picks_the_profile():
+    profile = device_profile(HardwareConfig(cpu_model=EPYC_7763), "cpu")
+    assert (profile.key, profile.tdp_w, profile.detected_name) == ("epyc_7763", 280.0, EPYC_7763)

@@ -99,13 +99,14 @@ class RaplSensor(EnergySensor):
         self._opened = False
         self._last_power: tuple[float, int] | None = None  # (t, total uJ) at the last power_watts()
         self.safe_span_s = self.max_range_uj / 1e6 / PEAK_PACKAGE_W
-        self.guard_period_s = guard_period_s or min(self.safe_span_s / 2, GUARD_PERIOD_MAX_S)
+        self.guard_period_s = guard_period_s or min(max(self.safe_span_s / 2, 1.0), GUARD_PERIOD_MAX_S)
         self._read_at: float | None = None  # clock time of the latest counter read
         self.unverified_spans = 0
         self._stop = threading.Event()
         self._guard: threading.Thread | None = None
 
-    def _accumulate(self) -> int:
+    def _accumulate(self) -> tuple[int, float]:
+        """(total uJ since open, clock time of this read)."""
         with self._lock:
             try:
                 cur = int(_read_text(self._energy_file))
@@ -124,7 +125,7 @@ class RaplSensor(EnergySensor):
                 )
             self._total_uj += counter_delta(self._prev, cur, self.max_range_uj)
             self._prev, self._read_at = cur, now
-            return self._total_uj
+            return self._total_uj, now
 
     def poll(self) -> None:
         """One guard read: accumulates the counter so no wrap goes unseen between window edges."""
@@ -134,9 +135,8 @@ class RaplSensor(EnergySensor):
         while not self._stop.wait(self.guard_period_s):
             try:
                 self.poll()
-            except SensorUnavailable as err:  # permission revoked: the next edge read raises it
+            except (SensorUnavailable, OSError, ValueError) as err:  # the next edge read raises it again
                 log.warning("%s: RAPL guard read failed: %s", self.label, err)
-                return
 
     def open(self) -> None:
         self._read_at = None
@@ -150,7 +150,7 @@ class RaplSensor(EnergySensor):
     def read_joules(self) -> float:
         if not self._opened:
             raise RuntimeError(f"{self!r} read before open()")
-        return self._accumulate() / 1e6
+        return self._accumulate()[0] / 1e6
 
     def probe_spec(self) -> dict[str, object]:
         return {"kind": "rapl", "zone": str(self.zone), "label": self.label}
@@ -158,7 +158,7 @@ class RaplSensor(EnergySensor):
     def power_watts(self) -> float | None:
         if not self._opened:
             return None
-        total, now = self._accumulate(), self._clock()
+        total, now = self._accumulate()
         last, self._last_power = self._last_power, (now, total)
         if last is None or now <= last[0]:
             return None
