@@ -238,7 +238,7 @@ def test_unknown_tier(fn) -> None:
 
 def test_hardware_keys_one_per_row() -> None:
     profiles = hardware_profiles()
-    assert len(profiles) == len(rows("hardware")) == 34
+    assert len(profiles) == len(rows("hardware")) == 39
     assert all(re.fullmatch(r"[a-z0-9_]+", key) for key in profiles)
     assert {
         "h100": "NVIDIA H100 SXM 80GB",
