@@ -303,5 +303,5 @@ def test_negative_net_is_flagged_and_ess_not_defined(monkeypatch, caplog):
     assert math.isnan(ess.ess) and "ess" not in {k for k, v in stage.items() if math.isfinite(v)}
     assert impact_tags(impact)["ecopipe.ess"] == "not defined: net CO2e <= 0"
     profile = DeviceProfile("unknown", "CPU", "CPU", "datacenter", None, None, "test")
-    text = summary("job", profile, result, impact, ess)
+    text = summary("job", profile, result, impact, ess, "digits (as configured)")
     assert "ESS         not defined (net CO2e" in text
