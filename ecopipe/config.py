@@ -83,7 +83,7 @@ class StrategyName(Enum):
 
 
 class CascadeTarget(Enum):
-    accuracy_parity = "accuracy_parity"  # cheapest thresholds within `tolerance` of the heaviest member
+    accuracy_parity = "accuracy_parity"  # cheapest thresholds within `tolerance` of the reference member
     energy_budget = "energy_budget"  # most accurate thresholds within `energy_budget_j_per_1k`
 
 
@@ -218,13 +218,13 @@ class StrategyConfig:
     """How a job picks pool members per input (DESIGN.md section 9); `single` runs `model` alone."""
 
     # Cascade presets, named for what they trade: the accuracy (points, on validation B) each gives
-    # up against the heaviest member in exchange for energy. `tolerance` set by hand replaces them.
+    # up against the reference member in exchange for energy. `tolerance` set by hand replaces them.
     PRESETS: ClassVar[dict[str, float]] = {"energy_saver": 0.03, "balanced": 0.01, "accuracy_first": 0.0025}
 
     name: StrategyName = StrategyName.single
     preset: str | None = None  # energy_saver | balanced | accuracy_first (cascade, accuracy_parity)
     target: CascadeTarget = CascadeTarget.accuracy_parity
-    tolerance: float | None = None  # accuracy points below the heaviest member; None: the preset's
+    tolerance: float | None = None  # accuracy points below the reference member; None: the preset's
     energy_budget_j_per_1k: float | None = None  # target=energy_budget: joules per 1,000 inferences
     threshold_grid: int = 21  # thresholds tried per member for tuning and the Pareto curve
 

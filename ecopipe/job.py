@@ -6,6 +6,7 @@ import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,8 +20,6 @@ from ecopipe.hardware import (
     nvml_gpu_index,
 )
 from ecopipe.monitor.energy import machine_meter
-from ecopipe.selection.pareto import write_artifacts
-from ecopipe.selection.workload import SelectionWorkload
 from ecopipe.stages.ess import SustainabilityResult, run_ess
 from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, run_impact
 from ecopipe.stages.inference import InferenceResult, run_inference
@@ -35,7 +34,7 @@ from ecopipe.tracking import (
     open_experiment,
     open_run,
 )
-from ecopipe.workloads.base import Workload
+from ecopipe.workloads.base import Findings, Workload
 from ecopipe.workloads.factory import build_workload
 
 log = logging.getLogger(__name__)
@@ -124,8 +123,6 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
         cpu_model=cfg.hardware.cpu_model,
         ram_estimate=cfg.monitor.ram_estimate.value,
     )
-    if isinstance(plan.workload, SelectionWorkload):  # members' costs are measured by the same sensors
-        plan.workload.meter = meter
     meter.open()
     try:
         return run_inference(
@@ -141,17 +138,18 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
         meter.close()
 
 
-def _log_inference(run: JobRun, workload: Workload, inference: InferenceResult) -> dict[str, float]:
-    metrics = report.inference_metrics(inference)
-    if isinstance(workload, SelectionWorkload):  # the measured window beside the per-member accounting
-        metrics |= workload.reconcile(inference)
+def _log_inference(
+    run: JobRun, workload: Workload, inference: InferenceResult
+) -> tuple[dict[str, float], Findings]:
+    with tempfile.TemporaryDirectory() as folder:
+        findings = workload.findings(inference, Path(folder))
+        for path in findings.files:
+            relative = path.parent.relative_to(folder).as_posix()
+            run.log_file(path, None if relative == "." else relative)
+    metrics = report.inference_metrics(inference) | findings.metrics
     run.log_metrics(metrics)
     if inference.trace is not None:
         run.log_frame_csv(inference.trace.samples, "power_trace.csv")
-    if "pareto_curve" in inference.facts.extra:
-        with tempfile.TemporaryDirectory() as folder:
-            for path in write_artifacts(inference.facts.extra, folder):
-                run.log_file(path, "selection")
     run.set_tags(
         {
             **report.source_tags(inference),
@@ -165,7 +163,7 @@ def _log_inference(run: JobRun, workload: Workload, inference: InferenceResult) 
             },
         }
     )
-    return metrics
+    return metrics, findings
 
 
 def footprint_stages(
@@ -233,7 +231,7 @@ def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] | No
         run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")
         inference = _measure(plan, run)
         # Logged before impact runs, so a later failure keeps what was measured.
-        metrics = _log_inference(run, plan.workload, inference)
+        metrics, findings = _log_inference(run, plan.workload, inference)
         impact, ess, stage_metrics = footprint_stages(
             metrics,
             plan.factors,
@@ -243,7 +241,9 @@ def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] | No
         )
         run.log_metrics(stage_metrics)
         run.set_tags(report.impact_tags(impact))
-        text = report.summary(name, profile, inference, impact, ess, data_choice)
+        text = "\n".join(
+            [report.summary(name, profile, inference, impact, ess, data_choice), *findings.summary]
+        )
         run.log_text(text, "summary.txt")
     print(text)
     return JobOutcome(run.run_id, text, metrics | stage_metrics)

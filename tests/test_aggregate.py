@@ -424,45 +424,40 @@ def test_cli_unknown_experiment_is_one_line_and_exit_2(runs, store, tmp_path, ca
     assert "nope" in capsys.readouterr().err
 
 
-def test_selection_study_puts_strategies_beside_single_members():
+def test_selection_study_lists_every_arm_of_the_latest_selection_job():
     from ecopipe.aggregation.tables import selection_study
 
-    base = {
-        "model": "pool:digits_5",
-        "hardware": "T4",
-        "source": "nvml_counter+rapl",
-        "quality.heaviest_energy_per_1k_j": 4.0,
-        "quality.member_accuracy.tree": 0.7,
-        "quality.member_energy_per_1k_j.tree": 1.0,
-        "quality.member_accuracy.forest": 0.96,
-        "quality.member_energy_per_1k_j.forest": 4.0,
+    def arm(name: str, accuracy: float, energy: float, savings: float) -> dict[str, float]:
+        metric = f"selection.{name}."
+        return {
+            metric + "accuracy": accuracy,
+            metric + "accuracy_delta_vs_reference": accuracy - 0.96,
+            metric + "energy_per_1k_j": energy,
+            metric + "energy_per_1k_ci95_j": 0.1,
+            metric + "savings_measured_vs_reference": savings,
+            metric + "savings_measured_vs_reference_ci95_low": savings - 0.05,
+            metric + "savings_measured_vs_reference_ci95_high": savings + 0.05,
+            metric + "savings_measured_vs_costliest": savings,
+        }
+
+    base = {"model": "pool:digits_hard", "hardware": "T4", "source": "nvml_counter+rapl"}
+    old = {**base, "strategy": "router", "start_time": 1, **arm("member_tree", 0.5, 9.0, 0.0)}
+    new = {
+        **base,
+        "strategy": "cascade:balanced",
+        "start_time": 2,
+        **arm("member_tree", 0.7, 1.0, 0.75),
+        **arm("member_forest", 0.96, 4.0, 0.0),
+        **arm("cascade_balanced", 0.95, 2.0, 0.5),
+        "selection.savings_measured_vs_reference": 0.5,  # the job's own strategy, not an arm row
     }
-    cells = pd.DataFrame(
-        [
-            {
-                **base,
-                "strategy": "cascade:balanced",
-                "start_time": 1,
-                "quality.accuracy": 0.95,
-                "energy_per_1k_gross_j": 2.0,
-                "selection.savings_vs_heaviest_measured": 0.5,
-            },
-            {
-                **base,
-                "strategy": "router",
-                "start_time": 2,
-                "quality.accuracy": 0.9,
-                "energy_per_1k_gross_j": 3.0,
-                "selection.savings_vs_heaviest_measured": 0.25,
-            },
-            {**base, "model": "gpt2", "strategy": "single", "start_time": 3, "energy_per_1k_gross_j": 9.0},
-        ]
-    )
-    study = selection_study(cells).set_index("arm")
-    assert list(study.index) == ["single: tree", "single: forest", "cascade:balanced", "router"]
-    assert study.loc["single: tree", "savings vs heaviest"] == pytest.approx(0.75)
-    assert study.loc["router", "energy per 1,000 (J)"] == 3.0
-    assert study.loc["cascade:balanced", "accuracy"] == 0.95
+    single = {**base, "model": "gpt2", "strategy": "single", "start_time": 3, "energy_per_1k_gross_j": 9.0}
+    study = selection_study(pd.DataFrame([old, new, single])).set_index("arm")
+    assert list(study.index) == ["cascade_balanced", "member_forest", "member_tree"]
+    assert study.loc["member_tree", "savings vs reference"] == pytest.approx(0.75)
+    assert study.loc["cascade_balanced", "energy per 1,000 (J)"] == 2.0
+    assert study.loc["cascade_balanced", "savings vs reference, 95% low"] == pytest.approx(0.45)
+    assert study.loc["cascade_balanced", "accuracy vs reference"] == pytest.approx(-0.01)
 
 
 def test_decode_energy_is_generate_minus_prefill_per_decode_step():

@@ -46,9 +46,8 @@ METRICS = (
     "effective_parameters",
     "carbon_intensity_g_per_kwh",
     "pue",
-    "selection.savings_vs_heaviest_measured",
 )
-METRIC_PREFIXES = ("quality.",)
+METRIC_PREFIXES = ("quality.", "selection.")
 TAG_PREFIXES = ("ecopipe.", "energy_source.", "energy_measured.")
 TAGS = ("mlflow.parentRunId",)
 PARAMS = ("batch_size", "model.max_new_tokens")

@@ -205,44 +205,34 @@ def precision_gain(ess: pd.DataFrame, dims: list[str], hardware: list[str]) -> p
 
 
 def selection_study(cells: pd.DataFrame) -> pd.DataFrame:
-    """Each selection strategy as measured in its window, beside each pool member run alone.
-
-    Members' figures are those the latest strategy job of that pool measured for each member over its
-    own window (`quality.member_*`); savings are against the heaviest member.
-    """
+    """The latest selection job of each pool and hardware: every arm it measured in the same protocol
+    (each member alone, each strategy; `selection.<arm>.*`), with savings measured against the
+    reference (the most accurate member on validation B) and the costliest member, 95% intervals."""
     chosen = cells[cells["strategy"] != "single"]
     rows = []
     for (pool, hardware), group in chosen.groupby(["model", "hardware"], sort=True):
-        latest_run = group.sort_values("start_time").iloc[-1]
-        heaviest = latest_run.get("quality.heaviest_energy_per_1k_j")
-        members = [
-            c.removeprefix("quality.member_accuracy.")
+        run = group.sort_values("start_time").iloc[-1]
+        arms = [
+            c.removeprefix("selection.").removesuffix(".energy_per_1k_j")
             for c in group.columns
-            if c.startswith("quality.member_accuracy.") and pd.notna(latest_run[c])
+            if c.startswith("selection.") and c.count(".") == 2 and c.endswith(".energy_per_1k_j")
         ]
-        for member in members:
-            energy = latest_run[f"quality.member_energy_per_1k_j.{member}"]
+        for arm in sorted(a for a in arms if pd.notna(run[f"selection.{a}.energy_per_1k_j"])):
+            metric = f"selection.{arm}."
             rows.append(
                 {
                     "pool": pool,
                     "hardware": hardware,
-                    "arm": f"single: {member}",
-                    "accuracy": latest_run[f"quality.member_accuracy.{member}"],
-                    "energy per 1,000 (J)": energy,
-                    "source": latest_run["source"],
-                    "savings vs heaviest": 1 - energy / heaviest if heaviest else np.nan,
-                }
-            )
-        for _, run in group.sort_values("strategy").iterrows():
-            rows.append(
-                {
-                    "pool": pool,
-                    "hardware": hardware,
-                    "arm": run["strategy"],
-                    "accuracy": run.get("quality.accuracy"),
-                    "energy per 1,000 (J)": run["energy_per_1k_gross_j"],
+                    "arm": arm,
+                    "accuracy": run[metric + "accuracy"],
+                    "accuracy vs reference": run[metric + "accuracy_delta_vs_reference"],
+                    "energy per 1,000 (J)": run[metric + "energy_per_1k_j"],
+                    "energy 95% CI (J)": run[metric + "energy_per_1k_ci95_j"],
                     "source": run["source"],
-                    "savings vs heaviest": run.get("selection.savings_vs_heaviest_measured"),
+                    "savings vs reference": run[metric + "savings_measured_vs_reference"],
+                    "savings vs reference, 95% low": run[metric + "savings_measured_vs_reference_ci95_low"],
+                    "savings vs reference, 95% high": run[metric + "savings_measured_vs_reference_ci95_high"],
+                    "savings vs costliest": run[metric + "savings_measured_vs_costliest"],
                 }
             )
     return pd.DataFrame(rows)
@@ -321,9 +311,7 @@ def build(jobs: pd.DataFrame) -> Tables:
     study = selection_study(cells)
     if not study.empty:
         tables[SELECTION_TABLE] = study
-        titles[SELECTION_TABLE] = (
-            "Dynamic selection: strategies (measured window) beside single members (gross J)"
-        )
+        titles[SELECTION_TABLE] = "Dynamic selection: members alone and strategies, measured alike (gross J)"
     if "ess" in tables:
         gain = precision_gain(tables["ess"], dims, hardware)
         if not gain.empty:

@@ -1,20 +1,21 @@
-"""Confidence cascades: run members cheapest first, stop at the first confident enough.
+"""Threshold rules over the ordered members, priced as paid, and their tuning on validation B.
 
-Thresholds are a vector over the ordered members; the last is always 0 (it answers whatever reaches
-it). A threshold of +inf means the member is skipped: it could never stop an input, so running it
-would only cost energy. Row-wise semantics on precomputed (members x rows) confidence and
-correctness matrices make one evaluation O(members x rows), which the search relies on.
+A rule is a vector of thresholds over the members, cheapest first: each input stops at the first
+member whose *score* reaches that member's threshold. For a cascade the score is the member's own
+calibrated confidence, so every member up to the stopping one ran (`charge_reached`); for a router
+it is the router's predicted probability that the member is right, so only the stopping member runs
+(plus the router). A threshold of +inf skips a member; a threshold of 0 makes it the *terminal*
+member: it answers everything that reaches it and no later member runs. The last member's threshold
+is always 0, so every input stops somewhere.
 
-Search (on validation B only). The full grid has (G + 1)^(M - 1) vectors (21 quantile thresholds
-plus "skip" for each of four free members: 22^4 = 234,256), too many for Fashion-MNIST's validation
-rows. Instead: multi-start coordinate descent. Each start is one threshold shared by every member but
-the last (G + 1 starts, the Pareto curve's grid) or "always the heaviest"; from each, every member's
-threshold in turn is moved over its own grid (its confidence quantiles, plus skip), keeping a change
-only when it improves the target, until a sweep changes nothing (at most MAX_SWEEPS). That is a few
-thousand O(members x rows) evaluations (under a second on 10,500 rows). Against exhaustive search on
-small synthetic pools it found the optimum in 59 of 60 cases and came within 4% otherwise.
-The objective is lexicographic: feasibility first (accuracy within tolerance of the heaviest member /
-energy within budget), then energy (parity) or accuracy (budget), then the other as a tie-break.
+Search (on validation B only). For every terminal member t, a multi-start coordinate descent over
+the thresholds of the members before it: starts are one threshold shared by all of them (a few
+quantiles of their scores) or "always t"; from each, every member's threshold in turn is moved over
+its own grid (its score quantiles, plus skip), keeping a change only when it improves the target,
+until a sweep changes nothing (at most MAX_SWEEPS). Each evaluation is O(members x rows). The
+objective is lexicographic: feasibility first (accuracy at least `accuracy_floor` / energy within the
+budget), then energy (parity) or accuracy (budget), then the other as a tie-break. Energy is priced
+by `Prices.pass_j`: per call and per row, with queued full batches, as the runners pay it.
 """
 
 from __future__ import annotations
@@ -25,44 +26,56 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecopipe.config import CascadeTarget
+from ecopipe.selection.costs import Prices
 
 MAX_SWEEPS = 10
+STARTS = 6  # shared-threshold starts per terminal member
 
 
 @dataclass(frozen=True)
 class Point:
-    """A strategy's outcome on a set of rows, with the per-member accounting model of its energy."""
+    """A rule's outcome on a set of rows, with its energy priced per call and per row."""
 
     accuracy: float
-    energy_j_per_sample: float  # sum over members of cost x share of rows each evaluated
+    energy_j_per_sample: float
     evaluated: np.ndarray  # (members,) rows each member ran on
     stopped: np.ndarray  # (members,) rows each member answered
 
 
-def stop_index(conf: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """For each row (column of `conf`), the first member whose confidence reaches its threshold."""
-    stops = conf >= thresholds[:, None]
+def stop_index(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """For each row (column of `scores`), the first member whose score reaches its threshold."""
+    stops = scores >= thresholds[:, None]
     stops[-1] = True
     return stops.argmax(axis=0)
 
 
-def evaluated_counts(stop: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Rows each member ran on: every row that reached it, unless it is skipped (+inf)."""
+def evaluated_counts(stop: np.ndarray, thresholds: np.ndarray, charge_reached: bool) -> np.ndarray:
+    """Rows each member ran on: every row that reached it unless skipped (cascade), or the rows it
+    answered (router)."""
     members = len(thresholds)
     stopped = np.bincount(stop, minlength=members)
+    if not charge_reached:
+        return stopped
     reached = len(stop) - np.concatenate([[0], np.cumsum(stopped)[:-1]])
     active = np.isfinite(thresholds)
     active[-1] = True
     return np.where(active, reached, 0)
 
 
-def evaluate(thresholds: np.ndarray, conf: np.ndarray, correct: np.ndarray, costs: np.ndarray) -> Point:
-    stop = stop_index(conf, thresholds)
-    evaluated = evaluated_counts(stop, thresholds)
-    rows = conf.shape[1]
+def evaluate(
+    thresholds: np.ndarray,
+    scores: np.ndarray,
+    correct: np.ndarray,
+    prices: Prices,
+    charge_reached: bool = True,
+) -> Point:
+    stop = stop_index(scores, thresholds)
+    evaluated = evaluated_counts(stop, thresholds, charge_reached)
+    rows = scores.shape[1]
     accuracy = float(correct[stop, np.arange(rows)].mean())
-    stopped = np.bincount(stop, minlength=len(costs))
-    return Point(accuracy, float(evaluated @ costs) / rows, evaluated, stopped)
+    return Point(
+        accuracy, prices.pass_j(evaluated, rows), evaluated, np.bincount(stop, minlength=len(thresholds))
+    )
 
 
 def normalise(thresholds: Sequence[float]) -> np.ndarray:
@@ -71,16 +84,24 @@ def normalise(thresholds: Sequence[float]) -> np.ndarray:
     return values
 
 
-def member_grid(conf: np.ndarray, size: int) -> np.ndarray:
-    """`size` thresholds at the quantiles of the given confidences, plus +inf (skip)."""
-    if not conf.size:
+def terminal_at(members: int, terminal: int, before: float = np.inf) -> np.ndarray:
+    """`before` for the members before `terminal`, 0 at it; later members are never reached."""
+    values = np.full(members, np.inf)
+    values[:terminal] = before
+    values[terminal] = 0.0
+    return normalise(values)
+
+
+def member_grid(scores: np.ndarray, size: int) -> np.ndarray:
+    """`size` thresholds at the quantiles of the given scores, plus +inf (skip)."""
+    if not scores.size:
         return np.array([np.inf])
-    return np.append(np.unique(np.quantile(conf, np.linspace(0.0, 1.0, size))), np.inf)
+    return np.append(np.unique(np.quantile(scores, np.linspace(0.0, 1.0, size))), np.inf)
 
 
-def shared_grid(conf: np.ndarray, size: int) -> np.ndarray:
-    """One grid for a threshold shared by every member but the last (the Pareto curve's grid)."""
-    return member_grid(conf[:-1].ravel(), size)
+def shared_grid(scores: np.ndarray, size: int) -> np.ndarray:
+    """One grid for a threshold shared by the given members' scores (the Pareto curve's grid)."""
+    return member_grid(scores.ravel(), size)
 
 
 def objective(
@@ -109,82 +130,51 @@ def objective(
 class Tuned:
     thresholds: np.ndarray
     point: Point  # on validation B
-    heaviest: Point  # always the heaviest member, on validation B
     evaluations: int
     feasible: bool
 
 
 def tune(
-    conf: np.ndarray,
+    scores: np.ndarray,
     correct: np.ndarray,
-    costs: np.ndarray,
+    prices: Prices,
     target: CascadeTarget,
-    tolerance: float,
+    accuracy_floor: float,
     budget_j_per_sample: float | None,
     grid_size: int,
+    charge_reached: bool = True,
 ) -> Tuned:
-    members = conf.shape[0]
-    heaviest_thresholds = normalise([np.inf] * members)
-    heaviest = evaluate(heaviest_thresholds, conf, correct, costs)
-    key = objective(target, heaviest.accuracy - tolerance, budget_j_per_sample)
+    members = scores.shape[0]
+    key = objective(target, accuracy_floor, budget_j_per_sample)
     evaluations = 0
 
     def score(thresholds: np.ndarray) -> tuple[tuple[float, ...], Point]:
         nonlocal evaluations
         evaluations += 1
-        point = evaluate(thresholds, conf, correct, costs)
+        point = evaluate(thresholds, scores, correct, prices, charge_reached)
         return key(point), point
 
-    shared = [normalise([t] * members) for t in shared_grid(conf, grid_size)]
-    grids = [member_grid(conf[m], grid_size) for m in range(members - 1)]
+    grids = [member_grid(scores[m], grid_size) for m in range(members - 1)]
     best: tuple[tuple[float, ...], Point, np.ndarray] | None = None
-    for start in [*shared, heaviest_thresholds]:
-        current = start.copy()
-        current_key, current_point = score(current)
-        for _ in range(MAX_SWEEPS):
-            changed = False
-            for m in range(members - 1):
-                for value in grids[m]:
-                    if value == current[m]:
-                        continue
-                    trial = current.copy()
-                    trial[m] = value
-                    trial_key, trial_point = score(trial)
-                    if trial_key < current_key:
-                        current, current_key, current_point, changed = trial, trial_key, trial_point, True
-            if not changed:
-                break
-        if best is None or current_key < best[0]:
-            best = (current_key, current_point, current)
+    for terminal in range(members):
+        shared = shared_grid(scores[:terminal], STARTS) if terminal else np.array([np.inf])
+        for start in [terminal_at(members, terminal, t) for t in np.unique([*shared, np.inf])]:
+            current = start.copy()
+            current_key, current_point = score(current)
+            for _ in range(MAX_SWEEPS):
+                changed = False
+                for m in range(terminal):
+                    for value in grids[m]:
+                        if value == current[m]:
+                            continue
+                        trial = current.copy()
+                        trial[m] = value
+                        trial_key, trial_point = score(trial)
+                        if trial_key < current_key:
+                            current, current_key, current_point, changed = trial, trial_key, trial_point, True
+                if not changed:
+                    break
+            if best is None or current_key < best[0]:
+                best = (current_key, current_point, current)
     assert best is not None
-    return Tuned(best[2], best[1], heaviest, evaluations, best[0][0] == 0.0)
-
-
-def run_cascade(
-    probas: Sequence[Callable[[np.ndarray], np.ndarray]], thresholds: np.ndarray, x: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run a cascade on a batch: member 1 on all rows, the unconfident ones on to member 2, ...
-
-    Returns (predicted class, member that answered, rows each member evaluated).
-    """
-    rows = len(x)
-    labels = np.empty(rows, dtype=np.int64)
-    stop = np.empty(rows, dtype=np.int64)
-    evaluated = np.zeros(len(probas), dtype=np.int64)
-    pending = np.arange(rows)
-    last = len(probas) - 1
-    for m, (proba, threshold) in enumerate(zip(probas, thresholds, strict=True)):
-        if m < last and not np.isfinite(threshold):
-            continue
-        p = proba(x if len(pending) == rows else x[pending])  # no copy while every row is pending
-        evaluated[m] = len(pending)
-        done = np.ones(len(pending), dtype=bool) if m == last else p.max(axis=1) >= threshold
-        if done.all():
-            labels[pending] = p.argmax(axis=1)
-            stop[pending] = m
-            break
-        answered = pending[done]
-        labels[answered] = p[done].argmax(axis=1)
-        stop[answered] = m
-        pending = pending[~done]
-    return labels, stop, evaluated
+    return Tuned(best[2], best[1], evaluations, best[0][0] == 0.0)

@@ -6,20 +6,23 @@
 - test: measured and reported once; no fitting or tuning step reads it.
 
 Every row is a flat vector of pixels scaled to [0, 1]; `image_shape` tells the CNN how to fold it.
-Fashion-MNIST's official train and test parts are pooled and re-split like digits, so both pools get
-the same four-way protocol from one seed.
+Fashion-MNIST's official train and test parts are pooled and re-split like digits, so every pool gets
+the same four-way protocol from one seed. digits_hard (`benchmark`) is split by source digit. Every
+read of a split is counted (`PoolData.reads`): a job reads the test split once.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 
 from ecopipe.config import ConfigError, PoolConfig
+from ecopipe.selection import benchmark
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class PoolData:
     y: np.ndarray  # int64 class ids 0..classes-1
     image_shape: tuple[int, int, int]  # channels, height, width
     splits: Splits
+    reads: Counter[str] = field(default_factory=Counter, compare=False)  # split -> times read
 
     @property
     def classes(self) -> int:
@@ -53,6 +57,7 @@ class PoolData:
 
     def part(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         rows = getattr(self.splits, split)
+        self.reads[split] += 1
         return self.x[rows], self.y[rows]
 
 
@@ -67,6 +72,20 @@ def split_indices(y: np.ndarray, validation_a: float, validation_b: float, test:
         rest, test_size=validation_a / (1 - test - validation_b), random_state=seed + 2, stratify=y[rest]
     )
     return Splits(*(np.sort(r) for r in (train_rows, a_rows, b_rows, test_rows)))
+
+
+def split_by_group(
+    groups: np.ndarray,
+    group_labels: np.ndarray,
+    validation_a: float,
+    validation_b: float,
+    test: float,
+    seed: int,
+) -> Splits:
+    """Four disjoint row sets, each holding every row of the groups (source digits) drawn for it;
+    groups are split stratified by their class."""
+    by_group = split_indices(group_labels, validation_a, validation_b, test, seed)
+    return Splits(*(np.flatnonzero(np.isin(groups, part)) for part in by_group.as_dict().values()))
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
@@ -97,26 +116,40 @@ def _fashion_mnist(hf_id: str | None) -> tuple[np.ndarray, np.ndarray, tuple[int
     )
 
 
+def _fractions(pool: PoolConfig) -> tuple[float, float, float]:
+    return pool.validation_a_fraction, pool.validation_b_fraction, pool.test_fraction
+
+
+def _digits_hard(pool: PoolConfig, seed: int) -> PoolData:
+    generated = benchmark.generate(pool.max_samples or benchmark.ROWS, seed)
+    splits = split_by_group(generated.source, benchmark.source_labels(), *_fractions(pool), seed)
+    return PoolData(generated.x, generated.y, (1, benchmark.SIDE, benchmark.SIDE), splits)
+
+
+POOL_DATASETS = ("digits", "digits_hard", "fashion_mnist")
+
+
 def load_pool_data(pool: PoolConfig, seed: int) -> PoolData:
+    if pool.dataset == "digits_hard":
+        data = _digits_hard(pool, seed)
+        log.info("pool data digits_hard: %s generated rows, splits %s", len(data.y), _sizes(data.splits))
+        return data
     if pool.dataset == "digits":
         x, y, shape = _digits()
     elif pool.dataset == "fashion_mnist":
         x, y, shape = _fashion_mnist(pool.hf_id)
     else:
-        raise ConfigError(f"pool.dataset={pool.dataset} is unknown; allowed: digits, fashion_mnist.")
+        raise ConfigError(f"pool.dataset={pool.dataset} is unknown; allowed: {', '.join(POOL_DATASETS)}.")
     if pool.max_samples is not None and pool.max_samples < len(y):
         keep, _ = train_test_split(
             np.arange(len(y)), train_size=pool.max_samples, random_state=seed, stratify=y
         )
         keep = np.sort(keep)
         x, y = x[keep], y[keep]
-    splits = split_indices(
-        y, pool.validation_a_fraction, pool.validation_b_fraction, pool.test_fraction, seed
-    )
-    log.info(
-        "pool data %s: %s rows, splits %s",
-        pool.dataset,
-        len(y),
-        {k: len(v) for k, v in splits.as_dict().items()},
-    )
+    splits = split_indices(y, *_fractions(pool), seed)
+    log.info("pool data %s: %s rows, splits %s", pool.dataset, len(y), _sizes(splits))
     return PoolData(x, y, shape, splits)
+
+
+def _sizes(splits: Splits) -> dict[str, int]:
+    return {k: len(v) for k, v in splits.as_dict().items()}

@@ -5,12 +5,16 @@ Temperature scaling (Guo et al., 2017) divides a member's logits by one scalar T
 the negative log-likelihood on validation A. It leaves every prediction unchanged and only makes a
 member's confidences mean what they say, so one threshold grid serves all members. scikit-learn
 members expose probabilities, not logits: their log-probabilities (clipped at CLIP) stand in, which
-is exact for a logistic regression and a smoothing knob for trees, whose leaves are often pure.
+is exact for a logistic regression and a smoothing knob for trees, whose leaves are often pure. An
+estimator without probabilities (an SVC without Platt scaling, which would fit it five more times)
+gives its one-vs-rest decision scores, which temperature scaling turns into calibrated probabilities.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -102,10 +106,11 @@ class SklearnMember(Member):
         if "random_state" in estimator_cls().get_params():
             params.setdefault("random_state", seed)
         self.estimator: Any = estimator_cls(**params)
-        if not hasattr(self.estimator, "predict_proba"):
+        self.scores_only = not hasattr(self.estimator, "predict_proba")
+        if self.scores_only and not hasattr(self.estimator, "decision_function"):
             raise ConfigError(
-                f"pool member {cfg.name}: {cfg.architecture} gives no class probabilities "
-                "(SVC needs probability: true); a cascade needs them."
+                f"pool member {cfg.name}: {cfg.architecture} gives neither class probabilities nor "
+                "decision scores; a selection strategy needs one of them."
             )
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -114,6 +119,8 @@ class SklearnMember(Member):
             raise ValueError(f"{self.name} saw classes {self.estimator.classes_}, not 0..{self.classes - 1}")
 
     def logits(self, x: np.ndarray) -> np.ndarray:
+        if self.scores_only:
+            return np.asarray(self.estimator.decision_function(x), dtype=np.float64)
         return np.log(np.clip(self.estimator.predict_proba(x), CLIP, 1.0))
 
     @property
@@ -126,9 +133,26 @@ class SklearnMember(Member):
 
 
 _TORCH_PARAMS = {
-    "MLP": {"hidden", "epochs", "lr", "batch_size", "weight_decay"},
-    "SmallCNN": {"channels", "epochs", "lr", "batch_size", "weight_decay"},
+    "MLP": {"hidden", "epochs", "lr", "batch_size", "weight_decay", "threads"},
+    "SmallCNN": {"channels", "epochs", "lr", "batch_size", "weight_decay", "threads"},
 }
+# Pool members are tiny: like the scikit-learn members they run on one CPU thread unless their
+# params say otherwise. On a shared CPU, PyTorch's default intra-op threads made one small-CNN call at
+# batch 64 13x slower (52 ms against 4 ms, measured on this project's 2-vCPU CI machine under load).
+DEFAULT_THREADS = 1
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to `count` for the block only (a few microseconds each way)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _network(cfg: ModelConfig, image_shape: tuple[int, int, int], classes: int) -> Any:
@@ -175,6 +199,7 @@ class TorchMember(Member):
                 f"allowed: {', '.join(_TORCH_PARAMS)}."
             )
         self.seed, self.device, self.image_shape = seed, device, image_shape
+        self.threads = int(cfg.params.get("threads", DEFAULT_THREADS))
         self.net: Any = None
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -192,19 +217,20 @@ class TorchMember(Member):
         generator = torch.Generator().manual_seed(self.seed)
         batch = int(p.get("batch_size", 64))
         self.net.train()
-        for _ in range(int(p.get("epochs", 10))):
-            order = torch.randperm(len(xs), generator=generator).to(self.device)
-            for start in range(0, len(xs), batch):
-                rows = order[start : start + batch]
-                optimiser.zero_grad()
-                loss_fn(self.net(xs[rows]), ys[rows]).backward()
-                optimiser.step()
+        with torch_threads(self.threads):
+            for _ in range(int(p.get("epochs", 10))):
+                order = torch.randperm(len(xs), generator=generator).to(self.device)
+                for start in range(0, len(xs), batch):
+                    rows = order[start : start + batch]
+                    optimiser.zero_grad()
+                    loss_fn(self.net(xs[rows]), ys[rows]).backward()
+                    optimiser.step()
         self.net.eval()
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(self.threads):
             return self.net(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
     @property

@@ -2,7 +2,9 @@
 
 Inputs that no member gets right are given the cheapest member: no choice can help them, so paying
 for a heavier one would be waste (the reference system sent them to the heaviest, so its router
-learnt to spend most on hopeless inputs). The same labels train the router, on validation A.
+learnt to spend most on hopeless inputs). Costs here are each member's price per input at full
+batches (`costs.Prices.per_sample`): the queued runners pay that, plus at most one partial batch per
+member and pass.
 """
 
 from __future__ import annotations

@@ -1,36 +1,49 @@
-"""Accuracy against energy per sample over a cascade threshold grid: the curve, its area, its plot.
+"""Accuracy against energy: the priced cascade curve, its area, and the study's one Pareto figure.
 
-The curve sweeps one threshold shared by every member but the last over the grid tuned on
-validation B, and is evaluated on the test split with the measured per-member costs (an accounting
-curve: measuring every grid point in its own window would multiply the job's length by the grid).
+The curve sweeps one threshold shared by every member cheaper than the reference, with the
+reference as terminal member, over the grid of validation B's scores, evaluated on the test split
+and priced as the cascade pays (per call and per row, queued full batches): an accounting curve,
+since measuring every grid point in its own window would multiply the job's length by the grid.
 
-Area under the curve: the best accuracy reachable at an energy of at most e per sample (a step
-function: operating points are not interpolated) integrated over e from 0 to the always-heaviest
-energy, divided by that energy. It reads as the mean accuracy the pool buys across the heaviest
-member's budget: 1.0 would be perfect accuracy for free; a pool whose cheap settings are as accurate
-as the heaviest scores close to that accuracy; one that needs the heaviest's full energy scores 0.
+Area under a curve: the best accuracy reachable at an energy of at most e per sample (a step
+function: operating points are not interpolated) integrated over e from 0 to the reference's
+energy, divided by that energy. It reads as the mean accuracy the pool buys across the reference's
+budget; the oracle frontier's area is the most any per-input choice could buy.
+
+The figure: the oracle frontier (the bound), the priced cascade curve, and every arm's *measured*
+point (energy from its windows, with its 95% interval, against its test accuracy), on a log energy
+axis, so members, strategies and the bound are compared on one page.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ecopipe.selection.cascade import evaluate, normalise
+from ecopipe.selection.cascade import evaluate, terminal_at
+from ecopipe.selection.costs import Prices
 
 
 @dataclass(frozen=True)
 class CurvePoint:
-    threshold: float  # shared by every member but the last; inf = always the heaviest
+    threshold: float  # shared by every member cheaper than the reference; inf = the reference alone
     accuracy: float
     energy_j_per_sample: float
     pareto: bool  # not dominated by another point of the curve
+
+
+@dataclass(frozen=True)
+class MeasuredPoint:
+    """One arm as its windows measured it."""
+
+    energy_per_1k_j: float
+    ci95_per_1k_j: float
+    accuracy: float
+    member: bool  # a member alone (else a strategy)
 
 
 def pareto_mask(accuracy: np.ndarray, energy: np.ndarray) -> np.ndarray:
@@ -44,10 +57,10 @@ def pareto_mask(accuracy: np.ndarray, energy: np.ndarray) -> np.ndarray:
 
 
 def cascade_curve(
-    conf: np.ndarray, correct: np.ndarray, costs: np.ndarray, grid: np.ndarray
+    conf: np.ndarray, correct: np.ndarray, prices: Prices, grid: np.ndarray, reference: int
 ) -> list[CurvePoint]:
     members = conf.shape[0]
-    points = [evaluate(normalise([t] * members), conf, correct, costs) for t in grid]
+    points = [evaluate(terminal_at(members, reference, t), conf, correct, prices) for t in grid]
     accuracy = np.array([p.accuracy for p in points])
     energy = np.array([p.energy_j_per_sample for p in points])
     mask = pareto_mask(accuracy, energy)
@@ -55,23 +68,15 @@ def cascade_curve(
     return [CurvePoint(float(t), float(a), float(e), bool(m)) for t, a, e, m in rows]
 
 
-def area_under(curve: Sequence[CurvePoint], energy_max: float) -> float:
+def area_under(accuracy: Sequence[float], energy: Sequence[float], energy_max: float) -> float:
     """Normalised area under the best-accuracy-within-energy step function on [0, energy_max]."""
-    if energy_max <= 0 or not curve:
+    if energy_max <= 0 or not len(accuracy):
         return float("nan")
-    order = sorted(curve, key=lambda p: p.energy_j_per_sample)
-    area, best = 0.0, 0.0
-    for point, following in zip(order, [*order[1:], None], strict=True):
-        best = max(best, point.accuracy)
-        start = min(point.energy_j_per_sample, energy_max)
-        end = energy_max if following is None else min(following.energy_j_per_sample, energy_max)
-        area += best * max(0.0, end - start)
-    return area / energy_max
-
-
-def curve_rows(curve: Sequence[CurvePoint]) -> list[dict[str, float | bool]]:
-    """The curve as plain rows (ModelFacts.extra, a CSV, a table); +inf thresholds become 'inf'."""
-    return [asdict(p) for p in curve]
+    order = np.argsort(energy, kind="stable")
+    e = np.minimum(np.asarray(energy, dtype=np.float64)[order], energy_max)
+    best = np.maximum.accumulate(np.asarray(accuracy, dtype=np.float64)[order])
+    widths = np.diff(np.append(e, energy_max))
+    return float((best * widths).sum() / energy_max)
 
 
 def curve_csv(curve: Sequence[CurvePoint]) -> str:
@@ -82,55 +87,62 @@ def curve_csv(curve: Sequence[CurvePoint]) -> str:
     return out.getvalue()
 
 
-def plot_pareto(
+def plot_study(
+    path: Path,
+    frontier: tuple[np.ndarray, np.ndarray],
     curve: Sequence[CurvePoint],
-    path: str | Path,
-    marks: Mapping[str, tuple[float, float]] = (),
-    title: str = "accuracy vs energy per inference",
+    measured: Mapping[str, MeasuredPoint],
+    reference: str,
+    title: str,
+    note: str,
 ) -> Path:
-    """Save the curve (grid points, Pareto front) and named (energy J, accuracy) marks as a PNG."""
+    """The oracle frontier, the priced cascade curve and the measured arms on a log energy axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 5.2))
     try:
-        energy_mj = np.array([p.energy_j_per_sample for p in curve]) * 1000
-        accuracy = np.array([p.accuracy for p in curve])
-        front = np.array([p.pareto for p in curve], dtype=bool)
-        ax.scatter(energy_mj, accuracy, s=12, color="0.6", label="shared threshold grid")
-        order = np.argsort(energy_mj[front])
+        accuracy, energy = frontier
         ax.step(
-            energy_mj[front][order], accuracy[front][order], where="post", color="C0", label="Pareto front"
+            energy * 1000, accuracy, where="post", color="0.3", lw=1.2, label="oracle frontier (priced bound)"
         )
-        for i, (name, (energy_j, acc)) in enumerate(dict(marks).items()):
-            ax.scatter([energy_j * 1000], [acc], marker="D", s=36, color=f"C{i + 1}", label=name, zorder=3)
-        ax.set_xlabel("energy per inference (mJ, per-member accounting)")
+        front = sorted((p for p in curve if p.pareto), key=lambda p: p.energy_j_per_sample)
+        ax.step(
+            [p.energy_j_per_sample * 1000 for p in front],
+            [p.accuracy for p in front],
+            where="post",
+            color="C0",
+            lw=1,
+            ls="--",
+            label="cascade, shared threshold (priced)",
+        )
+        for i, (name, point) in enumerate(sorted(measured.items(), key=lambda kv: kv[1].energy_per_1k_j)):
+            style = dict(marker="o", ms=6) if point.member else dict(marker="D", ms=7)
+            ax.errorbar(
+                [point.energy_per_1k_j],
+                [point.accuracy],
+                xerr=[[min(point.ci95_per_1k_j, 0.999 * point.energy_per_1k_j)], [point.ci95_per_1k_j]]
+                if np.isfinite(point.ci95_per_1k_j)
+                else None,
+                ls="none",
+                color=f"C{(i % 9) + 1}",
+                mec="k" if name == reference else None,
+                mew=2 if name == reference else 0.5,
+                label=f"{name}{' (reference)' if name == reference else ''}",
+                zorder=3,
+                **style,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("energy per 1,000 inferences (J, log scale); markers: measured, 95% interval")
         ax.set_ylabel("test accuracy")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        path = Path(path)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)
     return path
-
-
-def write_artifacts(extra: Mapping[str, Any], folder: str | Path) -> list[Path]:
-    """A selection job's files, from its ModelFacts.extra: the curve (CSV, PNG) and the summary (JSON).
-
-    The caller logs them (e.g. JobRun.log_file(path, "selection")) and may delete the folder after.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    curve = [CurvePoint(**row) for row in extra["pareto_curve"]]
-    csv_path = folder / "pareto.csv"
-    csv_path.write_text(curve_csv(curve))
-    title = f"{extra.get('strategy', 'selection')} on pool {extra.get('pool', '?')}"
-    png_path = plot_pareto(curve, folder / "pareto.png", extra.get("marks", {}), title)
-    json_path = folder / "selection.json"
-    json_path.write_text(json.dumps({k: v for k, v in extra.items() if k != "pareto_curve"}, indent=2))
-    return [csv_path, png_path, json_path]

@@ -1,19 +1,21 @@
-"""The router: a light classifier on the input that names the member to run.
+"""The router: per-member correctness predictors, so routing has the cascade's accuracy control.
 
-It is a multinomial logistic regression on the flat pixels, trained on validation A with the oracle
-labels of `oracle.cheapest_right` (members never saw validation A, so the labels are honest), and
-scored on the test split only. It runs inside the measured window on every input, so its own cost is
-measured and charged like a member's.
+For each member, a logistic regression on the input's pixels predicts the probability that the
+member answers it right, fitted on validation A (which no member was fitted on, so the labels are
+honest). The M predictors are one linear map, so the router costs one matrix product per call; it
+runs on every input inside the measured window and is charged like a member. Routing is a threshold
+rule on these probabilities (`cascade.tune` with `charge_reached=False`): each input goes to the
+cheapest member whose predicted correctness reaches that member's threshold, tuned on validation B
+for the same targets as the cascade, so router and cascade answer the same question.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from ecopipe.workloads.sklearn import fitted_values
+CERTAIN_LOGIT = 20.0  # a member right (or wrong) on every validation-A row: predicted so for every input
 
 
 class Router:
@@ -21,21 +23,26 @@ class Router:
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.model: Any = None
-        self.constant: int | None = None  # every validation-A label was the same member
+        self.weights: np.ndarray | None = None  # (features, members)
+        self.bias: np.ndarray | None = None  # (members,)
 
-    def fit(self, x: np.ndarray, labels: np.ndarray) -> None:
-        seen = np.unique(labels)
-        if len(seen) == 1:
-            self.constant = int(seen[0])
-            return
-        self.model = LogisticRegression(max_iter=1000, random_state=self.seed).fit(x, labels)
+    def fit(self, x: np.ndarray, correct: np.ndarray) -> None:
+        """`correct`: (members x rows) whether each member was right on each validation-A row."""
+        weights = np.zeros((x.shape[1], len(correct)))
+        bias = np.zeros(len(correct))
+        for m, right in enumerate(correct):
+            if right.all() or not right.any():
+                bias[m] = CERTAIN_LOGIT if right.all() else -CERTAIN_LOGIT
+                continue
+            model = LogisticRegression(max_iter=1000, random_state=self.seed).fit(x, right)
+            weights[:, m], bias[m] = model.coef_[0], model.intercept_[0]
+        self.weights, self.bias = weights, bias
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        if self.constant is not None:
-            return np.full(len(x), self.constant, dtype=np.int64)
-        return self.model.predict(x).astype(np.int64)
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """(members x rows) predicted probability that each member is right on each input."""
+        assert self.weights is not None and self.bias is not None
+        return expit(x @ self.weights + self.bias).T
 
     @property
     def parameters(self) -> int:
-        return 0 if self.model is None else fitted_values(self.model)
+        return 0 if self.weights is None or self.bias is None else int(self.weights.size + self.bias.size)

@@ -1,27 +1,28 @@
-"""A selection strategy as a Workload, so the inference stage measures the whole strategy.
+"""A selection study as a Workload: the job's strategy, and everything it is compared with, measured alike.
 
-load() reads the pool's data and builds the members; fit() (metered as the fit phase) trains them on
-the train split, temperature-scales them on validation A, measures each one's energy per sample,
-orders them by it, fits the router on validation A and tunes the cascade thresholds on validation B;
-batches() are the test split at the job's batch size; predict() runs the strategy on a batch (a
-cascade runs member 1 on the batch and passes the unconfident rows on), inside the stage's windows.
+load() reads the pool's data (the test split once) and builds the members. fit() (metered as the fit
+phase) trains them on train, temperature-scales them on validation A, prices each one per call and
+per row on validation rows (`costs`), orders them by that price, picks the *reference* (the most
+accurate member on validation B; ties: the cheaper), fits the router's correctness predictors on
+validation A, and tunes every strategy on validation B: a cascade and a router for each preset's
+accuracy tolerance against the reference (and the job's own target if it is another one).
 
-The per-member accounting (each member's measured cost per call and per row x the calls and inputs it
-ran, plus the router's) is reported beside the stage's measurement by `reconcile`, which warns when the two
-disagree beyond the measurement's 95% confidence interval.
-
-Hook for the job: set `workload.meter` to the job's (open) EnergyMeter before the stage runs, so the
-member costs come from the same sensors as the windows; without it the workload opens a private
-meter on freshly discovered sensors for the cost measurement only.
+The stage measures the job's strategy in its trials and, as arms in the same trials (`arms`), every
+member alone and every other strategy, over the same test split at the same batch size: savings are
+then a ratio of two measured energies, with a 95% interval (`study`). The per-member accounting
+(fitted costs x the calls and rows each pass really ran) is reported beside each measurement as a
+cross-check, flagged beyond ACCOUNTING_TOLERANCE.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,29 +39,38 @@ from ecopipe.config import (
     StrategyConfig,
     StrategyName,
 )
-from ecopipe.monitor.energy import EnergyMeter
-from ecopipe.selection.cascade import Point, Tuned, evaluate, run_cascade, shared_grid, tune
-from ecopipe.selection.costs import Accounting, MemberCost, batched, measure_affine_cost
-from ecopipe.selection.data import PoolData, load_pool_data
+from ecopipe.monitor.stats import estimate
+from ecopipe.selection import study
+from ecopipe.selection.cascade import Tuned, evaluate, shared_grid, stop_index, terminal_at, tune
+from ecopipe.selection.costs import MemberCost, Prices, batched, measure_member_cost
+from ecopipe.selection.data import POOL_DATASETS, PoolData, load_pool_data
 from ecopipe.selection.members import Member, build_member, member_config
-from ecopipe.selection.oracle import cheapest_right, oracle_frontier, oracle_point
-from ecopipe.selection.pareto import CurvePoint, area_under, cascade_curve, curve_rows
+from ecopipe.selection.oracle import cheapest_right, oracle_frontier
+from ecopipe.selection.pareto import MeasuredPoint, area_under, cascade_curve, curve_csv, plot_study
 from ecopipe.selection.router import Router
-from ecopipe.workloads.base import ModelFacts, Workload
+from ecopipe.selection.runners import (
+    Answers,
+    CascadeRunner,
+    MemberRunner,
+    OracleRunner,
+    RouterRunner,
+    Runner,
+    SelectionBatch,
+    concatenate,
+)
+from ecopipe.workloads.base import Findings, ModelFacts, Workload
 
 if TYPE_CHECKING:
+    from ecopipe.monitor.energy import EnergyMeter
     from ecopipe.stages.inference import InferenceResult
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class SelectionBatch:
-    x: np.ndarray
-    rows: np.ndarray  # positions in the test split (the oracle's hindsight choice is looked up by row)
-
-    def __len__(self) -> int:
-        return len(self.x)
+# The accounting is fitted on other rows in other, shorter windows: it is a cross-check, and is
+# flagged when it misses the measured window by more than this share of it.
+ACCOUNTING_TOLERANCE = 0.25
+PARITY_GOAL_PP = 0.5  # the summary names the cheapest arm within this loss of the reference on test
+MEMBER_PREFIX = "member_"
 
 
 @dataclass(frozen=True)
@@ -69,21 +79,54 @@ class View:
 
     conf: np.ndarray
     correct: np.ndarray
-    predicted: np.ndarray
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    """The test split seen through every member, after the measured trials: for reporting only."""
+class Plan:
+    """One strategy of the study, tuned on validation B (the oracle is not tuned: it is hindsight)."""
 
-    view: View
-    strategy: Point  # the tuned strategy on test under the per-member accounting
-    heaviest: Point
-    oracle: Point
-    members: dict[str, tuple[float, float]]  # name -> (energy J per sample, accuracy)
-    curve: list[CurvePoint]
-    pareto_auc: float
-    router_label_accuracy: float | None
+    name: str  # its arm name: cascade_balanced, router_energy_saver, cascade_budget, oracle...
+    kind: StrategyName
+    target: CascadeTarget
+    tolerance: float | None  # accuracy points below the reference on validation B (parity)
+    tuned: Tuned | None = None
+
+
+def plan_name(strategy: StrategyConfig) -> str:
+    """The arm name of a job's strategy."""
+    kind = strategy.name.value
+    if strategy.name is StrategyName.oracle:
+        return kind
+    if strategy.target is CascadeTarget.energy_budget:
+        return f"{kind}_budget"
+    if strategy.tolerance is not None:
+        return f"{kind}_custom"
+    return f"{kind}_{strategy.preset or 'balanced'}"
+
+
+class ArmWorkload(Workload):
+    """A member alone or another strategy, run over the study's test batches inside the stage's trials."""
+
+    def __init__(self, runner: Runner, batches: Sequence[SelectionBatch], truth: np.ndarray) -> None:
+        self.runner, self._batches, self.truth = runner, batches, truth
+
+    def load(self) -> None:  # loaded and fitted with the study
+        pass
+
+    def batches(self) -> Sequence[SelectionBatch]:
+        return self._batches
+
+    def predict(self, batch: SelectionBatch) -> Answers:
+        if batch is self._batches[0]:
+            self.runner.start()
+        return self.runner.feed(batch, last=batch is self._batches[-1])
+
+    def quality(self, outputs: Sequence[Answers]) -> dict[str, float]:
+        answers = concatenate(outputs)
+        return {"accuracy": float((answers.labels == self.truth[answers.rows]).mean())}
+
+    def facts(self) -> ModelFacts:
+        raise NotImplementedError("an arm is reported through its study")
 
 
 class SelectionWorkload(Workload):
@@ -101,49 +144,48 @@ class SelectionWorkload(Workload):
         self.member_cfgs = list(members)
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.fake_gpu_watts = fake_gpu_watts
-        self.meter: EnergyMeter | None = None  # the job's meter; see the module docstring
-        self.tolerance = strategy.resolved_tolerance() if self._parity else None
+        self.meter: EnergyMeter | None = None
         self.data: PoolData | None = None
-        self.members: list[Member] = []  # ordered by measured energy per sample after fit()
+        self.members: list[Member] = []  # ordered by fitted price per input after fit()
         self.costs: dict[str, MemberCost] = {}
+        self.router_cost: MemberCost | None = None
+        self.reference = -1  # position of the reference member
         self.router: Router | None = None
-        self.router_labels: np.ndarray | None = None  # validation A oracle labels (member positions)
-        self.tuned: Tuned | None = None
-        self.thresholds: np.ndarray | None = None
+        self.plans: dict[str, Plan] = {}
+        self.headline = plan_name(strategy)
         self.validation_b: View | None = None
-        self._oracle_choice: np.ndarray | None = None
+        self._runners: dict[str, Runner] = {}
         self._batches: list[SelectionBatch] = []
-        self._reset_counters()
+        self.truth = np.empty(0, dtype=np.int64)
+        self.x_test = np.empty((0, 0), dtype=np.float32)
 
-    @property
-    def _parity(self) -> bool:
-        return (
-            self.strategy.name is StrategyName.cascade
-            and self.strategy.target is CascadeTarget.accuracy_parity
-        )
-
-    def _reset_counters(self) -> None:
-        self._rows = 0
-        self._evaluated = np.zeros(len(self.member_cfgs), dtype=np.int64)
-        self._calls = np.zeros(len(self.member_cfgs), dtype=np.int64)
-        self._router_rows = 0
-        self._router_calls = 0
+    @cached_property
+    def main(self) -> ArmWorkload:
+        """The job's own strategy, as the stage's trials run it."""
+        return ArmWorkload(self.runner_for(self.headline), self._batches, self.truth)
 
     # ----- the Workload contract -------------------------------------------------------------
+    def attach_meter(self, meter: EnergyMeter) -> None:
+        """Members are priced on the same sensors as the stage's windows."""
+        self.meter = meter
+
     def load(self) -> None:
         self.data = load_pool_data(self.pool, self.seed)
         self.members = [
             build_member(cfg, self.data.classes, self.seed, self.data.image_shape, self.device)
             for cfg in self.member_cfgs
         ]
-        x_test, _ = self.data.part("test")
-        rows = np.arange(len(x_test))
+        self.x_test, self.truth = self.data.part("test")  # the only read of the test split
+        rows = np.arange(len(self.truth))
         self._batches = [
             SelectionBatch(x, r)
-            for x, r in zip(batched(x_test, self.batch_size), batched(rows, self.batch_size), strict=True)
+            for x, r in zip(
+                batched(self.x_test, self.batch_size), batched(rows, self.batch_size), strict=True
+            )
         ]
-        self.__dict__.pop("evaluation", None)
-        self._reset_counters()
+        for cached in ("evaluation", "oracle_choice", "main"):
+            self.__dict__.pop(cached, None)
+        self._runners = {}
 
     def fit(self) -> bool:
         assert self.data is not None
@@ -154,57 +196,102 @@ class SelectionWorkload(Workload):
             member.fit(x_train, y_train)
             member.calibrate(x_a, y_a)
             log.info("pool member %s fitted; temperature %.3g", member.name, member.temperature)
-        self._measure_costs(np.concatenate([x_a, x_b]))
-        self.members.sort(key=lambda m: self.costs[m.name].joules_per_sample)  # stable: ties keep list order
-        costs = self.member_costs
+        pricing_rows = np.concatenate([x_a, x_b])
+        self._price_members(pricing_rows)
+        self.members.sort(key=lambda m: self.costs[m.name].per_sample(self.batch_size))  # stable on ties
+        prices = self.prices()
         log.info(
-            "pool ordered by measured energy per sample: %s",
-            ", ".join(f"{m.name} {c * 1e3:.3g} mJ" for m, c in zip(self.members, costs, strict=True)),
+            "pool ordered by price per input at batch %d: %s",
+            self.batch_size,
+            ", ".join(
+                f"{m.name} {c * 1e3:.3g} mJ" for m, c in zip(self.members, prices.per_sample, strict=True)
+            ),
         )
+        view_a = self._view(x_a, y_a)
         self.validation_b = self._view(x_b, y_b)
-        if self.strategy.name is StrategyName.router:
-            self.router_labels = cheapest_right(self._view(x_a, y_a).correct, costs)
-            self.router = Router(self.seed)
-            self.router.fit(x_a, self.router_labels)
-            self._measure_router_cost(np.concatenate([x_a, x_b]))
-        elif self.strategy.name is StrategyName.cascade:
-            self.tuned = self._tune(self.validation_b, costs)
-            self.thresholds = self.tuned.thresholds
-        elif self.strategy.name is StrategyName.oracle:
-            # Hindsight by definition: the oracle alone reads the test labels; it is a bound, not a method.
-            self._oracle_choice = cheapest_right(self.evaluation.view.correct, costs)
+        accuracy_b = self.validation_b.correct.mean(axis=1)
+        self.reference = study.pick(accuracy_b.tolist(), prices.per_sample.tolist())
+        log.info(
+            "reference: %s, the most accurate member on validation B (%.4f)",
+            self.members[self.reference].name,
+            accuracy_b[self.reference],
+        )
+        self.router = Router(self.seed)
+        self.router.fit(x_a, view_a.correct)
+        router = self.router
+        self.router_cost = self._with_meter(
+            lambda meter: measure_member_cost(
+                "router", meter, router.scores, pricing_rows, self.batch_size, self.pool.cost_window_s
+            )
+        )
+        router_scores_b = router.scores(x_b)
+        for plan in self._plans():
+            if plan.kind is StrategyName.oracle:
+                self.plans[plan.name] = plan
+                continue
+            scores = self.validation_b.conf if plan.kind is StrategyName.cascade else router_scores_b
+            self.plans[plan.name] = self._tune(plan, scores)
         return True
 
     def batches(self) -> Sequence[SelectionBatch]:
         return self._batches
 
-    def predict(self, batch: SelectionBatch) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted class, member position that answered) for each row of the batch."""
-        if batch is self._batches[0]:  # a pass starts: the accounting covers one whole pass, not warm-up
-            self._reset_counters()
-        probas = [m.proba for m in self.members]
-        if self.strategy.name is StrategyName.cascade:
-            assert self.thresholds is not None
-            labels, chosen, evaluated = run_cascade(probas, self.thresholds, batch.x)
-            self._evaluated += evaluated
-            self._calls += evaluated > 0
-        else:
-            if self.strategy.name is StrategyName.router:
-                assert self.router is not None
-                chosen = self.router.predict(batch.x)
-                self._router_rows += len(batch)
-                self._router_calls += 1
-            else:
-                assert self._oracle_choice is not None
-                chosen = self._oracle_choice[batch.rows]
-            labels = np.empty(len(batch), dtype=np.int64)
-            for m in np.unique(chosen):
-                rows = chosen == m
-                labels[rows] = probas[m](batch.x[rows]).argmax(axis=1)
-                self._evaluated[m] += int(rows.sum())
-                self._calls[m] += 1
-        self._rows += len(batch)
-        return labels, chosen
+    def predict(self, batch: SelectionBatch) -> Answers:
+        return self.main.predict(batch)
+
+    def quality(self, outputs: Sequence[Answers]) -> dict[str, float]:
+        """The job's strategy on test: `accuracy`, `share.<member>` (inputs it answered),
+        `evaluated.<member>` (inputs it ran on), thresholds, tolerance, its validation-B results."""
+        answers = concatenate(outputs)
+        runner = self.runner_for(self.headline)
+        shares = np.bincount(answers.chosen, minlength=len(self.members)) / len(answers.rows)
+        result = self.main.quality(outputs)
+        for position, member in enumerate(self.members):
+            result[f"share.{member.name}"] = float(shares[position])
+            result[f"evaluated.{member.name}"] = float(runner.evaluated[position] / max(runner.rows, 1))
+        plan = self.plans[self.headline]
+        if plan.tuned is not None:
+            for member, threshold in zip(self.members, plan.tuned.thresholds, strict=True):
+                if math.isfinite(threshold):
+                    result[f"threshold.{member.name}"] = float(threshold)
+            result["validation_b_accuracy"] = plan.tuned.point.accuracy
+            result["target_met_on_validation_b"] = float(plan.tuned.feasible)
+        if plan.tolerance is not None:
+            result["tolerance"] = plan.tolerance
+        assert self.validation_b is not None
+        result["reference_validation_b_accuracy"] = float(self.validation_b.correct[self.reference].mean())
+        return result
+
+    def facts(self) -> ModelFacts:
+        runner = self.runner_for(self.headline)
+        rows = max(runner.rows, 1)
+        params = {m.name: m.parameters for m in self.members}
+        router_params = self.router.parameters if self.router is not None else 0
+        effective = sum(params[m.name] * runner.evaluated[i] / rows for i, m in enumerate(self.members))
+        effective += router_params * runner.router_rows / rows
+        extra: dict[str, Any] = {
+            "strategy": self.headline,
+            "pool": self.pool.name,
+            "reference": self.members[self.reference].name,
+            "order": [m.name for m in self.members],
+            "member_parameters": params,
+        }
+        plan = self.plans[self.headline]
+        if plan.tuned is not None:
+            extra["thresholds"] = {
+                m.name: float(t) for m, t in zip(self.members, plan.tuned.thresholds, strict=True)
+            }
+        dtypes = "+".join(sorted({m.dtype for m in self.members}))
+        return ModelFacts(
+            int(sum(params.values()) + router_params), float(effective), dtypes, "fitted", extra
+        )
+
+    def arms(self) -> dict[str, Workload]:
+        """Every member alone and every other strategy, over the same test batches."""
+        names = [f"{MEMBER_PREFIX}{m.name}" for m in self.members] + [
+            n for n in self.plans if n != self.headline
+        ]
+        return {name: ArmWorkload(self.runner_for(name), self._batches, self.truth) for name in names}
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
@@ -212,85 +299,75 @@ class SelectionWorkload(Workload):
 
             torch.cuda.synchronize(self.device)
 
-    def quality(self, outputs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-        """Test-split results: `accuracy` (of what ran in the window), `share.<member>` (inputs it
-        answered), `evaluated.<member>` (inputs it ran on), `savings_vs_heaviest` and the energies
-        marked `accounted` (per-member accounting: measured cost per call and per row x calls and
-        inputs), the oracle's, `pareto_auc`, thresholds and tolerance (cascade), the router's cost and
-        label accuracy."""
-        assert self.data is not None
-        labels = np.concatenate([o[0] for o in outputs])
-        chosen = np.concatenate([o[1] for o in outputs])
-        truth = self.data.part("test")[1][: len(labels)]
-        ev = self.evaluation
-        accounting = self.accounting()
-        heaviest_j = self.member_costs[-1]
-        shares = np.bincount(chosen, minlength=len(self.members)) / len(chosen)
-        evaluated = self._evaluated / max(self._rows, 1)
-        result: dict[str, float] = {
-            "accuracy": float((labels == truth).mean()),
-            "heaviest_accuracy": ev.heaviest.accuracy,
-            "accuracy_vs_heaviest": float((labels == truth).mean()) - ev.heaviest.accuracy,
-            "energy_per_1k_accounted_j": accounting.per_1k_j,
-            "heaviest_energy_per_1k_j": 1000 * heaviest_j,
-            "savings_vs_heaviest": 1 - accounting.per_sample_j / heaviest_j,
-            "oracle_accuracy": ev.oracle.accuracy,
-            "oracle_energy_per_1k_accounted_j": 1000 * ev.oracle.energy_j_per_sample,
-            "pareto_auc": ev.pareto_auc,
-        }
-        for position, member in enumerate(self.members):
-            result[f"share.{member.name}"] = float(shares[position])
-            result[f"evaluated.{member.name}"] = float(evaluated[position])
-            result[f"member_accuracy.{member.name}"] = ev.members[member.name][1]
-            result[f"member_energy_per_1k_j.{member.name}"] = 1000 * self.member_costs[position]
-            if self.thresholds is not None and math.isfinite(self.thresholds[position]):
-                result[f"threshold.{member.name}"] = float(self.thresholds[position])
-        if self.tolerance is not None:
-            result["tolerance"] = self.tolerance
-        if self.tuned is not None:
-            result["validation_b_accuracy"] = self.tuned.point.accuracy
-            result["validation_b_heaviest_accuracy"] = self.tuned.heaviest.accuracy
-            result["target_met_on_validation_b"] = float(self.tuned.feasible)
-        if self.router is not None:
-            result["router_share_of_inputs"] = self._router_rows / max(self._rows, 1)
-            result["router_energy_per_1k_j"] = 1000 * self.costs["router"].joules_per_sample
-            assert ev.router_label_accuracy is not None
-            result["router_label_accuracy"] = ev.router_label_accuracy
-        return result
+    # ----- strategies ------------------------------------------------------------------------
+    def _plans(self) -> list[Plan]:
+        plans = [
+            Plan(f"{kind.value}_{preset}", kind, CascadeTarget.accuracy_parity, tolerance)
+            for kind in (StrategyName.cascade, StrategyName.router)
+            for preset, tolerance in StrategyConfig.PRESETS.items()
+        ]
+        plans.append(Plan("oracle", StrategyName.oracle, CascadeTarget.accuracy_parity, None))
+        if self.headline not in {p.name for p in plans}:
+            parity = self.strategy.target is CascadeTarget.accuracy_parity
+            tolerance = self.strategy.resolved_tolerance() if parity else None
+            plans.append(Plan(self.headline, self.strategy.name, self.strategy.target, tolerance))
+        return plans
 
-    def facts(self) -> ModelFacts:
-        rows = max(self._rows, 1)
-        params = {m.name: m.parameters for m in self.members}
-        router_params = self.router.parameters if self.router is not None else 0
-        effective = sum(params[m.name] * self._evaluated[i] / rows for i, m in enumerate(self.members))
-        effective += router_params * self._router_rows / rows
-        ev = self.evaluation
-        extra: dict[str, Any] = {
-            "strategy": self.strategy.name.value,
-            "pool": self.pool.name,
-            "order": [m.name for m in self.members],
-            "member_cost_j_per_sample": {n: c.joules_per_sample for n, c in self.costs.items()},
-            "member_parameters": params,
-            "pareto_curve": curve_rows(ev.curve),
-            "pareto_auc": ev.pareto_auc,
-            "marks": {
-                self.strategy.name.value: (ev.strategy.energy_j_per_sample, ev.strategy.accuracy),
-                "oracle": (ev.oracle.energy_j_per_sample, ev.oracle.accuracy),
-                **{f"only {name}": point for name, point in ev.members.items()},
-            },
-        }
-        if self.thresholds is not None:
-            pairs = zip(self.members, self.thresholds, strict=True)
-            extra["thresholds"] = {m.name: float(t) for m, t in pairs}
-        dtypes = "+".join(sorted({m.dtype for m in self.members}))
-        total = int(sum(params.values()) + router_params)
-        return ModelFacts(total, float(effective), dtypes, "fitted", extra)
+    def _tune(self, plan: Plan, scores: np.ndarray) -> Plan:
+        assert self.validation_b is not None
+        budget = self.strategy.energy_budget_j_per_1k
+        reference_accuracy = float(self.validation_b.correct[self.reference].mean())
+        tuned = tune(
+            scores,
+            self.validation_b.correct,
+            self.prices(router=plan.kind is StrategyName.router),
+            plan.target,
+            reference_accuracy - (plan.tolerance or 0.0),
+            None if budget is None else budget / 1000,
+            self.strategy.threshold_grid,
+            charge_reached=plan.kind is StrategyName.cascade,
+        )
+        if not tuned.feasible:
+            log.warning(
+                "%s: target %s cannot be met on validation B (budget %s J per 1,000 below the cheapest "
+                "member's?): the closest thresholds are used",
+                plan.name,
+                plan.target.value,
+                budget,
+            )
+        log.info(
+            "%s thresholds %s: validation B accuracy %.4f (reference %.4f), %.4g J per 1,000 priced",
+            plan.name,
+            np.round(tuned.thresholds, 4).tolist(),
+            tuned.point.accuracy,
+            reference_accuracy,
+            1000 * tuned.point.energy_j_per_sample,
+        )
+        return Plan(plan.name, plan.kind, plan.target, plan.tolerance, tuned)
 
-    # ----- measured costs and their accounting -----------------------------------------------
-    @property
-    def member_costs(self) -> np.ndarray:
-        """Joules per sample of each member, in pool order (ascending once fitted)."""
-        return np.array([self.costs[m.name].joules_per_sample for m in self.members])
+    def runner_for(self, name: str) -> Runner:
+        if name not in self._runners:
+            self._runners[name] = self._build_runner(name)
+        return self._runners[name]
+
+    def _build_runner(self, name: str) -> Runner:
+        if name.startswith(MEMBER_PREFIX):
+            position = [m.name for m in self.members].index(name.removeprefix(MEMBER_PREFIX))
+            return MemberRunner(self.members, self.batch_size, position)
+        plan = self.plans[name]
+        if plan.kind is StrategyName.oracle:
+            # Hindsight by definition: the oracle alone reads the test labels; a bound, not a method.
+            return OracleRunner(self.members, self.batch_size, self.oracle_choice)
+        assert plan.tuned is not None
+        if plan.kind is StrategyName.router:
+            assert self.router is not None
+            return RouterRunner(self.members, self.batch_size, self.router, plan.tuned.thresholds)
+        return CascadeRunner(self.members, self.batch_size, plan.tuned.thresholds)
+
+    # ----- prices ----------------------------------------------------------------------------
+    def prices(self, router: bool = False) -> Prices:
+        costs = [self.costs[m.name] for m in self.members] if self.members else []
+        return Prices.of(costs, self.batch_size, self.router_cost if router else None)
 
     def _with_meter(self, action: Any) -> Any:
         if self.meter is not None:
@@ -299,7 +376,7 @@ class SelectionWorkload(Workload):
         from ecopipe.monitor.energy import machine_meter
 
         index = gpu_index(self.device)
-        log.info("no meter handed over by the job: member costs use a private meter on the same sensors")
+        log.info("no meter handed over: member costs use a private meter on the same sensors")
         meter = machine_meter([] if index is None else [index], self.fake_gpu_watts, self.synchronize)
         meter.open()
         try:
@@ -307,146 +384,237 @@ class SelectionWorkload(Workload):
         finally:
             meter.close()
 
-    def _measure_costs(self, x: np.ndarray) -> None:
+    def _price_members(self, x: np.ndarray) -> None:
         def measure(meter: EnergyMeter) -> None:
             for member in self.members:
-                self.costs[member.name] = measure_affine_cost(
+                self.costs[member.name] = measure_member_cost(
                     member.name, meter, member.proba, x, self.batch_size, self.pool.cost_window_s
+                )
+                cost = self.costs[member.name]
+                log.info(
+                    "%s priced %.3g mJ per call + %.3g mJ per row (fitted on %s)",
+                    member.name,
+                    cost.joules_per_call * 1e3,
+                    cost.joules_per_row * 1e3,
+                    ", ".join(f"batch {n}: {j * 1e3:.3g} mJ/call" for n, j in cost.observations),
                 )
 
         self._with_meter(measure)
 
-    def _measure_router_cost(self, x: np.ndarray) -> None:
-        assert self.router is not None
-        router = self.router
-        window_s = self.pool.cost_window_s
-        self.costs["router"] = self._with_meter(
-            lambda meter: measure_affine_cost("router", meter, router.predict, x, self.batch_size, window_s)
-        )
-
-    def accounting(self) -> Accounting:
-        """Measured cost per call and per row x calls and inputs, over the last pass over the test split."""
-        evaluated = {m.name: int(self._evaluated[i]) for i, m in enumerate(self.members)}
-        calls = {m.name: int(self._calls[i]) for i, m in enumerate(self.members)}
-        if self.router is not None:
-            evaluated["router"], calls["router"] = self._router_rows, self._router_calls
-        return Accounting(self._rows, evaluated, calls, self.costs)
-
-    def reconcile(self, inference: InferenceResult) -> dict[str, float]:
-        """The stage's measurement of the strategy beside the per-member accounting (gross joules)."""
-        measured = inference.per_1k_samples(Attribution.gross)
-        accounted = self.accounting().per_1k_j
-        gap = accounted - measured.mean
-        checkable = math.isfinite(measured.ci95)
-        within = checkable and abs(gap) <= measured.ci95 + 1e-9 * abs(measured.mean)  # + rounding
-        if not checkable:
-            log.warning(
-                "selection accounting (%.4g J/1k) cannot be checked against the measurement "
-                "(%.4g J/1k): one trial gives no confidence interval",
-                accounted,
-                measured.mean,
-            )
-        elif not within:
-            log.warning(
-                "selection accounting says %.4g J per 1,000 inferences, the measured window %.4g ±%.2g "
-                "(95%% CI): they disagree by %+.1f%%. The window is the measurement; the accounting charges "
-                "each member per call and per row as measured alone, and leaves out the strategy's own "
-                "bookkeeping (splitting batches, comparing confidences).",
-                accounted,
-                measured.mean,
-                measured.ci95,
-                100 * gap / measured.mean,
-            )
-        heaviest_per_1k = 1000 * self.member_costs[-1]
-        return {
-            "selection.energy_per_1k_measured_j": measured.mean,
-            "selection.energy_per_1k_accounted_j": accounted,
-            "selection.accounting_gap_rel": gap / measured.mean if measured.mean else math.nan,
-            "selection.accounting_within_ci95": float(within),
-            "selection.savings_vs_heaviest_measured": float(1 - measured.mean / heaviest_per_1k),
-        }
-
-    # ----- tuning and reporting --------------------------------------------------------------
+    # ----- the test split, after the trials --------------------------------------------------
     def _view(self, x: np.ndarray, y: np.ndarray) -> View:
         probas = [np.concatenate([m.proba(b) for b in batched(x, self.batch_size)]) for m in self.members]
-        conf = np.stack([p.max(axis=1) for p in probas])
-        predicted = np.stack([p.argmax(axis=1) for p in probas])
-        return View(conf, predicted == y[None, :], predicted)
-
-    def _tune(self, view: View, costs: np.ndarray) -> Tuned:
-        budget = self.strategy.energy_budget_j_per_1k
-        tuned = tune(
-            view.conf,
-            view.correct,
-            costs,
-            self.strategy.target,
-            self.tolerance or 0.0,
-            None if budget is None else budget / 1000,
-            self.strategy.threshold_grid,
+        return View(
+            np.stack([p.max(axis=1) for p in probas]), np.stack([p.argmax(axis=1) == y for p in probas])
         )
-        if not tuned.feasible:
-            log.warning(
-                "cascade target %s cannot be met on validation B (budget %s J per 1,000 below the "
-                "cheapest member's %.4g?): the closest thresholds are used",
-                self.strategy.target.value,
-                budget,
-                1000 * costs[0],
-            )
-        log.info(
-            "cascade thresholds %s after %d evaluations: validation B accuracy %.4f (heaviest %.4f), "
-            "%.4g J per 1,000 by accounting",
-            np.round(tuned.thresholds, 4).tolist(),
-            tuned.evaluations,
-            tuned.point.accuracy,
-            tuned.heaviest.accuracy,
-            1000 * tuned.point.energy_j_per_sample,
-        )
-        return tuned
 
     @cached_property
-    def evaluation(self) -> Evaluation:
-        """Every member on the test split, once, outside the measured windows: for the report only."""
-        assert self.data is not None and self.validation_b is not None
-        x_test, y_test = self.data.part("test")
-        view = self._view(x_test, y_test)
-        costs = self.member_costs
-        members = len(self.members)
-        heaviest = evaluate(np.array([np.inf] * (members - 1) + [0.0]), view.conf, view.correct, costs)
-        oracle = oracle_point(view.correct, costs)
-        router_label_accuracy = None
-        if self.strategy.name is StrategyName.cascade:
-            assert self.thresholds is not None
-            strategy = evaluate(self.thresholds, view.conf, view.correct, costs)
-        elif self.strategy.name is StrategyName.router:
-            assert self.router is not None
-            choice = self.router.predict(x_test)
-            counts = np.bincount(choice, minlength=members)
-            energy = float(costs[choice].mean()) + self.costs["router"].joules_per_sample
-            accuracy = float(view.correct[choice, np.arange(len(y_test))].mean())
-            strategy = Point(accuracy, energy, counts, counts)
-            router_label_accuracy = float((choice == cheapest_right(view.correct, costs)).mean())
-        else:
-            strategy = oracle
-        curve = cascade_curve(
-            view.conf, view.correct, costs, shared_grid(self.validation_b.conf, self.strategy.threshold_grid)
-        )
-        return Evaluation(
-            view=view,
-            strategy=strategy,
-            heaviest=heaviest,
-            oracle=oracle,
-            members={
-                m.name: (float(c), float(right.mean()))
-                for m, c, right in zip(self.members, costs, view.correct, strict=True)
-            },
-            curve=curve,
-            pareto_auc=area_under(curve, float(costs[-1])),
-            router_label_accuracy=router_label_accuracy,
-        )
+    def evaluation(self) -> View:
+        """Every member on the test split, outside the measured windows: the oracle's hindsight and
+        the report's per-row correctness, frontier and curve."""
+        return self._view(self.x_test, self.truth)
 
-    def oracle_frontier(self) -> tuple[np.ndarray, np.ndarray]:
-        ev = self.evaluation
-        return oracle_frontier(ev.view.correct, self.member_costs)
+    @cached_property
+    def oracle_choice(self) -> np.ndarray:
+        return cheapest_right(self.evaluation.correct, self.prices().per_sample)
+
+    def right_on_test(self, name: str) -> np.ndarray:
+        """Per test row, whether the arm answers it right (from the members' outputs, no window)."""
+        view, rows = self.evaluation, np.arange(len(self.truth))
+        if name.startswith(MEMBER_PREFIX):
+            return view.correct[self._runners_position(name)]
+        plan = self.plans[name]
+        if plan.kind is StrategyName.oracle:
+            return view.correct[self.oracle_choice, rows]
+        assert plan.tuned is not None and self.router is not None
+        scores = view.conf if plan.kind is StrategyName.cascade else self.router.scores(self.x_test)
+        return view.correct[stop_index(scores, plan.tuned.thresholds), rows]
+
+    def _runners_position(self, name: str) -> int:
+        return [m.name for m in self.members].index(name.removeprefix(MEMBER_PREFIX))
+
+    # ----- findings --------------------------------------------------------------------------
+    def findings(self, result: InferenceResult, folder: Path) -> Findings:
+        measured = {name: arm.per_1k_samples() for name, arm in result.arms.items()}
+        measured[self.headline] = result.per_1k_samples(Attribution.gross)
+        seconds = {name: arm.seconds_per_1k_samples() for name, arm in result.arms.items()}
+        seconds[self.headline] = estimate([t.window.duration_s * 1000 / t.samples for t in result.trials])
+        accuracy = {name: arm.quality["accuracy"] for name, arm in result.arms.items()}
+        accuracy[self.headline] = result.quality["accuracy"]
+        reference = f"{MEMBER_PREFIX}{self.members[self.reference].name}"
+        costliest = f"{MEMBER_PREFIX}{self.members[-1].name}"
+        reference_right = self.right_on_test(reference)
+        metrics: dict[str, float] = {}
+        rows = []
+        for name in measured:
+            vs_reference = study.savings(measured[name], measured[reference])
+            vs_costliest = study.savings(measured[name], measured[costliest])
+            delta = study.accuracy_difference(self.right_on_test(name), reference_right)
+            row: dict[str, Any] = {
+                "arm": name,
+                "accuracy": accuracy[name],
+                "energy_per_1k_j": measured[name].mean,
+                "energy_per_1k_ci95_j": measured[name].ci95,
+                "accuracy_delta_vs_reference": delta,
+                "savings_measured_vs_reference": vs_reference,
+                "savings_measured_vs_costliest": vs_costliest,
+                "time_savings_vs_reference": study.savings(seconds[name], seconds[reference]),
+            }
+            row |= self._cross_check(name, measured[name].mean)
+            rows.append(row)
+            metrics |= {
+                f"selection.{name}.{key}": value
+                for key, interval in row.items()
+                if key != "arm"
+                for key, value in (
+                    interval.as_metrics(key).items()
+                    if isinstance(interval, study.Interval)
+                    else [(key, interval)]
+                )
+            }
+        # The job's own strategy also under the bare names, for tables across jobs.
+        own = f"selection.{self.headline}."
+        metrics |= {f"selection.{k.removeprefix(own)}": v for k, v in metrics.items() if k.startswith(own)}
+        curve, frontier, areas = self._curves()
+        metrics |= {
+            "selection.reference_accuracy": accuracy[reference],
+            "selection.reference_energy_per_1k_j": measured[reference].mean,
+            "selection.pareto_auc": areas[0],
+            "selection.oracle_pareto_auc": areas[1],
+            "selection.energy_estimated": float(not all(result.measured.values())),
+        }
+        summary = self._summary(result, rows, reference, costliest)
+        files = self._write_files(folder, rows, curve, frontier, areas, reference, result)
+        return Findings(metrics, tuple(summary), tuple(files))
+
+    def _cross_check(self, name: str, measured_per_1k: float) -> dict[str, float]:
+        """The accounting (fitted costs x what the last pass ran) against the measured window."""
+        runner = self.runner_for(name)
+        router = self.router_cost if isinstance(runner, RouterRunner) else None
+        accounted = runner.accounting(self.costs, router).per_1k_j
+        gap = accounted / measured_per_1k - 1 if measured_per_1k else math.nan
+        if abs(gap) > ACCOUNTING_TOLERANCE:
+            log.warning(
+                "%s: the per-member accounting says %.4g J per 1,000, its measured windows %.4g (%+.0f%%, "
+                "beyond the %.0f%% tolerance): the fitted costs (validation rows, short windows) do not "
+                "describe this pass; the windows are the measurement.",
+                name,
+                accounted,
+                measured_per_1k,
+                100 * gap,
+                100 * ACCOUNTING_TOLERANCE,
+            )
+        return {
+            "energy_per_1k_accounted_j": accounted,
+            "accounting_gap_rel": gap,
+            "accounting_within_tolerance": float(abs(gap) <= ACCOUNTING_TOLERANCE),
+        }
+
+    def _curves(self) -> tuple[list, tuple[np.ndarray, np.ndarray], tuple[float, float]]:
+        assert self.validation_b is not None
+        view, prices = self.evaluation, self.prices()
+        grid = shared_grid(self.validation_b.conf[: self.reference], self.strategy.threshold_grid)
+        curve = cascade_curve(view.conf, view.correct, prices, grid, self.reference)
+        reference_j = evaluate(
+            terminal_at(len(self.members), self.reference), view.conf, view.correct, prices
+        )
+        frontier = oracle_frontier(view.correct, prices.per_sample)
+        energy_max = reference_j.energy_j_per_sample
+        areas = (
+            area_under([p.accuracy for p in curve], [p.energy_j_per_sample for p in curve], energy_max),
+            area_under(frontier[0], frontier[1], energy_max),
+        )
+        return curve, frontier, areas
+
+    def _summary(
+        self, result: InferenceResult, rows: list[dict[str, Any]], reference: str, costliest: str
+    ) -> list[str]:
+        by_name = {r["arm"]: r for r in rows}
+        ref = by_name[reference]
+        assert self.validation_b is not None
+        lines = [
+            f"  reference   {reference.removeprefix(MEMBER_PREFIX)}: the most accurate member on "
+            f"validation B ({self.validation_b.correct[self.reference].mean():.4f}); on test accuracy "
+            f"{ref['accuracy']:.4f}, "
+            f"{ref['energy_per_1k_j']:.4g} J per 1,000 ±{ref['energy_per_1k_ci95_j']:.2g} (measured, gross)"
+        ]
+
+        def describe(row: dict[str, Any]) -> str:
+            delta = row["accuracy_delta_vs_reference"]
+            return (
+                f"accuracy {row['accuracy']:.4f} ({100 * delta.value:+.2f} pp [{100 * delta.low:+.2f}, "
+                f"{100 * delta.high:+.2f}] vs reference), {row['energy_per_1k_j']:.4g} J per 1,000; "
+                f"savings vs reference {row['savings_measured_vs_reference'].percent()}, vs costliest "
+                f"({costliest.removeprefix(MEMBER_PREFIX)}) {row['savings_measured_vs_costliest'].percent()}"
+            )
+
+        lines.append(f"  {self.headline} (this job): {describe(by_name[self.headline])}")
+        strategies = [r for r in rows if not r["arm"].startswith(MEMBER_PREFIX) and r["arm"] != "oracle"]
+        parity = [r for r in strategies if r["accuracy_delta_vs_reference"].value >= -PARITY_GOAL_PP / 100]
+        if parity:
+            best = max(parity, key=lambda r: r["savings_measured_vs_reference"].value)
+            lines.append(f"  best within {PARITY_GOAL_PP} pp on test: {best['arm']}: {describe(best)}")
+        else:
+            lines.append(f"  no strategy stays within {PARITY_GOAL_PP} pp of the reference on test")
+        estimated = [c for c, m in result.measured.items() if not m and result.sources.get(c) != "none"]
+        if estimated:
+            time_row = by_name[self.headline]["time_savings_vs_reference"]
+            lines.append(
+                f"  energy is ESTIMATED ({', '.join(estimated)}: no counter), so these savings are time "
+                f"savings: {self.headline} saves {time_row.percent()} of the reference's time per input"
+            )
+        return lines
+
+    def _write_files(
+        self,
+        folder: Path,
+        rows: list[dict[str, Any]],
+        curve: list,
+        frontier: tuple[np.ndarray, np.ndarray],
+        areas: tuple[float, float],
+        reference: str,
+        result: InferenceResult,
+    ) -> list[Path]:
+        out = folder / "selection"
+        out.mkdir(parents=True, exist_ok=True)
+        points = {
+            r["arm"]: MeasuredPoint(
+                r["energy_per_1k_j"],
+                r["energy_per_1k_ci95_j"],
+                r["accuracy"],
+                r["arm"].startswith(MEMBER_PREFIX),
+            )
+            for r in rows
+        }
+        estimated = not all(result.measured.values())
+        title = (
+            f"pool {self.pool.name}: {len(self.truth)} test rows, batch {self.batch_size}; "
+            f"area: cascade curve {areas[0]:.3f}, oracle {areas[1]:.3f}"
+        )
+        note = (
+            "energy ESTIMATED (no counter): it follows time" if estimated else "energy measured by counters"
+        )
+        png = plot_study(out / "pareto.png", frontier, curve, points, reference, title, note)
+        csv = out / "pareto.csv"
+        csv.write_text(curve_csv(curve))
+        table = [
+            {k: (v.__dict__ if isinstance(v, study.Interval) else v) for k, v in row.items()} for row in rows
+        ]
+        summary = {
+            "strategy": self.headline,
+            "reference": reference,
+            "order": [m.name for m in self.members],
+            "costs": {
+                n: {"per_call_j": c.joules_per_call, "per_row_j": c.joules_per_row}
+                for n, c in self.costs.items()
+            },
+            "arms": table,
+            "pareto_auc": areas[0],
+            "oracle_pareto_auc": areas[1],
+        }
+        summary_path = out / "selection.json"
+        summary_path.write_text(json.dumps(summary, indent=2, default=float))
+        return [csv, png, summary_path]
 
 
 def _check(cfg: Config) -> list[ModelConfig]:
@@ -454,9 +622,11 @@ def _check(cfg: Config) -> list[ModelConfig]:
     strategy, pool = cfg.strategy, cfg.pool
     if pool.name == "none" or not pool.members:
         raise ConfigError(
-            f"strategy={strategy.name.value} needs a pool of models: add pool=digits_5 "
+            f"strategy={strategy.name.value} needs a pool of models: add pool=digits_hard or pool=digits_5 "
             "(offline) or pool=fashion_mnist_5."
         )
+    if pool.dataset not in POOL_DATASETS:
+        raise ConfigError(f"pool.dataset={pool.dataset} is unknown; allowed: {', '.join(POOL_DATASETS)}.")
     if len(pool.members) < 2:
         raise ConfigError(f"pool={pool.name} has {len(pool.members)} member; a selection needs at least 2.")
     if len(set(pool.members)) != len(pool.members):
@@ -480,20 +650,18 @@ def _check(cfg: Config) -> list[ModelConfig]:
         raise ConfigError(f"pool.max_samples={pool.max_samples} is invalid: it must be a positive integer.")
     if strategy.threshold_grid < 2:
         raise ConfigError(f"strategy.threshold_grid={strategy.threshold_grid} is invalid: use 2 or more.")
-    if strategy.name is StrategyName.cascade and strategy.target is CascadeTarget.accuracy_parity:
+    tunable = strategy.name in (StrategyName.cascade, StrategyName.router)
+    if tunable and strategy.target is CascadeTarget.accuracy_parity:
         tolerance = strategy.resolved_tolerance()
         if not 0 <= tolerance < 1:
             raise ConfigError(f"strategy.tolerance={tolerance} is invalid: accuracy points in [0, 1).")
     elif strategy.preset is not None or strategy.tolerance is not None:
-        what = (
-            "strategy.target=energy_budget"
-            if strategy.name is StrategyName.cascade
-            else f"strategy={strategy.name.value}"
-        )
+        what = "strategy.target=energy_budget" if tunable else f"strategy={strategy.name.value}"
         raise ConfigError(
-            f"strategy.preset / strategy.tolerance apply to accuracy-parity cascades only, not to {what}."
+            f"strategy.preset / strategy.tolerance apply to accuracy-parity cascades and routers only, "
+            f"not to {what}."
         )
-    if strategy.name is StrategyName.cascade and strategy.target is CascadeTarget.energy_budget:
+    if tunable and strategy.target is CascadeTarget.energy_budget:
         budget = strategy.energy_budget_j_per_1k
         if budget is None or budget <= 0:
             raise ConfigError(

@@ -42,6 +42,21 @@ class TrialResult:
 
 
 @dataclass(frozen=True)
+class ArmResult:
+    """An alternative the workload named (`Workload.arms`), measured in the same trials' protocol."""
+
+    trials: tuple[TrialResult, ...]
+    quality: dict[str, float]
+
+    def per_1k_samples(self) -> Estimate:
+        """Gross joules per 1,000 inferences over the trials: mean and 95% interval."""
+        return estimate([t.window.energy.total * 1000 / t.samples for t in self.trials])
+
+    def seconds_per_1k_samples(self) -> Estimate:
+        return estimate([t.window.duration_s * 1000 / t.samples for t in self.trials])
+
+
+@dataclass(frozen=True)
 class InferenceResult:
     device: str
     sources: dict[str, str]  # component -> nvml_counter | nvml_power_polling | rapl | estimated_tdp ...
@@ -58,6 +73,7 @@ class InferenceResult:
     batch_latencies_s: tuple[float, ...] = field(repr=False)
     batch_size: int
     trace: Trace | None = field(repr=False)
+    arms: dict[str, ArmResult] = field(default_factory=dict)
 
     # Whole-run sums over the measured windows.
     @property
@@ -215,6 +231,7 @@ def run_inference(
                 SHORTEST_WINDOW_REFRESHES,
                 coarsest,
             )
+    workload.attach_meter(meter)
     load, _ = _metered(meter, workload.load)
     fit_window, fitted = _metered(meter, workload.fit)
     fit = fit_window if fitted else None
@@ -223,8 +240,10 @@ def run_inference(
         record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
 
     # Warm up first, so the baseline sees the state the windows run in (allocator, kernels, clocks).
-    for batch in list(workload.batches())[: monitor.warmup_batches]:
-        workload.predict(batch)
+    arms = workload.arms()
+    for warmed in (workload, *arms.values()):
+        for batch in list(warmed.batches())[: monitor.warmup_batches]:
+            warmed.predict(batch)
     workload.synchronize()
     # The sampler runs through the baseline too: a counter (RAPL, NVML) cannot leave its draw out, so
     # both sides of net carry it; estimates leave its process out (PowerSampler.start).
@@ -232,6 +251,8 @@ def run_inference(
     trials: list[TrialResult] = []
     latencies: list[float] = []
     quality_outputs: list[object] = []
+    arm_trials: dict[str, list[TrialResult]] = {name: [] for name in arms}
+    arm_outputs: dict[str, list[object]] = {name: [] for name in arms}
     sampler.start()
     try:
         idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:{idle_key}:model_loaded", sleep)
@@ -252,6 +273,12 @@ def run_inference(
                 trial.samples,
                 trial.window.energy.total,
             )
+            # Arms interleave with the workload's trials (order rotated), so drift hits all alike.
+            names = list(arms)
+            for name in names[index % len(names) :] + names[: index % len(names)] if names else []:
+                arm_trial, _, outputs = _trial(meter, arms[name], monitor, index)
+                arm_trials[name].append(arm_trial)
+                arm_outputs[name].extend(outputs)
     finally:
         trace = sampler.stop()
 
@@ -273,6 +300,10 @@ def run_inference(
         batch_latencies_s=tuple(latencies),
         batch_size=batch_size,
         trace=trace,
+        arms={
+            name: ArmResult(tuple(arm_trials[name]), arm.quality(arm_outputs[name]))
+            for name, arm in arms.items()
+        },
     )
     if result.net_negative:
         log.warning(

@@ -1,16 +1,24 @@
 """The contract between the inference stage and any model family.
 
 The stage owns timing and energy; a workload only loads, fits (if it must), runs passes over its
-data and scores them. Workloads never touch sensors.
+data and scores them. Three optional hooks serve workloads that compare alternatives (a selection
+pool): `attach_meter` hands over the stage's meter (to price the workload's parts on the same
+sensors), `arms` names alternatives the stage measures in the same protocol, interleaved with the
+workload's own trials, and `findings` adds metrics, summary lines and files once all is measured.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ecopipe.monitor.energy import EnergyMeter
+    from ecopipe.stages.inference import InferenceResult
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,15 @@ class ModelFacts:
     dtype: str  # what the weights actually hold after precision was applied
     weights: str  # pretrained | random
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a workload adds to its job's record once everything is measured."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    summary: tuple[str, ...] = ()  # lines appended to the job's summary
+    files: tuple[Path, ...] = ()  # written under the folder `findings` was given; logged as artifacts
 
 
 class Workload(ABC):
@@ -64,6 +81,18 @@ class Workload(ABC):
     def batch_tokens(self, batch: Any, output: Any) -> tuple[int, int]:
         """Tokens in and out of one batch; zero for families without tokens."""
         return 0, 0
+
+    def attach_meter(self, meter: EnergyMeter) -> None:  # noqa: B027 - most workloads price nothing
+        """The stage's open meter, handed over before `load`."""
+
+    def arms(self) -> Mapping[str, Workload]:
+        """Alternatives measured beside this workload, each in the same trials and windows (loaded and
+        fitted with it: the stage only runs their passes and scores them)."""
+        return {}
+
+    def findings(self, result: InferenceResult, folder: Path) -> Findings:
+        """Metrics, summary lines and files (under `folder`) from the stage's result."""
+        return Findings()
 
     def synchronize(self) -> None:  # noqa: B027 - a no-op is right for CPU workloads
         """Wait for queued device work; a no-op on the CPU."""
