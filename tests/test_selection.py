@@ -23,7 +23,7 @@ from ecopipe.job import run_job
 from ecopipe.monitor.energy import EnergyMeter
 from ecopipe.monitor.stats import estimate
 from ecopipe.selection import benchmark, study
-from ecopipe.selection.cascade import Point, evaluate, normalise, stop_index, tune
+from ecopipe.selection.cascade import Point, evaluate, normalise, parity_bound, stop_index, tune
 from ecopipe.selection.costs import Prices, fit_affine, measure_member_cost
 from ecopipe.selection.data import load_pool_data, split_indices
 from ecopipe.selection.members import Member
@@ -394,6 +394,24 @@ def test_energy_budget_target_trades_accuracy_for_budget():
     thresholds = normalise([np.inf, 0.0, np.inf, np.inf])
     point = evaluate(thresholds, conf, correct, prices)
     assert point.evaluated.tolist() == [0, 400, 0, 0] and (stop_index(conf, thresholds) == 1).all()
+
+
+def test_parity_is_asked_with_confidence_not_on_a_point_estimate():
+    """Two members as accurate as each other on validation B (90%) but wrong on different rows: the
+    cheap one alone meets a 1-point tolerance in point estimate, not with 95% confidence. Where the
+    cheap member is confident only on rows both get right, a cascade matches the reference exactly."""
+    rows = 400
+    correct = np.zeros((2, rows), dtype=bool)
+    correct[0, :360] = True
+    correct[1, 40:] = True
+    conf = np.vstack([np.where(correct[0] & correct[1], 0.99, 0.5), np.ones(rows)])
+    prices = Prices(np.zeros(2), np.array([1.0, 10.0]), 64)
+    tuned = tune(conf, correct, prices, CascadeTarget.accuracy_parity, 0.01, None, 11, reference=1)
+    assert tuned.feasible
+    right = correct[stop_index(conf, tuned.thresholds), np.arange(rows)]
+    assert np.array_equal(right, correct[1])  # not the cheap member alone, although its accuracy ties
+    assert tuned.point.energy_j_per_sample < 10.0  # and cheaper than the reference alone
+    assert parity_bound(correct[0], correct[1]) < -0.01 < parity_bound(correct[1], correct[1])
 
 
 # ----- what the study reports ----------------------------------------------------------------------------

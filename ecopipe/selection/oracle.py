@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecopipe.selection.cascade import Point
-
 
 def cheapest_right(correct: np.ndarray, costs: np.ndarray) -> np.ndarray:
     """Per row (column of `correct`, members x rows): the cheapest right member, else the cheapest."""
     priced = np.where(correct, costs[:, None], np.inf)
     choice = priced.argmin(axis=0)
     return np.where(correct.any(axis=0), choice, int(np.argmin(costs)))
-
-
-def oracle_point(correct: np.ndarray, costs: np.ndarray) -> Point:
-    choice = cheapest_right(correct, costs)
-    counts = np.bincount(choice, minlength=len(costs))
-    return Point(float(correct.any(axis=0).mean()), float(costs[choice].mean()), counts, counts)
 
 
 def oracle_frontier(correct: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

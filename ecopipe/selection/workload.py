@@ -322,10 +322,11 @@ class SelectionWorkload(Workload):
             self.validation_b.correct,
             self.prices(router=plan.kind is StrategyName.router),
             plan.target,
-            reference_accuracy - (plan.tolerance or 0.0),
+            plan.tolerance or 0.0,
             None if budget is None else budget / 1000,
             self.strategy.threshold_grid,
             charge_reached=plan.kind is StrategyName.cascade,
+            reference=self.reference,
         )
         if not tuned.feasible:
             log.warning(
