@@ -37,8 +37,10 @@ def member_config(name: str) -> ModelConfig:
     if not path.exists():
         allowed = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
         raise ConfigError(f"pool member {name!r} is not a conf/model option; available: {allowed}.")
+    options = OmegaConf.load(path)
+    options.pop("defaults", None)  # an option's Hydra defaults (its task's data set) are not the model's
     try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path)))
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), options))
     except OmegaConfBaseException as error:
         raise ConfigError(f"pool member {name!r} ({path}) does not fit the model schema: {error}") from error
     assert isinstance(cfg, ModelConfig)

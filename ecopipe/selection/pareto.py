@@ -118,6 +118,7 @@ def plot_study(
             ls="--",
             label="cascade, shared threshold (priced)",
         )
+        colours = plt.get_cmap("tab20").colors
         for i, (name, point) in enumerate(sorted(measured.items(), key=lambda kv: kv[1].energy_per_1k_j)):
             style = dict(marker="o", ms=6) if point.member else dict(marker="D", ms=7)
             ax.errorbar(
@@ -127,7 +128,7 @@ def plot_study(
                 if np.isfinite(point.ci95_per_1k_j)
                 else None,
                 ls="none",
-                color=f"C{(i % 9) + 1}",
+                color=colours[i % len(colours)],
                 mec="k" if name == reference else None,
                 mew=2 if name == reference else 0.5,
                 label=f"{name}{' (reference)' if name == reference else ''}",
@@ -135,6 +136,12 @@ def plot_study(
                 **style,
             )
         ax.set_xscale("log")
+        # The frontier starts at zero accuracy; the measured points are what the axis must show.
+        lowest = min(p.accuracy for p in measured.values())
+        ax.set_ylim(
+            max(0.0, lowest - 0.05),
+            min(1.0, max(accuracy.max(), *(p.accuracy for p in measured.values())) + 0.02),
+        )
         ax.set_xlabel("energy per 1,000 inferences (J, log scale); markers: measured, 95% interval")
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=10)

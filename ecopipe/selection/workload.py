@@ -138,12 +138,10 @@ class SelectionWorkload(Workload):
         batch_size: int,
         seed: int,
         device: str = "cpu",
-        fake_gpu_watts: float | None = None,
     ) -> None:
         self.strategy, self.pool = strategy, pool
         self.member_cfgs = list(members)
         self.batch_size, self.seed, self.device = batch_size, seed, device
-        self.fake_gpu_watts = fake_gpu_watts
         self.meter: EnergyMeter | None = None
         self.data: PoolData | None = None
         self.members: list[Member] = []  # ordered by fitted price per input after fit()
@@ -371,19 +369,11 @@ class SelectionWorkload(Workload):
         return Prices.of(costs, self.batch_size, self.router_cost if router else None)
 
     def _with_meter(self, action: Any) -> Any:
-        if self.meter is not None:
-            return action(self.meter)
-        from ecopipe.hardware import gpu_index
-        from ecopipe.monitor.energy import machine_meter
-
-        index = gpu_index(self.device)
-        log.info("no meter handed over: member costs use a private meter on the same sensors")
-        meter = machine_meter([] if index is None else [index], self.fake_gpu_watts, self.synchronize)
-        meter.open()
-        try:
-            return action(meter)
-        finally:
-            meter.close()
+        if self.meter is None:
+            raise RuntimeError(
+                "a selection workload prices its members with the stage's meter: attach_meter first"
+            )
+        return action(self.meter)
 
     def _price_members(self, x: np.ndarray) -> None:
         def measure(meter: EnergyMeter) -> None:
@@ -678,6 +668,4 @@ def build_selection_workload(cfg: Config) -> Workload:
     members = _check(cfg)
     torch_members = any(m.framework is Framework.torch for m in members)
     device = resolve_device(cfg.hardware.device, cpu_only=not torch_members)
-    return SelectionWorkload(
-        cfg.strategy, cfg.pool, members, cfg.batch_size, cfg.seed, device, cfg.monitor.fake_gpu_watts
-    )
+    return SelectionWorkload(cfg.strategy, cfg.pool, members, cfg.batch_size, cfg.seed, device)
