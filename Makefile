@@ -25,7 +25,11 @@ run: $(STAMP)  ## the default job, offline, into ./mlflow.db
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP)  ## CodeCarbon, for the comparison table only
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench
 
 gpu-kit: $(STAMP)  ## wheels a bare GPU machine needs beyond its image, into .gpu-kit/ (needs the index)

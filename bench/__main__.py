@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 
-from bench import gpu_efficiency, observer, orchestration, tracking_scale
+from bench import codecarbon_compare, gpu_efficiency, observer, orchestration, tracking_scale
 from bench.common import write_table
 
 SUITE = [
@@ -35,15 +36,29 @@ SUITE = [
         gpu_efficiency,
         ["Random weights (same size as the real model); 64 new tokens per prompt."],
     ),
+    (
+        "codecarbon",
+        "ecopipe beside CodeCarbon 3.3.2 on the default job's workload (gross energy per 1,000 inferences)",
+        codecarbon_compare,
+        [
+            "Same workload, built and warmed up the same way; CodeCarbon runs for as long as ecopipe's "
+            "measured windows, sampling power every second. Neither tool measures anything here (no "
+            "RAPL, no GPU): every figure is an estimate, and they differ by their models, named beside them."
+        ],
+    ),
 ]
 
 
 def main() -> None:
+    """Every benchmark, or those named on the command line (`python -m bench codecarbon`)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    chosen = set(sys.argv[1:])
     for name, title, module, notes in SUITE:
+        if chosen and name not in chosen:
+            continue
         frame = module.run()
         if frame.empty:
-            print(f"## {title}\n\nskipped: needs CUDA\n")
+            print(f"## {title}\n\nskipped: needs {getattr(module, 'NEEDS', 'CUDA')}\n")
             continue
         print(write_table(name, title, frame, notes))
 

@@ -69,8 +69,9 @@ def _notes(jobs: pd.DataFrame, built: tab.Tables, uri: str, filter_string: str |
         f"rows: {' x '.join(built.dims)}; columns: hardware ({', '.join(built.hardware) or 'none'})",
         "each cell is the latest started FINISHED run for its row and hardware"
         + (f"; {built.superseded} earlier runs superseded" if built.superseded else ""),
-        "energy source in parentheses: nvml_counter, nvml_power_polling and rapl are measured, "
-        "estimated_* are estimates, fake is simulated; CO2e, water and ESS inherit their energy's source",
+        "energy source in parentheses: nvml_counter, nvml_power_polling, nvml_avg_power_polling and rapl "
+        "are measured, estimated_* are estimates (their energy follows wall time, not what the hardware "
+        "drew), fake is simulated; CO2e, water and ESS inherit their energy's source",
         f"tracking store: {uri}",
     ]
     if filter_string:
