@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CLUSTER_STAMP := $(VENV)/.cluster-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: setup run test bench lint ui clean gpu-kit gpu-check-cpu
+.PHONY: setup run test bench lint ui clean gpu-kit gpu-check-cpu cluster-up cluster-down test-cluster
 
 setup: $(STAMP)
 
@@ -37,6 +38,21 @@ gpu-kit: $(STAMP)  ## wheels a bare GPU machine needs beyond its image, into .gp
 
 gpu-check-cpu: $(STAMP)  ## rehearse bench/gpu_check.sh on the CPU with a simulated GPU
 	bash bench/gpu_check.sh --cpu bench/results/gpu-cpu
+
+$(CLUSTER_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev,cluster]"
+	touch $(CLUSTER_STAMP)
+
+cluster-up: $(CLUSTER_STAMP)  ## one-node SLURM, PostgreSQL, MLflow server (basic-auth) as root: cluster/up.sh
+	bash cluster/up.sh
+
+cluster-down:  ## stop what cluster-up started, by PID
+	bash cluster/down.sh
+
+test-cluster: $(CLUSTER_STAMP)  ## cluster-up, the cluster tests, cluster-down (also when a test fails)
+	bash cluster/up.sh
+	status=0; $(BIN)/python -m pytest -m cluster tests/test_cluster.py || status=$$?; \
+	bash cluster/down.sh; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -138,15 +138,25 @@ start_postgres() {
             -o "-p $POSTGRES_PORT -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
     fi
     # Passwords go through stdin, never a command line. `mlflow` owns the store (the server's role);
-    # `ecopipe_reader` may only read it (aggregation's direct SQL reader).
+    # `ecopipe_reader` may only read it (aggregation's direct SQL reader); `ecopipe_bench` owns a
+    # scratch store for `make bench`.
+    local role
+    for role in mlflow ecopipe_reader ecopipe_bench; do
+        pg_sql -d postgres <<SQL
+SELECT 'CREATE ROLE $role LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') \gexec
+ALTER ROLE $role PASSWORD '$(secret "postgres-$role")';
+SQL
+    done
     pg_sql -d postgres <<SQL
-SELECT 'CREATE ROLE mlflow LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mlflow') \gexec
-SELECT 'CREATE ROLE ecopipe_reader LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ecopipe_reader') \gexec
-ALTER ROLE mlflow PASSWORD '$(secret postgres-mlflow)';
-ALTER ROLE ecopipe_reader PASSWORD '$(secret postgres-reader)';
 GRANT pg_read_all_data TO ecopipe_reader;
 SELECT 'CREATE DATABASE mlflow OWNER mlflow' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'mlflow') \gexec
+SELECT 'CREATE DATABASE ecopipe_bench OWNER ecopipe_bench'
+    WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'ecopipe_bench') \gexec
 SQL
+    # libpq reads each role's password from here: no password in any URI or variable.
+    (umask 077 && for role in ecopipe_reader ecopipe_bench; do
+        echo "127.0.0.1:$POSTGRES_PORT:*:$role:$(secret "postgres-$role")"
+    done >"$STATE/secrets/pgpass")
 }
 
 mlflow_healthy() {  # fails at once (exit 1 ends the wait) when the server died on start
@@ -166,7 +176,7 @@ admin_username = admin
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
         # Secrets reach the server through its environment only: `ps` shows no password.
-        PGPASSWORD=$(secret postgres-mlflow) MLFLOW_AUTH_CONFIG_PATH=$dir/basic_auth.ini \
+        PGPASSWORD=$(secret postgres-mlflow) PGPASSFILE=/dev/null MLFLOW_AUTH_CONFIG_PATH=$dir/basic_auth.ini \
             MLFLOW_AUTH_ADMIN_PASSWORD=$(secret mlflow-admin) \
             MLFLOW_FLASK_SERVER_SECRET_KEY=$(secret mlflow-flask) \
             setsid "$VENV/bin/mlflow" server --app-name basic-auth \
@@ -199,7 +209,8 @@ export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
 export MLFLOW_TRACKING_USERNAME=ecopipe
 export MLFLOW_TRACKING_PASSWORD=$(secret mlflow-ecopipe)
 export ECOPIPE_STORE_URI=postgresql://ecopipe_reader@127.0.0.1:$POSTGRES_PORT/mlflow
-export PGPASSWORD=$(secret postgres-reader)
+export ECOPIPE_BENCH_STORE_URI=postgresql://ecopipe_bench@127.0.0.1:$POSTGRES_PORT/ecopipe_bench
+export PGPASSFILE=$STATE/secrets/pgpass
 ENV
 }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,18 +25,20 @@ from pathlib import Path
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from ecopipe.aggregation import render
 from ecopipe.aggregation import tables as tab
-from ecopipe.aggregation.load import read_runs, sqlite_path
+from ecopipe.aggregation.load import experiment_name, read_runs, sql_store, sqlite_path
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import TrackingConfig
-from ecopipe.tracking import reap_dead_runs, resolve_uri
+from ecopipe.tracking import reap_dead_runs, redact, resolve_uri
 
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
 
 log = logging.getLogger(__name__)
 ARTIFACT_DIR = "aggregate"
+STORE_URI_ENV = "ECOPIPE_STORE_URI"
 
 
 class AggregationError(ValueError):
@@ -72,11 +75,31 @@ def _notes(jobs: pd.DataFrame, built: tab.Tables, uri: str, filter_string: str |
         "energy source in parentheses: nvml_counter, nvml_power_polling, nvml_avg_power_polling and rapl "
         "are measured, estimated_* are estimates (their energy follows wall time, not what the hardware "
         "drew), fake is simulated; CO2e, water and ESS inherit their energy's source",
-        f"tracking store: {uri}",
+        f"tracking store: {redact(uri)}",
     ]
     if filter_string:
         notes.append(f"filter: {filter_string}")
     return notes
+
+
+def _backend_store(tracking_uri: str, experiment_id: str, name: str, store_uri: str | None) -> str | None:
+    """The database behind a tracking server, when given and really its store (same experiment)."""
+    store_uri = store_uri or os.environ.get(STORE_URI_ENV)
+    if not store_uri or sql_store(tracking_uri) is not None:  # the tracking URI is a store already
+        return None
+    engine = sql_store(store_uri)
+    if engine is None:
+        raise AggregationError(f"--store-uri {redact(store_uri)}: expected postgresql://... or sqlite:///...")
+    try:
+        found = experiment_name(engine, experiment_id)
+    except SQLAlchemyError as error:
+        raise AggregationError(f"--store-uri {redact(store_uri)}: {error.args[0]}") from error
+    if found != name:
+        raise AggregationError(
+            f"--store-uri {redact(store_uri)} is not the store behind {tracking_uri}: its experiment "
+            f"{experiment_id} is {found!r}, not {name!r}"
+        )
+    return store_uri
 
 
 def aggregate(
@@ -86,11 +109,13 @@ def aggregate(
     filter_string: str | None = None,
     out_dir: Path | None = None,
     reader: str = "auto",
+    store_uri: str | None = None,
 ) -> Aggregate:
     """Tables over the experiment's runs (one sweep's when `sweep_id` is given); files when `out_dir` is.
 
-    `reader`: "auto" reads a SQLite store's tables directly, anything else via search_runs (see
-    ecopipe.aggregation.load); "sql" and "search" force one.
+    `reader`: "auto" reads a SQLite or PostgreSQL store's tables directly, anything else via
+    search_runs (see ecopipe.aggregation.load); "sql" and "search" force one. `store_uri` (default
+    $ECOPIPE_STORE_URI) is the database behind a tracking server, read directly in its place.
     """
     path = sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
@@ -100,8 +125,9 @@ def aggregate(
     if found is None:
         raise AggregationError(f"no experiment named {experiment!r} in {tracking_uri}")
     reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
+    store_uri = _backend_store(tracking_uri, found.experiment_id, experiment, store_uri)
     try:
-        runs = read_runs(client, [found.experiment_id], sweep_id, filter_string, reader)
+        runs = read_runs(client, [found.experiment_id], sweep_id, filter_string, reader, store_uri)
     except MlflowException as error:
         raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
     jobs = tab.tidy(runs)
@@ -162,6 +188,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in this directory"
     )
+    parser.add_argument(
+        "--store-uri",
+        help="the database behind a tracking server, read directly: postgresql://USER@HOST:PORT/DB "
+        "(password from PGPASSWORD or ~/.pgpass); default: $ECOPIPE_STORE_URI",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: aggregate/<experiment>[-<sweep>])")
     parser.add_argument("--log", action="store_true", help="also log the results to the sweep's parent run")
     return parser
@@ -176,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     uri = args.tracking_uri or resolve_uri(TrackingConfig())
     out = args.out or Path("aggregate") / (args.experiment + (f"-{args.sweep[:8]}" if args.sweep else ""))
     try:
-        result = aggregate(uri, args.experiment, args.sweep, args.filter, out)
+        result = aggregate(uri, args.experiment, args.sweep, args.filter, out, store_uri=args.store_uri)
     except AggregationError as error:
         print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)
         return 2

@@ -20,9 +20,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from ecopipe.config import TrackingConfig
+from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.hardware import cuda_available
-from ecopipe.tracking import PARENT_RUN_ENV, open_experiment, process_tags, reap_dead_runs, resolve_uri
+from ecopipe.slurm import is_slurm_launcher, restrict_sharing
+from ecopipe.tracking import (
+    PARENT_RUN_ENV,
+    open_experiment,
+    process_tags,
+    reap_dead_runs,
+    redact,
+    resolve_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,9 @@ def sweep_size(config: DictConfig) -> int:
 
 def _restrict_parallelism(config: DictConfig) -> None:
     """Parallel launchers may not put two jobs on one measured device."""
+    if is_slurm_launcher(config):
+        restrict_sharing(config)
+        return
     launcher = config.hydra.launcher
     if "n_jobs" not in launcher or launcher.n_jobs == 1:
         return
@@ -69,6 +80,11 @@ class SweepCallback(Callback):
         return OmegaConf.to_object(config.tracking)  # type: ignore[return-value]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            _restrict_parallelism(config)
+        except ConfigError as error:  # Hydra turns a callback's exception into a warning: stop here
+            print(f"ecopipe: error: {error}", file=sys.stderr)
+            sys.exit(2)
         tracking = self._tracking(config)
         client, experiment = open_experiment(tracking)
         reap_dead_runs(client, experiment)
@@ -79,7 +95,7 @@ class SweepCallback(Callback):
             tags={
                 "ecopipe.kind": "sweep",
                 "ecopipe.sweep_dir": sweep_dir,
-                "ecopipe.overrides": " ".join(config.hydra.overrides.task),
+                "ecopipe.overrides": redact(" ".join(config.hydra.overrides.task)),
                 **process_tags(),
             },
         )
@@ -88,7 +104,6 @@ class SweepCallback(Callback):
         os.environ["MLFLOW_TRACKING_URI"] = resolve_uri(tracking)
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
         os.environ[SWEEP_SIZE_ENV] = str(sweep_size(config))
-        _restrict_parallelism(config)
         log.info("sweep of %s jobs, parent MLflow run %s", os.environ[SWEEP_SIZE_ENV], self.parent_run_id)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -25,6 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from ecopipe import slurm
 from ecopipe.config import TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,14 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "mlflow.db"
 PARENT_RUN_ENV = "ECOPIPE_PARENT_RUN_ID"
 _BATCH = 500  # MLflow accepts up to 1,000 metrics per batch call and 100 params
+
+
+_URI_PASSWORD = re.compile(r"\b(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Passwords inside URIs (`postgresql://user:secret@host`) replaced by ***: never logged."""
+    return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
 
 
 def resolve_uri(cfg: TrackingConfig) -> str:
@@ -165,7 +175,7 @@ class JobRun:
         self.client, self.run_id = client, run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, "None" if v is None else redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -180,12 +190,12 @@ class JobRun:
             self.client.log_batch(self.run_id, metrics=items[i : i + _BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        items = [RunTag(k, redact(str(v))) for k, v in tags.items() if v is not None]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, tags=items[i : i + _BATCH])
 
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        self.client.log_text(self.run_id, redact(text), name)
 
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
         self.client.log_dict(self.run_id, dict(data), name)
@@ -203,12 +213,14 @@ class JobRun:
 def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> JobRun:
     """Create a job run, linked to the sweep's parent run when one is announced in the environment."""
     client, experiment = open_experiment(cfg)
-    all_tags = dict(tags) | process_tags()
+    all_tags = dict(tags) | process_tags() | slurm.job_tags()
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
         all_tags |= {"mlflow.parentRunId": parent, "ecopipe.sweep_id": parent}
+        if slurm.ARRAY_TAG in all_tags:  # the sweep's SLURM array, known once its first job runs
+            client.set_tag(parent, slurm.ARRAY_TAG, all_tags[slurm.ARRAY_TAG])
     run = client.create_run(
-        experiment, run_name=run_name, tags={k: str(v) for k, v in all_tags.items() if v is not None}
+        experiment, run_name=run_name, tags={k: redact(str(v)) for k, v in all_tags.items() if v is not None}
     )
     return JobRun(client, run.info.run_id)
 

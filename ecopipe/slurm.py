@@ -1,0 +1,63 @@
+"""SLURM (`hydra/launcher=slurm`): which node resources a job may share, and which SLURM job it was.
+
+A measured device is never shared: a CPU job gets its node to itself (`--exclusive`), since the CPU
+and RAM sensors see the whole node; a GPU job gets exactly one GPU (SLURM binds it to the job) and its
+GPU energy is its own. `monitor.allow_shared_cpu=true` lets CPU jobs share nodes, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from omegaconf import DictConfig, open_dict, read_write
+
+from ecopipe.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+# The variables SLURM sets in a job's environment, as run tags.
+JOB_TAGS = {
+    "SLURM_JOB_ID": "ecopipe.slurm_job_id",
+    "SLURM_ARRAY_JOB_ID": "ecopipe.slurm_array_job_id",
+    "SLURM_ARRAY_TASK_ID": "ecopipe.slurm_array_task_id",
+    "SLURM_CLUSTER_NAME": "ecopipe.slurm_cluster",
+    "SLURMD_NODENAME": "ecopipe.slurm_node",
+}
+ARRAY_TAG = JOB_TAGS["SLURM_ARRAY_JOB_ID"]
+
+
+def job_tags() -> dict[str, str]:
+    """The SLURM job this process runs in (empty outside SLURM)."""
+    return {tag: os.environ[var] for var, tag in JOB_TAGS.items() if os.environ.get(var)}
+
+
+def is_slurm_launcher(config: DictConfig) -> bool:
+    return str(config.hydra.launcher.get("_target_", "")).endswith("submitit_launcher.SlurmLauncher")
+
+
+def gpus_per_job(launcher: DictConfig) -> int:
+    """GPUs one job asks for: per task times tasks, else per node times nodes."""
+    if launcher.get("gpus_per_task"):
+        return int(launcher.gpus_per_task) * int(launcher.get("tasks_per_node") or 1)
+    return int(launcher.get("gpus_per_node") or 0) * int(launcher.get("nodes") or 1)
+
+
+def restrict_sharing(config: DictConfig) -> None:
+    """Refuse GPU jobs of more than one GPU; make CPU jobs exclusive unless sharing is allowed."""
+    launcher = config.hydra.launcher
+    gpus = gpus_per_job(launcher)
+    if gpus > 1 or (gpus and int(launcher.get("tasks_per_node") or 1) > 1):
+        raise ConfigError(
+            f"hydra/launcher=slurm asks {gpus} GPUs and {launcher.get('tasks_per_node')} tasks per job: an "
+            "ecopipe job measures one GPU in one task, so each job takes one "
+            "(hydra.launcher.gpus_per_node=1 hydra.launcher.tasks_per_node=1), or 0 for CPU jobs."
+        )
+    if gpus == 1 and config.hardware.device != "cpu":
+        return  # SLURM binds the job to its own GPU
+    if config.monitor.allow_shared_cpu:
+        log.warning("monitor.allow_shared_cpu=true: SLURM CPU jobs may share a node; their CPU energy mixes.")
+        return
+    with read_write(config.hydra), open_dict(launcher):
+        launcher.additional_parameters = {**(launcher.get("additional_parameters") or {}), "exclusive": True}
+    log.info("SLURM CPU jobs run with --exclusive: CPU jobs side by side share the CPU sensors.")

@@ -1,0 +1,261 @@
+"""Sweeps on a real one-node SLURM cluster into an MLflow server (basic-auth) on PostgreSQL.
+
+Nothing is mocked: `make test-cluster` runs cluster/up.sh (munge, slurmdbd on MariaDB, slurmctld,
+slurmd, PostgreSQL, `mlflow server --app-name basic-auth`), these tests, then cluster/down.sh. Each
+test sweeps with `hydra/launcher=slurm tracking=server` into an experiment of its own, and checks the
+store against SLURM's own accounting (sacct). Without the cluster (plain `make test`) they are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ecopipe.aggregate import aggregate
+from ecopipe.tracking import redact
+from tests.conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_ENV = Path(os.environ.get("ECOPIPE_CLUSTER_DIR", ROOT / ".cluster")) / "cluster.env"
+
+
+def _cluster() -> dict[str, str] | None:
+    """The variables of .cluster/cluster.env, if the cluster it describes answers."""
+    if not CLUSTER_ENV.is_file() or shutil.which("sinfo") is None:
+        return None
+    env = dict(re.findall(r"^export (\w+)=(.*)$", CLUSTER_ENV.read_text(), re.MULTILINE))
+    up = subprocess.run(["sinfo", "-h"], env=os.environ | env, capture_output=True, timeout=30)
+    return env if up.returncode == 0 else None
+
+
+CLUSTER = _cluster()
+skip_without_cluster = pytest.mark.skipif(
+    CLUSTER is None,
+    reason="needs the local SLURM cluster and MLflow server: `make test-cluster` starts them (cluster/up.sh)",
+)
+
+
+def needs_cluster(test):
+    return pytest.mark.cluster(skip_without_cluster(test))
+
+
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+    "tracking=server",
+]
+
+
+@pytest.fixture
+def server(monkeypatch) -> str:
+    """The cluster's tracking URI, with this process holding the jobs' credentials (from the environment)."""
+    assert CLUSTER is not None
+    for key, value in CLUSTER.items():
+        monkeypatch.setenv(key, value)
+    return CLUSTER["MLFLOW_TRACKING_URI"]
+
+
+@pytest.fixture
+def experiment(request) -> str:
+    return f"cluster-{request.node.name}-{uuid.uuid4().hex[:8]}"
+
+
+def slurm_sweep(
+    tmp_path: Path, experiment: str, *args: str, partition: str = "debug", wait: bool = True
+) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "ecopipe",
+        "-m",
+        *SLURM,
+        f"hydra.launcher.partition={partition}",
+        f"tracking.experiment={experiment}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        *FAST,
+        *args,
+    ]
+    env = os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    if not wait:
+        return subprocess.Popen(command, cwd=tmp_path, env=env, text=True)
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def sweeps(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs([exp], "tags.`ecopipe.kind` = 'sweep'", order_by=["start_time ASC"])
+
+
+def jobs_of(client: MlflowClient, experiment: str, parent_id: str | None = None):
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    where = f"tags.`ecopipe.sweep_id` = '{parent_id}'" if parent_id else "tags.`ecopipe.kind` != 'sweep'"
+    runs = client.search_runs([exp], where, max_results=1000)
+    return runs if parent_id else [r for r in runs if r.data.tags.get("ecopipe.kind") != "sweep"]
+
+
+def sacct(array_id: str) -> pd.DataFrame:
+    """SLURM's accounting of one array: job id, state, start and end (epoch seconds)."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobIDRaw,State,Start,End"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ | {"SLURM_TIME_FORMAT": "%s"},
+    ).stdout
+    rows = [line.split("|") for line in out.splitlines() if line]
+    frame = pd.DataFrame(rows, columns=["job_id", "state", "start", "end"])
+    frame[["start", "end"]] = frame[["start", "end"]].astype("int64")
+    return frame.sort_values("start", ignore_index=True)
+
+
+def most_at_once(acct: pd.DataFrame) -> int:
+    events = sorted([(s, 1) for s in acct["start"]] + [(e, -1) for e in acct["end"]])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def squeue_empty(array_id: str) -> bool:
+    out = subprocess.run(["squeue", "-h", "-j", array_id], capture_output=True, text=True).stdout
+    return not out.strip()
+
+
+def wait_until(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_redact_hides_uri_passwords_only():
+    assert redact("postgresql://mlflow:s3cr%2Ft@db:5432/mlflow") == "postgresql://mlflow:***@db:5432/mlflow"
+    assert (
+        redact("tracking.uri=http://me:pw@host:5000 seed=1") == "tracking.uri=http://me:***@host:5000 seed=1"
+    )
+    assert redact("http://host:5000 sqlite:////tmp/a:b.db") == "http://host:5000 sqlite:////tmp/a:b.db"
+
+
+@needs_cluster
+def test_slurm_sweep_into_the_postgresql_server(tmp_path, server, experiment):
+    done = slurm_sweep(tmp_path, experiment, "model=logistic_regression,decision_tree", "dataset=digits,wine")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Bypassing sacct error" not in done.stderr  # accounting answers: submitit polls quietly
+    client = MlflowClient(server)
+    (parent,) = sweeps(client, experiment)
+    children = jobs_of(client, experiment, parent.info.run_id)
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    array = parent.data.tags["ecopipe.slurm_array_job_id"]
+    assert {r.data.tags["ecopipe.slurm_array_job_id"] for r in children} == {array}
+    # SLURM's accounting agrees: four jobs COMPLETED, the ones the runs name, one at a time (--exclusive).
+    acct = sacct(array)
+    assert set(acct["state"]) == {"COMPLETED"}
+    assert sorted(acct["job_id"]) == sorted(r.data.tags["ecopipe.slurm_job_id"] for r in children)
+    assert most_at_once(acct) == 1
+    # The sweep's tables were built from the server; the direct PostgreSQL reader reads what search_runs does.
+    assert list((tmp_path / "multirun" / "aggregate").glob("*.csv"))
+    direct = aggregate(
+        server, experiment, sweep_id=parent.info.run_id, store_uri=CLUSTER["ECOPIPE_STORE_URI"]
+    )
+    searched = aggregate(server, experiment, sweep_id=parent.info.run_id, reader="search")
+    assert len(direct.runs) == 4
+    pd.testing.assert_frame_equal(direct.runs, searched.runs)
+    # Credentials came from the environment and were logged nowhere.
+    secrets = [CLUSTER["MLFLOW_TRACKING_PASSWORD"], *(Path(CLUSTER["PGPASSFILE"]).read_text().split())]
+    secrets = [line.rsplit(":", 1)[-1] for line in secrets]
+    for run in [parent, *children]:
+        recorded = " ".join([*run.data.params.values(), *run.data.tags.values()])
+        assert not any(secret in recorded for secret in secrets)
+    config_text = Path(
+        client.download_artifacts(children[0].info.run_id, "config.yaml", str(tmp_path))
+    ).read_text()
+    assert not any(secret in config_text for secret in secrets)
+
+
+@needs_cluster
+def test_failing_job_on_a_node_is_recorded_and_counted(tmp_path, server, experiment):
+    done = slurm_sweep(tmp_path, experiment, "model.params.max_iter=200,-1")
+    assert done.returncode == 1, done.stderr[-4000:]  # the exit status counts the failed job
+    client = MlflowClient(server)
+    (parent,) = sweeps(client, experiment)
+    children = jobs_of(client, experiment, parent.info.run_id)
+    assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED"]
+    failed = next(r for r in children if r.info.status == "FAILED")
+    assert "max_iter" in failed.data.tags["ecopipe.error"]
+    assert failed.data.tags["ecopipe.slurm_job_id"] in set(
+        sacct(parent.data.tags["ecopipe.slurm_array_job_id"])["job_id"]
+    )
+    assert parent.info.status == "FAILED" and parent.data.metrics["jobs_failed"] == 1
+
+
+@needs_cluster
+def test_resume_after_scancel(tmp_path, server, experiment):
+    grid = ("model=logistic_regression,decision_tree,svc", "dataset=wine", "monitor.min_window_s=2")
+    client = MlflowClient(server)
+    first = slurm_sweep(tmp_path, experiment, *grid, wait=False)
+    try:
+        victim = wait_until(
+            lambda: (
+                next((r for r in jobs_of(client, experiment) if r.info.status == "RUNNING"), None)
+                if client.get_experiment_by_name(experiment)
+                else None
+            ),
+            300,
+            "a running job",
+        )
+        subprocess.run(["scancel", victim.data.tags["ecopipe.slurm_job_id"]], check=True)
+        first.wait(timeout=600)
+    finally:
+        first.kill()
+    array = victim.data.tags["ecopipe.slurm_array_job_id"]
+    wait_until(lambda: squeue_empty(array), 300, f"SLURM array {array} to end")
+    assert "CANCELLED" in set(sacct(array)["state"])
+
+    second = slurm_sweep(tmp_path, experiment, *grid)
+    assert second.returncode == 0, second.stderr[-4000:]
+    resumed = sweeps(client, experiment)[-1]
+    (again,) = jobs_of(client, experiment, resumed.info.run_id)  # only the cancelled job ran again
+    assert again.data.tags["ecopipe.config_hash"] == victim.data.tags["ecopipe.config_hash"]
+    assert again.info.status == "FINISHED" and resumed.data.metrics["jobs_skipped"] == 2
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert client.get_run(victim.info.run_id).info.status in ("FAILED", "KILLED")
+    finished = {
+        r.data.tags["ecopipe.config_hash"] for r in jobs_of(client, experiment) if r.info.status == "FINISHED"
+    }
+    assert len(finished) == 3
+
+
+@needs_cluster
+def test_sixteen_concurrent_jobs_lose_no_run(tmp_path, server, experiment):
+    done = slurm_sweep(
+        tmp_path, experiment, "seed=range(16)", "monitor.allow_shared_cpu=true", partition="shared"
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    client = MlflowClient(server)
+    (parent,) = sweeps(client, experiment)
+    children = jobs_of(client, experiment, parent.info.run_id)
+    assert len(children) == 16 and all(r.info.status == "FINISHED" for r in children)
+    assert sorted(int(r.data.params["seed"]) for r in children) == list(range(16))
+    acct = sacct(parent.data.tags["ecopipe.slurm_array_job_id"])
+    assert len(acct) == 16 and set(acct["state"]) == {"COMPLETED"}
+    assert most_at_once(acct) > 2  # more jobs at once than the node has cores: they did overlap
