@@ -3,12 +3,16 @@
 Runs are synthetic but shaped like a job's (about a hundred metrics, sixty params, the tags), see
 ecopipe.aggregation.synthetic. Aggregation reads a SQLite store with three SQL queries instead of
 MLflow's search_runs, which loads each run's metrics row by row; both paths are timed at 1,000.
+With $ECOPIPE_BENCH_STORE_URI (a PostgreSQL database, set by `make cluster-up` in
+.cluster/cluster.env) the same is timed at 10,000 runs on PostgreSQL, both readers.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +22,7 @@ from ecopipe.aggregate import aggregate
 from ecopipe.aggregation.synthetic import synthetic_store
 
 EXPERIMENT = "ecopipe-bench"
+POSTGRES_ENV = "ECOPIPE_BENCH_STORE_URI"
 
 
 def _timed(action, repeats: int = 3) -> float:
@@ -68,4 +73,28 @@ def run() -> pd.DataFrame:
                     "runs per second": n / seconds,
                 }
             )
+    rows += _postgresql(os.environ.get(POSTGRES_ENV))
     return pd.DataFrame(rows)
+
+
+def _postgresql(uri: str | None, n: int = 10000) -> list[dict]:
+    """Both readers over `n` runs in a PostgreSQL store, in an experiment of their own."""
+    if not uri:
+        print(f"tracking: no ${POSTGRES_ENV} (make cluster-up sets one): PostgreSQL rows skipped")
+        return []
+    experiment = f"{EXPERIMENT}-{uuid.uuid4().hex[:8]}"
+    synthetic_store(uri, n, experiment)
+    rows = []
+    for reader in ("sql", "search"):
+        seconds = _timed(
+            lambda reader=reader: aggregate(uri, experiment, reader=reader),
+            repeats=3 if reader == "sql" else 1,
+        )
+        rows.append(
+            {
+                "operation": f"aggregate {n:,} runs into tables, PostgreSQL ({reader} reader)",
+                "seconds": seconds,
+                "runs per second": n / seconds,
+            }
+        )
+    return rows

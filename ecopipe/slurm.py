@@ -7,8 +7,12 @@ GPU energy is its own. `monitor.allow_shared_cpu=true` lets CPU jobs share nodes
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
+import subprocess
+from collections.abc import Mapping
 
 from omegaconf import DictConfig, open_dict, read_write
 
@@ -61,3 +65,43 @@ def restrict_sharing(config: DictConfig) -> None:
     with read_write(config.hydra), open_dict(launcher):
         launcher.additional_parameters = {**(launcher.get("additional_parameters") or {}), "exclusive": True}
     log.info("SLURM CPU jobs run with --exclusive: CPU jobs side by side share the CPU sensors.")
+
+
+_ACTIVE = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "REQUEUED",
+    "RESIZING",
+    "STAGE_OUT",
+}
+
+
+def _slurm(*command: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None  # no SLURM here, or it does not answer
+
+
+@functools.cache
+def local_cluster() -> str | None:
+    """The name of the SLURM cluster this machine's commands talk to, if any."""
+    done = _slurm("scontrol", "show", "config")
+    found = re.search(r"^ClusterName\s*=\s*(\S+)", done.stdout, re.MULTILINE) if done else None
+    return found.group(1) if found else None
+
+
+def job_ended(tags: Mapping[str, str]) -> bool | None:
+    """Whether the SLURM job a run names is over (None: not a SLURM run, or not this cluster's)."""
+    job = tags.get(JOB_TAGS["SLURM_JOB_ID"])
+    if not job or tags.get(JOB_TAGS["SLURM_CLUSTER_NAME"]) != local_cluster():
+        return None
+    done = _slurm("squeue", "-h", "-j", job, "-o", "%T")
+    if done is None:
+        return None
+    if done.returncode != 0:  # SLURM forgets a job some minutes after it ends
+        return True if "Invalid job id" in done.stderr else None
+    return not (set(done.stdout.split()) & _ACTIVE)

@@ -119,8 +119,9 @@ def _process_alive(tags: Mapping[str, str]) -> bool:
 def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float = 48 * 3600) -> list[str]:
     """Mark FAILED the RUNNING runs whose process is gone (SIGKILL, out of memory).
 
-    On this host the recorded pid (and its start time, against pid reuse) tells; a run of another
-    host is declared dead only after `foreign_after_s`, since its process cannot be seen from here.
+    A run of a SLURM job of this machine's cluster is dead once SLURM no longer runs the job; else, on
+    this host, the recorded pid (and its start time, against pid reuse) tells; a run of another host
+    is declared dead only after `foreign_after_s`, since its process cannot be seen from here.
     """
     host, now = socket.gethostname(), time.time()
     reaped = []
@@ -128,12 +129,17 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float
         tags = run.data.tags
         if tags.get("ecopipe.kind") == "sweep" and _process_alive(tags):
             continue
-        if tags.get("ecopipe.host") == host:
+        ended = slurm.job_ended(tags)  # SLURM knows about its jobs on every node
+        if ended is not None:
+            dead = ended
+        elif tags.get("ecopipe.host") == host:
             dead = not _process_alive(tags)
         else:
             dead = now - run.info.start_time / 1000 > foreign_after_s
         if dead:
             where = f"process {tags.get('ecopipe.pid')} on {tags.get('ecopipe.host')}"
+            if ended:
+                where += f" (SLURM job {tags[slurm.JOB_TAGS['SLURM_JOB_ID']]}, no longer running)"
             reason = f"{where} ended without closing its run"
             client.set_tag(run.info.run_id, "ecopipe.error", f"killed: {reason} (SIGKILL or out of memory?)")
             client.set_tag(run.info.run_id, "ecopipe.status", "killed")

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-import sqlite3
 import uuid
-from pathlib import Path
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from ecopipe.aggregation.load import sqlite_path
 from ecopipe.sensors.base import Source
@@ -183,19 +182,31 @@ def _log_run(
 _RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")
 
 
-def _clone(path: Path, templates: list[str], n_runs: int, t0: int) -> None:
-    """Copies of the logged runs, made in SQL in one transaction: new run ids, later start and end times."""
-    with sqlite3.connect(path) as con:
-        con.execute("CREATE TEMP TABLE clone_map (template TEXT, new TEXT, start INTEGER)")
-        con.executemany(
-            "INSERT INTO clone_map VALUES (?, ?, ?)",
+def writable_store(uri: str) -> Engine | None:
+    path = sqlite_path(uri)
+    if path is not None:
+        return create_engine(f"sqlite:///{path}")
+    return create_engine(uri) if uri.startswith("postgresql") else None
+
+
+def _clone(engine: Engine, templates: list[str], n_runs: int, t0: int) -> None:
+    """Copies of the logged runs, made in SQL in one transaction (SQLite or PostgreSQL): new run ids,
+    later start and end times."""
+    columns = {table: [c["name"] for c in inspect(engine).get_columns(table)] for table in _RUN_TABLES}
+    with engine.begin() as con:
+        con.execute(text("CREATE TEMPORARY TABLE clone_map (template TEXT, new TEXT, start BIGINT)"))
+        con.execute(
+            text("INSERT INTO clone_map VALUES (:template, :new, :start)"),
             [
-                (templates[i % len(templates)], uuid.uuid4().hex, t0 + 1000 * (i + 1))
+                {
+                    "template": templates[i % len(templates)],
+                    "new": uuid.uuid4().hex,
+                    "start": t0 + 1000 * (i + 1),
+                }
                 for i in range(len(templates), n_runs)
             ],
         )
         for table in _RUN_TABLES:
-            columns = [row[1] for row in con.execute(f"PRAGMA table_info({table})")]
             replaced = {
                 "run_uuid": "m.new",
                 "start_time": "m.start",
@@ -204,11 +215,14 @@ def _clone(path: Path, templates: list[str], n_runs: int, t0: int) -> None:
             }
             if table != "runs":
                 replaced = {"run_uuid": "m.new"}
-            select = ", ".join(replaced.get(c, f"t.{c}") for c in columns)
+            select = ", ".join(replaced.get(c, f"t.{c}") for c in columns[table])
             con.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) "
-                f"SELECT {select} FROM {table} t JOIN clone_map m ON t.run_uuid = m.template"
+                text(
+                    f"INSERT INTO {table} ({', '.join(columns[table])}) "
+                    f"SELECT {select} FROM {table} t JOIN clone_map m ON t.run_uuid = m.template"
+                )
             )
+    engine.dispose()
 
 
 def synthetic_store(
@@ -217,8 +231,9 @@ def synthetic_store(
     """`n_runs` job runs under one sweep parent in `uri`; return the parent run id.
 
     The first `logged` runs go through MlflowClient (create_run, one log_batch, set_terminated), which
-    takes some 30 ms a run on SQLite; in a `sqlite:///` store the others are copies of those made
-    with SQL, new ids and times, so 10,000 runs take seconds. Other stores get every run logged.
+    takes some 30 ms a run on SQLite; in a `sqlite:///` or `postgresql://` store the others are copies
+    of those made with SQL, new ids and times, so 10,000 runs take seconds. Other stores (a tracking
+    server) get every run logged.
     """
     rng = random.Random(seed)
     client = MlflowClient(tracking_uri=uri)
@@ -227,16 +242,16 @@ def synthetic_store(
     parent = client.create_run(
         experiment_id, start_time=t0, run_name="sweep bench", tags={"ecopipe.kind": "sweep"}
     ).info.run_id
-    path = sqlite_path(uri)
-    direct = n_runs if path is None else min(n_runs, logged)
+    engine = writable_store(uri)
+    direct = n_runs if engine is None else min(n_runs, logged)
     for i in range(direct):
         _log_run(client, rng, experiment_id, parent, i, t0 + 1000 * (i + 1))
     client.set_terminated(parent, status="FINISHED", end_time=t0 + 1000 * (n_runs + 1))
     if direct < n_runs:
-        assert path is not None
+        assert engine is not None
         found = client.search_runs(
             [experiment_id], f"tags.`ecopipe.sweep_id` = '{parent}'", max_results=direct
         )
         templates = [r.info.run_id for r in sorted(found, key=lambda r: r.info.start_time)]
-        _clone(path, templates, n_runs, t0)
+        _clone(engine, templates, n_runs, t0)
     return parent
