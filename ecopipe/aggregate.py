@@ -6,8 +6,9 @@ one is present) and one column per hardware. Where several FINISHED runs share a
 resumed sweeps), the latest started one fills it. Written as CSV, Markdown, HTML and PNG, and logged
 to a sweep's parent run by the Hydra callback at the end of every multirun.
 
-    python -m ecopipe.aggregate --experiment ecopipe
-    python -m ecopipe.aggregate --experiment ecopipe --sweep PARENT_RUN_ID --log
+    python -m ecopipe.aggregate                      # the latest sweep in the store, named
+    python -m ecopipe.aggregate --experiment ecopipe  # every run of an experiment
+    python -m ecopipe.aggregate --sweep PARENT_RUN_ID --log
     python -m ecopipe.aggregate --experiment ecopipe --filter "tags.ecopipe.region = 'FRA'" --out tables/
 """
 
@@ -20,9 +21,11 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,7 +40,7 @@ from ecopipe.tracking import reap_dead_runs, redact, resolve_uri
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
 
 log = logging.getLogger(__name__)
-ARTIFACT_DIR = "aggregate"
+ARTIFACT_DIR = render.TABLES  # the parent run's folder of log_table JSON tables (and their CSV)
 STORE_URI_ENV = "ECOPIPE_STORE_URI"
 
 
@@ -72,9 +75,12 @@ def _notes(jobs: pd.DataFrame, built: tab.Tables, uri: str, filter_string: str |
         f"rows: {' x '.join(built.dims)}; columns: hardware ({', '.join(built.hardware) or 'none'})",
         "each cell is the latest started FINISHED run for its row and hardware"
         + (f"; {built.superseded} earlier runs superseded" if built.superseded else ""),
-        "energy source in parentheses: nvml_counter, nvml_power_polling, nvml_avg_power_polling and rapl "
-        "are measured, estimated_* are estimates (their energy follows wall time, not what the hardware "
+        "energy source: the last row of each energy table names each column's, and a cell whose source "
+        "differs names its own; nvml_counter, nvml_power_polling, nvml_avg_power_polling and rapl are "
+        "measured, estimated_* are estimates (their energy follows wall time, not what the hardware "
         "drew), fake is simulated; CO2e, water and ESS inherit their energy's source",
+        "± is the 95% CI over one run's trials; where a cell has several runs, CV is the spread between "
+        "them (run to run), which the within-run CI does not cover",
         f"tracking store: {redact(uri)}",
     ]
     if filter_string:
@@ -161,13 +167,16 @@ def _log_table(
 
 
 def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
-    """Every file (written to a temporary folder if `result` has none) under `aggregate/`, and each
-    table, the failed jobs included, with log_table so the MLflow UI shows them."""
+    """Every file (written to a temporary folder if `result` has none) in its folder (summary.md and
+    summary.html at the top, then tables/, plots/, data/), and each table, the failed jobs included,
+    with log_table under tables/ so the MLflow UI shows them."""
     existing = {a.path for a in client.list_artifacts(run_id, ARTIFACT_DIR)}
     with tempfile.TemporaryDirectory() as tmp:
         files = result.files or result.write(Path(tmp))
+        root = next(p.parent for p in files if p.name == "summary.md")
         for path in files:
-            client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+            folder = path.parent.relative_to(root).as_posix()
+            client.log_artifact(run_id, str(path), None if folder == "." else folder)
     tables = dict(result.tables)
     if not result.failed.empty:
         tables["failed"] = result.failed
@@ -180,7 +189,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m ecopipe.aggregate",
         description="Comparison tables (CSV, Markdown, HTML) and plots over an MLflow experiment's runs.",
     )
-    parser.add_argument("--experiment", default=TrackingConfig.experiment, help="experiment name")
+    parser.add_argument(
+        "--experiment", help="every run of this experiment (default: the latest sweep, in its experiment)"
+    )
     parser.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only the jobs of this sweep")
     parser.add_argument(
         "--filter", metavar="FILTER", help="an MLflow search filter, e.g. \"tags.ecopipe.region = 'FRA'\""
@@ -198,21 +209,61 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def latest_sweep(client: MlflowClient) -> Run | None:
+    """The most recently started sweep parent run of any experiment in the store."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(
+        experiments, "tags.`ecopipe.kind` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return found[0] if found else None
+
+
+def _scope(client: MlflowClient, experiment: str | None, sweep: str | None) -> tuple[str, str | None, str]:
+    """Experiment name and sweep id to aggregate, and a sentence saying which and how to pick another."""
+    if experiment is not None:
+        return experiment, sweep, f"experiment {experiment}" + (f", sweep {sweep}" if sweep else "")
+    run = client.get_run(sweep) if sweep else latest_sweep(client)
+    if run is None:
+        name = TrackingConfig.experiment
+        return name, None, f"experiment {name} (no sweep in the store; --experiment NAME picks another)"
+    name = client.get_experiment(run.info.experiment_id).name
+    started = datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    which = "sweep" if sweep else "the latest sweep"
+    return (
+        name,
+        run.info.run_id,
+        (
+            f"{which} {run.info.run_id} ({run.info.run_name}, experiment {name}, started {started}); "
+            "--sweep PARENT_RUN_ID picks another, --experiment NAME takes a whole experiment"
+        ),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.log and not args.sweep:
-        print("ecopipe.aggregate: error: --log needs --sweep PARENT_RUN_ID", file=sys.stderr)
-        return 2
     uri = args.tracking_uri or resolve_uri(TrackingConfig())
-    out = args.out or Path("aggregate") / (args.experiment + (f"-{args.sweep[:8]}" if args.sweep else ""))
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        print(f"ecopipe.aggregate: error: no tracking store at {path} ({uri})", file=sys.stderr)
+        return 2
     try:
-        result = aggregate(uri, args.experiment, args.sweep, args.filter, out, store_uri=args.store_uri)
+        experiment, sweep, scope = _scope(MlflowClient(tracking_uri=uri), args.experiment, args.sweep)
+    except MlflowException as error:
+        print(f"ecopipe.aggregate: error: --sweep {args.sweep}: {error.message}", file=sys.stderr)
+        return 2
+    if args.log and not sweep:
+        print("ecopipe.aggregate: error: --log needs a sweep (--sweep PARENT_RUN_ID)", file=sys.stderr)
+        return 2
+    print(f"aggregating {scope}")
+    out = args.out or Path("aggregate") / (experiment + (f"-{sweep[:8]}" if sweep else ""))
+    try:
+        result = aggregate(uri, experiment, sweep, args.filter, out, store_uri=args.store_uri)
     except AggregationError as error:
         print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)
         return 2
     if args.log:
-        log_to_run(MlflowClient(tracking_uri=uri), args.sweep, result)
+        log_to_run(MlflowClient(tracking_uri=uri), sweep, result)
     print("\n".join(result.notes[:3]))
     print(f"wrote {len(result.files)} files to {out.resolve()}")
     print(f"  {out.resolve() / 'summary.md'}  {out.resolve() / 'summary.html'}")

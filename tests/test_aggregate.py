@@ -180,15 +180,41 @@ def test_energy_sources_sit_beside_every_energy_figure(runs, store, tmp_path):
     assert cell(sources, "Simulated GPU", model="mlp") == "fake+rapl"
     assert pd.api.types.is_float_dtype(result.tables["energy_gross"][H100])  # numbers stay numbers
     text = (tmp_path / "out" / "summary.md").read_text()
-    assert "| 100 ±5 (nvml_counter+rapl) |" in text
-    assert "| 400 ±20 (estimated_tdp) |" in text  # an estimate says so
-    assert "(fake+rapl)" in text  # a simulation says so
-    co2e = figures(400.0)["co2e_g_per_1k"]
-    assert f"{co2e:.4g} (estimated_tdp)" in text  # CO2e inherits its energy's source
+    # Values in engineering notation, the CI in the same unit; each column's source once, in a last row.
+    assert "| mlp | fp32 | 400 J ±20 J | 100 J ±5 J | 50 J ±2.5 J |" in text
+    source_row = "| energy source |  | estimated_tdp | nvml_counter+rapl | fake+rapl |"
+    assert text.count(source_row) == 5  # gross, net, CO2e, water, ESS: each inherits its energy's source
+    assert "| mlp | fp32 | 80 mg | 20 mg | 10 mg |" in text  # CO2e in g with its prefix
+    assert "| mlp | fp32 | 444 µL | 111 µL | 55.6 µL |" in text  # water in L everywhere
+    assert "estimated_tdp" not in text.split(source_row)[0].splitlines()[-1]  # never in every cell
     html = (tmp_path / "out" / "summary.html").read_text()
-    assert "400 ±20 (estimated_tdp)" in html
-    csv = pd.read_csv(tmp_path / "out" / "energy_source.csv")
+    assert "400 J ±20 J" in html and "<td>estimated_tdp</td>" in html
+    csv = pd.read_csv(tmp_path / "out" / "tables" / "energy_source.csv")
     assert csv.loc[0, "Intel Xeon"] == "estimated_tdp"
+
+
+def test_a_cell_whose_source_differs_from_its_column_names_it(runs, store, tmp_path):
+    for model in ("a", "b", "c"):
+        runs.job(model, hardware=H100, metrics=figures(100.0), sources=GPU_SOURCES)
+    runs.job("d", hardware=H100, metrics=figures(0.002), sources=CPU_SOURCES)
+    aggregate(store, EXPERIMENT, out_dir=tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| d | fp32 | 2 mJ ±100 µJ (estimated_tdp) |" in text
+    assert "| a | fp32 | 100 J ±5 J |" in text
+    assert "| energy source |  | nvml_counter+rapl |" in text
+
+
+def test_repeated_runs_show_their_spread_beside_the_within_run_ci(runs, store, tmp_path):
+    for energy in (0.028, 0.056, 0.042):  # one config measured three times on a shared machine
+        runs.job(metrics=figures(energy))
+    runs.job("mlp", metrics=figures(1.0))  # measured once: no spread to show
+    result = aggregate(store, EXPERIMENT, out_dir=tmp_path)
+    assert cell(result.tables["energy_gross_runs"], H100, model="logistic_regression") == 3
+    cv = cell(result.tables["energy_gross_spread"], H100, model="logistic_regression")
+    assert cv == pytest.approx(0.014 / 0.042)  # sample standard deviation over the mean
+    text = (tmp_path / "summary.md").read_text()
+    assert "| logistic_regression | fp32 | 42 mJ ±2.1 mJ (runs: 3, CV 33%) |" in text
+    assert "| mlp | fp32 | 1 J ±50 mJ |" in text
 
 
 def test_latest_finished_run_fills_a_shared_cell(runs, store):
@@ -213,7 +239,7 @@ def test_failed_and_killed_jobs_are_listed(runs, store, tmp_path):
     assert failed.loc["cnn", "status"] == "KILLED"
     assert "mlp" not in set(result.tables["energy_gross"]["model"])  # a failure fills no cell
     assert "RuntimeError: CUDA out of memory" in (tmp_path / "summary.md").read_text()
-    assert len(pd.read_csv(tmp_path / "failed.csv")) == 2
+    assert len(pd.read_csv(tmp_path / "data" / "failed.csv")) == 2
 
 
 def test_a_failed_job_rerun_later_is_marked_superseded(runs, store):
@@ -232,10 +258,13 @@ def test_files_are_written_as_csv_markdown_html_and_png(runs, store, tmp_path):
         assert name in names
     assert {"precision_gain_ess.csv", "energy_source.csv", "failed.csv", "runs.csv"} <= names
     assert {"summary.md", "summary.html", "ess.png", "energy_quality.png"} <= names
-    assert all(path.parent == out and path.stat().st_size > 0 for path in result.files)
+    folders = {p.name: p.parent.relative_to(out).as_posix() for p in result.files}
+    assert folders["summary.md"] == "." and folders["ess.csv"] == "tables" and folders["ess.png"] == "plots"
+    assert folders["runs.csv"] == folders["failed.csv"] == "data"
+    assert all(path.stat().st_size > 0 for path in result.files)
     for png in ("ess.png", "energy_quality.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = pd.read_csv(out / "energy_gross.csv")
+        assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pd.read_csv(out / "tables" / "energy_gross.csv")
     assert table.loc[table["precision"] == "fp16", H100].item() == 70.0
 
 
@@ -323,15 +352,16 @@ def test_log_to_run_puts_files_and_tables_on_the_parent(runs, store, client, tmp
     result = aggregate(store, EXPERIMENT, sweep_id=sweep, out_dir=tmp_path)
     log_to_run(client, sweep, result)
     log_to_run(client, sweep, result)  # a re-aggregated sweep replaces its tables, never appends
-    artifacts = {a.path for a in client.list_artifacts(sweep, "aggregate")}
-    assert {f"aggregate/{p.name}" for p in result.files} <= artifacts
-    assert {"aggregate/energy_gross.json", "aggregate/failed.json", "aggregate/summary.md"} <= artifacts
+    # Grouped: the summaries at the top, then tables/, plots/, data/.
+    top = {a.path for a in client.list_artifacts(sweep)}
+    assert top == {"summary.md", "summary.html", "tables", "plots", "data"}
+    listed = {a.path for folder in ("tables", "plots", "data") for a in client.list_artifacts(sweep, folder)}
+    assert {p.relative_to(tmp_path).as_posix() for p in result.files if p.parent != tmp_path} <= listed
+    assert {"tables/energy_gross.json", "tables/failed.json", "plots/ess.png", "data/runs.csv"} <= listed
     # What log_table wrote, and the tag through which the MLflow UI lists it.
-    table = pd.read_json(
-        client.download_artifacts(sweep, "aggregate/ess.json", str(tmp_path)), orient="split"
-    )
+    table = pd.read_json(client.download_artifacts(sweep, "tables/ess.json", str(tmp_path)), orient="split")
     assert (
-        '"path": "aggregate/ess.json", "type": "table"'
+        '"path": "tables/ess.json", "type": "table"'
         in client.get_run(sweep).data.tags["mlflow.loggedArtifacts"]
     )
     assert len(table) == 3
@@ -347,7 +377,7 @@ def test_log_to_run_writes_files_itself_when_none_were(runs, store, client):
     result = aggregate(store, EXPERIMENT, sweep_id=sweep)
     assert result.files == []
     log_to_run(client, sweep, result)
-    assert "aggregate/summary.html" in {a.path for a in client.list_artifacts(sweep, "aggregate")}
+    assert "summary.html" in {a.path for a in client.list_artifacts(sweep)}
 
 
 def test_aggregates_a_real_job(make_cfg, client, store):
@@ -410,7 +440,7 @@ def test_cli_writes_the_tables_and_says_where(runs, store, tmp_path):
     done = _cli("--experiment", EXPERIMENT, "--tracking-uri", store, "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert str(out.resolve()) in done.stdout
-    assert (out / "summary.md").exists() and (out / "energy_gross.csv").exists()
+    assert (out / "summary.md").exists() and (out / "tables" / "energy_gross.csv").exists()
 
 
 def test_cli_unknown_experiment_is_one_line_and_exit_2(runs, store, tmp_path, capsys):
@@ -496,3 +526,18 @@ def test_decode_energy_is_generate_minus_prefill_per_decode_step():
     # (33 J - 2 J) per prompt over 31 decode steps = 1 J per decoded token
     assert table["H100"].iloc[0] == pytest.approx(1.0)
     assert decode_energy(cells, ["model", "precision"], ["H100"]).empty  # one phase only: no table
+
+
+def test_cli_without_arguments_takes_the_latest_sweep_and_says_which(runs, store, tmp_path):
+    older = runs.sweep()
+    runs.job("mlp", metrics=figures(50.0), sweep=older)
+    newer = runs.sweep()
+    grid(runs, newer)
+    done = _cli("--tracking-uri", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"aggregating the latest sweep {newer}" in done.stdout and f"experiment {EXPERIMENT}" in done.stdout
+    )
+    assert "--sweep PARENT_RUN_ID picks another" in done.stdout
+    runs_read = pd.read_csv(tmp_path / "aggregate" / f"{EXPERIMENT}-{newer[:8]}" / "data" / "runs.csv")
+    assert set(runs_read["model"]) == {"logistic_regression"}  # the older sweep's mlp is not in it

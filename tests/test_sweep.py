@@ -48,15 +48,14 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     assert parent.data.metrics["jobs"] == 4 and parent.data.metrics["jobs_failed"] == 0
     assert "job 4 of 4" in done.stdout + done.stderr  # progress: which job of how many
     out = tmp_path / "multirun" / "aggregate"
-    files = {p.name for p in out.iterdir()}
-    assert any(name.endswith(".csv") for name in files) and any(name.endswith(".md") for name in files)
-    assert any(name.endswith(".html") for name in files) and any(name.endswith(".png") for name in files)
-    # Every child's ESS appears in the aggregate CSVs, unchanged.
-    values = pd.concat([pd.read_csv(p) for p in out.glob("*.csv")], ignore_index=True).select_dtypes("number")
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"summary.md", "summary.html", "plots/ess.png", "tables/ess.csv", "data/runs.csv"} <= files
+    # Every child's ESS appears in the aggregate's ESS table, unchanged.
+    values = pd.read_csv(out / "tables" / "ess.csv").select_dtypes("number")
     for run in children:
         assert (values.sub(run.data.metrics["ess"]).abs() <= 1e-9 * run.data.metrics["ess"]).any().any()
-    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "aggregate")]
-    assert artifacts
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.md", "tables", "plots", "data"} <= artifacts
 
 
 def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, client):

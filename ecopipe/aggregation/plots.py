@@ -1,7 +1,8 @@
-"""PNG plots of the comparison tables: ESS by hardware and precision, energy against quality.
+"""PNG plots of the comparison tables: ESS by model, precision and hardware; energy against quality.
 
 Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas: no pyplot, no global state, no
-display needed. A plot whose data is missing is skipped (the function returns None), never drawn empty.
+display needed. A plot whose data is missing is skipped (nothing is returned), never drawn empty. Every
+row is drawn: a long table is split into numbered pages (`ess.png`, `ess_2.png`...), never cut short.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter
 
 from ecopipe.aggregation.tables import ROW_DIMS
 
 log = logging.getLogger(__name__)
 
-MAX_PANELS = 12
-MAX_LABELS = 30
-LOG_SPREAD = 100.0  # a log axis once the largest value exceeds the smallest by this factor
+ROWS_PER_PAGE = 40  # bar groups on one ESS page: beyond that the labels stop being legible
+LOG_SPREAD = 100.0  # energy axes turn logarithmic once the largest value exceeds the smallest by this
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^", "int4": "v"}
+FRONTIER_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
+ESTIMATE_NOTE = "hollow markers: energy ESTIMATED (no power sensor read), not measured"
 # Quality metrics the energy-quality plot knows the direction of (True: higher is better).
 QUALITY_DIRECTION = {
     "accuracy": True,
@@ -41,50 +47,61 @@ def key_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c in ROW_DIMS]
 
 
-def _figure(panels: int, width: float = 5.5, height: float = 4.0):
-    from matplotlib.figure import Figure
-
-    cols = min(panels, 3)
-    rows = -(-panels // cols)
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    return fig, axes[:panels]
+def family(model: str) -> str:
+    """`opt-1.3b` -> `opt`, `qwen2.5-0.5b` -> `qwen2.5`: the colour a model shares with its siblings."""
+    return str(model).split("-")[0]
 
 
-def _wide_spread(values: np.ndarray) -> bool:
-    positive = values[np.isfinite(values) & (values > 0)]
-    return positive.size > 1 and positive.max() / positive.min() > LOG_SPREAD
+def _label(row: pd.Series, keys: list[str]) -> str:
+    return " / ".join(str(row[k]) for k in keys)
 
 
-def ess_bars(ess: pd.DataFrame, path: Path) -> Path | None:
-    """One panel per model (and dataset, strategy...), bars per precision grouped by hardware."""
+def _page_paths(path: Path, pages: int) -> list[Path]:
+    return [path if i == 0 else path.with_name(f"{path.stem}_{i + 1}{path.suffix}") for i in range(pages)]
+
+
+def ess_bars(ess: pd.DataFrame, path: Path) -> list[Path]:
+    """One grouped horizontal bar chart: a group per row (model x precision x ...), a bar per hardware
+    in its own colour, all on one logarithmic ESS axis so that 0.08 and 1,400 look as different as
+    they are. Rows beyond ROWS_PER_PAGE go to further numbered files."""
     keys = key_columns(ess)
     hardware = [c for c in ess.columns if c not in keys]
-    if ess.empty or not hardware or ess[hardware].isna().all().all():
-        return None
-    groups = [k for k in keys if k != "precision"]
-    panels = list(ess.groupby(groups, sort=False))
-    shown = panels[:MAX_PANELS]
-    fig, axes = _figure(len(shown))
-    if len(panels) > MAX_PANELS:
-        fig.suptitle(f"ESS: first {MAX_PANELS} of {len(panels)} models (all in ess.csv)")
-    for ax, (name, frame) in zip(axes, shown, strict=True):
-        present = [h for h in hardware if frame[h].notna().any()]
-        width = 0.8 / max(len(frame), 1)
-        x = np.arange(len(present))
-        for i, (_, row) in enumerate(frame.iterrows()):
-            label = " ".join(str(row[k]) for k in keys if k not in groups)
-            ax.bar(x + (i - (len(frame) - 1) / 2) * width, row[present].astype(float), width, label=label)
-        ax.set_xticks(x, present, rotation=20, ha="right", fontsize=8)
-        ax.set_title(" / ".join(str(v) for v in (name if isinstance(name, tuple) else (name,))), fontsize=10)
-        ax.set_ylabel("ESS (higher is better)")
-        if _wide_spread(frame[present].to_numpy(dtype=float).ravel()):
-            ax.set_yscale("log")
-        ax.legend(fontsize=7, title="precision", title_fontsize=7)
-    fig.savefig(path, dpi=110)
-    return path
+    values = ess[hardware].apply(pd.to_numeric, errors="coerce") if hardware else ess
+    shown = ess[(values > 0).any(axis=1)] if hardware else ess.iloc[0:0]
+    if shown.empty:
+        return []
+    dropped = int(values.notna().sum().sum() - (values > 0).sum().sum())
+    pages = -(-len(shown) // ROWS_PER_PAGE)
+    colours = {h: f"C{i % 10}" for i, h in enumerate(hardware)}
+    lo, hi = values[values > 0].min().min(), values[values > 0].max().max()
+    written = []
+    for page, out in enumerate(_page_paths(path, pages)):
+        rows = shown.iloc[page * ROWS_PER_PAGE : (page + 1) * ROWS_PER_PAGE]
+        present = [h for h in hardware if (values.loc[rows.index, h] > 0).any()]
+        height = 0.8 / len(present)
+        fig = Figure(figsize=(9, 1.6 + 0.22 * len(rows) * max(1, 0.6 * len(present))), layout="constrained")
+        ax = fig.subplots()
+        y = np.arange(len(rows))[::-1]  # the table's first row on top
+        for i, hw in enumerate(present):
+            v = values.loc[rows.index, hw].where(lambda s: s > 0)
+            ax.barh(y + (len(present) - 1 - 2 * i) * height / 2, v, height, color=colours[hw], label=hw)
+        ax.set_yticks(y, [_label(r, keys) for _, r in rows.iterrows()], fontsize=8)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xscale("log")
+        ax.set_xlim(lo / 2, hi * 2)  # one scale on every page, so pages compare
+        ax.set_xlabel("ESS: effective parameters (M) per g CO2e per 1,000 inferences (log scale)")
+        ax.grid(axis="x", which="major", alpha=0.3)
+        title = "ESS by " + " x ".join(keys) + " and hardware (higher is better)"
+        if pages > 1:
+            title += f", page {page + 1} of {pages} ({len(shown)} rows)"
+        ax.set_title(title, fontsize=10)
+        if dropped:
+            fig.text(0.01, 0.002, f"{dropped} ESS values <= 0 (not defined on a log axis) left out; "
+                     "all are in tables/ess.csv", fontsize=7)  # fmt: skip
+        ax.legend(title="hardware", fontsize=7, title_fontsize=7, loc="lower right")
+        fig.savefig(out, dpi=110)
+        written.append(out)
+    return written
 
 
 def _pareto(points: pd.DataFrame, higher_better: bool) -> pd.DataFrame:
@@ -99,39 +116,92 @@ def _pareto(points: pd.DataFrame, higher_better: bool) -> pd.DataFrame:
     return ordered.loc[front]
 
 
-def energy_quality(energy: pd.DataFrame, quality: dict[str, pd.DataFrame], path: Path) -> Path | None:
-    """One panel per quality metric: energy per 1,000 inferences against quality, a marker per hardware,
-    each point labelled with its row, and the Pareto front drawn through the points nothing beats."""
+def _points(energy: pd.DataFrame, quality: pd.DataFrame, sources: pd.DataFrame | None) -> pd.DataFrame:
     keys = key_columns(energy)
-    melted = energy.melt(id_vars=keys, var_name="hardware", value_name="energy").dropna()
+    e = energy.melt(id_vars=keys, var_name="hardware", value_name="energy").dropna()
+    q = quality.melt(id_vars=key_columns(quality), var_name="hardware", value_name="quality").dropna()
+    points = e.merge(q, on=[*keys, "hardware"])
+    points["estimated"] = False
+    if sources is not None and not points.empty:
+        s = sources.melt(id_vars=key_columns(sources), var_name="hardware", value_name="source")
+        points = points.merge(s.astype({k: "str" for k in keys}).astype({"hardware": "str"}),
+                              on=[*keys, "hardware"], how="left")  # fmt: skip
+        points["estimated"] = points["source"].fillna("unknown").str.contains("estimat|fake|unknown")
+    return points[points["energy"] > 0]
+
+
+def energy_quality(
+    energy: pd.DataFrame,
+    quality: dict[str, pd.DataFrame],
+    path: Path,
+    sources: pd.DataFrame | None = None,
+) -> list[Path]:
+    """A panel per quality metric: energy per 1,000 inferences (x) against quality (y); colour by model
+    family, marker by precision, hollow where the energy is estimated; one Pareto frontier per data set,
+    its points labelled (every point when few)."""
+    keys = key_columns(energy)
     panels = []
     for name, table in quality.items():
-        if name not in QUALITY_DIRECTION:
-            continue
-        q = table.melt(id_vars=key_columns(table), var_name="hardware", value_name="quality").dropna()
-        points = melted.merge(q, on=[*keys, "hardware"])
-        if not points.empty:
+        if name in QUALITY_DIRECTION and not (points := _points(energy, table, sources)).empty:
             panels.append((name, points))
     if not panels:
-        return None
-    fig, axes = _figure(len(panels), width=6.5, height=4.8)
-    hardware = sorted({h for _, p in panels for h in p["hardware"]})
-    style = {h: MARKERS[i % len(MARKERS)] for i, h in enumerate(hardware)}
+        return []
+    everything = pd.concat([p for _, p in panels])
+    families = sorted({family(m) for m in everything["model"]})
+    colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
+    precisions = sorted(set(everything["precision"]), key=lambda p: (p not in PRECISION_MARKERS, p))
+    markers = {p: PRECISION_MARKERS.get(p, MARKERS[i % len(MARKERS)]) for i, p in enumerate(precisions)}
+    several_hw = everything["hardware"].nunique() > 1
+    label_keys = [k for k in keys if k != "dataset"]
+    frontier_style: dict[str, object] = {}
+    fig = Figure(figsize=(7.5 * len(panels), 5.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
     for ax, (name, points) in zip(axes, panels, strict=True):
-        for i, (hw, frame) in enumerate(points.groupby("hardware")):
-            ax.scatter(frame["energy"], frame["quality"], marker=style[hw], color=f"C{i % 10}", label=hw)
-        front = _pareto(points, QUALITY_DIRECTION[name])
-        # Every point labelled while that stays legible; past that, the Pareto front's only.
-        for _, row in (points if len(points) <= MAX_LABELS else front).iterrows():
-            label = "/".join(str(row[k]) for k in keys)
-            ax.annotate(label, (row["energy"], row["quality"]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")  # fmt: skip
-        ax.step(front["energy"], front["quality"], where="post", color="grey", lw=1, ls="--", label="Pareto")
+        higher = QUALITY_DIRECTION[name]
+        for _, p in points.iterrows():
+            colour = colours[family(p["model"])]
+            ax.scatter(p["energy"], p["quality"], marker=markers[p["precision"]], s=46, linewidths=1.4,
+                       edgecolors=colour, facecolors="none" if p["estimated"] else colour)  # fmt: skip
+        datasets = points.groupby("dataset", sort=True) if "dataset" in points else [("all", points)]
+        labelled = []
+        for dataset, group in datasets:
+            front = _pareto(group, higher)
+            style = frontier_style.setdefault(dataset, FRONTIER_STYLES[len(frontier_style) % 4])
+            ax.step(front["energy"], front["quality"], where="post", color="0.35", lw=1, ls=style)
+            labelled.append(group if len(points) <= 8 else front)
+        _annotate(ax, pd.concat(labelled), label_keys + (["hardware"] if several_hw else []))
         if _wide_spread(points["energy"].to_numpy(dtype=float)):
             ax.set_xscale("log")
-        better = "higher" if QUALITY_DIRECTION[name] else "lower"
-        ax.set_xlabel("energy per 1,000 inferences, gross (J)")
-        ax.set_ylabel(f"{name} ({better} is better)")
-        ax.legend(fontsize=7)
+        ax.xaxis.set_major_formatter(EngFormatter(unit="J"))
+        ax.set_xlabel("energy per 1,000 inferences, gross")
+        ax.set_ylabel(f"{name} ({'higher' if higher else 'lower'} is better)")
+        ax.set_title(f"Energy against {name}", fontsize=10)
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], ls="", marker="o", color=colours[f], label=f) for f in families]
+    handles += [Line2D([], [], ls="", marker=markers[p], color="0.3", label=p) for p in precisions]
+    if everything["estimated"].any():
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", color="0.3", label="estimated"))
+    handles += [
+        Line2D([], [], ls=ls, color="0.35", label=f"frontier: {d}") for d, ls in frontier_style.items()
+    ]
+    axes[-1].legend(handles=handles, fontsize=7, loc="best", title="family / precision", title_fontsize=7)
+    title = "Energy per 1,000 inferences against quality, Pareto frontier per data set"
+    if everything["estimated"].any():
+        title += "\n" + ESTIMATE_NOTE
+    fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
-    return path
+    return [path]
+
+
+def _annotate(ax, points: pd.DataFrame, keys: list[str]) -> None:
+    """Labels stepped apart vertically where points crowd the same spot, so they do not overlap."""
+    points = points.drop_duplicates([*keys]).sort_values(["energy", "quality"])
+    offsets = ((5, 5), (5, -11), (5, 15), (5, -21))
+    for i, (_, p) in enumerate(points.iterrows()):
+        ax.annotate(_label(p, keys), (p["energy"], p["quality"]), xytext=offsets[i % len(offsets)],
+                    textcoords="offset points", fontsize=6.5)  # fmt: skip
+
+
+def _wide_spread(values: np.ndarray) -> bool:
+    positive = values[np.isfinite(values) & (values > 0)]
+    return positive.size > 1 and positive.max() / positive.min() > LOG_SPREAD

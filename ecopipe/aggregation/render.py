@@ -1,5 +1,7 @@
 """Tables as files: numeric CSV (one per table, the energy sources in their own), and a Markdown and an
-HTML summary where every energy-derived figure carries its source, e.g. `12.3 ±0.4 (nvml_counter+rapl)`.
+HTML summary whose cells read as engineering notation with SI prefixes (`29.4 mJ ±2.1 mJ`), the unit in
+each heading, the energy source once per column (and beside a cell only where it differs), and
+percentages as percentages. Folders: tables/, plots/, data/ (every run read, failed jobs).
 """
 
 from __future__ import annotations
@@ -12,11 +14,23 @@ from pathlib import Path
 import pandas as pd
 
 from ecopipe.aggregation import plots
-from ecopipe.aggregation.tables import GAIN_TABLE, SOURCE_TABLE, SPECS
+from ecopipe.aggregation.tables import (
+    DECODE_TABLE,
+    GAIN_TABLE,
+    RUNS_SUFFIX,
+    SOURCE_TABLE,
+    SPECS,
+    SPREAD_SUFFIX,
+    UNITS,
+)
+from ecopipe.units import eng, percent
 
 _ENERGY = {spec.name for spec in SPECS if spec.energy}
+_HIDDEN = ("_ci95", RUNS_SUFFIX, SPREAD_SUFFIX)  # shown inside their table's cells, not as sections
 ERROR_CHARS = 300  # of an error in the summaries; failed.csv keeps it whole
 FAILED_TITLE = "Failed jobs (FAILED or KILLED; superseded: a later run of the same config finished)"
+SOURCE_ROW = "energy source"
+TABLES, PLOTS, DATA = "tables", "plots", "data"
 
 
 def _number(value: object, digits: int = 4) -> str:
@@ -27,31 +41,61 @@ def _number(value: object, digits: int = 4) -> str:
     return str(value)
 
 
+def _formatter(name: str, column: str = ""):
+    """How a table's (or a column's) numbers read: SI-prefixed unit, ratio, percentage or plain."""
+    unit = UNITS.get(name)
+    if name == DECODE_TABLE or column.endswith(("[J]", "(J)")):
+        unit = "J"
+    if unit is not None:
+        return lambda v: eng(v, unit)
+    if name == GAIN_TABLE:
+        return lambda v: "" if pd.isna(v) else f"{v:.3g}x"
+    if column.startswith("savings"):
+        return percent
+    return _number
+
+
+def _column_sources(sources: pd.DataFrame, column: str) -> tuple[pd.Series, str]:
+    cells = sources[column] if column in sources else pd.Series("source unknown", index=sources.index)
+    cells = cells.where(cells.notna(), "source unknown")
+    return cells, (cells.mode().iat[0] if not cells.empty else "")
+
+
 def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """A table's cells as text: the value, its 95% CI where known, and for energy figures the source."""
+    """A table's cells as text: the value, its 95% CI (within the run, over its trials), the spread
+    between runs where a cell has several, and for energy figures a last row with each column's
+    source (a cell whose source differs from its column's says so itself)."""
     frame = tables[name]
     keys = plots.key_columns(frame)
     out = frame[keys].astype("str").copy()
-    ci95 = tables.get(f"{name}_ci95")
-    sources = tables.get(SOURCE_TABLE) if name in _ENERGY else None
 
     def lookup(other: pd.DataFrame | None) -> pd.DataFrame | None:
         if other is None:
             return None
         return frame[keys].astype("str").merge(other.astype({k: "str" for k in keys}), on=keys, how="left")
 
-    ci95, sources = lookup(ci95), lookup(sources)
+    ci95, runs, spread = (lookup(tables.get(name + suffix)) for suffix in _HIDDEN)
+    sources = lookup(tables.get(SOURCE_TABLE)) if name in _ENERGY and keys else None
+    footer = {}
     for column in (c for c in frame.columns if c not in keys):
+        fmt = _formatter(name, str(column))
+        unit = UNITS.get(name) or ("J" if name == DECODE_TABLE else "")
+        column_sources, usual = _column_sources(sources, column) if sources is not None else (None, "")
+        footer[column] = usual
         cells = []
         for i, value in enumerate(frame[column]):
-            text = _number(value, 3 if name == GAIN_TABLE else 4)
-            if text and ci95 is not None and column in ci95 and not pd.isna(ci95[column].iat[i]):
-                text += f" ±{float(f'{ci95[column].iat[i]:.2g}'):g}"
-            if text and sources is not None:
-                source = sources[column].iat[i] if column in sources else None
-                text += f" ({source if isinstance(source, str) else 'source unknown'})"
+            text = fmt(value)
+            if text and ci95 is not None and column in ci95 and pd.notna(ci95[column].iat[i]):
+                text += f" ±{eng(ci95[column].iat[i], unit, 2)}"
+            if text and runs is not None and column in runs and runs[column].iat[i] >= 2:
+                text += f" (runs: {int(runs[column].iat[i])}, CV {percent(spread[column].iat[i], 2)})"
+            if text and column_sources is not None and column_sources.iat[i] != usual:
+                text += f" ({column_sources.iat[i]})"
             cells.append(text)
         out[column] = cells
+    if sources is not None and len(frame):
+        row = {k: "" for k in keys} | {keys[0]: SOURCE_ROW} | footer
+        out = pd.concat([out, pd.DataFrame([row])], ignore_index=True)
     return out
 
 
@@ -74,7 +118,7 @@ def markdown(frame: pd.DataFrame) -> str:
 def _sections(
     tables: Mapping[str, pd.DataFrame], titles: Mapping[str, str], failed: pd.DataFrame
 ) -> list[tuple[str, pd.DataFrame]]:
-    shown = [n for n in tables if n != SOURCE_TABLE and not n.endswith("_ci95")]
+    shown = [n for n in tables if n != SOURCE_TABLE and not n.endswith(_HIDDEN)]
     sections = [(titles.get(n, n), display(n, tables)) for n in shown]
     shown_failed = failed.assign(error=failed["error"].astype("str").str.slice(0, ERROR_CHARS))
     return [*sections, (FAILED_TITLE, shown_failed)]
@@ -90,7 +134,7 @@ def write_markdown(
     parts = [f"# {heading}", "", *(f"- {n}" for n in notes)]
     for title, frame in sections:
         parts += ["", f"## {title}", "", markdown(frame) if not frame.empty else "None."]
-    parts += ["", *(f"![{image.stem}]({image.name})" for image in images)]
+    parts += ["", *(f"![{image.stem}]({PLOTS}/{image.name})" for image in images)]
     path.write_text("\n".join(parts) + "\n")
     return path
 
@@ -108,7 +152,7 @@ def write_html(
     for title, frame in sections:
         body.append(f"<h2>{html.escape(title)}</h2>")
         body.append(frame.to_html(index=False, na_rep="", border=0) if not frame.empty else "<p>None.</p>")
-    body += [f'<img src="{html.escape(i.name)}" alt="{html.escape(i.stem)}">' for i in images]
+    body += [f'<img src="{PLOTS}/{html.escape(i.name)}" alt="{html.escape(i.stem)}">' for i in images]
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
@@ -131,22 +175,26 @@ def write_all(
     failed: pd.DataFrame,
     jobs: pd.DataFrame,
 ) -> list[Path]:
-    """CSV per table, failed.csv, runs.csv (every job run read), PNG plots, summary.md and summary.html."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """summary.md and summary.html at the top; tables/ a CSV per table; plots/ the PNGs; data/
+    failed.csv and runs.csv (every job run read)."""
+    folders = {name: out_dir / name for name in (TABLES, PLOTS, DATA)}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
     files = []
     for name, frame in tables.items():
-        frame.to_csv(out_dir / f"{name}.csv", index=False)
-        files.append(out_dir / f"{name}.csv")
-    failed.to_csv(out_dir / "failed.csv", index=False)
-    jobs.to_csv(out_dir / "runs.csv", index=False)
-    files += [out_dir / "failed.csv", out_dir / "runs.csv"]
-    images = []
+        frame.to_csv(folders[TABLES] / f"{name}.csv", index=False)
+        files.append(folders[TABLES] / f"{name}.csv")
+    failed.to_csv(folders[DATA] / "failed.csv", index=False)
+    jobs.to_csv(folders[DATA] / "runs.csv", index=False)
+    files += [folders[DATA] / "failed.csv", folders[DATA] / "runs.csv"]
+    images: list[Path] = []
     if "ess" in tables:
-        images.append(plots.ess_bars(tables["ess"], out_dir / "ess.png"))
+        images += plots.ess_bars(tables["ess"], folders[PLOTS] / "ess.png")
     if "energy_gross" in tables:
         quality = {n.removeprefix("quality_"): t for n, t in tables.items() if n.startswith("quality_")}
-        images.append(plots.energy_quality(tables["energy_gross"], quality, out_dir / "energy_quality.png"))
-    images = [i for i in images if i is not None]
+        images += plots.energy_quality(
+            tables["energy_gross"], quality, folders[PLOTS] / "energy_quality.png", tables.get(SOURCE_TABLE)
+        )
     sections = _sections(tables, titles, failed)
     files += images
     files.append(write_markdown(out_dir / "summary.md", heading, notes, sections, images))

@@ -59,40 +59,51 @@ class TableSpec:
     name: str
     metric: str
     title: str
-    energy: bool  # derived from measured energy: its energy source is shown beside every value
+    energy: bool  # derived from measured energy: its energy source is stated with it
     ci95: str | None = None
+    unit: str | None = None  # SI unit the cells are written in with a prefix (29.4 mJ); None: plain
 
 
 SPECS = (
     TableSpec(
         "energy_gross",
         "energy_per_1k_gross_j",
-        "Energy per 1,000 inferences, gross (J)",
+        "Energy per 1,000 inferences, gross [J]",
         True,
         "energy_per_1k_gross_ci95_j",
+        "J",
     ),
     TableSpec(
         "energy_net",
         "energy_per_1k_net_j",
-        "Energy per 1,000 inferences, net of idle (J)",
+        "Energy per 1,000 inferences, net of idle [J]",
         True,
         "energy_per_1k_net_ci95_j",
+        "J",
     ),
-    TableSpec("energy_tokens", "energy_per_1k_tokens_gross_j", "Energy per 1,000 tokens, gross (J)", True),
-    TableSpec("co2e", "co2e_g_per_1k", "CO2e per 1,000 inferences (g)", True, "co2e_ci95_g_per_1k"),
-    TableSpec("water", "water_l_per_1k", "Water per 1,000 inferences, on-site + off-site (L)", True),
+    TableSpec(
+        "energy_tokens", "energy_per_1k_tokens_gross_j", "Energy per 1,000 tokens, gross [J]", True, None, "J"
+    ),
+    TableSpec("co2e", "co2e_g_per_1k", "CO2e per 1,000 inferences [g]", True, "co2e_ci95_g_per_1k", "g"),
+    TableSpec(
+        "water", "water_l_per_1k", "Water per 1,000 inferences, on-site + off-site [L]", True, None, "L"
+    ),
     TableSpec(
         "ess",
         "ess",
         "ESS: effective parameters (M) per g CO2e per 1,000 inferences (higher is better)",
         True,
+        None,
+        None,
     ),
-    TableSpec("throughput", "throughput_per_s", "Throughput (inferences per second)", False),
+    TableSpec("throughput", "throughput_per_s", "Throughput [inferences/s]", False, None, ""),
 )
+UNITS = {spec.name: spec.unit for spec in SPECS}
 SOURCE_TABLE = "energy_source"
 GAIN_TABLE = "precision_gain_ess"
 SELECTION_TABLE = "selection"
 DECODE_TABLE = "energy_decode"
+RUNS_SUFFIX, SPREAD_SUFFIX = "_runs", "_spread"  # between-run count and coefficient of variation
 
 
 def quality_specs(tidy: pd.DataFrame) -> list[TableSpec]:
@@ -260,6 +271,24 @@ def decode_energy(cells: pd.DataFrame, dims: list[str], hardware: list[str]) -> 
     return pivot(both, others, "decode_j_per_token", hardware)
 
 
+def run_spread(
+    finished: pd.DataFrame, dims: list[str], metric: str, hardware: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Runs per cell and their between-run coefficient of variation, where any cell has repeats.
+
+    A cell's runs (the same row key and hardware: repeats of one config hash, or seeds and re-runs
+    that differ in no row dimension) measure the same thing; their spread shows what a single run's
+    95% CI (over its trials only) cannot: drift between runs on a shared or throttling machine.
+    """
+    keyed = finished[finished[metric].notna()].copy()
+    keyed[dims] = keyed[dims].fillna("").astype("str")
+    stats = keyed.groupby([*dims, "hardware"])[metric].agg(["count", "mean", "std"]).reset_index()
+    if stats.empty or stats["count"].max() < 2:
+        return None
+    stats["cv"] = stats["std"] / stats["mean"].abs()
+    return pivot(stats, dims, "count", hardware), pivot(stats, dims, "cv", hardware)
+
+
 def failed(jobs: pd.DataFrame) -> pd.DataFrame:
     """FAILED and KILLED job runs; `superseded`: a later FINISHED run of the same config exists."""
     columns = ["run_name", "model", "precision", "dataset", "hardware", "status", "error", "run_id"]
@@ -299,13 +328,18 @@ def build(jobs: pd.DataFrame) -> Tables:
             # Named <table>_ci95: render puts each half-width beside its value.
             tables[f"{spec.name}_ci95"] = pivot(cells, dims, spec.ci95, hardware)
             titles[f"{spec.name}_ci95"] = f"{spec.title}: 95% CI half-width"
+            spread = run_spread(finished, dims, spec.metric, hardware)
+            if spread is not None:  # named <table>_runs and <table>_spread: render writes them beside it
+                tables[spec.name + RUNS_SUFFIX], tables[spec.name + SPREAD_SUFFIX] = spread
+                titles[spec.name + RUNS_SUFFIX] = f"{spec.title}: FINISHED runs per cell"
+                titles[spec.name + SPREAD_SUFFIX] = f"{spec.title}: between-run coefficient of variation"
     tables[SOURCE_TABLE] = pivot(cells, dims, "source", hardware)
     titles[SOURCE_TABLE] = "Energy source of each cell (estimated_* = estimate, fake = simulated)"
     decode = decode_energy(cells, dims, hardware)
     if not decode.empty:
         tables[DECODE_TABLE] = decode
         titles[DECODE_TABLE] = (
-            "Energy per decoded token, gross (J): (generate - prefill) / (max_new_tokens - 1); "
+            "Energy per decoded token, gross [J]: (generate - prefill) / (max_new_tokens - 1); "
             "energy sources: those of the two phases' rows in the energy tables"
         )
     study = selection_study(cells)
@@ -316,5 +350,5 @@ def build(jobs: pd.DataFrame) -> Tables:
         gain = precision_gain(tables["ess"], dims, hardware)
         if not gain.empty:
             tables[GAIN_TABLE] = gain
-            titles[GAIN_TABLE] = f"Precision gain: ESS relative to {BASELINE} on the same hardware (x)"
+            titles[GAIN_TABLE] = f"Precision gain: ESS relative to {BASELINE} on the same hardware [x]"
     return Tables(tables, titles, dims, hardware, cells, len(finished) - len(cells))
