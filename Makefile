@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: setup run test bench lint ui clean gpu-kit gpu-check-cpu cluster-up cluster-down test-cluster
+.PHONY: setup run test bench lint ui clean gpu-kit gpu-check-cpu cluster-up cluster-down test-cluster mutate
 
 setup: $(STAMP)
 
@@ -54,6 +54,17 @@ test-cluster: $(CLUSTER_STAMP)  ## cluster-up, the cluster tests, cluster-down (
 	status=0; $(BIN)/python -m pytest -m cluster tests/test_cluster.py || status=$$?; \
 	bash cluster/down.sh; exit $$status
 
+# Mutation score of the formula modules ([tool.mutmut] in pyproject.toml) against their tests; resumes
+# where it stopped. MUTANTS narrows it, e.g. make mutate MUTANTS='ecopipe.stages.impact*'.
+MUTANTS ?=
+mutate: $(STAMP)
+	$(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results
+	$(BIN)/mutmut export-cicd-stats
+	$(BIN)/python -c 'import json; s = json.load(open("mutants/mutmut-cicd-stats.json")); \
+	tested = s["total"] - s["skipped"]; dead = s["killed"] + s["timeout"]; \
+	print(f"mutation score: {dead}/{tested} killed = {100 * dead / max(tested, 1):.1f}% ({s})")'
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -62,4 +73,4 @@ ui: $(STAMP)  ## browse every run of the embedded store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf $(VENV) outputs multirun/*/ mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) outputs multirun/*/ mlflow.db mlartifacts .pytest_cache mutants

@@ -5,11 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from ecopipe.config import CONFIG_DIR, TASK_DATA, Config, ConfigError, dataset_choice, validate
+from ecopipe.config import (
+    CONFIG_DIR,
+    TASK_DATA,
+    Config,
+    ConfigError,
+    DataMismatchError,
+    dataset_choice,
+    validate,
+)
+from ecopipe.job import plan_job
 
 # Job groups; `experiment` presets are added with `+experiment=` and `hydra/launcher` belongs to Hydra.
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
@@ -53,10 +64,38 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
     validate(cfg)
 
 
+def grid_points(preset: str) -> list[list[str]]:
+    """The jobs a preset's sweep makes, as each job's overrides (what Hydra's basic sweeper expands)."""
+    params = OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml").get("hydra", {}).get("sweeper", {})
+    overrides = [f"{key}={value}" for key, value in (params.get("params") or {}).items()]
+    if not overrides:
+        return [[]]
+    (points,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)
+    return points
+
+
 @pytest.mark.parametrize("option", options("experiment"))
-def test_every_experiment_preset_composes(make_cfg, option):
-    cfg = OmegaConf.to_object(make_cfg(f"+experiment={option}", fast=False))
-    assert isinstance(cfg, Config)
+def test_every_experiment_preset_validates_at_every_grid_point(make_cfg, option):
+    """Each job of a preset's grid is a valid job, or a pair its grid skips on purpose (skip_mismatched).
+
+    The offline presets' jobs are planned too (workload, device, hardware profile, impact factors): all
+    that can refuse a job before it runs. The ecolyzer grid's pretrained models would need the hub.
+    """
+    points = grid_points(option)
+    valid = 0
+    for point in points:
+        raw, _ = dataset_choice(make_cfg(f"+experiment={option}", *point, fast=False), point)
+        cfg = OmegaConf.to_object(raw)
+        assert isinstance(cfg, Config)
+        try:
+            validate(cfg)
+        except DataMismatchError:
+            assert cfg.skip_mismatched, point
+            continue
+        valid += 1
+        if option != "ecolyzer_grid":  # offline presets: each job also gets past its workload's checks
+            plan_job(raw)
+    assert valid >= 1 and len(points) == {"quick": 16, "ecolyzer_grid": 63}.get(option, 1)
 
 
 def test_default_config_is_offline_sklearn(make_cfg):

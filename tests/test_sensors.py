@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ecopipe.config import HardwareConfig
-from ecopipe.hardware import cpu_table_row, device_profile
+from ecopipe.hardware import cpu_table_row, device_profile, nvml_gpu_index
 from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, SensorUnavailable, Source
 from ecopipe.sensors.cpu_share import visible_cpus
@@ -37,6 +37,7 @@ from ecopipe.sensors.nvml import (
     NvmlCounterSensor,
     NvmlPowerPollingSensor,
     nvml_device_info,
+    nvml_index,
     trapezoid_joules,
 )
 from ecopipe.sensors.rapl import RaplSensor, counter_delta, discover_rapl_zones
@@ -341,20 +342,34 @@ def test_cgroup_quota_share_of_an_epyc(tmp_path):
     assert "cgroup CPU quota 1.5" in sensor.method
 
 
-def test_process_tree_reads_leave_excluded_children_out():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+BUSY_CHILD = """
+import sys, time
+start = time.process_time()
+while time.process_time() - start < 0.3:
+    pass
+print("busy", flush=True)
+time.sleep(30)
+"""
+
+
+def test_process_tree_reads_count_children_but_the_excluded():
+    # A child that burns 0.3 CPU-s, then waits: its CPU time and memory are the job's (a DataLoader
+    # worker is), unless excluded (the sampler); once reaped, its CPU time stays in the job's total.
+    child = subprocess.Popen([sys.executable, "-c", BUSY_CHILD], stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 10
-        while psutil.Process(child.pid).memory_info().rss < 1e6 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert child.stdout.readline().strip() == "busy"
+        times = psutil.Process(child.pid).cpu_times()
+        child_cpu_s = times.user + times.system
         rss = psutil.Process(child.pid).memory_info().rss / 2**30
-        with_child = process_memory_gb()
-        without = process_memory_gb(exclude={child.pid})
-        assert with_child - without == pytest.approx(rss, rel=0.2)
-        assert process_cpu_seconds(exclude={child.pid}) <= process_cpu_seconds()
+        with_child, without = process_cpu_seconds(), process_cpu_seconds(exclude={child.pid})
+        assert child_cpu_s >= 0.3
+        assert with_child - without == pytest.approx(child_cpu_s, abs=0.05)
+        assert process_memory_gb() - process_memory_gb(exclude={child.pid}) == pytest.approx(rss, rel=0.2)
     finally:
         child.kill()
         child.wait()
+    reaped = process_cpu_seconds(exclude={child.pid})  # now in this process's children_* times
+    assert reaped - without == pytest.approx(child_cpu_s, abs=0.05)
 
 
 def test_ram_held_by_job_hand_computed():
@@ -577,6 +592,33 @@ def test_discover_forced_gpu_sensor(monkeypatch, caplog, tmp_path):
         )
     assert not any(s.component is Component.GPU for s in sensors)
     assert "nvml_counter unavailable" in caplog.text and "GPU energy NOT measured" in caplog.text
+
+
+@needs_pynvml
+def test_cuda_device_maps_to_its_nvml_index_by_uuid(monkeypatch, caplog):
+    """Under SLURM, CUDA_VISIBLE_DEVICES=2,0 makes cuda:0 the card NVML calls 2: the UUID decides."""
+    nvml = FakeNvml(monkeypatch)
+    by_uuid = {b"GPU-aaaa": "handle2", b"GPU-bbbb": "handle0"}
+    index_of = {"handle2": 2, "handle0": 0}
+
+    def handle_by_uuid(uuid: bytes):
+        if uuid not in by_uuid:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return by_uuid[uuid]
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByUUID", handle_by_uuid)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetIndex", lambda handle: index_of[handle])
+    # torch reports the UUID without NVML's "GPU-" prefix; the job's device string names CUDA's index.
+    uuids = {0: "aaaa", 1: "bbbb", 3: "cccc"}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuids[i]))
+    assert nvml_gpu_index("cuda") == 2 and nvml_gpu_index("cuda:0") == 2
+    assert nvml_gpu_index("cuda:1") == 0
+    assert nvml_gpu_index("cpu") is None
+    assert nvml_index(0, "GPU-aaaa") == 2  # a prefixed UUID is not prefixed twice
+    assert nvml.shutdowns == 4  # NVML is released after each look-up
+    with caplog.at_level(logging.WARNING):
+        assert nvml_gpu_index("cuda:3") == 3  # NVML does not know it: CUDA's index, and a warning
+    assert "GPU-cccc" in caplog.text and "assuming NVML index 3" in caplog.text
 
 
 @needs_pynvml

@@ -127,15 +127,24 @@ def _sweep_config(*overrides: str):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
-def test_joblib_never_shares_a_measured_device():
-    cfg = _sweep_config("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    _restrict_parallelism(cfg)
-    assert cfg.hydra.launcher.n_jobs == 1  # CPU jobs side by side would mix their CPU energy
-    shared = _sweep_config(
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "monitor.allow_shared_cpu=true"
-    )
-    _restrict_parallelism(shared)
-    assert shared.hydra.launcher.n_jobs == 2
+def test_joblib_never_shares_a_measured_device(monkeypatch, caplog):
+    from ecopipe import sweep as sweep_module
+
+    def n_jobs_after_guard(*overrides: str, cuda: bool) -> int:
+        monkeypatch.setattr(sweep_module, "cuda_available", lambda: cuda)
+        cfg = _sweep_config("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *overrides)
+        _restrict_parallelism(cfg)
+        return cfg.hydra.launcher.n_jobs
+
+    assert n_jobs_after_guard(cuda=False) == 1  # CPU jobs side by side would mix their CPU energy
+    assert n_jobs_after_guard("monitor.allow_shared_cpu=true", cuda=False) == 2
+    # With a GPU, jobs would meter one device together: never, whatever allow_shared_cpu says.
+    with caplog.at_level("WARNING"):
+        assert n_jobs_after_guard("monitor.allow_shared_cpu=true", cuda=True) == 1
+    assert "GPU jobs never share a device" in caplog.text
+    # Jobs pinned to the CPU on a GPU machine follow the CPU rule.
+    assert n_jobs_after_guard("hardware.device=cpu", "monitor.allow_shared_cpu=true", cuda=True) == 2
+    assert n_jobs_after_guard("hardware.device=cpu", cuda=True) == 1
 
 
 def test_sweep_size_counts_the_grid():
