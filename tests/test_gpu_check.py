@@ -170,8 +170,8 @@ def test_cpu_rehearsal_runs_every_step_and_reports_them(tmp_path):
         "precisions",
         "headline",
         "sweep",
-        "engines",
         "pytest",
+        "engines",
     ]
     figures = {s: {f["name"]: f for f in step["figures"]} for s, step in steps.items()}
     for sensor in ("counter", "polling"):  # the simulated GPU against its independent reading: 3 trials
