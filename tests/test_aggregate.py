@@ -391,6 +391,10 @@ def test_aggregates_a_real_job(make_cfg, client, store):
     assert energy.loc[0, hardware] == run.data.metrics["energy_per_1k_gross_j"]
     assert result.tables["quality_accuracy"].loc[0, hardware] == run.data.metrics["quality.accuracy"]
     assert "estimated_tdp" in result.tables["energy_source"].loc[0, hardware]
+    # The runs this file logs by hand carry only keys a real job logs, so they cannot drift from it.
+    assert set(figures(1.0)) <= set(run.data.metrics)
+    by_hand = client.get_run(Store(client, store).job(metrics=figures(1.0)))
+    assert {k for k in by_hand.data.tags if not k.startswith("mlflow.")} <= set(run.data.tags)
 
 
 def test_synthetic_store_logs_and_copies_consistent_runs(tmp_path, client):

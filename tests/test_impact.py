@@ -132,7 +132,11 @@ def test_ess_does_not_depend_on_the_number_of_samples(monkeypatch, attribution):
 
 
 def test_reimpact_reproduces_and_moves(make_cfg, client):
-    original = client.get_run(run_job(make_cfg("monitor.fake_gpu_watts=50")).run_id)
+    """Re-impact in the original's region repeats its figures; in France, they follow FRA's grid.
+
+    The hand values use the factors this test sets and the published FRA intensity, never the factors
+    the original run logged (tests/test_figures_end_to_end.py recomputes every figure of both)."""
+    original = client.get_run(run_job(make_cfg("monitor.fake_gpu_watts=50", "impact.pue=1.3")).run_id)
     same = client.get_run(reimpact_run(client, original, ["region=WORLD"]))
     for key in (
         "co2e_g_per_1k",
@@ -147,9 +151,10 @@ def test_reimpact_reproduces_and_moves(make_cfg, client):
     france = client.get_run(reimpact_run(client, original, ["region=FRA", "impact.attribution=net"]))
     m, o = france.data.metrics, original.data.metrics
     assert france.data.params["region"] == "FRA" and france.data.tags["ecopipe.attribution"] == "net"
-    assert m["carbon_intensity_g_per_kwh"] == 44.18
-    expected = o["energy_per_1k_net_j"] / 3.6e6 * o["pue"] * 44.18
+    # FRA: 44.18 g/kWh (Ember 2025, lifecycle); the PUE override travels with the run.
+    expected = o["energy_per_1k_net_j"] / 3.6e6 * 1.3 * 44.18
     assert m["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-9)
+    assert m["co2e_g_run"] == pytest.approx(o["energy_net_j.total"] / 3.6e6 * 1.3 * 44.18, rel=1e-9)
 
 
 def test_reimpact_cli_refuses_unknown_region(make_cfg, store, capsys):

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import read_write
@@ -50,10 +51,15 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     out = tmp_path / "multirun" / "aggregate"
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {"summary.md", "summary.html", "plots/ess.png", "tables/ess.csv", "data/runs.csv"} <= files
-    # Every child's ESS appears in the aggregate's ESS table, unchanged.
-    values = pd.read_csv(out / "tables" / "ess.csv").select_dtypes("number")
+    # Every child's ESS is in its own cell of the ESS table (its model and data set's row, its hardware's
+    # column), unchanged: four rows, one per job.
+    table = pd.read_csv(out / "tables" / "ess.csv")
+    assert len(table) == 4
     for run in children:
-        assert (values.sub(run.data.metrics["ess"]).abs() <= 1e-9 * run.data.metrics["ess"]).any().any()
+        tags = run.data.tags
+        row = table[(table["model"] == tags["ecopipe.model"]) & (table["dataset"] == tags["ecopipe.dataset"])]
+        (cell,) = row[tags["ecopipe.hardware"]]
+        assert cell == pytest.approx(run.data.metrics["ess"], rel=1e-9)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.md", "tables", "plots", "data"} <= artifacts
 
