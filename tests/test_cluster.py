@@ -210,7 +210,7 @@ def test_failing_job_on_a_node_is_recorded_and_counted(tmp_path, server, experim
 
 @needs_cluster
 def test_resume_after_scancel(tmp_path, server, experiment):
-    # Windows long enough that the job outlives KillWait (5 s) after scancel's SIGTERM, which submitit ignores.
+    # Windows long enough that the job outlives KillWait (5 s) after scancel's SIGTERM (submitit ignores it).
     grid = ("model=logistic_regression,decision_tree,svc", "dataset=wine", "monitor.min_window_s=5")
     client = MlflowClient(server)
     first = slurm_sweep(tmp_path, experiment, *grid, wait=False)
