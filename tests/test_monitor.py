@@ -324,3 +324,13 @@ def test_negative_net_is_flagged_and_ess_not_defined(monkeypatch, caplog):
     profile = DeviceProfile("unknown", "CPU", "CPU", "datacenter", None, None, "test")
     text = summary("job", profile, result, impact, ess, "digits (as configured)")
     assert "ESS         not defined (net CO2e" in text
+
+
+def test_cpu_model_override_reaches_the_job(make_cfg, client):
+    outcome = run_job(make_cfg("hardware.cpu_model='AMD EPYC 7763 64-Core Processor'"))
+    tags = client.get_run(outcome.run_id).data.tags
+    assert tags["ecopipe.hardware"] == "AMD EPYC 7763"
+    if tags["energy_source.cpu"] == "estimated_tdp":  # no readable RAPL here
+        assert "280 W TDP / 128 threads per package" in tags["energy_method.cpu"]
+        assert "estimates   cpu: AMD EPYC 7763 64-Core Processor: 280 W TDP" in outcome.summary
+    assert tags["energy_source.ram"] in ("rapl", "estimated_rss")

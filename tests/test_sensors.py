@@ -787,3 +787,13 @@ def test_unknown_cuda_device_defaults_to_datacenter(monkeypatch, caplog):
 def test_cpu_model_override_picks_the_profile():
     profile = device_profile(HardwareConfig(cpu_model=EPYC_7763), "cpu")
     assert (profile.key, profile.tdp_w, profile.detected_name) == ("epyc_7763", 280.0, EPYC_7763)
+
+
+def test_machine_meter_takes_the_cpu_model_override():
+    from ecopipe.monitor.energy import machine_meter
+
+    (cpu,) = [s for s in machine_meter([], cpu_model=EPYC_7763).sensors if s.component is Component.CPU]
+    if not isinstance(cpu, EstimatedCpuSensor):
+        pytest.skip("this machine has readable RAPL: no estimate to check")
+    assert cpu.share.watts_per_thread == pytest.approx(280 / 128)
+    assert cpu.method.startswith(f"{EPYC_7763}: 280 W TDP / 128 threads per package")
