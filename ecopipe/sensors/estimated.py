@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -130,12 +131,13 @@ class _ModelSensor(EnergySensor):
         self._joules = 0.0
         self.excluded: set[int] = set()
 
+    @abstractmethod
     def _start(self) -> None:
         """Take the model's origin state (CPU seconds, memory) at open."""
 
+    @abstractmethod
     def _advance(self, dt: float) -> float:
         """Energy over the `dt` seconds since the previous read; updates the model's state."""
-        raise NotImplementedError
 
     def open(self) -> None:
         with self._lock:
