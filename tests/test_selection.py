@@ -457,6 +457,10 @@ def test_every_member_and_strategy_is_measured_alike_in_one_job(study_run, tmp_p
         )
         assert f"selection.{name}.savings_measured_vs_reference_ci95_low" in m
     assert m[f"selection.{reference}.savings_measured_vs_reference"] == 0.0
+    # The accounting's savings carry their own name; with exact ledger energy the two agree here.
+    assert m["selection.savings_accounted_vs_reference"] == pytest.approx(
+        m["selection.savings_measured_vs_reference"]
+    )
     assert (
         m["selection.savings_measured_vs_reference"]
         == m[f"selection.{workload.headline}.savings_measured_vs_reference"]

@@ -453,16 +453,11 @@ class SelectionWorkload(Workload):
             }
             row |= self._cross_check(name, measured[name].mean)
             rows.append(row)
-            metrics |= {
-                f"selection.{name}.{key}": value
-                for key, interval in row.items()
-                if key != "arm"
-                for key, value in (
-                    interval.as_metrics(key).items()
-                    if isinstance(interval, study.Interval)
-                    else [(key, interval)]
-                )
-            }
+        accounted_reference = next(r for r in rows if r["arm"] == reference)["energy_per_1k_accounted_j"]
+        for row in rows:
+            # The accounting's savings, named apart from the measured ones: prices x calls and rows.
+            row["savings_accounted_vs_reference"] = 1 - row["energy_per_1k_accounted_j"] / accounted_reference
+            metrics |= _row_metrics(row)
         # The job's own strategy also under the bare names, for tables across jobs.
         own = f"selection.{self.headline}."
         metrics |= {f"selection.{k.removeprefix(own)}": v for k, v in metrics.items() if k.startswith(own)}
@@ -606,6 +601,18 @@ class SelectionWorkload(Workload):
         summary_path = out / "selection.json"
         summary_path.write_text(json.dumps(summary, indent=2, default=float))
         return [csv, png, summary_path]
+
+
+def _row_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """One arm's row as `selection.<arm>.<key>` metrics; an interval gives its value and bounds."""
+    metrics: dict[str, float] = {}
+    for key, value in row.items():
+        name = f"selection.{row['arm']}.{key}"
+        if isinstance(value, study.Interval):
+            metrics |= value.as_metrics(name)
+        elif key != "arm":
+            metrics[name] = value
+    return metrics
 
 
 def _check(cfg: Config) -> list[ModelConfig]:
