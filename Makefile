@@ -70,6 +70,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 ui: $(STAMP)  ## browse every run of the embedded store
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+	@echo "  (the 'Model training' view; MLflow 3 otherwise opens experiments on its GenAI traces page)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -35,11 +35,12 @@ from ecopipe.aggregation import tables as tab
 from ecopipe.aggregation.load import experiment_name, read_runs, sql_store, sqlite_path
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import TrackingConfig
-from ecopipe.tracking import reap_dead_runs, redact, resolve_uri
+from ecopipe.tracking import NOTE_TAG, reap_dead_runs, redact, resolve_uri
 
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
 
 log = logging.getLogger(__name__)
+NOTE_LIMIT = 8000
 ARTIFACT_DIR = render.TABLES  # the parent run's folder of log_table JSON tables (and their CSV)
 STORE_URI_ENV = "ECOPIPE_STORE_URI"
 
@@ -166,6 +167,17 @@ def _log_table(
         client.log_artifact(run_id, str(path), str(Path(artifact).parent))
 
 
+def _note(summary_md: str) -> str:
+    """summary.md as the parent run's description; images stay in plots/, and a note too long for a
+    tag (MLflow keeps 8,000 characters) ends by pointing at the file."""
+    lines = [line for line in summary_md.splitlines() if not line.startswith("![")]
+    text = "\n".join("##" + line if line.startswith("#") else line for line in lines)  # h3, h4: a note's size
+    if len(text) <= NOTE_LIMIT:
+        return text
+    cut = text[: NOTE_LIMIT - 200].rsplit("\n", 1)[0]
+    return cut + "\n\n... (cut here: every table is in this run's summary.md and tables/)"
+
+
 def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
     """Every file (written to a temporary folder if `result` has none) in its folder (summary.md and
     summary.html at the top, then tables/, plots/, data/), and each table, the failed jobs included,
@@ -177,6 +189,8 @@ def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
         for path in files:
             folder = path.parent.relative_to(root).as_posix()
             client.log_artifact(run_id, str(path), None if folder == "." else folder)
+        summary = next(p for p in files if p.name == "summary.md").read_text()
+    client.set_tag(run_id, NOTE_TAG, _note(summary))
     tables = dict(result.tables)
     if not result.failed.empty:
         tables["failed"] = result.failed

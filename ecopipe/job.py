@@ -150,6 +150,7 @@ def _log_inference(
     run.log_metrics(metrics)
     if inference.trace is not None:
         run.log_frame_csv(inference.trace.samples, "power_trace.csv")
+        run.log_system_metrics(inference.trace.samples, inference.trace.started_at)
     run.set_tags(
         {
             **report.source_tags(inference),
@@ -178,7 +179,8 @@ def footprint_stages(
         report.energy_basis(metrics, factors.attribution), factors, embodied_kgco2e, lifetime_years
     )
     ess = run_ess(effective_parameters, impact)
-    return impact, ess, report.impact_metrics(impact) | report.ess_metrics(ess)
+    stage_metrics = report.impact_metrics(impact) | report.ess_metrics(ess)
+    return impact, ess, stage_metrics | report.headline_metrics({**metrics, **stage_metrics})
 
 
 def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] | None = None) -> JobOutcome:
@@ -245,5 +247,6 @@ def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] | No
             [report.summary(name, profile, inference, impact, ess, data_choice), *findings.summary]
         )
         run.log_text(text, "summary.txt")
+        run.set_description(report.description(text))
     print(text)
     return JobOutcome(run.run_id, text, metrics | stage_metrics)

@@ -112,6 +112,29 @@ def impact_metrics(impact: ImpactResult) -> dict[str, float]:
     return metrics
 
 
+HEADLINE = "headline/"  # the MLflow UI groups metrics by the prefix before "/"
+
+
+def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The answer in units whose values read in the MLflow UI: per million inferences, energy in J,
+    CO2e in mg, water in mL (the default job's 5e-6 g per 1,000 is 5 mg per million), ESS,
+    throughput and headline quality, each to 4 significant digits. From logged metrics alone, so a
+    re-impact recomputes them."""
+    per_million = {
+        "energy_J_per_1M_inferences": metrics["energy_it_j_per_1k"] * 1e3,
+        "co2e_mg_per_1M_inferences": metrics["co2e_g_per_1k"] * 1e6,
+        "water_mL_per_1M_inferences": metrics["water_l_per_1k"] * 1e6,
+        "ess": metrics["ess"],
+        "throughput_per_s": metrics.get("throughput_per_s", math.nan),
+        **{
+            k.removeprefix("quality."): v
+            for k, v in metrics.items()
+            if k.removeprefix("quality.") in HEADLINE_QUALITY
+        },
+    }
+    return {HEADLINE + k: float(f"{v:.4g}") for k, v in per_million.items() if math.isfinite(v)}
+
+
 def impact_tags(impact: ImpactResult) -> dict[str, str]:
     f = impact.factors
     # An ESS over zero or negative CO2e is not defined: say so rather than leave the metric missing.
@@ -220,3 +243,15 @@ def summary(
         per_1k_tokens = impact.per_1k_tokens.energy_it_j
         lines.insert(3, f"  tokens      {eng(per_1k_tokens, 'J')} per 1,000 {basis} tokens {counts}")
     return "\n".join(lines)
+
+
+def description(summary_text: str) -> str:
+    """The summary as the Markdown note of the MLflow run page: a heading, then a two-column table."""
+    title, *rows = summary_text.splitlines()
+    _, name, hardware = (part.strip() for part in title.split("  ", 2))
+    table = ["| | |", "|---|---|"]
+    for row in rows:
+        key, _, value = row.strip().partition(" ")
+        value = value.strip().replace("|", "\\|")
+        table.append(f"| **{key}** | {value} |")
+    return "\n".join([f"### {name}", "", f"{hardware}", "", *table, ""])

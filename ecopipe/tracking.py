@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import psutil
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -58,12 +59,38 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
+# The MLflow UI reads these experiment tags: its description, and which page an experiment opens on
+# (without a kind, MLflow 3 may open an experiment on its GenAI traces page, empty here).
+NOTE_TAG = "mlflow.note.content"
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+EXPERIMENT_DESCRIPTION = """\
+**ecopipe**: what ML inference costs the planet. One run per job (model x dataset x precision x
+hardware, batch size, region); a sweep is a parent run whose children are its jobs, and whose
+artifacts hold the comparison tables (`summary.md`, `tables/`, `plots/`, `data/`).
+
+- Open a run: its description is the job's summary (energy, CO2e, water, ESS, throughput, quality,
+  hardware, and each energy source, *measured* or *ESTIMATE*).
+- Columns worth adding to the run list: the `headline/` metrics (per million inferences: energy in J,
+  CO2e in mg, water in mL; ESS; throughput; quality) and the tags `ecopipe.hardware`,
+  `energy_source.gpu`, `energy_source.cpu`.
+- The System metrics tab of a run plots its power and utilisation trace.
+"""
+
+
 def ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
-    """Create the store's schema and the experiment once; return the experiment id."""
+    """Create the store's schema and the experiment once, with its description; return its id."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+    if experiment is None:
+        experiment_id = client.create_experiment(
+            name,
+            artifact_location=_artifact_location(uri, name),
+            tags={KIND_TAG: KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION},
+        )
+        return experiment_id
+    for key, value in {KIND_TAG: KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION}.items():
+        if key not in experiment.tags:  # an experiment made by an older ecopipe; a user's own note stays
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -199,6 +226,24 @@ class JobRun:
         items = [RunTag(k, redact(str(v))) for k, v in tags.items() if v is not None]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, tags=items[i : i + _BATCH])
+
+    def set_description(self, markdown: str) -> None:
+        """The note the MLflow UI shows on the run's page (Markdown)."""
+        self.client.set_tag(self.run_id, NOTE_TAG, markdown)
+
+    def log_system_metrics(self, samples: Any, started_at: float) -> None:
+        """A trace (t_s plus one column per signal) as MLflow system metrics: `system/<column>`, one
+        step per sample at its own time, which the run's System metrics tab plots."""
+        start_ms = (started_at if math.isfinite(started_at) else time.time() - samples["t_s"].max()) * 1000
+        items = [
+            Metric(f"system/{column}", float(value), int(start_ms + t * 1000), step)
+            for column in samples.columns
+            if column != "t_s" and pd.api.types.is_numeric_dtype(samples[column])
+            for step, (t, value) in enumerate(zip(samples["t_s"], samples[column], strict=True))
+            if value is not None and math.isfinite(float(value))
+        ]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i : i + _BATCH])
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, redact(text), name)

@@ -62,6 +62,42 @@ def test_default_job_end_to_end(make_cfg, client):
     assert metrics["ess"] == pytest.approx(650 / 1e6 / co2e, rel=1e-9)
 
 
+def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(make_cfg, client):
+    outcome = run_job(make_cfg())
+    run = client.get_run(outcome.run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+    # The run page's description is the summary, as a Markdown table.
+    note = tags["mlflow.note.content"]
+    assert note.startswith("### logistic_regression-digits-fp32-bs64")
+    for row in ("| **energy** |", "| **CO2e** |", "| **water** |", "| **ESS** |", "| **quality** |"):
+        assert row in note
+    assert "estimated_tdp (ESTIMATE)" in note
+    # Headline metrics: per million inferences, 4 significant digits, the same figures as the raw ones.
+    assert metrics["headline/energy_J_per_1M_inferences"] == pytest.approx(
+        metrics["energy_per_1k_gross_j"] * 1000, rel=1e-3
+    )
+    assert metrics["headline/co2e_mg_per_1M_inferences"] == pytest.approx(
+        metrics["co2e_g_per_1k"] * 1e6, rel=1e-3
+    )
+    assert metrics["headline/water_mL_per_1M_inferences"] == pytest.approx(
+        metrics["water_l_per_1k"] * 1e6, rel=1e-3
+    )
+    assert metrics["headline/accuracy"] == pytest.approx(metrics["quality.accuracy"], rel=1e-3)
+    assert len(repr(metrics["headline/ess"]).strip("0.").replace(".", "")) <= 5  # no 16-digit values
+    # The trace as MLflow system metrics: one step per sample, in time order, inside the run. (Here the
+    # CPU has no power sensor to sample, so utilisation and memory; sensors add power_w.<sensor>.)
+    cpu = client.get_metric_history(outcome.run_id, "system/process.cpu_pct")
+    assert len(cpu) == metrics["trace_samples"] and any(p.value > 0 for p in cpu)
+    assert [p.step for p in cpu] == list(range(len(cpu)))
+    assert [p.timestamp for p in cpu] == sorted(p.timestamp for p in cpu)
+    assert run.info.start_time <= cpu[0].timestamp <= cpu[-1].timestamp <= run.info.end_time
+    assert client.get_metric_history(outcome.run_id, "system/process.rss_mb")
+    # The experiment opens on its runs and says what it holds.
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "headline/" in experiment.tags["mlflow.note.content"]
+
+
 def test_summary_states_source_and_region(make_cfg):
     text = run_job(make_cfg("region=FRA")).summary
     assert "cpu estimated_tdp (ESTIMATE)" in text

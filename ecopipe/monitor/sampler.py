@@ -13,6 +13,7 @@ memory, temperature, SM clock and P-state.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ class Trace:
     samples: pd.DataFrame  # one row per sample: t_s, power_w.<sensor>, process and GPU telemetry
     wall_s: float
     sampler_cpu_s: float  # CPU time the sampler process itself used
+    started_at: float = math.nan  # Unix time of the window's start (t_s = 0), to place samples in time
 
     @property
     def overhead_frac(self) -> float:
@@ -59,7 +61,7 @@ class PowerSampler:
         self.min_hz, self.max_hz, self.frequency_hz = min_hz, max_hz, frequency_hz
         self._process: subprocess.Popen[str] | None = None
         self._folder: tempfile.TemporaryDirectory[str] | None = None
-        self._started = 0.0
+        self._started, self._started_at = 0.0, math.nan
 
     def start(self) -> None:
         """Start the sampling process and wait until it has taken its first sample."""
@@ -89,7 +91,7 @@ class PowerSampler:
         while self._process.stdout.readline().strip() != "ready":
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the power sampler process did not start (exit {self._process.poll()})")
-        self._started = time.perf_counter()
+        self._started, self._started_at = time.perf_counter(), time.time()
 
     def stop(self) -> Trace:
         assert self._process is not None and self._folder is not None, "stop() before start()"
@@ -99,4 +101,4 @@ class PowerSampler:
         self._folder.cleanup()
         rows = [json.loads(line) for line in lines]
         cpu = rows.pop()["sampler_cpu_s"] if rows and "sampler_cpu_s" in rows[-1] else float("nan")
-        return Trace(pd.DataFrame(rows), wall, cpu)
+        return Trace(pd.DataFrame(rows), wall, cpu, self._started_at)
