@@ -13,6 +13,8 @@ from omegaconf import DictConfig
 from ecopipe.config import CONFIG_DIR, ConfigError, DataMismatchError, register_configs
 from ecopipe.job import JobOutcome, record_refusal, run_job
 from ecopipe.reference import UnknownRegionError
+from ecopipe.stops import Stopped, exit_by, stop_on_signals
+from ecopipe.sweep import end_stopped_sweep
 from ecopipe.tracking import recorded
 
 log = logging.getLogger("ecopipe")
@@ -54,7 +56,12 @@ def _refuse(cfg: DictConfig, error: Exception, in_sweep: bool) -> None:
 
 
 def main() -> None:
-    app()
+    with stop_on_signals():
+        try:
+            app()
+        except Stopped as stop:  # the job's run is already ended KILLED; end the sweep's the same way
+            end_stopped_sweep(stop)
+            exit_by(stop)
 
 
 if __name__ == "__main__":

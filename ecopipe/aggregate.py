@@ -34,8 +34,15 @@ from ecopipe.aggregation import render
 from ecopipe.aggregation import tables as tab
 from ecopipe.aggregation.load import experiment_name, read_runs, sql_store, sqlite_path
 from ecopipe.aggregation.synthetic import synthetic_store
-from ecopipe.config import TrackingConfig
-from ecopipe.tracking import NOTE_TAG, reap_dead_runs, redact, resolve_uri
+from ecopipe.config import ConfigError, TrackingConfig
+from ecopipe.tracking import (
+    NOTE_TAG,
+    check_tracking_uri,
+    check_writable_folder,
+    reap_dead_runs,
+    redact,
+    resolve_uri,
+)
 
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
 
@@ -257,6 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     uri = args.tracking_uri or resolve_uri(TrackingConfig())
+    try:
+        check_tracking_uri(uri)
+    except ConfigError as error:
+        print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)
+        return 2
     path = sqlite_path(uri)
     if path is not None and not path.is_file():
         print(f"ecopipe.aggregate: error: no tracking store at {path} ({uri})", file=sys.stderr)
@@ -272,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"aggregating {scope}")
     out = args.out or Path("aggregate") / (experiment + (f"-{sweep[:8]}" if sweep else ""))
     try:
+        check_writable_folder(out.resolve(), f"--out {out}")
         result = aggregate(uri, experiment, sweep, args.filter, out, store_uri=args.store_uri)
-    except AggregationError as error:
+    except (AggregationError, ConfigError) as error:
         print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)
         return 2
     if args.log:

@@ -8,9 +8,12 @@ that a type cannot express (positive sizes, a device string, a task that fits th
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import Field, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -131,6 +134,46 @@ TASK_DATA = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key allows. NaN and the infinities never pass: `value < 0` lets NaN through."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # `low` itself is excluded
+    high_open: bool = False
+    why: str = ""  # what the key is, when the bounds need a reason
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"more than {self.low:g}" if self.low_open else f"{self.low:g} or more")
+        if self.high is not None:
+            parts.append(f"less than {self.high:g}" if self.high_open else f"at most {self.high:g}")
+        return " and ".join(parts) + (f" ({self.why})" if self.why else "")
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+SHARE = Range(0, 1, low_open=True, high_open=True)  # a fraction of the rows, neither none nor all
+SEED = Range(0, 2**32 - 1, why="NumPy and scikit-learn take seeds below 2**32")
+SECONDS = Range(0, 86_400, why="seconds")
+# The sampler polls sensors that refresh every 1 to 100 ms: faster polling only costs CPU.
+SAMPLING_HZ = Range(0, 1000, low_open=True, why="samples per second")
+
+
+def bounded(default: Any, allowed: Range) -> Any:
+    """A numeric field with its allowed range, checked by `check_ranges` for every key in one place."""
+    return field(default=default, metadata={"range": allowed})
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -140,8 +183,9 @@ class ModelConfig:
     hf_id: str | None = None  # hub id or local directory of a save_pretrained model
     weights: Weights = Weights.pretrained
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments (estimators)
-    max_new_tokens: int = 32  # text generation: tokens generated per prompt
-    active_params_fraction: float = 1.0  # mixture-of-experts: share of parameters one token uses
+    max_new_tokens: int = bounded(32, POSITIVE)  # text generation: tokens generated per prompt
+    # mixture-of-experts: share of parameters one token uses
+    active_params_fraction: float = bounded(1.0, Range(0, 1, low_open=True))
     phase: Phase = Phase.generate  # text generation: which part of generation the window measures
     # weights=random: architecture values set over ecopipe/model_configs/<name>.json (tests, what-if sizes)
     config_overrides: dict[str, Any] = field(default_factory=dict)
@@ -155,13 +199,14 @@ class DatasetConfig:
     hf_id: str | None = None
     hf_config: str | None = None
     split: str = "test"
-    limit: int | None = None  # samples in the measured pass; None takes the whole split
-    seed: int = 0
-    test_fraction: float = 0.25  # tabular sets: share held out for inference
-    seq_len: int = 64  # tokens per prompt: synthetic prompts have exactly this many, real text is cut to it
-    image_size: int = 224
-    audio_seconds: float = 5.0
-    sampling_rate: int = 16000
+    limit: int | None = bounded(None, POSITIVE)  # samples in the measured pass; None takes the whole split
+    seed: int = bounded(0, SEED)
+    test_fraction: float = bounded(0.25, SHARE)  # tabular sets: share held out for inference
+    # tokens per prompt: synthetic prompts have exactly this many, real text is cut to it
+    seq_len: int = bounded(64, POSITIVE)
+    image_size: int = bounded(224, POSITIVE)
+    audio_seconds: float = bounded(5.0, POSITIVE)
+    sampling_rate: int = bounded(16000, POSITIVE)
     input_column: str | None = None  # huggingface sets: the text, image or audio column; None guesses
     label_column: str | None = None  # huggingface sets: class label or transcript; None guesses
 
@@ -181,16 +226,17 @@ class HardwareConfig:
 
 @dataclass
 class MonitorConfig:
-    trials: int = 3
-    min_window_s: float = 2.0  # sensors refresh every ~100 ms: shorter windows are noise
-    min_iterations: int = 1  # passes over the data per trial, at least
-    warmup_batches: int = 2
-    idle_s: float = 2.0  # idle baseline length; 0 disables it
-    cooldown_s: float = 0.0
-    min_hz: float = 1.0
-    max_hz: float = 50.0
-    frequency_hz: float | None = None  # pins the sampler's rate
-    fake_gpu_watts: float | None = None  # CI only: a simulated GPU drawing this power
+    trials: int = bounded(3, POSITIVE)
+    # sensors refresh every ~100 ms: shorter windows are noise
+    min_window_s: float = bounded(2.0, SECONDS)
+    min_iterations: int = bounded(1, POSITIVE)  # passes over the data per trial, at least
+    warmup_batches: int = bounded(2, NON_NEGATIVE)
+    idle_s: float = bounded(2.0, SECONDS)  # idle baseline length; 0 disables it
+    cooldown_s: float = bounded(0.0, SECONDS)
+    min_hz: float = bounded(1.0, SAMPLING_HZ)
+    max_hz: float = bounded(50.0, SAMPLING_HZ)
+    frequency_hz: float | None = bounded(None, SAMPLING_HZ)  # pins the sampler's rate
+    fake_gpu_watts: float | None = bounded(None, NON_NEGATIVE)  # CI only: a simulated GPU drawing this power
     gpu_sensor: GpuSensor = GpuSensor.auto
     ram_estimate: RamEstimate = RamEstimate.job  # without RAPL dram: charge held or installed memory
     allow_shared_cpu: bool = False
@@ -204,13 +250,14 @@ class TrackingConfig:
 
 @dataclass
 class ImpactConfig:
-    carbon_intensity: float | None = None  # gCO2e/kWh; overrides the region's
-    pue: float | None = None
-    wue: float | None = None  # on-site L/kWh of IT energy
-    ewif: float | None = None  # L/kWh of electricity generated
+    carbon_intensity: float | None = bounded(None, NON_NEGATIVE)  # gCO2e/kWh; overrides the region's
+    pue: float | None = bounded(None, Range(1, why="facility energy over IT energy"))
+    wue: float | None = bounded(None, NON_NEGATIVE)  # on-site L/kWh of IT energy
+    ewif: float | None = bounded(None, NON_NEGATIVE)  # L/kWh of electricity generated
     attribution: Attribution = Attribution.gross
     embodied: bool = False
-    lifetime_years: float | None = None  # required when embodied is on: no default is sourced
+    # required when embodied is on: no default is sourced
+    lifetime_years: float | None = bounded(None, POSITIVE)
 
 
 @dataclass
@@ -224,9 +271,11 @@ class StrategyConfig:
     name: StrategyName = StrategyName.single
     preset: str | None = None  # energy_saver | balanced | accuracy_first (cascade, accuracy_parity)
     target: CascadeTarget = CascadeTarget.accuracy_parity
-    tolerance: float | None = None  # accuracy points below the reference member; None: the preset's
-    energy_budget_j_per_1k: float | None = None  # target=energy_budget: joules per 1,000 inferences
-    threshold_grid: int = 21  # thresholds tried per member for tuning and the Pareto curve
+    # accuracy points below the reference member; None: the preset's
+    tolerance: float | None = bounded(None, Range(0, 1, high_open=True))
+    # target=energy_budget: joules per 1,000 inferences
+    energy_budget_j_per_1k: float | None = bounded(None, POSITIVE)
+    threshold_grid: int = bounded(21, Range(2))  # thresholds tried per member for tuning and the Pareto curve
 
     def resolved_tolerance(self) -> float:
         """The parity tolerance in force: the explicit one, else the preset's (balanced by default)."""
@@ -251,11 +300,13 @@ class PoolConfig:
     members: list[str] = field(default_factory=list)  # conf/model option names, any order
     dataset: str | None = None  # digits (scikit-learn, offline) | fashion_mnist (Hugging Face datasets)
     hf_id: str | None = None  # hub id of a Hugging Face pool data set
-    max_samples: int | None = None  # stratified cap on the rows drawn before splitting; None: all
-    validation_a_fraction: float = 0.15  # router fit and temperature scaling
-    validation_b_fraction: float = 0.15  # threshold tuning
-    test_fraction: float = 0.25  # the measured, reported split
-    cost_window_s: float = 1.0  # window measuring each member's energy per sample (>= 1 s on a GPU)
+    # stratified cap on the rows drawn before splitting; None: all
+    max_samples: int | None = bounded(None, POSITIVE)
+    validation_a_fraction: float = bounded(0.15, SHARE)  # router fit and temperature scaling
+    validation_b_fraction: float = bounded(0.15, SHARE)  # threshold tuning
+    test_fraction: float = bounded(0.25, SHARE)  # the measured, reported split
+    # window measuring each member's energy per sample (>= 1 s on a GPU)
+    cost_window_s: float = bounded(1.0, POSITIVE)
 
 
 @dataclass
@@ -271,8 +322,8 @@ class Config:
     pool: PoolConfig = field(default_factory=PoolConfig)
     engine: Engine = Engine.eager
     region: str = "WORLD"  # grid zone: WORLD, FRA, FR, US-CA, aws/us-east-1...
-    batch_size: int = 64
-    seed: int = 0
+    batch_size: int = bounded(64, POSITIVE)
+    seed: int = bounded(0, SEED)
     rerun: bool = False  # re-measure jobs whose config already has a FINISHED run (resume skips them)
     # Sweeps over model x dataset: skip the pairs whose task and data do not fit instead of failing them.
     skip_mismatched: bool = False
@@ -293,41 +344,74 @@ class DataMismatchError(ConfigError):
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
-def _positive(value: float | None, key: str, kind: str = "integer") -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"{key}={value} is invalid: it must be a positive {kind}.")
+def schema_fields(schema: type | None = None, prefix: str = "") -> Iterator[tuple[str, Field, Any]]:
+    """Every leaf key of the schema: its dotted name, dataclass field and type (nested dataclasses walked)."""
+    schema = schema or Config
+    types = typing.get_type_hints(schema)
+    for item in fields(schema):
+        kind = types[item.name]
+        if isinstance(kind, type) and is_dataclass(kind):
+            yield from schema_fields(kind, f"{prefix}{item.name}.")
+        else:
+            yield f"{prefix}{item.name}", item, kind
+
+
+def _is_open(kind: Any) -> bool:
+    """A dict-typed node (model.params, model.config_overrides) takes any keys on purpose."""
+    return typing.get_origin(kind) is dict or kind is dict
+
+
+def check_known_keys(raw: DictConfig) -> None:
+    """Refuse keys the schema lacks: Hydra adds `+key=value` overrides even to a typed node.
+
+    Keys under an open node (model.params, model.config_overrides) are the user's to choose.
+    """
+    known = {name: kind for name, _, kind in schema_fields()}
+    open_nodes = tuple(f"{name}." for name, kind in known.items() if _is_open(kind))
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for key in node:
+            name = f"{prefix}{key}"
+            if name in known or name.startswith(open_nodes):
+                continue
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and any(k.startswith(f"{name}.") for k in known):
+                walk(child, f"{name}.")
+                continue
+            siblings = sorted({k[len(prefix) :].split(".")[0] for k in known if k.startswith(prefix)})
+            near = [prefix + k for k in difflib.get_close_matches(str(key), siblings, n=1, cutoff=0.6)]
+            by_leaf = {k.rsplit(".", 1)[-1]: k for k in known}  # a key put under the wrong node
+            near = near or [by_leaf[k] for k in difflib.get_close_matches(str(key), list(by_leaf), 1, 0.8)]
+            level = f"keys under {prefix[:-1]}" if prefix else "top-level keys"
+            hint = f"did you mean {near[0]}?" if near else f"{level}: {', '.join(siblings)}."
+            raise ConfigError(f"{name} is not a key of ecopipe's configuration; {hint}")
+
+    walk(raw, "")
+
+
+def check_ranges(node: object, prefix: str = "") -> None:
+    """Finiteness and range of every numeric key of `node` (a schema dataclass), from its fields' Range."""
+    schema = type(node)
+    for name, item, _ in schema_fields(schema):
+        allowed = item.metadata.get("range")
+        value = node
+        for part in name.split("."):
+            value = getattr(value, part)
+        if allowed is not None and value is not None and not allowed.admits(value):
+            what = "an integer" if isinstance(value, int) else "a finite number"
+            raise ConfigError(f"{prefix}{name}={value} is invalid: it must be {what}, {allowed.describe()}.")
 
 
 def validate_impact(impact: ImpactConfig) -> None:
     """The impact settings alone: shared by jobs and re-impacts."""
-    for key in ("carbon_intensity", "pue", "wue", "ewif"):
-        value = getattr(impact, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"impact.{key}={value} is invalid: it must be zero or more.")
-    if impact.pue is not None and impact.pue < 1:
-        raise ConfigError(f"impact.pue={impact.pue} is invalid: a PUE is 1.0 or more.")
-    if impact.embodied:
-        _positive(impact.lifetime_years, "impact.lifetime_years", "number of years")
-        if impact.lifetime_years is None:
-            raise ConfigError(
-                "impact.embodied=true needs impact.lifetime_years (the hardware's service life)."
-            )
+    check_ranges(impact, "impact.")
+    if impact.embodied and impact.lifetime_years is None:
+        raise ConfigError("impact.embodied=true needs impact.lifetime_years (the hardware's service life).")
 
 
 def validate(cfg: Config) -> None:
     """Checks a type cannot express; raises ConfigError naming the key and the allowed values."""
-    _positive(cfg.batch_size, "batch_size")
-    _positive(cfg.dataset.limit, "dataset.limit")
-    _positive(cfg.monitor.trials, "monitor.trials")
-    _positive(cfg.monitor.min_iterations, "monitor.min_iterations")
-    _positive(cfg.model.max_new_tokens, "model.max_new_tokens")
-    _positive(cfg.monitor.min_hz, "monitor.min_hz", "number")
-    _positive(cfg.monitor.max_hz, "monitor.max_hz", "number")
-    _positive(cfg.monitor.frequency_hz, "monitor.frequency_hz", "number")
-    for key in ("min_window_s", "idle_s", "cooldown_s"):
-        value = getattr(cfg.monitor, key)
-        if value < 0:
-            raise ConfigError(f"monitor.{key}={value} is invalid: it must be zero or more seconds.")
+    check_ranges(cfg)
     if cfg.monitor.min_hz > cfg.monitor.max_hz:
         raise ConfigError(f"monitor.min_hz={cfg.monitor.min_hz} exceeds monitor.max_hz={cfg.monitor.max_hz}.")
     if not _DEVICE.match(cfg.hardware.device):

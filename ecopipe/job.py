@@ -11,7 +11,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ecopipe import report
-from ecopipe.config import Config, Phase, StrategyName, TrackingConfig, dataset_choice, validate
+from ecopipe.config import (
+    Config,
+    Phase,
+    StrategyName,
+    TrackingConfig,
+    check_known_keys,
+    dataset_choice,
+    validate,
+)
 from ecopipe.hardware import (
     DeviceProfile,
     device_profile,
@@ -23,8 +31,10 @@ from ecopipe.monitor.energy import machine_meter
 from ecopipe.stages.ess import SustainabilityResult, run_ess
 from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, run_impact
 from ecopipe.stages.inference import InferenceResult, run_inference
+from ecopipe.stops import stop_on_signals
 from ecopipe.tracking import (
     JobRun,
+    check_tracking_uri,
     config_hash,
     fail_run,
     finished_run_with_hash,
@@ -33,6 +43,7 @@ from ecopipe.tracking import (
     job_run,
     open_experiment,
     open_run,
+    resolve_uri,
 )
 from ecopipe.workloads.base import Findings, Workload
 from ecopipe.workloads.factory import build_workload
@@ -101,8 +112,10 @@ def record_refusal(raw: DictConfig, error: Exception) -> str:
 
 
 def plan_job(raw: DictConfig) -> JobPlan:
+    check_known_keys(raw)
     cfg: Config = OmegaConf.to_object(raw)  # type: ignore[assignment]
     validate(cfg)
+    check_tracking_uri(resolve_uri(cfg.tracking))  # before the model is built: a bad store wastes it
     workload = build_workload(cfg)
     profile = device_profile(cfg.hardware, workload.device)
     factors = resolve_factors(cfg.impact, cfg.region, profile.tier)
@@ -190,6 +203,11 @@ def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] | No
     `overrides` (the command line's) tell a data set the user named from the model's default one;
     without them (a config composed by a caller) the data set is taken as configured.
     """
+    with stop_on_signals():  # SIGTERM / SIGINT end the run KILLED, after every clean-up on the way out
+        return _run_job(raw, resume, overrides)
+
+
+def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> JobOutcome:
     if overrides is None:
         data_choice = f"{raw.dataset.name} (as configured)"
     else:

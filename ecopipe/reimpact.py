@@ -27,7 +27,7 @@ from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig, validate_i
 from ecopipe.job import footprint_stages
 from ecopipe.reference import UnknownRegionError, hardware_profiles
 from ecopipe.stages.impact import resolve_factors
-from ecopipe.tracking import JobRun, resolve_uri
+from ecopipe.tracking import JobRun, check_tracking_uri, resolve_uri
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="region=ZONE and impact.<key>=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    client = MlflowClient(resolve_uri(TrackingConfig(uri=args.tracking_uri)))
+    uri = resolve_uri(TrackingConfig(uri=args.tracking_uri))
     try:
+        check_tracking_uri(uri)
+        client = MlflowClient(uri)
         runs = _targets(client, args.run_id, args.experiment)
         for run in runs:
             print(reimpact_run(client, run, args.overrides))

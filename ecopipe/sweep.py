@@ -18,19 +18,23 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.hardware import cuda_available
 from ecopipe.slurm import is_slurm_launcher, restrict_sharing
+from ecopipe.stops import Stopped
 from ecopipe.tracking import (
     PARENT_RUN_ENV,
+    check_tracking_uri,
     open_experiment,
     process_tags,
     reap_dead_runs,
     redact,
     resolve_uri,
 )
+from ecopipe.workloads.hub import hub_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,24 @@ def _restrict_parallelism(config: DictConfig) -> None:
         launcher.n_jobs = 1
 
 
+def end_stopped_sweep(stop: Stopped) -> None:
+    """A signal stopped the sweep this process launched: end its parent run KILLED, naming the signal.
+
+    Job processes inherit the parent's id too; only the process that created it (its pid tag) ends it.
+    """
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent:
+        return
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.get_run(parent)
+    if run.data.tags.get("ecopipe.pid") != str(os.getpid()) or run.info.status != "RUNNING":
+        return
+    client.set_tag(parent, "ecopipe.error", str(stop))
+    client.set_tag(parent, "ecopipe.status", "killed")
+    client.set_terminated(parent, status="KILLED")
+    print(f"sweep: {stop}; parent run {parent} ended KILLED", file=sys.stderr)
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
@@ -80,12 +102,20 @@ class SweepCallback(Callback):
         return OmegaConf.to_object(config.tracking)  # type: ignore[return-value]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tracking = self._tracking(config)
+        # Hydra turns a callback's exception into a warning: a sweep that cannot work stops here, in one
+        # line (nothing can be recorded in a store that cannot work).
         try:
             _restrict_parallelism(config)
-        except ConfigError as error:  # Hydra turns a callback's exception into a warning: stop here
+            check_tracking_uri(resolve_uri(tracking))
+        except ConfigError as error:
             print(f"ecopipe: error: {error}", file=sys.stderr)
             sys.exit(2)
-        tracking = self._tracking(config)
+        unreachable = hub_unreachable()  # once for the whole sweep, before any job imports a hub library
+        if unreachable and not unreachable.startswith("HF_HUB_OFFLINE"):
+            log.warning(
+                "Hugging Face hub unreachable (%s): jobs that need it load from the cache only.", unreachable
+            )
         client, experiment = open_experiment(tracking)
         reap_dead_runs(client, experiment)
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())

@@ -20,15 +20,19 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 import psutil
+import requests
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from ecopipe import slurm
-from ecopipe.config import TrackingConfig
+from ecopipe.config import ConfigError, TrackingConfig
+from ecopipe.stops import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,11 @@ def redact(text: str) -> str:
     return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
 
 
+# Stores ecopipe can write to; `postgresql+psycopg2://` and the like name the driver after the `+`.
+SUPPORTED_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql")
+REACHABLE_TIMEOUT_S = 3.0
+
+
 def resolve_uri(cfg: TrackingConfig) -> str:
     """`tracking.uri`, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
     if cfg.uri:
@@ -52,11 +61,76 @@ def resolve_uri(cfg: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of an embedded store (sqlite:///relative or sqlite:////absolute), else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Refuse a folder that cannot be created or written, in one line (a file is made and removed)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(f"{what}: the folder {folder} cannot be written ({reason}).") from None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a tracking store that cannot work, before anything loads: an unknown scheme, a SQLite
+    folder that cannot be written, a server that does not answer within a few seconds."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    if scheme not in SUPPORTED_SCHEMES:
+        raise ConfigError(
+            f"tracking.uri={uri} is not supported: use sqlite:///PATH (an embedded store), "
+            "http(s)://HOST:PORT (an MLflow tracking server), postgresql://... or mysql://... (a database "
+            "MLflow manages)."
+        )
+    path = sqlite_file(uri)
+    if scheme == "sqlite" and path is None:
+        raise ConfigError(f"tracking.uri={uri}: a SQLite store is written sqlite:///PATH, three slashes.")
+    if path is not None:
+        check_writable_folder(path.parent.resolve(), f"tracking.uri={uri}")
+        if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
+            raise ConfigError(f"tracking.uri={uri}: {path} is not a database file this user can write.")
+        return
+    parsed = urlparse(uri)
+    if scheme in ("http", "https"):
+        try:  # any answer, even 401 from an authenticating server, means it is there
+            requests.get(f"{uri.rstrip('/')}/health", timeout=REACHABLE_TIMEOUT_S)
+        except requests.RequestException as error:
+            raise ConfigError(
+                f"tracking.uri={uri}: no tracking server answered within {REACHABLE_TIMEOUT_S:g} s "
+                f"({type(error).__name__}); start it or check the address."
+            ) from None
+        return
+    port = parsed.port or {"postgresql": 5432, "mysql": 3306}[scheme]
+    try:
+        socket.create_connection((parsed.hostname or "localhost", port), REACHABLE_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConfigError(
+            f"tracking.uri={uri}: the database at {parsed.hostname}:{port} did not answer within "
+            f"{REACHABLE_TIMEOUT_S:g} s ({error.strerror or error})."
+        ) from None
+
+
+@contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """Jobs starting together on a new SQLite store would race in MLflow's schema creation (tables
+    half made, `_alembic_tmp_*` already there): a lock file beside the database lets one create it."""
+    path = sqlite_file(uri)
+    if path is None:
+        yield
+        return
+    with FileLock(f"{path}.lock"):
+        yield
+
+
 def _artifact_location(uri: str, experiment: str) -> str | None:
     # Artifacts of an embedded store sit beside its database, not in whatever directory a job runs.
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).as_uri()
-    return None
+    path = sqlite_file(uri)
+    return (path.parent / "mlartifacts" / experiment).resolve().as_uri() if path is not None else None
 
 
 # The MLflow UI reads these experiment tags: its description, and which page an experiment opens on
@@ -107,8 +181,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def open_experiment(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
     """A client on the configured store and the id of its experiment, created on first use."""
     uri = resolve_uri(cfg)
-    client = MlflowClient(tracking_uri=uri)
-    return client, ensure_experiment(client, uri, cfg.experiment)
+    with _schema_lock(uri):  # creating the client creates the schema; get-or-create the experiment too
+        client = MlflowClient(tracking_uri=uri)
+        return client, ensure_experiment(client, uri, cfg.experiment)
 
 
 def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, hardware: str) -> str | None:
@@ -280,6 +355,11 @@ RECORDED_NOTE = "ecopipe: recorded as FAILED in MLflow run "
 
 
 def fail_run(job: JobRun, error: BaseException) -> None:
+    """End the run FAILED with the error, or KILLED when a stop signal ended it."""
+    if isinstance(error, Stopped):
+        job.set_tags({"ecopipe.error": str(error), "ecopipe.status": "killed"})
+        job.client.set_terminated(job.run_id, status="KILLED")
+        return
     job.set_tags({"ecopipe.error": f"{type(error).__name__}: {error}"[:5000], "ecopipe.status": "failed"})
     job.client.set_terminated(job.run_id, status="FAILED")
     error.add_note(RECORDED_NOTE + job.run_id)

@@ -17,7 +17,9 @@ from ecopipe.config import (
     Config,
     ConfigError,
     DataMismatchError,
+    check_known_keys,
     dataset_choice,
+    schema_fields,
     validate,
 )
 from ecopipe.job import plan_job
@@ -183,6 +185,72 @@ def test_bad_values_fail_validation(make_cfg, override, needle):
     with pytest.raises(ConfigError) as error:
         validate(cfg)
     assert needle in str(error.value)
+
+
+FLOAT_KEYS = [name for name, _, kind in schema_fields() if kind in (float, float | None)]
+INT_KEYS = [name for name, _, kind in schema_fields() if kind in (int, int | None)]
+
+
+def test_every_numeric_key_declares_its_range():
+    """A numeric key without a Range would let NaN, infinities or negatives through unchecked."""
+    assert len(FLOAT_KEYS) >= 20 and "impact.pue" in FLOAT_KEYS and "monitor.min_window_s" in FLOAT_KEYS
+    undeclared = [
+        name
+        for name, item, kind in schema_fields()
+        if name in FLOAT_KEYS + INT_KEYS and "range" not in item.metadata
+    ]
+    assert undeclared == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1.5"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_every_float_key_refuses_non_finite_and_negative(make_cfg, key, value):
+    cfg = OmegaConf.to_object(make_cfg(f"{key}={value}"))
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    message = str(error.value)
+    assert message.startswith(f"{key}=") and "invalid" in message, message
+
+
+@pytest.mark.parametrize("key", INT_KEYS)
+def test_every_int_key_refuses_negative(make_cfg, key):
+    with pytest.raises(ConfigError, match=f"^{key}=-3 is invalid: it must be an integer"):
+        validate(OmegaConf.to_object(make_cfg(f"{key}=-3")))
+
+
+def test_ranges_admit_their_bounds(make_cfg):
+    cfg = OmegaConf.to_object(
+        make_cfg("impact.pue=1", "impact.carbon_intensity=0", "model.active_params_fraction=1")
+    )
+    validate(cfg)
+    with pytest.raises(ConfigError, match="model.active_params_fraction=0.0 is invalid"):
+        validate(OmegaConf.to_object(make_cfg("model.active_params_fraction=0")))
+
+
+@pytest.mark.parametrize(
+    "override,nearest",
+    [
+        ("+monitor.trails=5", "monitor.trials"),
+        ("+batch_sise=3", "batch_size"),
+        ("+impact.pui=1.2", "impact.pue"),
+    ],
+)
+def test_added_typo_is_refused_with_the_nearest_key(make_cfg, override, nearest):
+    raw = make_cfg(override)  # Hydra adds `+` keys even to a typed node; the schema check refuses them
+    with pytest.raises(ConfigError, match=f"did you mean {nearest}\\?"):
+        check_known_keys(raw)
+
+
+def test_added_key_without_a_near_one_lists_the_level(make_cfg):
+    with pytest.raises(ConfigError, match="keys under monitor: .*trials"):
+        check_known_keys(make_cfg("+monitor.zzzzzz=1"))
+
+
+@pytest.mark.parametrize(
+    "override", ["+model.params.C=2.0", "+model.config_overrides={n_layer:2}", "+experiment=quick"]
+)
+def test_open_nodes_take_added_keys(make_cfg, override):
+    check_known_keys(make_cfg(override))
 
 
 def test_conf_ships_in_the_wheel(tmp_path: Path):

@@ -14,10 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
@@ -100,6 +103,10 @@ def main() -> None:
     with contextlib.suppress(OSError):
         os.nice(10)
     stop = threading.Event()
+    # Ctrl-C reaches the whole process group: the job, not the sampler, decides when sampling ends.
+    # SIGTERM (a scheduler stopping the group) ends the trace cleanly, as a closed stdin does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
 
     def wait_for_eof() -> None:
         sys.stdin.read()
@@ -107,6 +114,8 @@ def main() -> None:
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
     run(spec, stop)
+    if os.getppid() != spec["pid"]:  # the job died (SIGKILL, out of memory): nobody will read the trace
+        shutil.rmtree(Path(spec["output"]).parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -75,30 +75,41 @@ class PowerSampler:
             "max_hz": self.max_hz,
             "frequency_hz": self.frequency_hz,
         }
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "ecopipe.monitor.probe", json.dumps(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        # Before any read can see it: the sampler is the observer, not the workload. An estimate
-        # built on the job's CPU time or memory leaves it out (a counter cannot, so the sampler runs
-        # through the idle baseline too and both sides of net carry it).
-        for sensor in self._sensors:
-            sensor.exclude_process(self._process.pid)
-        assert self._process.stdout is not None
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while self._process.stdout.readline().strip() != "ready":
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the power sampler process did not start (exit {self._process.poll()})")
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "ecopipe.monitor.probe", json.dumps(spec)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            # Before any read can see it: the sampler is the observer, not the workload. An estimate
+            # built on the job's CPU time or memory leaves it out (a counter cannot, so the sampler runs
+            # through the idle baseline too and both sides of net carry it).
+            for sensor in self._sensors:
+                sensor.exclude_process(self._process.pid)
+            assert self._process.stdout is not None
+            deadline = time.monotonic() + _READY_TIMEOUT_S
+            while self._process.stdout.readline().strip() != "ready":
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the power sampler process did not start (exit {self._process.poll()})"
+                    )
+        except BaseException:  # a failed start or a stop signal: leave no process and no folder behind
+            if self._process is not None:
+                self._process.kill()
+                self._process.wait()
+            self._folder.cleanup()
+            raise
         self._started, self._started_at = time.perf_counter(), time.time()
 
     def stop(self) -> Trace:
         assert self._process is not None and self._folder is not None, "stop() before start()"
         wall = time.perf_counter() - self._started
-        self._process.communicate(timeout=60)  # closing stdin ends it after one last sample
-        lines = (Path(self._folder.name) / "trace.jsonl").read_text().splitlines()
-        self._folder.cleanup()
+        try:
+            self._process.communicate(timeout=60)  # closing stdin ends it after one last sample
+            lines = (Path(self._folder.name) / "trace.jsonl").read_text().splitlines()
+        finally:
+            self._folder.cleanup()
         rows = [json.loads(line) for line in lines]
         cpu = rows.pop()["sampler_cpu_s"] if rows and "sampler_cpu_s" in rows[-1] else float("nan")
         return Trace(pd.DataFrame(rows), wall, cpu, self._started_at)

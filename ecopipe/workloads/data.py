@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ecopipe.config import SYNTHETIC_OPTION, ConfigError, DataKind, DatasetConfig, DataSource
+from ecopipe.workloads.hub import describe_offline, hub_unreachable
 
 INPUT_COLUMNS = {
     DataKind.text: ("text", "sentence", "content"),
@@ -64,10 +65,10 @@ def _describe(cfg: DatasetConfig) -> str:
 def _unavailable(cfg: DatasetConfig, error: Exception) -> ConfigError:
     synthetic = SYNTHETIC_OPTION.get(cfg.kind, "a synthetic option")
     return ConfigError(
-        f"{_describe(cfg)} could not be loaded: {str(error).splitlines()[0]}. Offline "
-        "(HF_DATASETS_OFFLINE=1 or no network) only data sets already in the Hugging Face cache or in a "
-        f"local directory load; use dataset={synthetic} to measure on generated data of the configured "
-        "shape, or set dataset.hf_id to a local directory."
+        f"{_describe(cfg)} could not be loaded: {str(error).splitlines()[0]}. It is not in the Hugging "
+        f"Face cache or a local directory, and {describe_offline(hub_unreachable())}; use "
+        f"dataset={synthetic} to measure on generated data of the configured shape, or set dataset.hf_id "
+        "to a local directory."
     )
 
 

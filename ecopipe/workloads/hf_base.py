@@ -49,11 +49,6 @@ class HFWorkload(Workload):
                 f"model.phase={model.phase.value} does not apply to task {model.task.value}; allowed: "
                 f"{', '.join(sorted(p.value for p in self.phases))}."
             )
-        if not 0 < model.active_params_fraction <= 1:
-            raise ConfigError(
-                f"model.active_params_fraction={model.active_params_fraction} is invalid: it is a share of "
-                "the parameters, more than 0 and at most 1."
-            )
         self.device = resolve_device(cfg.hardware.device)
         self.source = resolve_source(model)
         architecture = skeleton(self.source)

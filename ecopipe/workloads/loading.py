@@ -20,8 +20,10 @@ import torch
 import transformers
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 from ecopipe.config import ConfigError, ModelConfig, Weights
+from ecopipe.workloads.hub import describe_offline, hub_unreachable
 from ecopipe.workloads.precision import PrecisionPlan
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parents[1] / "model_configs"
@@ -82,11 +84,22 @@ def _shipped_config(model: ModelConfig) -> PretrainedConfig:
 def _unreachable(hf_id: str, error: Exception) -> ConfigError:
     return ConfigError(
         f"model.hf_id={hf_id} could not be loaded with model.weights=pretrained: it is not a local "
-        "directory, not in the Hugging Face cache, and the hub could not serve it "
-        f"({str(error).splitlines()[0]}). Offline (HF_HUB_OFFLINE=1), only cached models load: point "
-        "model.hf_id at a save_pretrained directory, or use model.weights=random to measure the "
-        "architecture from its shipped config."
+        f"directory, not in the Hugging Face cache, and {describe_offline(hub_unreachable())} "
+        f"({str(error).splitlines()[0]}). Point model.hf_id at a save_pretrained directory, or use "
+        "model.weights=random to measure the architecture from its shipped config."
     )
+
+
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+
+
+def _check_weights(hf_id: str, directory: Path) -> None:
+    """A directory with a config.json but no weights would fail only after the run opened."""
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        raise ConfigError(
+            f"model.hf_id={hf_id} has a config.json but no weights: none of {', '.join(WEIGHT_FILES)} is "
+            f"in {directory}. Save the model there with save_pretrained, or use model.weights=random."
+        )
 
 
 def _pretrained_config(model: ModelConfig) -> tuple[str, str, PretrainedConfig]:
@@ -99,12 +112,14 @@ def _pretrained_config(model: ModelConfig) -> tuple[str, str, PretrainedConfig]:
     path = Path(hf_id).expanduser()
     if path.is_dir():
         try:
-            return str(path), "local_dir", AutoConfig.from_pretrained(path)
+            config = AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as error:
             raise ConfigError(
                 f"model.hf_id={hf_id} is a directory without a readable config.json: "
                 f"{str(error).splitlines()[0]}"
             ) from error
+        _check_weights(hf_id, path)
+        return str(path), "local_dir", config
     if hf_id.startswith(("/", ".", "~")):
         raise ConfigError(f"model.hf_id={hf_id} looks like a directory and does not exist.")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,6 +73,15 @@ class SklearnWorkload(Workload):
         if model.phase is not Phase.generate:
             raise ConfigError(
                 f"model.phase={model.phase.value} applies to text generation, not to model={model.name}."
+            )
+        accepted = ESTIMATORS[model.architecture]().get_params()
+        unknown = sorted(set(model.params) - set(accepted))
+        if unknown:
+            close = {key: difflib.get_close_matches(key, list(accepted), n=1) for key in unknown}
+            hints = [f"{key} (did you mean {close[key][0]}?)" if close[key] else key for key in unknown]
+            raise ConfigError(
+                f"model.params has keys that {model.architecture} does not take: {', '.join(hints)}; "
+                f"it takes {', '.join(sorted(accepted))}."
             )
         self.model_cfg, self.dataset_cfg = model, dataset
         self.batch_size, self.seed = batch_size, seed
