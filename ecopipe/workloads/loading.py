@@ -82,11 +82,13 @@ def _shipped_config(model: ModelConfig) -> PretrainedConfig:
 
 
 def _unreachable(hf_id: str, error: Exception) -> ConfigError:
+    offline = hub_unreachable()
+    detail = "" if offline else f" ({str(error).splitlines()[0]})"  # offline, the library's text adds nothing
     return ConfigError(
         f"model.hf_id={hf_id} could not be loaded with model.weights=pretrained: it is not a local "
-        f"directory, not in the Hugging Face cache, and {describe_offline(hub_unreachable())} "
-        f"({str(error).splitlines()[0]}). Point model.hf_id at a save_pretrained directory, or use "
-        "model.weights=random to measure the architecture from its shipped config."
+        f"directory, not in the Hugging Face cache, and {describe_offline(offline)}{detail}. Point "
+        "model.hf_id at a save_pretrained directory, or use model.weights=random to measure the "
+        "architecture from its shipped config."
     )
 
 
