@@ -42,6 +42,7 @@ from ecopipe.tracking import (
     reap_dead_runs,
     redact,
     resolve_uri,
+    reused_runs,
 )
 
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 NOTE_LIMIT = 8000
 ARTIFACT_DIR = render.TABLES  # the parent run's folder of log_table JSON tables (and their CSV)
 STORE_URI_ENV = "ECOPIPE_STORE_URI"
+_LISTED = 20  # reused runs named in the notes; all of them are in runs.csv
 
 
 class AggregationError(ValueError):
@@ -140,20 +142,31 @@ def aggregate(
         raise AggregationError(f"no experiment named {experiment!r} in {tracking_uri}")
     reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
     store_uri = _backend_store(tracking_uri, found.experiment_id, experiment, store_uri)
+    reused = reused_runs(client, sweep_id) if sweep_id else {}  # a resumed sweep's earlier points
     try:
-        runs = read_runs(client, [found.experiment_id], sweep_id, filter_string, reader, store_uri)
+        runs = read_runs(
+            client, [found.experiment_id], sweep_id, filter_string, reader, store_uri, list(reused)
+        )
     except MlflowException as error:
         raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
     jobs = tab.tidy(runs)
+    jobs["reused"] = jobs["run_id"].isin(reused)  # measured before this sweep, not re-run by it
     built = tab.build(jobs)
     heading = f"ecopipe aggregate: experiment {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
+    notes = _notes(jobs, built, tracking_uri, filter_string)
+    if reused:
+        listed = [f"{name} ({run_id})" for run_id, name in sorted(reused.items(), key=lambda item: item[1])]
+        more = f"; {len(listed) - _LISTED} more in runs.csv (column reused)" if len(listed) > _LISTED else ""
+        notes.insert(
+            1, f"{len(reused)} reused, measured before this sweep: {', '.join(listed[:_LISTED])}{more}"
+        )
     result = Aggregate(
         runs=runs,
         tables=built.tables,
         failed=tab.failed(jobs),
         jobs=jobs,
         titles=built.titles,
-        notes=_notes(jobs, built, tracking_uri, filter_string),
+        notes=notes,
         heading=heading,
     )
     if out_dir is not None:

@@ -41,6 +41,7 @@ from ecopipe.tracking import (
     flatten,
     git_commit,
     job_run,
+    link_reused_run,
     open_experiment,
     open_run,
     resolve_uri,
@@ -220,9 +221,8 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         client, experiment = open_experiment(cfg.tracking)
         done = finished_run_with_hash(client, experiment, digest, profile.detected_name)
         if done is not None:
-            log.info(
-                "%s already measured in run %s: skipped (rerun=true measures again)", job_name(cfg), done
-            )
+            log.info("%s already measured in run %s: reused (rerun=true measures again)", job_name(cfg), done)
+            link_reused_run(client, done, job_name(cfg))
             return JobOutcome(done, f"skipped: already measured in run {done}", {}, skipped=True)
     env = environment() | gpu_environment(plan.gpu_indices)
     name = job_name(cfg)

@@ -28,11 +28,13 @@ from ecopipe.stops import Stopped
 from ecopipe.tracking import (
     PARENT_RUN_ENV,
     check_tracking_uri,
+    check_writable_folder,
     open_experiment,
     process_tags,
     reap_dead_runs,
     redact,
     resolve_uri,
+    reused_runs,
 )
 from ecopipe.workloads.hub import hub_unreachable
 
@@ -108,6 +110,7 @@ class SweepCallback(Callback):
         try:
             _restrict_parallelism(config)
             check_tracking_uri(resolve_uri(tracking))
+            check_writable_folder(Path(config.hydra.sweep.dir).resolve(), "hydra.sweep.dir")
         except ConfigError as error:
             print(f"ecopipe: error: {error}", file=sys.stderr)
             sys.exit(2)
@@ -160,17 +163,19 @@ class SweepCallback(Callback):
             out_dir=Path(config.hydra.sweep.dir) / "aggregate",
         )
         log_to_run(client, self.parent_run_id, result)
-        skipped = max(int(os.environ.get(SWEEP_SIZE_ENV, "0")) - len(children), 0)
+        reused = reused_runs(client, self.parent_run_id)
+        skipped = max(int(os.environ.get(SWEEP_SIZE_ENV, "0")) - len(children) - len(reused), 0)
         for key, value in {
             "jobs": len(children),
             "jobs_failed": len(failed),
+            "jobs_reused": len(reused),
             "jobs_skipped": skipped,
         }.items():
             client.log_metric(self.parent_run_id, key, value)
         client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
         print(
-            f"sweep: {len(children)} jobs run, {len(failed)} failed, "
-            f"{skipped} skipped (already measured, or not fitting the grid); "
+            f"sweep: {len(children)} jobs run, {len(failed)} failed, {len(reused)} reused (measured "
+            f"earlier; in the tables, column reused), {skipped} skipped (not fitting the grid); "
             f"tables in {Path(config.hydra.sweep.dir) / 'aggregate'}"
         )
         for run in failed:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
 PARENT_RUN_ENV = "ECOPIPE_PARENT_RUN_ID"
+REUSED_TAG_PREFIX = "ecopipe.reused."  # on a sweep's parent run: the earlier runs it reused, by id
 _BATCH = 500  # MLflow accepts up to 1,000 metrics per batch call and 100 params
 
 
@@ -199,6 +200,20 @@ def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, h
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
+
+
+def link_reused_run(client: MlflowClient, run_id: str, name: str) -> None:
+    """A sweep job skipped as already measured: list its earlier run on the sweep's parent run, so the
+    sweep's tables hold every point of its grid and say which were reused."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        client.set_tag(parent, f"{REUSED_TAG_PREFIX}{run_id}", name)
+
+
+def reused_runs(client: MlflowClient, parent_id: str) -> dict[str, str]:
+    """The earlier runs a sweep reused: run id -> job name."""
+    tags = client.get_run(parent_id).data.tags
+    return {k.removeprefix(REUSED_TAG_PREFIX): v for k, v in tags.items() if k.startswith(REUSED_TAG_PREFIX)}
 
 
 def process_tags() -> dict[str, str]:

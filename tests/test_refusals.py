@@ -96,3 +96,18 @@ def test_aggregate_refuses_an_unwritable_out_folder(make_cfg, store, capsys):
     err = capsys.readouterr().err
     assert "ecopipe.aggregate: error: --out /proc/x: the folder /proc/x cannot be written" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ("tracking.uri=foo://x", "tracking.uri=foo://x is not supported"),
+        ("hydra.sweep.dir=/proc/x", "hydra.sweep.dir: the folder /proc/x cannot be written"),
+    ],
+)
+def test_sweep_with_a_bad_store_or_folder_stops_in_one_line(tmp_path, store, bad, needle):
+    done = run_cli(
+        "-m", f"tracking.uri={store}", bad, "model=logistic_regression,decision_tree", cwd=tmp_path
+    )
+    assert done.returncode == 2 and needle in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "job 1 of 2" not in done.stdout + done.stderr

@@ -78,7 +78,8 @@ def test_signal_ends_the_run_killed_and_cleans_up(tmp_path, store, signum, group
     assert_nothing_left(sampler, tmp_path)
 
 
-def test_sigterm_ends_the_sweep_and_its_parent_run_killed(tmp_path, store):
+@pytest.mark.parametrize("signum,group", [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_signal_ends_the_sweep_and_its_parent_run_killed(tmp_path, store, signum, group):
     sweep = start(
         tmp_path,
         store,
@@ -88,13 +89,14 @@ def test_sigterm_ends_the_sweep_and_its_parent_run_killed(tmp_path, store):
         multirun=True,
     )
     sampler = wait_for_sampler(sweep, tmp_path)
-    sweep.send_signal(signal.SIGTERM)
+    os.killpg(sweep.pid, signum) if group else sweep.send_signal(signum)
     _, err = sweep.communicate(timeout=120)
-    assert sweep.returncode == -signal.SIGTERM, err[-3000:]
-    parent, child = job_runs(store)
+    assert sweep.returncode == -signum, err[-3000:]
+    parent, child = job_runs(store)  # the second job never started
     assert parent.data.tags["ecopipe.kind"] == "sweep"
     for run in (parent, child):
-        assert run.info.status == "KILLED" and run.data.tags["ecopipe.error"] == "stopped by SIGTERM"
+        assert run.info.status == "KILLED"
+        assert run.data.tags["ecopipe.error"] == f"stopped by {signal.Signals(signum).name}"
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert_nothing_left(sampler, tmp_path)
 

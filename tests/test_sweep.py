@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import read_write
 
 from ecopipe.config import CONFIG_DIR
+from ecopipe.job import run_job
 from ecopipe.sweep import _restrict_parallelism, sweep_size
 from ecopipe.tracking import reap_dead_runs
 from tests.conftest import FAST, run_cli
@@ -89,11 +90,30 @@ def test_resumed_sweep_skips_finished_jobs(tmp_path, store, client):
     assert again.returncode == 0
     first_parent, second_parent, third_parent = parents(client)
     assert len(runs_of(client, second_parent.info.run_id)) == 1  # only the new job ran
-    assert second_parent.data.metrics["jobs_skipped"] == 2
+    assert second_parent.data.metrics["jobs_reused"] == 2 and second_parent.data.metrics["jobs_skipped"] == 0
     assert runs_of(client, third_parent.info.run_id) == []
     rerun = sweep(tmp_path, store, "model=logistic_regression", "rerun=true")
     assert rerun.returncode == 0
     assert len(runs_of(client, parents(client)[-1].info.run_id)) == 1
+
+
+def test_resumed_sweep_tables_list_every_job_and_which_were_reused(tmp_path, store, client, make_cfg):
+    earlier = run_job(make_cfg("model=decision_tree")).run_id  # a grid point measured outside any sweep
+    assert sweep(tmp_path, store, "model=logistic_regression").returncode == 0
+    (first,) = runs_of(client, parents(client)[0].info.run_id)
+    again = sweep(tmp_path, store, "model=logistic_regression,decision_tree")
+    assert again.returncode == 0, again.stderr[-3000:]
+    parent = parents(client)[-1]
+    assert runs_of(client, parent.info.run_id) == []  # nothing re-measured
+    assert parent.data.metrics["jobs_reused"] == 2 and parent.data.metrics["jobs"] == 0
+    out = tmp_path / "multirun" / "aggregate"
+    jobs = pd.read_csv(out / "runs.csv")
+    assert set(jobs["run_id"]) == {earlier, first.info.run_id} and jobs["reused"].all()
+    assert len(pd.read_csv(out / "energy_gross.csv")) == 2  # both grid points, not an empty table
+    summary = (out / "summary.md").read_text()
+    assert "2 reused, measured before this sweep" in summary
+    assert earlier in summary and first.info.run_id in summary
+    assert "2 reused" in again.stdout + again.stderr
 
 
 def test_killed_job_is_marked_failed(tmp_path, store, client):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,16 +257,21 @@ def experiment_name(engine: Engine, experiment_id: str) -> str | None:
     return found
 
 
-def _read_sql(engine: Engine, experiment_ids: list[str], sweep_id: str | None, filt: Filter) -> _Long:
+def _read_sql(
+    engine: Engine, experiment_ids: list[str], sweep_id: str | None, filt: Filter, reused: Sequence[str] = ()
+) -> _Long:
     """Three queries in SQL that SQLite and PostgreSQL both run (prefixes by substr: case-sensitive,
     and `_` in a key is a literal)."""
     selected = "SELECT run_uuid FROM runs WHERE lifecycle_stage = 'active' AND experiment_id IN :experiments"
     args: dict[str, object] = {"experiments": [int(e) for e in experiment_ids]}
     expanding = ["experiments"]
     if sweep_id is not None:
-        selected += " AND run_uuid IN (SELECT run_uuid FROM tags WHERE key IN :sweep_tags AND value = :sweep)"
-        args |= {"sweep_tags": list(SWEEP_TAGS), "sweep": sweep_id}
-        expanding.append("sweep_tags")
+        selected += (
+            " AND (run_uuid IN (SELECT run_uuid FROM tags WHERE key IN :sweep_tags AND value = :sweep)"
+            " OR run_uuid IN :reused)"  # the earlier runs a resumed sweep reused
+        )
+        args |= {"sweep_tags": list(SWEEP_TAGS), "sweep": sweep_id, "reused": list(reused)}
+        expanding += ["sweep_tags", "reused"]
 
     def query(sql: str, extra: dict[str, object], lists: list[str]) -> pd.DataFrame:
         statement = text(sql).bindparams(*(bindparam(name, expanding=True) for name in expanding + lists))
@@ -304,15 +309,19 @@ def _read_sql(engine: Engine, experiment_ids: list[str], sweep_id: str | None, f
 
 
 def _read_search(
-    client: MlflowClient, experiment_ids: list[str], sweep_id: str | None, filter_string: str | None
+    client: MlflowClient,
+    experiment_ids: list[str],
+    sweep_id: str | None,
+    filter_string: str | None,
+    reused: Sequence[str] = (),
 ) -> _Long:
     searches = [filter_string or ""]
     if sweep_id is not None:
-        # MLflow filters have no OR: one search per tag that links a run to its sweep.
-        searches = [
-            " AND ".join(s for s in (f"tags.`{tag}` = '{sweep_id}'", filter_string) if s)
-            for tag in SWEEP_TAGS
-        ]
+        # MLflow filters have no OR: one search per tag that links a run to its sweep, one for reused runs.
+        links = [f"tags.`{tag}` = '{sweep_id}'" for tag in SWEEP_TAGS]
+        if reused:
+            links.append(f"attributes.run_id IN ({', '.join(repr(r) for r in reused)})")
+        searches = [" AND ".join(s for s in (link, filter_string) if s) for link in links]
     seen: dict[str, object] = {}
     for search in searches:
         token = None
@@ -356,8 +365,10 @@ def read_runs(
     filter_string: str | None = None,
     reader: str = "auto",
     store_uri: str | None = None,
+    reused: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Every active run of the experiments (of one sweep when `sweep_id` is given) matching the filter.
+    """Every active run of the experiments (of one sweep when `sweep_id` is given, with the earlier
+    runs it `reused`) matching the filter.
 
     `reader`: "sql" reads a SQLite or PostgreSQL store's tables directly (the tracking URI's, or
     `store_uri`: the database behind a tracking server), "search" goes through `search_runs`, "auto"
@@ -375,7 +386,7 @@ def read_runs(
                 raise
             log.info("filter uses %s: reading through search_runs", why)
         else:
-            return _assemble(_read_sql(engine, experiment_ids, sweep_id, filt), filt)
+            return _assemble(_read_sql(engine, experiment_ids, sweep_id, filt, reused), filt)
     elif reader == "sql":
         raise ValueError(f"reader='sql' needs a sqlite:/// or postgresql:// store, not {client.tracking_uri}")
-    return _assemble(_read_search(client, experiment_ids, sweep_id, filter_string), Filter())
+    return _assemble(_read_search(client, experiment_ids, sweep_id, filter_string, reused), Filter())
