@@ -634,38 +634,24 @@ def _check(cfg: Config) -> list[ModelConfig]:
             f"precision={cfg.precision.name.value} is not supported for a pool; use precision=fp32."
         )
     keys = ("validation_a_fraction", "validation_b_fraction", "test_fraction")
-    fractions = {k: getattr(pool, k) for k in keys}
-    for key, value in fractions.items():
-        if not 0 < value < 1:
-            raise ConfigError(f"pool.{key}={value} is invalid: it must lie strictly between 0 and 1.")
+    fractions = {k: getattr(pool, k) for k in keys}  # each in (0, 1): the schema's ranges (config.py)
     if sum(fractions.values()) >= 0.9:
         raise ConfigError(f"pool fractions {fractions} leave under 10% of the rows to train the members.")
-    if pool.cost_window_s <= 0:
-        raise ConfigError(
-            f"pool.cost_window_s={pool.cost_window_s} is invalid: it must be a positive number of seconds."
-        )
-    if pool.max_samples is not None and pool.max_samples <= 0:
-        raise ConfigError(f"pool.max_samples={pool.max_samples} is invalid: it must be a positive integer.")
-    if strategy.threshold_grid < 2:
-        raise ConfigError(f"strategy.threshold_grid={strategy.threshold_grid} is invalid: use 2 or more.")
     tunable = strategy.name in (StrategyName.cascade, StrategyName.router)
     if tunable and strategy.target is CascadeTarget.accuracy_parity:
-        tolerance = strategy.resolved_tolerance()
-        if not 0 <= tolerance < 1:
-            raise ConfigError(f"strategy.tolerance={tolerance} is invalid: accuracy points in [0, 1).")
+        strategy.resolved_tolerance()  # refuses an unknown preset, or a preset and a tolerance together
     elif strategy.preset is not None or strategy.tolerance is not None:
         what = "strategy.target=energy_budget" if tunable else f"strategy={strategy.name.value}"
         raise ConfigError(
             f"strategy.preset / strategy.tolerance apply to accuracy-parity cascades and routers only, "
             f"not to {what}."
         )
-    if tunable and strategy.target is CascadeTarget.energy_budget:
-        budget = strategy.energy_budget_j_per_1k
-        if budget is None or budget <= 0:
-            raise ConfigError(
-                "strategy.target=energy_budget needs strategy.energy_budget_j_per_1k "
-                "(a positive number of joules per 1,000 inferences)."
-            )
+    budgeted = tunable and strategy.target is CascadeTarget.energy_budget
+    if budgeted and strategy.energy_budget_j_per_1k is None:
+        raise ConfigError(
+            "strategy.target=energy_budget needs strategy.energy_budget_j_per_1k "
+            "(a positive number of joules per 1,000 inferences)."
+        )
     return [member_config(name) for name in pool.members]
 
 
