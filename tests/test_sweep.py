@@ -107,9 +107,9 @@ def test_resumed_sweep_tables_list_every_job_and_which_were_reused(tmp_path, sto
     assert runs_of(client, parent.info.run_id) == []  # nothing re-measured
     assert parent.data.metrics["jobs_reused"] == 2 and parent.data.metrics["jobs"] == 0
     out = tmp_path / "multirun" / "aggregate"
-    jobs = pd.read_csv(out / "runs.csv")
+    jobs = pd.read_csv(out / "data" / "runs.csv")
     assert set(jobs["run_id"]) == {earlier, first.info.run_id} and jobs["reused"].all()
-    assert len(pd.read_csv(out / "energy_gross.csv")) == 2  # both grid points, not an empty table
+    assert len(pd.read_csv(out / "tables" / "energy_gross.csv")) == 2  # both grid points, not an empty table
     summary = (out / "summary.md").read_text()
     assert "2 reused, measured before this sweep" in summary
     assert earlier in summary and first.info.run_id in summary
