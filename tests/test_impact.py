@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ecopipe.config import Attribution, ImpactConfig, MonitorConfig
@@ -55,13 +57,20 @@ def test_normalisations_embodied_and_ess():
     # embodied: 575,100 g x (1.8 s per 1,000 inferences) / (4 x 365.25 x 86,400 s)
     assert impact.embodied_co2e_g_per_1k == pytest.approx(575100 * 1.8 / (4 * 365.25 * 86400))
     ess = run_ess(125e6, impact)
-    assert ess.ess == pytest.approx(125 / 0.48)
-    assert ess.ess_run == pytest.approx(125 / 0.96)
-    assert ess.ecep_wh_per_mparam == pytest.approx(1.0 / 125)  # 3,600 J = 1 Wh per 1,000 inferences
+    assert ess.ess == pytest.approx(125 / 0.48, rel=1e-12)
+    assert ess.ess_run == pytest.approx(125 / 0.96, rel=1e-12)
+    assert ess.ecep_wh_per_mparam == pytest.approx(1.0 / 125, rel=1e-12)  # 3,600 J = 1 Wh per 1,000
+    # Embodied carbon needs both the hardware's figure and its service life.
+    assert run_impact(basis, factors(), None, 4.0).embodied_co2e_g_per_1k is None
+    assert run_impact(basis, factors(), 575.1, None).embodied_co2e_g_per_1k is None
+    # An ESS over zero CO2e (a zero-carbon grid) is not defined, not a division error.
+    zero = run_ess(125e6, run_impact(basis, factors(ci=0.0)))
+    assert math.isnan(zero.ess) and math.isnan(zero.ess_run)
 
 
 def test_factor_precedence():
     world = resolve_factors(ImpactConfig(), "WORLD", "desktop")
+    assert (world.region_name, world.carbon_basis) == ("World", "lifecycle")
     assert world.carbon_intensity.value == 473.01 and world.pue.value == 1.0 and world.wue.value == 0.0
     assert world.ewif.value == 4.81
     france_dc = resolve_factors(ImpactConfig(), "FR", "datacenter")

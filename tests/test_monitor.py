@@ -89,7 +89,10 @@ def test_confidence_interval_hand_computed():
     assert result.mean == 2.0
     assert result.ci95 == pytest.approx(2.484138, rel=1e-6)
     assert result.cv == pytest.approx(0.5)
-    assert math.isnan(estimate([5.0]).ci95)
+    assert result.n == 3
+    one = estimate([5.0])  # one trial: a mean, no spread
+    assert (one.mean, one.n) == (5.0, 1) and math.isnan(one.ci95) and math.isnan(one.cv)
+    assert math.isnan(estimate([-1.0, 1.0]).cv)  # a zero mean has no coefficient of variation
 
 
 def _result(trials: Sequence[TrialResult], idle: Power) -> InferenceResult:
