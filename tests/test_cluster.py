@@ -173,7 +173,7 @@ def test_slurm_sweep_into_the_postgresql_server(tmp_path, server, experiment):
     assert sorted(acct["job_id"]) == sorted(r.data.tags["ecopipe.slurm_job_id"] for r in children)
     assert most_at_once(acct) == 1
     # The sweep's tables were built from the server; the direct PostgreSQL reader reads what search_runs does.
-    assert list((tmp_path / "multirun" / "aggregate").glob("*.csv"))
+    assert list((tmp_path / "multirun" / "aggregate").rglob("*.csv"))
     direct = aggregate(
         server, experiment, sweep_id=parent.info.run_id, store_uri=CLUSTER["ECOPIPE_STORE_URI"]
     )
