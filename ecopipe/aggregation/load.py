@@ -267,10 +267,14 @@ def _read_sql(
     if sweep_id is not None:
         selected += (
             " AND (run_uuid IN (SELECT run_uuid FROM tags WHERE key IN :sweep_tags AND value = :sweep)"
-            " OR run_uuid IN :reused)"  # the earlier runs a resumed sweep reused
         )
-        args |= {"sweep_tags": list(SWEEP_TAGS), "sweep": sweep_id, "reused": list(reused)}
-        expanding += ["sweep_tags", "reused"]
+        args |= {"sweep_tags": list(SWEEP_TAGS), "sweep": sweep_id}
+        expanding.append("sweep_tags")
+        if reused:  # the earlier runs a resumed sweep reused (an empty list has no type PostgreSQL accepts)
+            selected += " OR run_uuid IN :reused"
+            args["reused"] = list(reused)
+            expanding.append("reused")
+        selected += ")"
 
     def query(sql: str, extra: dict[str, object], lists: list[str]) -> pd.DataFrame:
         statement = text(sql).bindparams(*(bindparam(name, expanding=True) for name in expanding + lists))
