@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ecopipe.config import CONFIG_DIR, ConfigError, DataMismatchError, register_configs
 from ecopipe.job import JobOutcome, record_refusal, run_job
+from ecopipe.logs import warn_once
 from ecopipe.reference import UnknownRegionError
 from ecopipe.stops import Stopped, exit_by, stop_on_signals
 from ecopipe.sweep import end_stopped_sweep
@@ -25,6 +26,7 @@ USER_ERRORS = (ConfigError, UnknownRegionError)
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def app(cfg: DictConfig) -> JobOutcome | None:
+    warn_once()
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:

@@ -20,9 +20,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from tqdm import tqdm
 
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.hardware import cuda_available
+from ecopipe.logs import warn_once
 from ecopipe.slurm import is_slurm_launcher, restrict_sharing
 from ecopipe.stops import Stopped
 from ecopipe.tracking import (
@@ -41,6 +43,7 @@ from ecopipe.workloads.hub import hub_unreachable
 log = logging.getLogger(__name__)
 
 SWEEP_SIZE_ENV = "ECOPIPE_SWEEP_SIZE"
+SWEEP_FORMAT = "{desc}: {n_fmt}/{total_fmt} jobs done, {postfix} [{elapsed}<{remaining}]"
 
 
 def sweep_size(config: DictConfig) -> int:
@@ -99,6 +102,7 @@ def end_stopped_sweep(stop: Stopped) -> None:
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
+        self.progress: tqdm | None = None  # in the launching process only (workers never start a sweep)
 
     def _tracking(self, config: DictConfig) -> TrackingConfig:
         return OmegaConf.to_object(config.tracking)  # type: ignore[return-value]
@@ -137,7 +141,22 @@ class SweepCallback(Callback):
         os.environ["MLFLOW_TRACKING_URI"] = resolve_uri(tracking)
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
         os.environ[SWEEP_SIZE_ENV] = str(sweep_size(config))
+        warn_once()
         log.info("sweep of %s jobs, parent MLflow run %s", os.environ[SWEEP_SIZE_ENV], self.parent_run_id)
+        self.progress = tqdm(total=int(os.environ[SWEEP_SIZE_ENV]), desc="sweep", unit="job", file=sys.stderr,
+                             disable=None, bar_format=SWEEP_FORMAT, postfix={"failed": 0})  # fmt: skip
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self.progress is None or self.parent_run_id is None:
+            return
+        client, experiment = open_experiment(self._tracking(config))
+        failed = client.search_runs(
+            [experiment],
+            f"tags.`ecopipe.sweep_id` = '{self.parent_run_id}' and attributes.status = 'FAILED'",
+            max_results=10000,
+        )
+        self.progress.set_postfix(failed=len(failed), refresh=False)
+        self.progress.update()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
@@ -150,6 +169,8 @@ class SweepCallback(Callback):
         from ecopipe.aggregate import aggregate, log_to_run
 
         assert self.parent_run_id is not None
+        if self.progress is not None:
+            self.progress.close()
         tracking = self._tracking(config)
         client, experiment = open_experiment(tracking)
         children = client.search_runs(

@@ -65,6 +65,18 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     assert {"summary.md", "tables", "plots", "data"} <= artifacts
 
 
+def test_each_warning_is_said_once_per_sweep(tmp_path, store, client):
+    done = sweep(tmp_path, store, "model=logistic_regression,decision_tree,random_forest")
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    # This machine has no RAPL: every job estimates its CPU energy, and the sweep says so once.
+    assert output.count("CPU energy is an ESTIMATE") == 1
+    assert output.count("RAM energy is an ESTIMATE") == 1
+    assert "FutureWarning" not in output
+    assert output.count("job 3 of 3") == 1  # no log line is printed twice
+    assert len(runs_of(client, parents(client)[0].info.run_id)) == 3
+
+
 def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, client):
     # max_iter=-1 passes the schema (params are free-form) and fails inside the fit, after the run opened;
     # limit=0 is refused before it starts. Both are recorded FAILED; the third job finishes.

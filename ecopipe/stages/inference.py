@@ -9,6 +9,7 @@ sensor refreshes; the accelerator is synchronised at both edges of every window.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -205,6 +206,9 @@ def _trial(
     return trial, passes, outputs
 
 
+PROGRESS_FORMAT = "{desc}: {n_fmt}/{total_fmt} phases [{elapsed}<{remaining}]"
+
+
 def run_inference(
     workload: Workload,
     meter: EnergyMeter,
@@ -232,7 +236,11 @@ def run_inference(
                 coarsest,
             )
     workload.attach_meter(meter)
+    # One bar per job on stderr, advanced between phases only: nothing is written inside a window.
+    progress = tqdm(total=2 + monitor.trials, desc="loading model and data", unit="phase", leave=False,
+                    file=sys.stderr, disable=None, bar_format=PROGRESS_FORMAT)  # fmt: skip
     load, _ = _metered(meter, workload.load)
+    progress.update()
     fit_window, fitted = _metered(meter, workload.fit)
     fit = fit_window if fitted else None
     record({"load_s": load.duration_s, "load_energy_j": load.energy.total}, 0)
@@ -255,10 +263,13 @@ def run_inference(
     arm_outputs: dict[str, list[object]] = {name: [] for name in arms}
     sampler.start()
     try:
+        progress.set_description(f"idle baseline ({monitor.idle_s:g} s)")
         idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:{idle_key}:model_loaded", sleep)
+        progress.update()
         if idle is not None:
             record({f"idle_power_w.{k}": v for k, v in idle.as_dict().items()}, 0)
         for index in range(monitor.trials):
+            progress.set_description(f"trial {index + 1} of {monitor.trials}")
             if index and monitor.cooldown_s:
                 sleep(monitor.cooldown_s)
             trial, passes, outputs = _trial(meter, workload, monitor, index)
@@ -266,6 +277,7 @@ def run_inference(
             record(trial_metrics(trial), index)
             latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
             quality_outputs.extend(outputs)
+            progress.update()
             log.info(
                 "trial %d: %.2f s, %d samples, %.3f J",
                 index + 1,
@@ -281,6 +293,7 @@ def run_inference(
                 arm_outputs[name].extend(outputs)
     finally:
         trace = sampler.stop()
+        progress.close()
 
     facts = workload.facts()
     quality = workload.quality(quality_outputs) if facts.weights != "random" else {}
