@@ -1,4 +1,4 @@
-# Every target installs what it needs: a fresh clone needs nothing but Python 3.10+ and make.
+# Every target installs what it needs: a fresh clone needs nothing but Python 3.11+ and make.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,19 +9,29 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: setup run test bench lint ui clean gpu-kit gpu-check-cpu cluster-up cluster-down test-cluster mutate
+.PHONY: setup run smoke test bench lint ui clean gpu-kit gpu-check-cpu cluster-up cluster-down test-cluster mutate
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "==> 1/4 a virtual environment in $(VENV) (once: later targets reuse it)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@echo "==> 2/4 pip"
+	$(BIN)/python -m pip install --progress-bar on --upgrade pip
+	@echo "==> 3/4 torch 2.13.0, the largest download (about a minute)"
+	$(BIN)/python -m pip install --progress-bar on torch==2.13.0
+	@echo "==> 4/4 ecopipe and its pinned stack (MLflow, transformers, scikit-learn, Hydra...)"
+	$(BIN)/python -m pip install --progress-bar on -e ".[dev]"
 	touch $(STAMP)
+	@echo "==> set up; next: $(BIN)/python -m ecopipe --help, make smoke, make ui"
 
 run: $(STAMP)  ## the default job, offline, into ./mlflow.db
 	$(BIN)/python -m ecopipe
+
+smoke: $(STAMP)  ## a quick check (under a minute): the default job with short windows, then its aggregation
+	rm -rf .smoke && mkdir .smoke
+	cd .smoke && ../$(BIN)/python -m ecopipe monitor=quick
+	cd .smoke && ../$(BIN)/python -m ecopipe.aggregate --experiment ecopipe
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -75,4 +85,4 @@ ui: $(STAMP)  ## browse every run of the embedded store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf $(VENV) outputs multirun/*/ mlflow.db mlartifacts .pytest_cache mutants
+	rm -rf $(VENV) outputs multirun/*/ mlflow.db mlartifacts .pytest_cache .smoke mutants

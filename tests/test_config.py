@@ -260,7 +260,7 @@ def test_conf_ships_in_the_wheel(tmp_path: Path):
     import zipfile
 
     root = Path(__file__).resolve().parents[1]
-    subprocess.run(
+    built = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -276,6 +276,7 @@ def test_conf_ships_in_the_wheel(tmp_path: Path):
         check=True,
         capture_output=True,
     )
+    assert "Warning" not in built.stdout + built.stderr  # pyproject.toml builds cleanly
     (wheel,) = tmp_path.glob("ecopipe-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "ecopipe/conf/config.yaml" in names
