@@ -268,13 +268,13 @@ def test_conf_ships_in_the_wheel(tmp_path: Path):
             "wheel",
             "--no-deps",
             "--no-build-isolation",
-            "-q",
             "-w",
             str(tmp_path),
             str(root),
         ],
         check=True,
         capture_output=True,
+        text=True,
     )
     assert "Warning" not in built.stdout + built.stderr  # pyproject.toml builds cleanly
     (wheel,) = tmp_path.glob("ecopipe-*.whl")
