@@ -5,8 +5,9 @@ bare thread waking at 50 Hz cost a microsecond-scale scikit-learn loop 8% of its
 separate process costs the workload nothing but a share of a core, and that share is measured.
 
 Protocol (see PowerSampler): argv[1] is a JSON spec; the process prints "ready" once its first sample
-is taken, writes one JSON object per sample to the spec's output file, stops when its stdin closes,
-and ends the file with {"sampler_cpu_s": ...}.
+is taken, writes one JSON object per sample to the spec's output file, stops when the job writes
+"stop" and closes its stdin (an EOF without "stop" means the job died: the trace's folder is
+removed), and ends the file with {"sampler_cpu_s": ...}.
 """
 
 from __future__ import annotations
@@ -108,13 +109,17 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
 
+    orphaned = threading.Event()
+
     def wait_for_eof() -> None:
-        sys.stdin.read()
+        # The job writes "stop" before closing stdin; an EOF without it means the job died.
+        if sys.stdin.read().strip() != "stop":
+            orphaned.set()
         stop.set()
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
     run(spec, stop)
-    if os.getppid() != spec["pid"]:  # the job died (SIGKILL, out of memory): nobody will read the trace
+    if orphaned.is_set():  # the job died (SIGKILL, out of memory): nobody will read the trace
         shutil.rmtree(Path(spec["output"]).parent, ignore_errors=True)
 
 

@@ -106,7 +106,7 @@ class PowerSampler:
         assert self._process is not None and self._folder is not None, "stop() before start()"
         wall = time.perf_counter() - self._started
         try:
-            self._process.communicate(timeout=60)  # closing stdin ends it after one last sample
+            self._process.communicate("stop\n", timeout=60)  # ends it after one last sample
             lines = (Path(self._folder.name) / "trace.jsonl").read_text().splitlines()
         finally:
             self._folder.cleanup()
