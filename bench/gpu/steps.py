@@ -375,11 +375,7 @@ def sweep(ctx: Context) -> StepResult:
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     finished = sum(r.info.status == "FINISHED" for r in children)
-    tables = (
-        sorted(p.name for p in (folder / "aggregate").glob("*.csv"))
-        if (folder / "aggregate").exists()
-        else []
-    )
+    tables = sorted(p.name for p in (folder / "aggregate").rglob("*.csv"))  # tables/, data/...
     result = StepResult(
         figures=[
             Figure("jobs FINISHED", f"{finished} of {len(children)}", "", command(args)),
