@@ -240,7 +240,7 @@ def test_resume_after_scancel(tmp_path, server, experiment):
     resumed = sweeps(client, experiment)[-1]
     (again,) = jobs_of(client, experiment, resumed.info.run_id)  # only the cancelled job ran again
     assert again.data.tags["ecopipe.config_hash"] == victim.data.tags["ecopipe.config_hash"]
-    assert again.info.status == "FINISHED" and resumed.data.metrics["jobs_skipped"] == 2
+    assert again.info.status == "FINISHED" and resumed.data.metrics["jobs_reused"] == 2
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "")
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert client.get_run(victim.info.run_id).info.status in ("FAILED", "KILLED")
