@@ -34,14 +34,15 @@ class Shape:
     fake_gpu_watts: float | None  # the CPU rehearsal's simulated GPU; None on a real one
     overrides: tuple[str, ...]  # shared by every job: data, window lengths, shrinking on the CPU
     counter_overrides: tuple[str, ...]  # the independent-counter check: >= 3 trials of >= 5 s on a GPU
-    big: str  # opt-1.3b: counter check and engines
-    small: str  # precisions
-    headline: str  # the mission's own example, opt-2.7b int8
-    sweep_models: str
     sweep_precisions: str
-    engine_precision: str
+    float_precision: str  # counter check and engines: fp16 on a GPU, fp32 on the CPU
     batches: tuple[int, ...]
     idle_s: float  # each idle reading of the idle step
+    # The same models in both shapes (the CPU rehearsal shrinks them with `overrides`).
+    big: str = "opt-1.3b"  # counter check and engines
+    small: str = "opt-125m"  # precisions
+    headline: str = "opt-2.7b"  # the mission's own example, with int8
+    sweep_models: str = "opt-125m,opt-350m"
 
 
 GPU = Shape(
@@ -57,12 +58,8 @@ GPU = Shape(
         "monitor.idle_s=2",
     ),
     counter_overrides=("batch_size=8", "monitor.trials=3", "monitor.min_window_s=5"),
-    big="opt-1.3b",
-    small="opt-125m",
-    headline="opt-2.7b",
-    sweep_models="opt-125m,opt-350m",
     sweep_precisions="fp16,bf16",
-    engine_precision="fp16",
+    float_precision="fp16",
     batches=(1, 8),
     idle_s=3.0,
 )
@@ -84,12 +81,8 @@ CPU = Shape(
         "monitor.warmup_batches=1",
     ),
     counter_overrides=("batch_size=2", "monitor.trials=3", "monitor.min_window_s=0.3"),
-    big="opt-1.3b",
-    small="opt-125m",
-    headline="opt-2.7b",
-    sweep_models="opt-125m,opt-350m",
     sweep_precisions="fp32,int8",
-    engine_precision="fp32",
+    float_precision="fp32",
     batches=(1,),  # one shape to compile: torch.compile takes ~20 s per shape on 2 CPU cores
     idle_s=0.2,
 )
@@ -208,7 +201,7 @@ def _against_counter(ctx: Context, gpu_sensor: str) -> StepResult:
         metrics, tags, run_id, cmd = run_job(
             ctx,
             f"model={ctx.shape.big}",
-            "precision=fp16" if ctx.shape.device == "cuda" else "precision=fp32",
+            f"precision={ctx.shape.float_precision}",
             *ctx.shape.counter_overrides,
             f"monitor.gpu_sensor={gpu_sensor}",
         )
@@ -297,7 +290,7 @@ def engines(ctx: Context) -> StepResult:
     result.figures.append(Figure("copy bandwidth, measured", measured / 1e12, "TB/s"))
     if rated:
         result.figures.append(Figure("HBM bandwidth, rated", rated / 1e12, "TB/s"))
-    bytes_per_weight = {"fp32": 4, "fp16": 2, "bf16": 2}[ctx.shape.engine_precision]
+    bytes_per_weight = {"fp32": 4, "fp16": 2, "bf16": 2}[ctx.shape.float_precision]
     for engine in ("eager", "compiled"):
         for batch in ctx.shape.batches:
             label = f"{engine}, batch {batch}"
@@ -305,7 +298,7 @@ def engines(ctx: Context) -> StepResult:
                 metrics, _, _, cmd = run_job(
                     ctx,
                     f"model={ctx.shape.big}",
-                    f"precision={ctx.shape.engine_precision}",
+                    f"precision={ctx.shape.float_precision}",
                     f"engine={engine}",
                     f"batch_size={batch}",
                     f"dataset.limit={max(batch, 2)}",
