@@ -14,6 +14,7 @@ from ecopipe.aggregate import AggregationError, aggregate, log_to_run, main
 from ecopipe.aggregation.load import read_runs
 from ecopipe.aggregation.render import markdown
 from ecopipe.aggregation.synthetic import synthetic_store
+from ecopipe.aggregation.tables import precision_gain
 from ecopipe.tracking import ensure_experiment
 from tests.conftest import run_cli
 
@@ -395,6 +396,31 @@ def test_aggregates_a_real_job(make_cfg, client, store):
     assert set(figures(1.0)) <= set(run.data.metrics)
     by_hand = client.get_run(Store(client, store).job(metrics=figures(1.0)))
     assert {k for k in by_hand.data.tags if not k.startswith("mlflow.")} <= set(run.data.tags)
+
+
+def test_an_ess_that_is_not_defined_says_so_in_every_table_and_plot(make_cfg, client, store, tmp_path):
+    from ecopipe.job import run_job
+
+    # A zero-carbon grid: CO2e is 0, so ESS (parameters / CO2e) is not defined, in a real job's tags.
+    undefined = run_job(make_cfg("impact.carbon_intensity=0"))
+    defined = run_job(make_cfg("model=ridge"))
+    hardware = client.get_run(undefined.run_id).data.tags["ecopipe.hardware"]
+    assert "ess" not in client.get_run(undefined.run_id).data.metrics
+    result = aggregate(store, "ecopipe", out_dir=tmp_path)
+    ess = result.tables["ess"]
+    assert cell(ess, hardware, model="logistic_regression") == "not defined"  # not blank, not dropped
+    assert cell(ess, hardware, model="ridge") == client.get_run(defined.run_id).data.metrics["ess"]
+    assert "| logistic_regression | digits | fp32 | not defined |" in (tmp_path / "summary.md").read_text()
+    assert "not defined" in (tmp_path / "tables" / "ess.csv").read_text()
+    assert (tmp_path / "plots" / "ess.png").exists()  # the defined value drawn, the other counted out
+    # No gain over an fp32 ESS that is not defined, and none of one: blank.
+    frame = pd.DataFrame(
+        {"model": ["m"] * 3, "precision": ["fp32", "fp16", "int8"], H100: ["not defined", 4.0, "not defined"]}
+    )
+    gain = precision_gain(frame, ["model", "precision"], [H100])
+    assert gain[H100].isna().all()
+    frame.loc[0, H100] = 2.0
+    assert list(precision_gain(frame, ["model", "precision"], [H100])[H100].fillna(-1)) == [2.0, -1]
 
 
 def test_synthetic_store_logs_and_copies_consistent_runs(tmp_path, client):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import EngFormatter
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
 
 from ecopipe.aggregation.tables import ROW_DIMS
 
@@ -70,7 +70,8 @@ def ess_bars(ess: pd.DataFrame, path: Path) -> list[Path]:
     shown = ess[(values > 0).any(axis=1)] if hardware else ess.iloc[0:0]
     if shown.empty:
         return []
-    dropped = int(values.notna().sum().sum() - (values > 0).sum().sum())
+    # Cells with a value or a "not defined" that the log axis cannot show; the table has them all.
+    dropped = int(ess[hardware].notna().sum().sum() - (values > 0).sum().sum())
     pages = -(-len(shown) // ROWS_PER_PAGE)
     colours = {h: f"C{i % 10}" for i, h in enumerate(hardware)}
     lo, hi = values[values > 0].min().min(), values[values > 0].max().max()
@@ -89,15 +90,20 @@ def ess_bars(ess: pd.DataFrame, path: Path) -> list[Path]:
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.set_xscale("log")
         ax.set_xlim(lo / 2, hi * 2)  # one scale on every page, so pages compare
-        ax.set_xlabel("ESS: effective parameters (M) per g CO2e per 1,000 inferences (log scale)")
+        label = "ESS: effective parameters (M) per g CO2e per 1,000 inferences (log scale)"
+        if dropped:  # under the axis label, where the layout makes room for it
+            label += (
+                f"\n{dropped} not defined or <= 0 (no place on a log axis): left out here, in tables/ess.csv"
+            )
+        ax.set_xlabel(label)
+        # Plain numbers (3, 40, 0.5), not 3x10^0; minor labels only where the range is narrow.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
         ax.grid(axis="x", which="major", alpha=0.3)
         title = "ESS by " + " x ".join(keys) + " and hardware (higher is better)"
         if pages > 1:
             title += f", page {page + 1} of {pages} ({len(shown)} rows)"
         ax.set_title(title, fontsize=10)
-        if dropped:
-            fig.text(0.01, 0.002, f"{dropped} ESS values <= 0 (not defined on a log axis) left out; "
-                     "all are in tables/ess.csv", fontsize=7)  # fmt: skip
         ax.legend(title="hardware", fontsize=7, title_fontsize=7, loc="lower right")
         fig.savefig(out, dpi=110)
         written.append(out)

@@ -32,6 +32,7 @@ _TAG_COLUMNS = {
     "config_hash": "ecopipe.config_hash",
     "error": "ecopipe.error",
     "reimpact_of": "ecopipe.reimpact_of",
+    "ess_status": "ecopipe.ess",
 }
 _DEFAULTS = {"strategy": "single", "hardware": "unknown"}
 COMPONENTS = ("gpu", "cpu", "ram")
@@ -62,6 +63,9 @@ class TableSpec:
     energy: bool  # derived from measured energy: its energy source is stated with it
     ci95: str | None = None
     unit: str | None = None  # SI unit the cells are written in with a prefix (29.4 mJ); None: plain
+    # A tag column whose "not defined: ..." text fills the cell of a run that has no value, so that an
+    # undefined figure (ESS over CO2e <= 0) reads as such instead of as a missing run.
+    undefined: str | None = None
 
 
 SPECS = (
@@ -95,6 +99,7 @@ SPECS = (
         True,
         None,
         None,
+        "ess_status",
     ),
     TableSpec("throughput", "throughput_per_s", "Throughput [inferences/s]", False, None, ""),
 )
@@ -201,6 +206,25 @@ def pivot(cells: pd.DataFrame, dims: list[str], value: str, hardware: list[str])
     return _sort_rows(wide, dims)
 
 
+NOT_DEFINED = "not defined"
+
+
+def with_undefined(cells: pd.DataFrame, spec: TableSpec) -> pd.Series:
+    """The spec's metric, with "not defined" where the run has no value and its tag says why."""
+    values = cells[spec.metric] if spec.metric in cells else pd.Series(np.nan, index=cells.index)
+    if spec.undefined is None:
+        return values
+    undefined = cells[spec.undefined].fillna("").astype("str").str.startswith(NOT_DEFINED) & values.isna()
+    if not undefined.any():
+        return values
+    return values.astype("object").where(~undefined, NOT_DEFINED)
+
+
+def numbers(frame: pd.DataFrame) -> np.ndarray:
+    """A table's cells as floats; text such as "not defined" becomes NaN."""
+    return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+
+
 def precision_gain(ess: pd.DataFrame, dims: list[str], hardware: list[str]) -> pd.DataFrame:
     """ESS of each non-fp32 precision over fp32's for the same row key and hardware; no fp32: blank."""
     others = [d for d in dims if d != "precision"]
@@ -209,7 +233,8 @@ def precision_gain(ess: pd.DataFrame, dims: list[str], hardware: list[str]) -> p
     if rest.empty:
         return pd.DataFrame(columns=[*dims, *hardware])
     reference = base.reindex(pd.MultiIndex.from_frame(rest[others]) if len(others) > 1 else rest[others[0]])
-    ratio = rest[hardware].to_numpy(dtype="float64") / reference.to_numpy(dtype="float64")
+    # An ESS that is not defined has no gain: its cell stays blank.
+    ratio = numbers(rest[hardware]) / numbers(reference)
     gain = rest[dims].reset_index(drop=True)
     gain[hardware] = ratio
     return _sort_rows(gain, dims)
@@ -320,9 +345,10 @@ def build(jobs: pd.DataFrame) -> Tables:
     tables: dict[str, pd.DataFrame] = {}
     titles: dict[str, str] = {}
     for spec in (*SPECS, *quality_specs(cells)):
-        if spec.metric not in cells or cells[spec.metric].isna().all():
+        values = with_undefined(cells, spec)
+        if values.isna().all():
             continue
-        tables[spec.name] = pivot(cells, dims, spec.metric, hardware)
+        tables[spec.name] = pivot(cells.assign(**{spec.metric: values}), dims, spec.metric, hardware)
         titles[spec.name] = spec.title
         if spec.ci95 and spec.ci95 in cells and cells[spec.ci95].notna().any():
             # Named <table>_ci95: render puts each half-width beside its value.
