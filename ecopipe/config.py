@@ -439,15 +439,23 @@ def validate(cfg: Config) -> None:
         )
 
 
-def dataset_choice(raw: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, str]:
+def dataset_choice(raw: DictConfig, overrides: Sequence[str] | None) -> tuple[DictConfig, str]:
     """The data set a job measures, and why: the one named on the command line, else the model's default.
 
     Each model option names its task's natural data set (conf/model/*.yaml: wikitext, cifar10,
     librispeech_dummy, digits, diabetes); with `model.weights=random` a hub default gives way to its
     synthetic twin, so `model=opt-2.7b model.weights=random` runs offline with nothing else added.
     `overrides` are the job's command-line (and sweep) overrides; `dataset.*` keys among them still
-    apply to the twin.
+    apply to the twin. None (a config composed by a caller): the data set as configured.
+    A selection strategy measures its pool's data set, whatever `dataset` says.
     """
+    if raw.strategy.name is not StrategyName.single and raw.pool.dataset:  # no pool: refused later
+        return raw, (
+            f"{raw.pool.dataset} (pool {raw.pool.name}'s data set: strategy={raw.strategy.name.value} "
+            "measures its pool's data, not dataset=)"
+        )
+    if overrides is None:
+        return raw, f"{raw.dataset.name} (as configured)"
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     if any(o.key_or_group == "dataset" for o in parsed):
         return raw, f"{raw.dataset.name} (chosen with dataset=)"

@@ -209,10 +209,7 @@ def run_job(raw: DictConfig, resume: bool = False, overrides: Sequence[str] | No
 
 
 def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> JobOutcome:
-    if overrides is None:
-        data_choice = f"{raw.dataset.name} (as configured)"
-    else:
-        raw, data_choice = dataset_choice(raw, overrides)
+    raw, data_choice = dataset_choice(raw, overrides)
     log.info("data set: %s", data_choice)
     plan = plan_job(raw)
     cfg, profile = plan.cfg, plan.profile

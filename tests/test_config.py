@@ -141,6 +141,17 @@ def test_a_named_dataset_is_kept_with_random_weights(make_cfg):
     assert raw.dataset.name == "wikitext" and "chosen with dataset=" in why
 
 
+@pytest.mark.parametrize("named", [[], ["dataset=wikitext"]])
+def test_a_selection_job_names_its_pools_data_set(make_cfg, named):
+    overrides = ["strategy=cascade", "pool=digits_5", *named]
+    _, why = dataset_choice(make_cfg(*overrides, fast=False), overrides)
+    assert why == "digits (pool digits_5's data set: strategy=cascade measures its pool's data, not dataset=)"
+    _, why = dataset_choice(make_cfg("pool=digits_5", "strategy=router", fast=False), None)
+    assert why.startswith("digits (pool digits_5's data set: strategy=router")
+    _, why = dataset_choice(make_cfg("model=ridge", fast=False), None)
+    assert why == "diabetes (as configured)"
+
+
 @pytest.mark.parametrize(
     "override,needle",
     [
