@@ -272,8 +272,11 @@ class SelectionWorkload(Workload):
             "pool": self.pool.name,
             "reference": self.members[self.reference].name,
             "order": [m.name for m in self.members],
-            "member_parameters": params,
+            # Flat, so each lands in a tag: with quality.evaluated.<member> they give effective_parameters.
+            **{f"parameters.{name}": count for name, count in params.items()},
         }
+        if self.router is not None:
+            extra["parameters.router"] = router_params
         plan = self.plans[self.headline]
         if plan.tuned is not None:
             extra["thresholds"] = {
