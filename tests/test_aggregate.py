@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
 
 from ecopipe.aggregate import AggregationError, aggregate, log_to_run, main
 from ecopipe.aggregation.load import read_runs
@@ -381,7 +382,7 @@ def test_log_to_run_writes_files_itself_when_none_were(runs, store, client):
     assert "summary.html" in {a.path for a in client.list_artifacts(sweep)}
 
 
-def test_aggregates_a_real_job(make_cfg, client, store):
+def test_aggregates_a_real_job(make_cfg, client, store, tmp_path):
     from ecopipe.job import run_job
 
     outcome = run_job(make_cfg())
@@ -396,6 +397,20 @@ def test_aggregates_a_real_job(make_cfg, client, store):
     assert set(figures(1.0)) <= set(run.data.metrics)
     by_hand = client.get_run(Store(client, store).job(metrics=figures(1.0)))
     assert {k for k in by_hand.data.tags if not k.startswith("mlflow.")} <= set(run.data.tags)
+    # The synthetic runs `make bench` aggregates fill every column a real job fills (its first run is
+    # the same model on the same data) and log every metric a real job logs, but for the per-trial
+    # series, the sampler's system metrics and the fit, which no table reads.
+    bench = f"sqlite:///{tmp_path / 'bench.db'}"
+    synthetic_store(bench, 1, logged=1)
+    synthetic = aggregate(bench, "ecopipe-bench").jobs
+    filled = result.jobs.columns[result.jobs.notna().all()]
+    assert set(filled) <= set(synthetic.columns[synthetic.notna().all()])
+    bench_client = MlflowClient(bench)
+    bench_run = bench_client.get_run(synthetic.loc[0, "run_id"])
+    unread = ("trial_", "system/", "fit_")
+    assert {k for k in run.data.metrics if not k.startswith(unread)} <= set(bench_run.data.metrics)
+    shared = ("ecopipe.ess", "ecopipe.strategy", "ecopipe.attribution", "ecopipe.weights")
+    assert {k: bench_run.data.tags[k] for k in shared} == {k: run.data.tags[k] for k in shared}
 
 
 def test_an_ess_that_is_not_defined_says_so_in_every_table_and_plot(make_cfg, client, store, tmp_path):
@@ -430,12 +445,13 @@ def test_synthetic_store_logs_and_copies_consistent_runs(tmp_path, client):
     assert len(result.jobs) == 80 and result.jobs["run_id"].is_unique
     # Run 32 of the 34 logged fails; copies cycle through the logged runs, so run 66 copies it.
     assert (result.jobs["status"] == "FAILED").sum() == 2
-    ess = result.jobs["ess"].dropna()
-    co2e = result.jobs.loc[ess.index, "co2e_g_per_1k"]
-    params = result.jobs.loc[ess.index, "effective_parameters"]
-    assert (ess == params / 1e6 / co2e).all()
-    from mlflow.tracking import MlflowClient
-
+    # Each copy is its template, run for run and figure for figure, under a new id and later times.
+    jobs = result.jobs.sort_values("start_time", ignore_index=True)
+    assert jobs["start_time"].diff().dropna().eq(1000).all()
+    same = [c for c in jobs.columns if c not in ("run_id", "start_time", "reused")]
+    copies, templates = jobs.loc[34:, same], jobs.loc[[i % 34 for i in range(34, 80)], same]
+    pd.testing.assert_frame_equal(copies.reset_index(drop=True), templates.reset_index(drop=True))
+    assert set(jobs["status"][[32, 66]]) == {"FAILED"}
     bench = MlflowClient(uri)
     experiment = [bench.get_experiment_by_name("ecopipe-bench").experiment_id]
     pd.testing.assert_frame_equal(

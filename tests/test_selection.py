@@ -213,7 +213,8 @@ def test_fashion_mnist_offline_suggests_an_offline_pool(tmp_path, monkeypatch):
     assert message.startswith("pool=fashion_mnist_5 needs Fashion-MNIST") and "use pool=digits_5" in message
     # Both hub ids were tried, each refused by `datasets` itself for being offline.
     for name in ("zalando-datasets/fashion_mnist", "fashion_mnist"):
-        assert f"{name}: ConnectionError: Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)" in message
+        refusal = f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)"
+        assert f"{name}: ConnectionError: {refusal}" in message
 
 
 # ----- reference, splits, pricing ----------------------------------------------------------------------

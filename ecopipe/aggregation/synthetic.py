@@ -2,8 +2,8 @@
 
 Each run carries what a job logs: about a hundred metrics under report.py's names, sixty params, the
 ecopipe, energy-source and environment tags, a sweep parent; a few percent FAILED with an error tag.
-Figures follow the impact and ESS formulas, so tables built from them are consistent. Deterministic
-for a given seed. One create_run, one log_batch and one set_terminated per run.
+Impact, ESS and headline figures are the job's own stages applied to each run's synthetic energy.
+Deterministic for a given seed. One create_run, one log_batch and one set_terminated per run.
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, create_engine, inspect, text
 
+from ecopipe import report
 from ecopipe.aggregation.load import sqlite_path
+from ecopipe.config import ImpactConfig
+from ecopipe.job import footprint_stages
 from ecopipe.sensors.base import Source
+from ecopipe.stages.impact import resolve_factors
 from ecopipe.tracking import ensure_experiment
 
 # (model, dataset, effective parameters)
@@ -40,11 +44,18 @@ _HARDWARE = (
 )
 _PRECISIONS = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.57, "int8": 0.4}
 _QUALITY = {"wikitext2": "perplexity", "librispeech": "wer"}
-_CI, _PUE, _WUE, _EWIF = 475.0, 1.58, 1.8, 3.1  # WORLD-like factors
+_FITTED = {"logistic_regression", "mlp"}  # scikit-learn models, fitted by the job; the others pretrained
+# WORLD-like factors, given as a job's impact.* overrides
+_FACTORS = resolve_factors(
+    ImpactConfig(carbon_intensity=475.0, pue=1.58, wue=1.8, ewif=3.1), "WORLD", "datacenter"
+)
 FAIL_EVERY = 33  # about 3% of runs fail
 
 
-def _metrics(rng: random.Random, params: float, hw_factor: float, p_factor: float, dataset: str) -> dict:
+def _figures(
+    rng: random.Random, params: float, hw_factor: float, p_factor: float, dataset: str
+) -> tuple[dict[str, float], dict[str, str]]:
+    """A job's metrics, and the tags its impact stage sets."""
     per_1k = (5.0 + params / 2e5) * hw_factor * p_factor * rng.uniform(0.95, 1.05)
     idle = per_1k * rng.uniform(0.2, 0.4)
     samples, trials = 1000 * rng.randint(2, 10), 5
@@ -85,31 +96,11 @@ def _metrics(rng: random.Random, params: float, hw_factor: float, p_factor: floa
         m[f"{prefix}.total"] = run
     m |= {f"idle_power_w.{c}": w for c, w in (("gpu", 60.0), ("cpu", 40.0), ("ram", 8.0))}
     m["idle_power_w.total"] = 108.0
-    m |= {"carbon_intensity_g_per_kwh": _CI, "pue": _PUE, "wue_l_per_kwh": _WUE, "ewif_l_per_kwh": _EWIF}
-    for scope, joules in (
-        ("per_1k", per_1k),
-        ("per_inference", per_1k / 1000),
-        ("run", per_1k * samples / 1000),
-        ("per_hour", per_1k * 3600 / window * samples / 1000),
-        ("per_1k_tokens", per_1k / 80),
-    ):
-        kwh = joules / 3.6e6
-        m |= {
-            f"energy_it_j_{scope}": joules,
-            f"energy_facility_j_{scope}": joules * _PUE,
-            f"co2e_g_{scope}": kwh * _PUE * _CI,
-            f"water_onsite_l_{scope}": kwh * _WUE,
-            f"water_offsite_l_{scope}": kwh * _PUE * _EWIF,
-            f"water_l_{scope}": kwh * (_WUE + _PUE * _EWIF),
-        }
-    m["co2e_ci95_g_per_1k"] = m["co2e_g_per_1k"] * 0.03
-    m["ess"] = m["effective_parameters"] / 1e6 / m["co2e_g_per_1k"]
-    m["ess_run"] = m["effective_parameters"] / 1e6 / m["co2e_g_run"]
-    m["ecep_wh_per_mparam"] = per_1k / 3.6 / max(m["effective_parameters"] / 1e6, 1e-9)
-    m["effective_params_m"] = m["effective_parameters"] / 1e6
     quality = _QUALITY.get(dataset, "accuracy")
     m[f"quality.{quality}"] = {"perplexity": 30.0, "wer": 0.08}.get(quality, 0.9) * rng.uniform(0.97, 1.03)
-    return m
+    # Impact, ESS and headline figures from the job's own stages, fed this run's energy: never a copy.
+    impact, _, stage_metrics = footprint_stages(m, _FACTORS, params, None, None)
+    return m | stage_metrics, report.impact_tags(impact)
 
 
 def _params(model: str, dataset: str, precision: str, hw_key: str) -> dict[str, str]:
@@ -124,6 +115,7 @@ def _params(model: str, dataset: str, precision: str, hw_key: str) -> dict[str, 
         "region": "WORLD",
         "seed": "0",
         "rerun": "False",
+        "model.max_new_tokens": "16",
         "strategy.name": "single",
         "pool.name": "none",
     }
@@ -150,8 +142,9 @@ def _log_run(
         "ecopipe.hardware_key": key,
         "ecopipe.tier": tier,
         "ecopipe.region": "WORLD",
-        "ecopipe.region_name": "World average",
         "ecopipe.attribution": "gross",
+        "ecopipe.strategy": "single",
+        "ecopipe.weights": "fitted" if model in _FITTED else "pretrained",
         "ecopipe.config_hash": hashlib.sha256(f"{model}/{precision}/{key}".encode()).hexdigest()[:16],
         "ecopipe.sweep_id": parent,
         "mlflow.parentRunId": parent,
@@ -162,15 +155,16 @@ def _log_run(
         },
         **{f"env.package_{j}": f"1.{j}.0" for j in range(12)},
     }
+    metrics, impact_tags = _figures(rng, params, hw_factor, _PRECISIONS[precision], dataset)
     failed = i % FAIL_EVERY == FAIL_EVERY - 1
-    if failed:
+    if failed:  # measured before the failure, nothing after
+        metrics = {k: v for k, v in metrics.items() if k.startswith(("energy_per_1k", "samples", "window"))}
         tags["ecopipe.error"] = "RuntimeError: CUDA out of memory (synthetic)"
+    else:
+        tags |= impact_tags
     run_id = client.create_run(
         experiment_id, start_time=start, tags=tags, run_name=f"{model}-{dataset}-{precision}-bs32"
     ).info.run_id
-    metrics = _metrics(rng, params, hw_factor, _PRECISIONS[precision], dataset)
-    if failed:  # measured before the failure, nothing after
-        metrics = {k: v for k, v in metrics.items() if k.startswith(("energy_per_1k", "samples", "window"))}
     client.log_batch(
         run_id,
         metrics=[Metric(k, float(v), start, 0) for k, v in metrics.items()],
