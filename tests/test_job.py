@@ -72,18 +72,19 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     for row in ("| **energy** |", "| **CO2e** |", "| **water** |", "| **ESS** |", "| **quality** |"):
         assert row in note
     assert "estimated_tdp (ESTIMATE)" in note
-    # Headline metrics: per million inferences, 4 significant digits, the same figures as the raw ones.
-    assert metrics["headline/energy_J_per_1M_inferences"] == pytest.approx(
-        metrics["energy_per_1k_gross_j"] * 1000, rel=1e-3
+
+    # Headline metrics: per million inferences, the raw figures rounded to 4 significant digits.
+    def four_digits(value: float) -> float:
+        return float(f"{value:.4g}")
+
+    assert metrics["headline/energy_J_per_1M_inferences"] == four_digits(
+        metrics["energy_per_1k_gross_j"] * 1e3
     )
-    assert metrics["headline/co2e_mg_per_1M_inferences"] == pytest.approx(
-        metrics["co2e_g_per_1k"] * 1e6, rel=1e-3
-    )
-    assert metrics["headline/water_mL_per_1M_inferences"] == pytest.approx(
-        metrics["water_l_per_1k"] * 1e6, rel=1e-3
-    )
-    assert metrics["headline/accuracy"] == pytest.approx(metrics["quality.accuracy"], rel=1e-3)
-    assert len(repr(metrics["headline/ess"]).strip("0.").replace(".", "")) <= 5  # no 16-digit values
+    assert metrics["headline/co2e_mg_per_1M_inferences"] == four_digits(metrics["co2e_g_per_1k"] * 1e6)
+    assert metrics["headline/water_mL_per_1M_inferences"] == four_digits(metrics["water_l_per_1k"] * 1e6)
+    assert metrics["headline/accuracy"] == four_digits(metrics["quality.accuracy"])
+    assert metrics["headline/ess"] == four_digits(metrics["ess"])
+    assert metrics["headline/throughput_per_s"] == four_digits(metrics["throughput_per_s"])
     # The trace as MLflow system metrics: one step per sample, in time order, inside the run. (Here the
     # CPU has no power sensor to sample, so utilisation and memory; sensors add power_w.<sensor>.)
     cpu = client.get_metric_history(outcome.run_id, "system/process.cpu_pct")
@@ -173,21 +174,53 @@ def test_cli_default_job(tmp_path):
 
 
 def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeypatch):
+    """Trial 2 fails: the load, fit, idle and trial-1 figures logged are exactly what was measured."""
     from ecopipe.stages import inference
 
-    real_trial, calls = inference._trial, []
+    real_trial, real_metered, real_idle = inference._trial, inference._metered, inference.measure_idle
+    windows, idle, trials = [], [], []  # what each phase measured, seen by spies on the real functions
+
+    def metered(*args, **kwargs):  # load, then fit
+        window, value = real_metered(*args, **kwargs)
+        windows.append(window)
+        return window, value
+
+    def baseline(*args, **kwargs):
+        idle.append(real_idle(*args, **kwargs))
+        return idle[-1]
 
     def second_trial_runs_out_of_memory(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+        if len(trials) == 1:
             raise MemoryError("simulated out-of-memory in trial 2")
-        return real_trial(*args, **kwargs)
+        trials.append(real_trial(*args, **kwargs))
+        return trials[-1]
 
+    monkeypatch.setattr(inference, "_metered", metered)
+    monkeypatch.setattr(inference, "measure_idle", baseline)
     monkeypatch.setattr(inference, "_trial", second_trial_runs_out_of_memory)
     with pytest.raises(MemoryError):
         run_job(make_cfg())
     (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
     assert run.info.status == "FAILED" and "trial 2" in run.data.tags["ecopipe.error"]
     metrics = run.data.metrics
-    assert metrics["load_energy_j"] > 0 and metrics["fit_energy_j"] > 0 and metrics["idle_power_w.total"] > 0
+    (load, fit), (power,), ((first, _, _),) = windows, idle, trials
+    assert (metrics["load_s"], metrics["load_energy_j"]) == (load.duration_s, load.energy.total)
+    assert (metrics["fit_s"], metrics["fit_energy_j"]) == (fit.duration_s, fit.energy.total)
+    assert {k: metrics[f"idle_power_w.{k}"] for k in ("gpu", "cpu", "ram", "total")} == power.as_dict()
+    assert metrics["idle_power_w.total"] == pytest.approx(power.cpu + power.ram + power.gpu, rel=1e-12)
+    assert power.gpu == 0  # no GPU here: nothing is charged to one
+    # Trial 1 as measured: its energy by component, window and samples (whole passes over the
+    # 450-row test split of digits, ceil(0.25 x 1,797)), and nothing from trial 2.
+    energy = first.window.energy
+    assert metrics["trial_energy_j"] == energy.total
+    assert [metrics[f"trial_energy_j.{c}"] for c in ("gpu", "cpu", "ram")] == [
+        energy.gpu,
+        energy.cpu,
+        energy.ram,
+    ]
+    assert energy.total == pytest.approx(energy.gpu + energy.cpu + energy.ram, rel=1e-12)
+    assert metrics["trial_window_s"] == first.window.duration_s and metrics["trial_samples"] == first.samples
+    assert first.samples % 450 == 0
+    assert metrics["trial_energy_per_1k_j"] == pytest.approx(1000 * energy.total / first.samples, rel=1e-12)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "trial_energy_j")] == [0]
+    assert not any(k.startswith(("energy_per_1k", "energy_gross_j", "co2e", "ess")) for k in metrics)
