@@ -7,20 +7,20 @@ import logging
 
 
 class OncePerProcess(logging.Filter):
-    """Lets a WARNING through the first time its logger and text are seen; errors always pass."""
+    """Lets a WARNING through the first time its logger and text are seen; errors always pass.
+
+    One filter serves every handler (console, job log file), so it remembers the first record itself:
+    each handler passes that record and drops any later one with the same text.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.seen: set[tuple[str, str]] = set()
+        self.first: dict[tuple[str, str], logging.LogRecord] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.WARNING:
             return True
-        key = (record.name, record.getMessage())
-        if key in self.seen:
-            return False
-        self.seen.add(key)
-        return True
+        return self.first.setdefault((record.name, record.getMessage()), record) is record
 
 
 _FILTER = OncePerProcess()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.hardware import cuda_available
@@ -43,7 +45,7 @@ from ecopipe.workloads.hub import hub_unreachable
 log = logging.getLogger(__name__)
 
 SWEEP_SIZE_ENV = "ECOPIPE_SWEEP_SIZE"
-SWEEP_FORMAT = "{desc}: {n_fmt}/{total_fmt} jobs done, {postfix} [{elapsed}<{remaining}]"
+SWEEP_FORMAT = "{desc}: {n_fmt}/{total_fmt} jobs done{postfix} [{elapsed}<{remaining}]"  # , failed=N
 
 
 def sweep_size(config: DictConfig) -> int:
@@ -103,9 +105,16 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
         self.progress: tqdm | None = None  # in the launching process only (workers never start a sweep)
+        # Log lines go above the live sweep line, not glued to its end: once for the sweep, and again
+        # for each job, whose start replaces the console handlers (Hydra's job_logging).
+        self.sweep_logs, self.job_logs = ExitStack(), ExitStack()
 
     def _tracking(self, config: DictConfig) -> TrackingConfig:
         return OmegaConf.to_object(config.tracking)  # type: ignore[return-value]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A launcher (submitit) pickles the callbacks for its workers: the live line stays here.
+        return self.__dict__ | {"progress": None, "sweep_logs": ExitStack(), "job_logs": ExitStack()}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         tracking = self._tracking(config)
@@ -145,10 +154,12 @@ class SweepCallback(Callback):
         log.info("sweep of %s jobs, parent MLflow run %s", os.environ[SWEEP_SIZE_ENV], self.parent_run_id)
         self.progress = tqdm(total=int(os.environ[SWEEP_SIZE_ENV]), desc="sweep", unit="job", file=sys.stderr,
                              disable=None, bar_format=SWEEP_FORMAT, postfix={"failed": 0})  # fmt: skip
+        self.sweep_logs.enter_context(logging_redirect_tqdm())
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if self.progress is None or self.parent_run_id is None:
             return
+        self.job_logs.close()
         client, experiment = open_experiment(self._tracking(config))
         failed = client.search_runs(
             [experiment],
@@ -159,6 +170,8 @@ class SweepCallback(Callback):
         self.progress.update()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.job_logs.enter_context(logging_redirect_tqdm())
         if config.hydra.mode == RunMode.MULTIRUN:
             overrides = " ".join(config.hydra.overrides.task)
             log.info(
@@ -170,6 +183,7 @@ class SweepCallback(Callback):
 
         assert self.parent_run_id is not None
         if self.progress is not None:
+            self.sweep_logs.close()
             self.progress.close()
         tracking = self._tracking(config)
         client, experiment = open_experiment(tracking)

@@ -9,18 +9,17 @@ sensor refreshes; the accelerator is synchronised at both edges of every window.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
 from ecopipe.monitor.sampler import PowerSampler, Trace
 from ecopipe.monitor.stats import Estimate, estimate
+from ecopipe.stages.progress import JobProgress
 from ecopipe.workloads.base import ModelFacts, PassStats, Workload
 
 log = logging.getLogger(__name__)
@@ -184,18 +183,15 @@ def _trial(
 ) -> tuple[TrialResult, list[PassStats], list[object]]:
     passes: list[PassStats] = []
     outputs: list[object] = []
-    # Disabled when stderr is not a terminal (CI, SLURM logs); one cheap tick per batch otherwise.
-    bar = tqdm(desc=f"trial {index + 1}/{monitor.trials}", unit="batch", disable=None, leave=False)
     start: Snapshot = meter.snapshot()
     while True:
-        stats, pass_outputs = workload.run_pass(keep_outputs=index == 0 and not passes, on_batch=bar.update)
+        stats, pass_outputs = workload.run_pass(keep_outputs=index == 0 and not passes)
         passes.append(stats)
         outputs.extend(pass_outputs)
         elapsed = meter.clock() - start.time_s
         if len(passes) >= monitor.min_iterations and elapsed >= monitor.min_window_s:
             break
     window = meter.since(start)
-    bar.close()
     trial = TrialResult(
         window=window,
         passes=len(passes),
@@ -204,9 +200,6 @@ def _trial(
         tokens_out=sum(p.tokens_out for p in passes),
     )
     return trial, passes, outputs
-
-
-PROGRESS_FORMAT = "{desc}: {n_fmt}/{total_fmt} phases [{elapsed}<{remaining}]"
 
 
 def run_inference(
@@ -236,64 +229,64 @@ def run_inference(
                 coarsest,
             )
     workload.attach_meter(meter)
-    # One bar per job on stderr, advanced between phases only: nothing is written inside a window.
-    progress = tqdm(total=2 + monitor.trials, desc="loading model and data", unit="phase", leave=False,
-                    file=sys.stderr, disable=None, bar_format=PROGRESS_FORMAT)  # fmt: skip
-    load, _ = _metered(meter, workload.load)
-    progress.update()
-    fit_window, fitted = _metered(meter, workload.fit)
-    fit = fit_window if fitted else None
-    record({"load_s": load.duration_s, "load_energy_j": load.energy.total}, 0)
-    if fit is not None:
-        record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
+    with JobProgress(monitor.trials, monitor.min_window_s) as progress:
+        with progress.ticking():
+            load, _ = _metered(meter, workload.load)
+            fit_window, fitted = _metered(meter, workload.fit)
+            fit = fit_window if fitted else None
+            record({"load_s": load.duration_s, "load_energy_j": load.energy.total}, 0)
+            if fit is not None:
+                record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
 
-    # Warm up first, so the baseline sees the state the windows run in (allocator, kernels, clocks).
-    arms = workload.arms()
-    for warmed in (workload, *arms.values()):
-        for batch in list(warmed.batches())[: monitor.warmup_batches]:
-            warmed.predict(batch)
-    workload.synchronize()
-    # The sampler runs through the baseline too: a counter (RAPL, NVML) cannot leave its draw out, so
-    # both sides of net carry it; estimates leave its process out (PowerSampler.start).
-    sampler = PowerSampler(meter.sensors, gpu_indices, monitor.min_hz, monitor.max_hz, monitor.frequency_hz)
-    trials: list[TrialResult] = []
-    latencies: list[float] = []
-    quality_outputs: list[object] = []
-    arm_trials: dict[str, list[TrialResult]] = {name: [] for name in arms}
-    arm_outputs: dict[str, list[object]] = {name: [] for name in arms}
-    sampler.start()
-    try:
-        progress.set_description(f"idle baseline ({monitor.idle_s:g} s)")
-        idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:{idle_key}:model_loaded", sleep)
-        progress.update()
-        if idle is not None:
-            record({f"idle_power_w.{k}": v for k, v in idle.as_dict().items()}, 0)
-        for index in range(monitor.trials):
-            progress.set_description(f"trial {index + 1} of {monitor.trials}")
-            if index and monitor.cooldown_s:
-                sleep(monitor.cooldown_s)
-            trial, passes, outputs = _trial(meter, workload, monitor, index)
-            trials.append(trial)
-            record(trial_metrics(trial), index)
-            latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
-            quality_outputs.extend(outputs)
-            progress.update()
-            log.info(
-                "trial %d: %.2f s, %d samples, %.3f J",
-                index + 1,
-                trial.window.duration_s,
-                trial.samples,
-                trial.window.energy.total,
-            )
-            # Arms interleave with the workload's trials (order rotated), so drift hits all alike.
-            names = list(arms)
-            for name in names[index % len(names) :] + names[: index % len(names)] if names else []:
-                arm_trial, _, outputs = _trial(meter, arms[name], monitor, index)
-                arm_trials[name].append(arm_trial)
-                arm_outputs[name].extend(outputs)
-    finally:
-        trace = sampler.stop()
-        progress.close()
+            # Warm up first, so the baseline sees the state the windows run in (allocator, kernels,
+            # clocks).
+            progress.describe("warming up")
+            arms = workload.arms()
+            progress.arms = len(arms)
+            for warmed in (workload, *arms.values()):
+                for batch in list(warmed.batches())[: monitor.warmup_batches]:
+                    warmed.predict(batch)
+            workload.synchronize()
+        # The sampler runs through the baseline too: a counter (RAPL, NVML) cannot leave its draw out, so
+        # both sides of net carry it; estimates leave its process out (PowerSampler.start).
+        sampler = PowerSampler(
+            meter.sensors, gpu_indices, monitor.min_hz, monitor.max_hz, monitor.frequency_hz
+        )
+        trials: list[TrialResult] = []
+        latencies: list[float] = []
+        quality_outputs: list[object] = []
+        arm_trials: dict[str, list[TrialResult]] = {name: [] for name in arms}
+        arm_outputs: dict[str, list[object]] = {name: [] for name in arms}
+        sampler.start()
+        try:
+            progress.next_phase(f"idle baseline ({monitor.idle_s:g} s)")
+            idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:{idle_key}:model_loaded", sleep)
+            if idle is not None:
+                record({f"idle_power_w.{k}": v for k, v in idle.as_dict().items()}, 0)
+            for index in range(monitor.trials):
+                progress.trial(index)
+                if index and monitor.cooldown_s:
+                    sleep(monitor.cooldown_s)
+                trial, passes, outputs = _trial(meter, workload, monitor, index)
+                trials.append(trial)
+                record(trial_metrics(trial), index)
+                latencies.extend(lat for p in passes for lat in p.batch_latencies_s)
+                quality_outputs.extend(outputs)
+                log.info(
+                    "trial %d: %.2f s, %d samples, %.3f J",
+                    index + 1,
+                    trial.window.duration_s,
+                    trial.samples,
+                    trial.window.energy.total,
+                )
+                # Arms interleave with the workload's trials (order rotated), so drift hits all alike.
+                names = list(arms)
+                for name in names[index % len(names) :] + names[: index % len(names)] if names else []:
+                    arm_trial, _, outputs = _trial(meter, arms[name], monitor, index)
+                    arm_trials[name].append(arm_trial)
+                    arm_outputs[name].extend(outputs)
+        finally:
+            trace = sampler.stop()
 
     facts = workload.facts()
     quality = workload.quality(quality_outputs) if facts.weights != "random" else {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,10 +97,8 @@ class Workload(ABC):
     def synchronize(self) -> None:  # noqa: B027 - a no-op is right for CPU workloads
         """Wait for queued device work; a no-op on the CPU."""
 
-    def run_pass(
-        self, keep_outputs: bool = False, on_batch: Callable[[], object] | None = None
-    ) -> tuple[PassStats, list[Any]]:
-        """One pass over the measured data; `on_batch` (a progress bar's tick) runs after each batch."""
+    def run_pass(self, keep_outputs: bool = False) -> tuple[PassStats, list[Any]]:
+        """One pass over the measured data."""
         samples = tokens_in = tokens_out = 0
         latencies: list[float] = []
         outputs: list[Any] = []
@@ -114,6 +112,4 @@ class Workload(ABC):
             tokens_out += batch_out
             if keep_outputs:
                 outputs.append(output)
-            if on_batch is not None:
-                on_batch()
         return PassStats(samples, tokens_in, tokens_out, tuple(latencies)), outputs
