@@ -4,6 +4,10 @@ the hardware and estimate warnings that hold for every job are said once per swe
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 
 class OncePerProcess(logging.Filter):
@@ -32,3 +36,12 @@ def warn_once() -> None:
     for handler in logging.getLogger().handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
+
+
+@contextmanager
+def logs_above_progress() -> Iterator[None]:
+    """Console log lines written above tqdm's live lines instead of glued to their end; tqdm's stand-in
+    console handler gets the once-per-process filter too."""
+    with logging_redirect_tqdm():
+        warn_once()
+        yield

@@ -22,11 +22,10 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.hardware import cuda_available
-from ecopipe.logs import warn_once
+from ecopipe.logs import logs_above_progress, warn_once
 from ecopipe.slurm import is_slurm_launcher, restrict_sharing
 from ecopipe.stops import Stopped
 from ecopipe.tracking import (
@@ -154,7 +153,7 @@ class SweepCallback(Callback):
         log.info("sweep of %s jobs, parent MLflow run %s", os.environ[SWEEP_SIZE_ENV], self.parent_run_id)
         self.progress = tqdm(total=int(os.environ[SWEEP_SIZE_ENV]), desc="sweep", unit="job", file=sys.stderr,
                              disable=None, bar_format=SWEEP_FORMAT, postfix={"failed": 0})  # fmt: skip
-        self.sweep_logs.enter_context(logging_redirect_tqdm())
+        self.sweep_logs.enter_context(logs_above_progress())
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if self.progress is None or self.parent_run_id is None:
@@ -171,7 +170,7 @@ class SweepCallback(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.progress is not None:
-            self.job_logs.enter_context(logging_redirect_tqdm())
+            self.job_logs.enter_context(logs_above_progress())
         if config.hydra.mode == RunMode.MULTIRUN:
             overrides = " ".join(config.hydra.overrides.task)
             log.info(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 
-from ecopipe.logs import OncePerProcess
+from ecopipe.logs import OncePerProcess, logs_above_progress
 
 
 def test_a_repeated_warning_reaches_every_handler_once_and_errors_always():
@@ -32,3 +33,17 @@ def test_a_repeated_warning_reaches_every_handler_once_and_errors_always():
             "job refused",
             "another warning",
         ]
+
+
+def test_above_a_progress_line_a_warning_is_still_said_once(monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", screen)
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    monkeypatch.setattr(root, "handlers", [console])
+    with logs_above_progress():
+        assert root.handlers[0] is not console  # tqdm's stand-in, which writes around live lines
+        for _ in range(3):
+            logging.getLogger("ecopipe_test_logs_above").warning("GPU missing from the table")
+    assert root.handlers == [console]
+    assert screen.getvalue().count("GPU missing from the table") == 1

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+
+from ecopipe.logs import logs_above_progress
 
 FORMAT = "{desc}: phase {n_fmt} of {total_fmt} [{elapsed}{postfix}]"
 TICK_S = 1.0
@@ -83,7 +84,7 @@ class JobProgress:
 
     def __enter__(self) -> JobProgress:
         # Log lines go above the live line instead of being glued to its end.
-        self.logs_above = logging_redirect_tqdm()
+        self.logs_above = logs_above_progress()
         self.logs_above.__enter__()
         return self
 
