@@ -41,7 +41,12 @@ def warn_once() -> None:
 @contextmanager
 def logs_above_progress() -> Iterator[None]:
     """Console log lines written above tqdm's live lines instead of glued to their end; tqdm's stand-in
-    console handler gets the once-per-process filter too."""
+    console handler keeps the once-per-process filter where the handler it replaces had it."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    filtered = any(_FILTER in handler.filters for handler in before)
     with logging_redirect_tqdm():
-        warn_once()
+        for handler in root.handlers:
+            if filtered and handler not in before:
+                handler.addFilter(_FILTER)
         yield

@@ -6,7 +6,7 @@ import io
 import logging
 import sys
 
-from ecopipe.logs import OncePerProcess, logs_above_progress
+from ecopipe.logs import OncePerProcess, logs_above_progress, warn_once
 
 
 def test_a_repeated_warning_reaches_every_handler_once_and_errors_always():
@@ -41,6 +41,7 @@ def test_above_a_progress_line_a_warning_is_still_said_once(monkeypatch):
     root = logging.getLogger()
     console = logging.StreamHandler(sys.stderr)
     monkeypatch.setattr(root, "handlers", [console])
+    warn_once()  # as the job and the sweep do
     with logs_above_progress():
         assert root.handlers[0] is not console  # tqdm's stand-in, which writes around live lines
         for _ in range(3):
