@@ -1,0 +1,324 @@
+"""report.py by hand: the flat metrics, tags, headline and summary of a stage result with round numbers.
+
+The result is built from the stage's own typed dataclasses (no sensor, no job), so these checks run in
+milliseconds: the mutation run (`make mutate`) leans on them for report.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from scipy import stats
+
+from ecopipe import report
+from ecopipe.config import Attribution, ImpactConfig
+from ecopipe.hardware import DeviceProfile
+from ecopipe.monitor.energy import Energy, Power, Window
+from ecopipe.stages.ess import run_ess
+from ecopipe.stages.impact import resolve_factors, run_impact
+from ecopipe.stages.inference import InferenceResult, TrialResult
+from ecopipe.workloads.base import ModelFacts
+
+T_975_1 = float(stats.t.ppf(0.975, 1))  # two trials: one degree of freedom
+
+
+def trial(gpu: float, cpu: float, ram: float, seconds: float) -> TrialResult:
+    return TrialResult(Window(Energy(gpu, cpu, ram), seconds, 100.0, 100.0 + seconds), 2, 100, 1000, 400)
+
+
+def result(**changes) -> InferenceResult:
+    """Two trials of 100 inferences: 10.5 J in 0.1 s, then 15.5 J in 0.15 s; idle 26 W."""
+    made = InferenceResult(
+        device="cuda:0",
+        sources={"gpu": "nvml_counter", "cpu": "estimated_tdp", "ram": "estimated_rss"},
+        measured={"gpu": True, "cpu": False, "ram": False},
+        methods={"cpu": "8 W share", "ram": "0.375 W/GB"},
+        resolution_s={"gpu": 0.1, "cpu": 0.01, "ram": 0.0},
+        facts=ModelFacts(1_000_000, 500_000.0, "float16", "pretrained", {"phase": "generate"}),
+        load=Window(Energy(0.0, 1.0, 0.25), 0.5),
+        fit=Window(Energy(0.0, 4.0, 0.0), 2.0),
+        idle_power=Power(20.0, 5.0, 1.0),
+        idle_measured=True,
+        trials=(trial(8.0, 2.0, 0.5, 0.1), trial(12.0, 3.0, 0.5, 0.15)),
+        quality={"accuracy": 0.91234, "loss": 0.3},
+        batch_latencies_s=(0.01, 0.02, 0.03, 0.04),
+        batch_size=8,
+        trace=None,
+    )
+    return replace(made, **changes)
+
+
+def two(a: float, b: float) -> dict[str, float]:
+    """Mean, 95% half-width and CV of two values, by hand."""
+    mean, spread = (a + b) / 2, abs(a - b) / math.sqrt(2)
+    return {"": mean, "ci95": T_975_1 * spread / math.sqrt(2), "cv": spread / mean}
+
+
+def components(prefix: str, gpu: float, cpu: float, ram: float) -> dict[str, float]:
+    return {
+        f"{prefix}.gpu": gpu,
+        f"{prefix}.cpu": cpu,
+        f"{prefix}.ram": ram,
+        f"{prefix}.total": gpu + cpu + ram,
+    }
+
+
+def test_inference_metrics_by_hand():
+    gross, net = two(105.0, 155.0), two(79.0, 116.0)  # J per 1,000: 10.5 and 15.5 J less 26 W x window
+    throughput = two(1000.0, 100 / 0.15)
+    expected = {
+        "samples": 200,
+        "tokens_in": 2000,
+        "tokens_out": 800,
+        "tokens": 800,  # a generating model: its generated tokens
+        "trials": 2,
+        "window_s": 0.25,
+        "throughput_per_s": throughput[""],
+        "throughput_ci95_per_s": throughput["ci95"],
+        "latency_p50_s": 0.025,
+        "latency_p90_s": 0.037,
+        "latency_p99_s": 0.0397,
+        "load_s": 0.5,
+        "load_energy_j": 1.25,
+        "fit_s": 2.0,
+        "fit_energy_j": 4.0,
+        "parameters": 1_000_000,
+        "effective_parameters": 500_000.0,
+        "idle_measured": 1.0,
+        **{f"energy_per_1k_gross{k and '_' + k}_j".replace("_cv_j", "_cv"): v for k, v in gross.items()},
+        **{f"energy_per_1k_net{k and '_' + k}_j".replace("_cv_j", "_cv"): v for k, v in net.items()},
+        **components("energy_per_1k_gross_j", 100.0, 25.0, 5.0),
+        **components("energy_per_1k_net_j", 75.0, 18.75, 3.75),
+        **components("energy_gross_j", 20.0, 5.0, 1.0),
+        **components("energy_net_j", 15.0, 3.75, 0.75),
+        **components("energy_per_1k_tokens_gross_j", 25.0, 6.25, 1.25),
+        "energy_per_1k_tokens_gross_j": 32.5,
+        **components("energy_per_1k_tokens_net_j", 18.75, 4.6875, 0.9375),
+        "energy_per_1k_tokens_net_j": 24.375,
+        **components("energy_idle_j", 5.0, 1.25, 0.25),
+        **components("idle_power_w", 20.0, 5.0, 1.0),
+        "quality.accuracy": 0.91234,
+        "quality.loss": 0.3,
+    }
+    assert report.inference_metrics(result()) == pytest.approx(expected, rel=1e-12)
+    # No baseline: gross only, no net or idle figure; no fit; a prefill window counts prompt tokens.
+    bare = report.inference_metrics(
+        result(
+            idle_measured=False,
+            idle_power=Power(),
+            fit=None,
+            facts=ModelFacts(1, 1.0, "f", "w", {"phase": "prefill"}),
+        )
+    )
+    assert not [k for k in bare if "net" in k or k.startswith(("energy_idle", "idle_power", "fit_"))]
+    assert bare["idle_measured"] == 0.0 and bare["tokens"] == 2000
+    assert bare["energy_per_1k_tokens_gross_j"] == pytest.approx(26.0 * 1000 / 2000, rel=1e-12)
+
+
+def footprint(scope: str, joules: float) -> dict[str, float]:
+    """At 400 g/kWh, PUE 1.5, on-site WUE 2 L/kWh, EWIF 3 L/kWh."""
+    kwh = joules / 3.6e6
+    return {
+        f"energy_it_j_{scope}": joules,
+        f"energy_facility_j_{scope}": joules * 1.5,
+        f"co2e_g_{scope}": kwh * 1.5 * 400,
+        f"water_onsite_l_{scope}": kwh * 2.0,
+        f"water_offsite_l_{scope}": kwh * 1.5 * 3.0,
+        f"water_l_{scope}": kwh * 2.0 + kwh * 1.5 * 3.0,
+    }
+
+
+FACTORS = ImpactConfig(carbon_intensity=400.0, pue=1.5, wue=2.0, ewif=3.0, attribution=Attribution.net)
+
+
+def test_impact_ess_headline_and_tags_by_hand():
+    metrics = report.inference_metrics(result())
+    basis = report.energy_basis(metrics, Attribution.net)
+    net = two(79.0, 116.0)
+    assert (basis.energy_per_1k_j, basis.energy_per_1k_ci95_j) == pytest.approx((net[""], net["ci95"]))
+    assert (basis.run_energy_j, basis.run_duration_s, basis.samples, basis.tokens) == pytest.approx(
+        (19.5, 0.25, 200, 800)
+    )
+    gross = report.energy_basis(metrics, Attribution.gross)
+    assert (gross.energy_per_1k_j, gross.run_energy_j) == pytest.approx((130.0, 26.0))
+    # Without a CI (one trial) or tokens the basis says so: NaN and 0.
+    lean = report.energy_basis(
+        {k: v for k, v in metrics.items() if "ci95" not in k and k != "tokens"}, Attribution.net
+    )
+    assert math.isnan(lean.energy_per_1k_ci95_j) and lean.tokens == 0
+
+    factors = resolve_factors(FACTORS, "WORLD", "datacenter")
+    impact = run_impact(basis, factors, embodied_kgco2e=1000.0, lifetime_years=4.0)
+    embodied = 1000.0 * 1000 * (0.25 / 200 * 1000) / (4.0 * 365.25 * 24 * 3600)
+    per_1k = footprint("per_1k", net[""])
+    expected = {
+        "carbon_intensity_g_per_kwh": 400.0,
+        "pue": 1.5,
+        "wue_l_per_kwh": 2.0,
+        "ewif_l_per_kwh": 3.0,
+        "co2e_ci95_g_per_1k": net["ci95"] / 3.6e6 * 1.5 * 400,
+        **per_1k,
+        **footprint("per_inference", net[""] / 1000),
+        **footprint("run", 19.5),
+        **footprint("per_hour", 19.5 * 3600 / 0.25),
+        **footprint("per_1k_tokens", 19.5 * 1000 / 800),
+        "embodied_co2e_g_per_1k": embodied,
+    }
+    impact_metrics = report.impact_metrics(impact)
+    assert impact_metrics == pytest.approx(expected, rel=1e-12)
+
+    ess = run_ess(500_000.0, impact)
+    ess_metrics = report.ess_metrics(ess)
+    assert ess_metrics == pytest.approx(
+        {
+            "ess": 0.5 / per_1k["co2e_g_per_1k"],
+            "ess_run": 0.5 / (19.5 / 3.6e6 * 1.5 * 400),
+            "ecep_wh_per_mparam": net[""] / 3600 / 0.5,
+            "effective_params_m": 0.5,
+        },
+        rel=1e-12,
+    )
+    everything = {**metrics, **impact_metrics, **ess_metrics}
+    assert report.headline_metrics(everything) == {
+        "headline/energy_J_per_1M_inferences": float(f"{net[''] * 1e3:.4g}"),
+        "headline/co2e_mg_per_1M_inferences": float(f"{per_1k['co2e_g_per_1k'] * 1e6:.4g}"),
+        "headline/water_mL_per_1M_inferences": float(f"{per_1k['water_l_per_1k'] * 1e6:.4g}"),
+        "headline/ess": float(f"{ess_metrics['ess']:.4g}"),
+        "headline/throughput_per_s": float(f"{metrics['throughput_per_s']:.4g}"),
+        "headline/accuracy": 0.9123,
+    }
+    # A figure that is not finite (an ESS not defined, no throughput) is left out, not logged as NaN.
+    undefined = report.headline_metrics({**everything, "ess": math.nan, "throughput_per_s": math.inf})
+    assert set(undefined) == {
+        "headline/energy_J_per_1M_inferences",
+        "headline/co2e_mg_per_1M_inferences",
+        "headline/water_mL_per_1M_inferences",
+        "headline/accuracy",
+    }
+    assert report.impact_tags(impact) == {
+        "ecopipe.ess": "defined",
+        "ecopipe.region": "WORLD",
+        "ecopipe.region_name": factors.region_name,
+        "ecopipe.attribution": "net",
+        "ecopipe.carbon_basis": "override",
+        "ecopipe.source.carbon_intensity": "override",
+        "ecopipe.source.pue": "override",
+        "ecopipe.source.wue": "override",
+        "ecopipe.source.ewif": "override",
+    }
+    # CO2e of zero (a zero-carbon grid): ESS not defined, and the tag says why.
+    clean = run_impact(basis, resolve_factors(replace(FACTORS, carbon_intensity=0.0), "WORLD", "datacenter"))
+    assert report.impact_tags(clean)["ecopipe.ess"] == "not defined: net CO2e <= 0"
+    assert "embodied_co2e_g_per_1k" not in report.impact_metrics(clean)
+    assert "co2e_g_per_1k_tokens" not in report.impact_metrics(run_impact(replace(basis, tokens=0), factors))
+
+
+def test_source_tags_say_what_measured_each_component():
+    assert report.source_tags(result()) == {
+        "energy_source.gpu": "nvml_counter",
+        "energy_source.cpu": "estimated_tdp",
+        "energy_source.ram": "estimated_rss",
+        "energy_complete": "true",
+        "energy_measured.gpu": "true",
+        "energy_measured.cpu": "false",
+        "energy_measured.ram": "false",
+        "energy_resolution_s.gpu": "0.1",
+        "energy_resolution_s.cpu": "0.01",
+        "energy_resolution_s.ram": "0",
+        "energy_method.cpu": "8 W share",
+        "energy_method.ram": "0.375 W/GB",
+        "ecopipe.net_negative": "false",
+    }
+    # A CUDA job whose GPU has no sensor is incomplete; a CPU job without one is complete.
+    blind = {"gpu": "none", "cpu": "rapl", "ram": "estimated_rss"}
+    assert report.source_tags(result(sources=blind))["energy_complete"] == "false"
+    assert report.source_tags(result(sources=blind, device="cpu"))["energy_complete"] == "true"
+    # Windows that drew less than idle are flagged; without a baseline there is no flag at all.
+    low = result(idle_power=Power(200.0, 0.0, 0.0))
+    assert report.source_tags(low)["ecopipe.net_negative"] == "true"
+    assert "ecopipe.net_negative" not in report.source_tags(result(idle_measured=False))
+
+
+PROFILE = DeviceProfile("h100", "NVIDIA H100 SXM 80GB", "NVIDIA H100", "datacenter", 700.0, None, "table")
+
+
+def test_summary_and_run_description_by_hand():
+    inference = result()
+    basis = report.energy_basis(report.inference_metrics(inference), Attribution.net)
+    impact = run_impact(basis, resolve_factors(FACTORS, "WORLD", "datacenter"))
+    text = report.summary(
+        "m-d-fp16-bs8", PROFILE, inference, impact, run_ess(500_000.0, impact), "d (as configured)"
+    )
+    net = two(79.0, 116.0)
+    co2e_per_1k = net[""] / 3.6e6 * 1.5 * 400
+    water_per_1k = net[""] / 3.6e6 * (2.0 + 1.5 * 3.0)
+    assert (net[""], round(net["ci95"], 1), round(co2e_per_1k * 1e3, 2), round(water_per_1k * 1e6, 1)) == (
+        pytest.approx(97.5),
+        235.1,
+        16.25,
+        176.0,
+    )
+    assert text.splitlines() == [
+        "ecopipe  m-d-fp16-bs8  on NVIDIA H100 SXM 80GB (cuda:0, tier datacenter)",
+        "  data        d (as configured)",
+        "  energy      97.5 J per 1,000 inferences ±240 J (95% CI, 2 trials, net)  "
+        "[gpu nvml_counter, cpu estimated_tdp (ESTIMATE), ram estimated_rss (ESTIMATE)]",
+        "  tokens      24.4 J per 1,000 generated tokens (2000 in, 800 out over the run)",
+        f"  CO2e        16.3 mg per 1,000 inferences  (region WORLD {impact.factors.region_name}: "
+        "400 g/kWh override, PUE 1.5)",
+        "  water       176 µL per 1,000 inferences  (on-site WUE 2 L/kWh, EWIF 3 L/kWh)",
+        f"  ESS         {0.5 / co2e_per_1k:.4g}  (0.5 M effective parameters)",
+        "  throughput  833 inferences/s  (batch 8)",
+        "  quality     accuracy 0.9123",
+        "  estimates   cpu: 8 W share; ram: 0.375 W/GB. Estimated energy follows wall time, not what the "
+        "hardware drew.",
+    ]
+    # The run page's note: a heading, the hardware, then one table row per summary line.
+    assert report.description(text).splitlines()[:7] == [
+        "### m-d-fp16-bs8",
+        "",
+        "on NVIDIA H100 SXM 80GB (cuda:0, tier datacenter)",
+        "",
+        "| | |",
+        "|---|---|",
+        "| **data** | d (as configured) |",
+    ]
+    assert "| **quality** | accuracy 0.9123 |" in report.description(text)
+    assert report.description("t  n  h\n  k  a|b").splitlines()[-1] == "| **k** | a\\|b |"
+    assert report.description("t  n  h\n  k  v").endswith("| **k** | v |\n")
+
+
+def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
+    simulated = result(
+        sources={"gpu": "fake", "cpu": "rapl", "ram": "none"},
+        measured={"gpu": False, "cpu": True, "ram": False},
+        methods={},
+        quality={"loss": 0.3},
+        facts=ModelFacts(1, 1.0, "f", "random", {}),
+    )
+    basis = report.energy_basis(report.inference_metrics(simulated), Attribution.gross)
+    zero = resolve_factors(
+        replace(FACTORS, carbon_intensity=0.0, attribution=Attribution.gross), "WORLD", "datacenter"
+    )
+    impact = run_impact(basis, zero)
+    lines = report.summary("m", PROFILE, simulated, impact, run_ess(1.0, impact), "d").splitlines()
+    assert "[gpu fake (SIMULATED), cpu rapl]" in lines[2]
+    assert lines[6] == (
+        "  ESS         not defined (gross CO2e 0 g per 1,000 inferences: the windows drew no more than "
+        "the idle baseline)  (1e-06 M effective parameters)"
+    )
+    assert lines[-1] == "  quality     none (random weights)" and not any(
+        "estimates" in line for line in lines
+    )
+    assert "tokens" in lines[3]  # input tokens of a model without generation: prompt tokens
+    blind = result(
+        sources={"gpu": "none", "cpu": "rapl", "ram": "none"},
+        measured={"gpu": False, "cpu": True, "ram": False},
+        quality={},
+    )
+    line = report.summary("m", PROFILE, blind, impact, run_ess(1.0, impact), "d").splitlines()[2]
+    assert "[gpu NOT MEASURED (no usable sensor: the total leaves the GPU out), cpu rapl]" in line
+    cpu_job = report.summary("m", PROFILE, replace(blind, device="cpu"), impact, run_ess(1.0, impact), "d")
+    assert "[cpu rapl]" in cpu_job and "none for this model and data set" in cpu_job
