@@ -45,10 +45,9 @@ _HARDWARE = (
 _PRECISIONS = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.57, "int8": 0.4}
 _QUALITY = {"wikitext2": "perplexity", "librispeech": "wer"}
 _FITTED = {"logistic_regression", "mlp"}  # scikit-learn models, fitted by the job; the others pretrained
-# WORLD-like factors, given as a job's impact.* overrides
-_FACTORS = resolve_factors(
-    ImpactConfig(carbon_intensity=475.0, pue=1.58, wue=1.8, ewif=3.1), "WORLD", "datacenter"
-)
+# WORLD-like factors, given as a job's impact.* overrides (and logged as its params)
+_OVERRIDES = {"carbon_intensity": 475.0, "pue": 1.58, "wue": 1.8, "ewif": 3.1}
+_FACTORS = resolve_factors(ImpactConfig(**_OVERRIDES), "WORLD", "datacenter")
 FAIL_EVERY = 33  # about 3% of runs fail
 
 
@@ -120,7 +119,7 @@ def _params(model: str, dataset: str, precision: str, hw_key: str) -> dict[str, 
         "pool.name": "none",
     }
     params |= {f"monitor.{k}": str(v) for k, v in enumerate(range(16))}
-    params |= {f"impact.{k}": "None" for k in ("carbon_intensity", "pue", "wue", "ewif", "lifetime_years")}
+    params |= {f"impact.{k}": str(v) for k, v in _OVERRIDES.items()} | {"impact.lifetime_years": "None"}
     params |= {"impact.attribution": "gross", "impact.embodied": "False"}
     params |= {f"model.option_{i}": str(i) for i in range(12)}
     params |= {f"dataset.option_{i}": str(i) for i in range(12)}

@@ -1,0 +1,107 @@
+"""Re-impact of logged runs, fast: the runs are the synthetic bench's, which carry every key a real job
+logs (tests/test_aggregate.py checks them against a real job), in a real SQLite MLflow store.
+
+The figures of a re-impact of a real job, with each override, are checked by hand in
+tests/test_figures_end_to_end.py; these tests cover what the module does around them in milliseconds,
+for the mutation run (`make mutate`).
+"""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ecopipe.aggregation.synthetic import synthetic_store
+from ecopipe.config import ConfigError
+from ecopipe.reimpact import REIMPACT_TAG, main, reimpact_run
+
+FRA_G_PER_KWH = 44.18  # Ember 2025, lifecycle (ecopipe/data/grid_carbon_intensity.csv)
+EXPERIMENT = "ecopipe-bench"
+
+
+@pytest.fixture
+def bench(tmp_path) -> tuple[str, MlflowClient]:
+    uri = f"sqlite:///{tmp_path / 'bench.db'}"
+    synthetic_store(uri, 2, EXPERIMENT, logged=2)
+    return uri, MlflowClient(uri)
+
+
+def job_runs(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    runs = client.search_runs([experiment], "attributes.status = 'FINISHED'")
+    jobs = [r for r in runs if "ecopipe.kind" not in r.data.tags and REIMPACT_TAG not in r.data.tags]
+    return sorted(jobs, key=lambda r: r.info.start_time)
+
+
+def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridden(bench):
+    _, client = bench
+    original = job_runs(client)[0]
+    o = original.data.metrics
+    # Nothing overridden: the original's settings (its own factor overrides) give its figures back.
+    same = client.get_run(reimpact_run(client, original, []))
+    for key in ("co2e_g_per_1k", "water_l_per_1k", "ess", "ess_run", "ecep_wh_per_mparam", "co2e_g_per_hour"):
+        assert same.data.metrics[key] == pytest.approx(o[key], rel=1e-12), key
+    # In France with its grid: the original's PUE override travels, the grid is FRA's.
+    france = client.get_run(reimpact_run(client, original, ["region=FRA", "impact.carbon_intensity=null"]))
+    expected = o["energy_per_1k_gross_j"] / 3.6e6 * 1.58 * FRA_G_PER_KWH
+    assert france.data.metrics["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-12)
+    assert france.info.experiment_id == original.info.experiment_id
+    assert france.info.run_name == f"{original.info.run_name}@FRA"
+    assert france.info.status == "FINISHED"
+    tags, params = france.data.tags, france.data.params
+    assert tags[REIMPACT_TAG] == original.info.run_id and tags["ecopipe.region"] == "FRA"
+    assert tags["ecopipe.source.carbon_intensity"] != "override" and tags["ecopipe.source.pue"] == "override"
+    assert "ecopipe.config_hash" not in tags  # a re-impact never makes a sweep skip a job
+    assert tags["ecopipe.model"] == original.data.tags["ecopipe.model"]
+    assert params["region"] == "FRA" and params["impact.carbon_intensity"] == "None"
+    assert params["impact.pue"] == "1.58" and params["model.name"] == original.data.params["model.name"]
+    # Inference figures are copied; impact figures recomputed (never the original's, kept by mistake).
+    for key in ("energy_per_1k_gross_j", "samples", "window_s", "quality.accuracy", "effective_parameters"):
+        assert france.data.metrics[key] == o[key], key
+    assert france.data.metrics["carbon_intensity_g_per_kwh"] == FRA_G_PER_KWH
+    # A re-impact of the re-impact with only a PUE keeps France: the run's region is a setting too.
+    again = client.get_run(reimpact_run(client, france, ["impact.pue=1.2"]))
+    assert again.data.params["region"] == "FRA" and again.data.tags["ecopipe.region"] == "FRA"
+    expected = o["energy_per_1k_gross_j"] / 3.6e6 * 1.2 * FRA_G_PER_KWH
+    assert again.data.metrics["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_reimpact_refuses_what_it_cannot_recompute(bench):
+    _, client = bench
+    original = job_runs(client)[0]
+    with pytest.raises(ConfigError) as refused:
+        reimpact_run(client, original, ["model.name=x", "seed=1"])
+    assert str(refused.value) == (
+        "model, seed: re-impact takes only region=... and impact.<key>=... (keys: carbon_intensity, pue, "
+        "wue, ewif, attribution, embodied, lifetime_years)."
+    )
+    # A run that failed before any figure: nothing to recompute, and the message says what is missing.
+    experiment = original.info.experiment_id
+    failed = client.create_run(experiment, tags={"ecopipe.model": "m"})
+    client.set_terminated(failed.info.run_id, "FAILED")
+    with pytest.raises(ConfigError) as refused:
+        reimpact_run(client, client.get_run(failed.info.run_id), ["impact.attribution=net"])
+    assert str(refused.value) == (
+        f"run {failed.info.run_id} (FAILED) has no energy_per_1k_net_j, effective_parameters, window_s, "
+        "samples: only a finished job run can be re-impacted (net needs an idle baseline)."
+    )
+    with pytest.raises(ConfigError) as refused:
+        reimpact_run(client, client.get_run(failed.info.run_id), [])
+    assert str(refused.value).endswith("samples: only a finished job run can be re-impacted.")
+
+
+def test_reimpact_cli_recomputes_every_finished_job_of_an_experiment_once(bench, capsys):
+    uri, client = bench
+    originals = job_runs(client)
+    reimpact_run(client, originals[0], ["region=FRA", "impact.carbon_intensity=null"])  # not redone
+    assert main(["--experiment", EXPERIMENT, "--tracking-uri", uri, "impact.pue=1.2"]) == 0
+    printed = capsys.readouterr().out.split()
+    made = [client.get_run(run_id) for run_id in printed]
+    assert sorted(r.data.tags[REIMPACT_TAG] for r in made) == sorted(r.info.run_id for r in originals)
+    assert {r.data.params["impact.pue"] for r in made} == {"1.2"}
+    assert main(["--run-id", originals[1].info.run_id, "--tracking-uri", uri, "region=FRA"]) == 0
+    assert client.get_run(capsys.readouterr().out.strip()).data.tags[REIMPACT_TAG] == originals[1].info.run_id
+    assert main(["--experiment", "nope", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err == (
+        "ecopipe.reimpact: error: --experiment nope: no such experiment in this tracking store.\n"
+    )
