@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,15 @@ from ecopipe.monitor.energy import EnergyMeter
 from ecopipe.monitor.stats import estimate
 from ecopipe.selection import benchmark, study
 from ecopipe.selection.cascade import Point, evaluate, normalise, parity_bound, stop_index, tune
-from ecopipe.selection.costs import Prices, fit_affine, measure_member_cost
+from ecopipe.selection.costs import (
+    Accounting,
+    MemberCost,
+    Prices,
+    batch_sizes,
+    batched,
+    fit_affine,
+    measure_member_cost,
+)
 from ecopipe.selection.data import load_pool_data, split_indices
 from ecopipe.selection.members import Member
 from ecopipe.selection.oracle import cheapest_right, oracle_energy_at, oracle_frontier
@@ -296,6 +305,38 @@ def test_robust_cost_fit_on_recorded_timings():
     )
     assert (cost.joules_per_call, cost.joules_per_row) == pytest.approx(COSTS["svc_rbf"], rel=1e-9)
     assert [n for n, _ in cost.observations] == [1, 4, 16, 64]
+    # Each window repeats calls until it lasts its share of the time: 12 windows of 20 ms here, of
+    # 1-ms calls, so (even at 6 ms a call on a loaded machine) 3 calls each beside 4 warm-up calls.
+    book = Ledger()
+
+    def slow(batch: np.ndarray) -> None:
+        book.charge("svc_rbf", len(batch))
+        time.sleep(0.001)
+
+    cost = measure_member_cost("m", EnergyMeter([book]), slow, np.zeros((300, 2)), 64, 0.24)
+    assert len(book.calls["svc_rbf"]) >= 4 + 12 * 3
+    assert (cost.joules_per_call, cost.joules_per_row) == pytest.approx(COSTS["svc_rbf"], rel=1e-9)
+
+
+def test_prices_charge_the_calls_and_rows_a_strategy_pays():
+    a, b, router = MemberCost("a", 1.0, 0.1), MemberCost("b", 10.0, 0.5), MemberCost("router", 2.0, 0.01)
+    assert a.per_sample(4) == pytest.approx(1.0 / 4 + 0.1) and a.charge(3, 10) == pytest.approx(3 + 1.0)
+    prices = Prices.of([a, b], 4, router)
+    assert prices.per_call.tolist() == [1.0, 10.0] and prices.per_row.tolist() == [0.1, 0.5]
+    assert prices.per_sample.tolist() == pytest.approx([0.35, 3.0])
+    # 10 inputs: a on all (3 calls of <= 4 rows), b on 3 (1 call), the router on all (3 calls).
+    by_hand = (3 * 1.0 + 10 * 0.1) + (1 * 10.0 + 3 * 0.5) + (3 * 2.0 + 10 * 0.01)
+    assert prices.pass_j(np.array([10, 3]), 10) == pytest.approx(by_hand / 10, rel=1e-12)
+    assert Prices.of([a, b], 4).pass_j(np.array([10, 3]), 10) == pytest.approx((by_hand - 6.1) / 10)
+    accounting = Accounting(
+        10, {"a": 10, "b": 3, "router": 10}, {"a": 3, "b": 1, "router": 3}, {"a": a, "b": b, "router": router}
+    )
+    assert accounting.charged_j == pytest.approx({"a": 4.0, "b": 11.5, "router": 6.1})
+    assert accounting.per_1k_j == pytest.approx(1000 * by_hand / 10, rel=1e-12)
+    assert math.isnan(Accounting(0, {}, {}, {}).per_sample_j)
+    assert [len(part) for part in batched(np.arange(10), 4)] == [4, 3, 3]
+    assert [len(part) for part in batched(np.arange(3), 4)] == [3]
+    assert batch_sizes(64) == [1, 4, 16, 64] and batch_sizes(10) == [1, 2, 10] and batch_sizes(1) == [1]
 
 
 # ----- strategies ----------------------------------------------------------------------------------------
