@@ -35,7 +35,11 @@ def job_runs(client: MlflowClient) -> list:
 
 def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridden(bench):
     _, client = bench
-    original = job_runs(client)[0]
+    first = job_runs(client)[0]
+    # The live-process tags a real job sets, which a re-impact must not carry (nor its config hash).
+    for key, value in {"ecopipe.host": "vm", "ecopipe.pid": "7", "ecopipe.pid_started": "1.0"}.items():
+        client.set_tag(first.info.run_id, key, value)
+    original = client.get_run(first.info.run_id)
     o = original.data.metrics
     # Nothing overridden: the original's settings (its own factor overrides) give its figures back.
     same = client.get_run(reimpact_run(client, original, []))
@@ -51,7 +55,7 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
     tags, params = france.data.tags, france.data.params
     assert tags[REIMPACT_TAG] == original.info.run_id and tags["ecopipe.region"] == "FRA"
     assert tags["ecopipe.source.carbon_intensity"] != "override" and tags["ecopipe.source.pue"] == "override"
-    assert "ecopipe.config_hash" not in tags  # a re-impact never makes a sweep skip a job
+    assert not {"ecopipe.config_hash", "ecopipe.host", "ecopipe.pid", "ecopipe.pid_started"} & set(tags)
     assert tags["ecopipe.model"] == original.data.tags["ecopipe.model"]
     assert params["region"] == "FRA" and params["impact.carbon_intensity"] == "None"
     assert params["impact.pue"] == "1.58" and params["model.name"] == original.data.params["model.name"]
@@ -101,6 +105,9 @@ def test_reimpact_cli_recomputes_every_finished_job_of_an_experiment_once(bench,
     assert {r.data.params["impact.pue"] for r in made} == {"1.2"}
     assert main(["--run-id", originals[1].info.run_id, "--tracking-uri", uri, "region=FRA"]) == 0
     assert client.get_run(capsys.readouterr().out.strip()).data.tags[REIMPACT_TAG] == originals[1].info.run_id
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "region=ZONE and impact.<key>=VALUE" in capsys.readouterr().out
     assert main(["--experiment", "nope", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err == (
         "ecopipe.reimpact: error: --experiment nope: no such experiment in this tracking store.\n"
