@@ -13,7 +13,7 @@ import pytest
 
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.job import run_job
-from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Window
+from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
 from ecopipe.monitor.sampler import SAMPLES_PER_E_FOLD, PowerSampler, sampling_period
 from ecopipe.monitor.stats import estimate
 from ecopipe.sensors.estimated import EstimatedCpuSensor, EstimatedRamSensor, cpu_share, load_fraction
@@ -81,6 +81,15 @@ def test_one_timestamp_per_snapshot_for_models():
     assert window.energy.cpu == pytest.approx(12.0 * window.duration_s, rel=1e-12)
     assert window.energy.ram == pytest.approx(3.0 * window.duration_s, rel=1e-12)
     assert meter.methods.keys() == {"cpu", "ram"} and "Teads" in meter.methods["cpu"]
+
+
+def test_a_window_is_two_snapshots_apart_per_component_with_their_wall_clock_edges():
+    meter = EnergyMeter([FakeGpuSensor(1.0, "gpu0"), FakeGpuSensor(1.0, "gpu1")])
+    start, end = Snapshot(1.0, 100.0, (2.0, 3.0)), Snapshot(1.5, 100.5, (5.0, 7.0))
+    # Both GPUs add up under gpu; the edges are the snapshots' wall clock (logged as trial_*_unix_s).
+    assert meter.between(start, end) == Window(Energy(gpu=7.0), 0.5, 100.0, 100.5)
+    with pytest.raises(ValueError):  # a snapshot of another meter (another sensor count) is refused
+        meter.between(start, Snapshot(1.5, 100.5, (5.0, 7.0, 1.0)))
 
 
 def test_confidence_interval_hand_computed():
