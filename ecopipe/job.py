@@ -138,6 +138,7 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
         ram_estimate=cfg.monitor.ram_estimate.value,
     )
     meter.open()
+    run.set_tags(report.meter_tags(meter, plan.workload.device))
     try:
         return run_inference(
             plan.workload,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from ecopipe.config import Attribution
 from ecopipe.hardware import DeviceProfile
+from ecopipe.monitor.energy import EnergyMeter
 from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
 from ecopipe.stages.inference import InferenceResult
@@ -161,13 +162,20 @@ def ess_metrics(ess: SustainabilityResult) -> dict[str, float]:
     }
 
 
-def source_tags(result: InferenceResult) -> dict[str, str]:
-    tags = {f"energy_source.{c}": s for c, s in result.sources.items()}
-    gpu_missing = result.device.startswith("cuda") and result.sources["gpu"] == "none"
+def meter_tags(meter: EnergyMeter | InferenceResult, device: str) -> dict[str, str]:
+    """How each component's energy is obtained: logged when the meter opens, so that the figures of a
+    run that fails mid-measurement still say where they came from."""
+    tags = {f"energy_source.{c}": s for c, s in meter.sources.items()}
+    gpu_missing = device.startswith("cuda") and meter.sources["gpu"] == "none"
     tags["energy_complete"] = str(not gpu_missing).lower()
-    tags |= {f"energy_measured.{c}": str(m).lower() for c, m in result.measured.items()}
-    tags |= {f"energy_resolution_s.{c}": f"{r:g}" for c, r in result.resolution_s.items()}
-    tags |= {f"energy_method.{c}": m for c, m in result.methods.items()}
+    tags |= {f"energy_measured.{c}": str(m).lower() for c, m in meter.measured.items()}
+    tags |= {f"energy_resolution_s.{c}": f"{r:g}" for c, r in meter.resolution_s.items()}
+    tags |= {f"energy_method.{c}": m for c, m in meter.methods.items()}
+    return tags
+
+
+def source_tags(result: InferenceResult) -> dict[str, str]:
+    tags = meter_tags(result, result.device)
     if result.idle_measured:
         tags["ecopipe.net_negative"] = str(result.net_negative).lower()
     return tags

@@ -224,3 +224,9 @@ def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeyp
     assert metrics["trial_energy_per_1k_j"] == pytest.approx(1000 * energy.total / first.samples, rel=1e-12)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "trial_energy_j")] == [0]
     assert not any(k.startswith(("energy_per_1k", "energy_gross_j", "co2e", "ess")) for k in metrics)
+    # The kept figures say how they were obtained: the meter's sources are tagged before measuring.
+    tags = run.data.tags
+    assert tags["energy_source.gpu"] == "none" and tags["energy_measured.gpu"] == "false"
+    assert tags["energy_source.cpu"] in ("rapl", "estimated_tdp")
+    assert tags["energy_measured.cpu"] == str(tags["energy_source.cpu"] == "rapl").lower()
+    assert tags["energy_source.ram"] in ("rapl", "estimated_rss") and "energy_method.cpu" in tags
