@@ -296,6 +296,14 @@ def test_robust_cost_fit_on_recorded_timings():
     # Small-batch calls cheaper than big ones *per row* only through overhead: per-row must be positive.
     per_call, per_row = fit_affine(sizes, np.array([1.0, 1.0, 1.0, 1.0]) * 1e-3)
     assert per_call == pytest.approx(1e-3, rel=1e-6) and per_row == pytest.approx(0.0, abs=1e-12)
+    # Relative error: a 1-row call's reading weighs as much as a 1,000-row call's. The weighted normal
+    # equations by hand (both costs come out positive, so the non-negative fit is the plain one):
+    sizes, observed = np.array([1.0, 10.0, 1000.0]), np.array([0.02, 0.01, 1.3])
+    design = np.stack([np.ones(3), sizes], axis=1) / observed[:, None]
+    expected = np.linalg.solve(design.T @ design, design.T @ np.ones(3))
+    assert fit_affine(sizes, observed) == pytest.approx(tuple(expected), rel=1e-9)
+    absolute = np.linalg.lstsq(np.stack([np.ones(3), sizes], axis=1), observed, rcond=None)[0]
+    assert abs(expected[0] - absolute[0]) > 0.3 * expected[0]  # the data tell the two fits apart
     # One batch size cannot separate the two: all of it is charged per row.
     assert fit_affine(np.array([64, 64]), np.array([0.64, 0.64])) == pytest.approx((0.0, 0.01))
     # Measured through a meter on an exactly affine cost, the fit is exact.
@@ -304,7 +312,7 @@ def test_robust_cost_fit_on_recorded_timings():
         "m", EnergyMeter([book]), lambda b: book.charge("svc_rbf", len(b)), np.zeros((300, 2)), 64, 0.0
     )
     assert (cost.joules_per_call, cost.joules_per_row) == pytest.approx(COSTS["svc_rbf"], rel=1e-9)
-    assert [n for n, _ in cost.observations] == [1, 4, 16, 64]
+    assert cost.name == "m" and [n for n, _ in cost.observations] == [1, 4, 16, 64]
     # Each window repeats calls until it lasts its share of the time: 12 windows of 20 ms here, of
     # 1-ms calls, so (even at 6 ms a call on a loaded machine) 3 calls each beside 4 warm-up calls.
     book = Ledger()

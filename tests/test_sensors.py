@@ -789,6 +789,16 @@ def test_cpu_model_override_picks_the_profile():
     assert (profile.key, profile.tdp_w, profile.detected_name) == ("epyc_7763", 280.0, EPYC_7763)
 
 
+def test_machine_meter_takes_the_ram_estimate_asked_for():
+    from ecopipe.monitor.energy import machine_meter
+
+    for asked, source in (("machine", Source.ESTIMATED_PER_GB), ("job", Source.ESTIMATED_RSS)):
+        (ram,) = [s for s in machine_meter([], ram_estimate=asked).sensors if s.component is Component.RAM]
+        if ram.source is Source.RAPL:
+            pytest.skip("this machine has a RAPL dram zone: no estimate to choose")
+        assert ram.source is source
+
+
 def test_machine_meter_takes_the_cpu_model_override():
     from ecopipe.monitor.energy import machine_meter
 
