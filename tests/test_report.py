@@ -312,7 +312,16 @@ def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
     assert lines[-1] == "  quality     none (random weights)" and not any(
         "estimates" in line for line in lines
     )
-    assert "tokens" in lines[3]  # input tokens of a model without generation: prompt tokens
+    # Gross attribution: the summary's figure is the gross mean, (105 + 155) / 2 J per 1,000.
+    assert (
+        lines[2].startswith("  energy      130 J per 1,000 inferences ±") and "2 trials, gross)" in lines[2]
+    )
+    assert lines[3].startswith("  tokens      32.5 J per 1,000 generated tokens")  # 260 J / 800 out
+    # A prefill pass generates nothing: its tokens are the prompt's.
+    prefill = result(trials=tuple(replace(t, tokens_out=0) for t in simulated.trials))
+    impact = run_impact(report.energy_basis(report.inference_metrics(prefill), Attribution.gross), zero)
+    text = report.summary("m", PROFILE, prefill, impact, run_ess(1.0, impact), "d")
+    assert "  tokens      13 J per 1,000 prompt tokens (2000 in, 0 out over the run)" in text
     blind = result(
         sources={"gpu": "none", "cpu": "rapl", "ram": "none"},
         measured={"gpu": False, "cpu": True, "ram": False},
