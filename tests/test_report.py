@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -16,6 +17,7 @@ from ecopipe import report
 from ecopipe.config import Attribution, ImpactConfig
 from ecopipe.hardware import DeviceProfile
 from ecopipe.monitor.energy import Energy, Power, Window
+from ecopipe.monitor.sampler import Trace
 from ecopipe.stages.ess import run_ess
 from ecopipe.stages.impact import resolve_factors, run_impact
 from ecopipe.stages.inference import InferenceResult, TrialResult
@@ -115,6 +117,13 @@ def test_inference_metrics_by_hand():
     assert not [k for k in bare if "net" in k or k.startswith(("energy_idle", "idle_power", "fit_"))]
     assert bare["idle_measured"] == 0.0 and bare["tokens"] == 2000
     assert bare["energy_per_1k_tokens_gross_j"] == pytest.approx(26.0 * 1000 / 2000, rel=1e-12)
+    # A sampler trace adds its size and the sampler's share of one core: 0.05 CPU s over a 0.25-s window.
+    trace = Trace(pd.DataFrame({"t_s": [0.0, 0.1, 0.2]}), wall_s=0.25, sampler_cpu_s=0.05)
+    traced = report.inference_metrics(result(trace=trace))
+    assert {k: traced[k] for k in set(traced) - set(expected)} == {
+        "monitor_overhead_frac": pytest.approx(0.2, rel=1e-12),
+        "trace_samples": 3,
+    }
 
 
 def footprint(scope: str, joules: float) -> dict[str, float]:
