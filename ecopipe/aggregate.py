@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ecopipe.aggregation import render
 from ecopipe.aggregation import tables as tab
-from ecopipe.aggregation.load import experiment_name, read_runs, sql_store, sqlite_path
+from ecopipe.aggregation.load import experiment_name, read_runs, sql_store
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.tracking import (
@@ -43,6 +43,7 @@ from ecopipe.tracking import (
     redact,
     resolve_uri,
     reused_runs,
+    sqlite_path,
 )
 
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]

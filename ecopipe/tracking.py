@@ -29,6 +29,7 @@ from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from sqlalchemy.engine import make_url
 
 from ecopipe import slurm
 from ecopipe.config import ConfigError, TrackingConfig
@@ -62,9 +63,13 @@ def resolve_uri(cfg: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
 
 
-def sqlite_file(uri: str) -> Path | None:
-    """The database file of an embedded store (sqlite:///relative or sqlite:////absolute), else None."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an embedded store (sqlite:///relative or sqlite:////absolute); None for any
+    other store, and for an in-memory one."""
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def check_writable_folder(folder: Path, what: str) -> None:
@@ -88,13 +93,14 @@ def check_tracking_uri(uri: str) -> None:
             "http(s)://HOST:PORT (an MLflow tracking server), postgresql://... or mysql://... (a database "
             "MLflow manages)."
         )
-    path = sqlite_file(uri)
-    if scheme == "sqlite" and path is None:
-        raise ConfigError(f"tracking.uri={uri}: a SQLite store is written sqlite:///PATH, three slashes.")
-    if path is not None:
-        check_writable_folder(path.parent.resolve(), f"tracking.uri={uri}")
-        if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
-            raise ConfigError(f"tracking.uri={uri}: {path} is not a database file this user can write.")
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise ConfigError(f"tracking.uri={uri}: a SQLite store is written sqlite:///PATH, three slashes.")
+        path = sqlite_path(uri)
+        if path is not None:
+            check_writable_folder(path.parent.resolve(), f"tracking.uri={uri}")
+            if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
+                raise ConfigError(f"tracking.uri={uri}: {path} is not a database file this user can write.")
         return
     parsed = urlparse(uri)
     if scheme in ("http", "https"):
@@ -120,7 +126,7 @@ def check_tracking_uri(uri: str) -> None:
 def _schema_lock(uri: str) -> Iterator[None]:
     """Jobs starting together on a new SQLite store would race in MLflow's schema creation (tables
     half made, `_alembic_tmp_*` already there): a lock file beside the database lets one create it."""
-    path = sqlite_file(uri)
+    path = sqlite_path(uri)
     if path is None:
         yield
         return
@@ -130,7 +136,7 @@ def _schema_lock(uri: str) -> Iterator[None]:
 
 def _artifact_location(uri: str, experiment: str) -> str | None:
     # Artifacts of an embedded store sit beside its database, not in whatever directory a job runs.
-    path = sqlite_file(uri)
+    path = sqlite_path(uri)
     return (path.parent / "mlartifacts" / experiment).resolve().as_uri() if path is not None else None
 
 

@@ -20,13 +20,13 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from mlflow.utils.search_utils import SearchUtils
 from sqlalchemy import Engine, bindparam, create_engine, text
-from sqlalchemy.engine import make_url
+
+from ecopipe.tracking import sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,6 @@ def wanted_metric(key: str) -> bool:
 
 def wanted_tag(key: str) -> bool:
     return key in TAGS or key.startswith(TAG_PREFIXES)
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI, None for any other store."""
-    if not uri.startswith("sqlite:"):
-        return None
-    database = make_url(uri).database
-    return Path(database) if database and database != ":memory:" else None
 
 
 # ---------------------------------------------------------------------------------------------------

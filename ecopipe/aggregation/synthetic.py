@@ -17,12 +17,11 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from ecopipe import report
-from ecopipe.aggregation.load import sqlite_path
 from ecopipe.config import ImpactConfig
 from ecopipe.job import footprint_stages
 from ecopipe.sensors.base import Source
 from ecopipe.stages.impact import resolve_factors
-from ecopipe.tracking import ensure_experiment
+from ecopipe.tracking import ensure_experiment, sqlite_path
 
 # (model, dataset, effective parameters)
 _MODELS = (
