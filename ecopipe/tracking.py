@@ -156,19 +156,17 @@ artifacts hold the comparison tables (`summary.md`, `tables/`, `plots/`, `data/`
   `energy_source.gpu`, `energy_source.cpu`.
 - The System metrics tab of a run plots its power and utilisation trace.
 """
+EXPERIMENT_TAGS = {KIND_TAG: KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION}
 
 
 def ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
     """Create the store's schema and the experiment once, with its description; return its id."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        experiment_id = client.create_experiment(
-            name,
-            artifact_location=_artifact_location(uri, name),
-            tags={KIND_TAG: KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION},
+        return client.create_experiment(
+            name, artifact_location=_artifact_location(uri, name), tags=EXPERIMENT_TAGS
         )
-        return experiment_id
-    for key, value in {KIND_TAG: KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION}.items():
+    for key, value in EXPERIMENT_TAGS.items():
         if key not in experiment.tags:  # an experiment made by an older ecopipe; a user's own note stays
             client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id

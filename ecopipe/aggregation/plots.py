@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
 
-from ecopipe.aggregation.tables import ROW_DIMS
+from ecopipe.aggregation.tables import ROW_DIMS, numbers
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def ess_bars(ess: pd.DataFrame, path: Path) -> list[Path]:
     they are. Rows beyond ROWS_PER_PAGE go to further numbered files."""
     keys = key_columns(ess)
     hardware = [c for c in ess.columns if c not in keys]
-    values = ess[hardware].apply(pd.to_numeric, errors="coerce") if hardware else ess
+    values = numbers(ess[hardware]) if hardware else ess
     shown = ess[(values > 0).any(axis=1)] if hardware else ess.iloc[0:0]
     if shown.empty:
         return []

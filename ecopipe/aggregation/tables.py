@@ -220,9 +220,9 @@ def with_undefined(cells: pd.DataFrame, spec: TableSpec) -> pd.Series:
     return values.astype("object").where(~undefined, NOT_DEFINED)
 
 
-def numbers(frame: pd.DataFrame) -> np.ndarray:
+def numbers(frame: pd.DataFrame) -> pd.DataFrame:
     """A table's cells as floats; text such as "not defined" becomes NaN."""
-    return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+    return frame.apply(pd.to_numeric, errors="coerce").astype("float64")
 
 
 def precision_gain(ess: pd.DataFrame, dims: list[str], hardware: list[str]) -> pd.DataFrame:
@@ -234,7 +234,7 @@ def precision_gain(ess: pd.DataFrame, dims: list[str], hardware: list[str]) -> p
         return pd.DataFrame(columns=[*dims, *hardware])
     reference = base.reindex(pd.MultiIndex.from_frame(rest[others]) if len(others) > 1 else rest[others[0]])
     # An ESS that is not defined has no gain: its cell stays blank.
-    ratio = numbers(rest[hardware]) / numbers(reference)
+    ratio = numbers(rest[hardware]).to_numpy() / numbers(reference).to_numpy()
     gain = rest[dims].reset_index(drop=True)
     gain[hardware] = ratio
     return _sort_rows(gain, dims)
