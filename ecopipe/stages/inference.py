@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,6 +202,34 @@ def _trial(
     return trial, passes, outputs
 
 
+def _load_and_warm_up(
+    workload: Workload,
+    meter: EnergyMeter,
+    monitor: MonitorConfig,
+    record: Callable[[dict[str, float], int], object],
+    progress: JobProgress,
+) -> tuple[Window, Window | None, Mapping[str, Workload]]:
+    """Load and fit, each metered and recorded at once, then the warm-up of the workload and its arms:
+    the steps before any measured window, while the progress line shows the time they take."""
+    with progress.ticking():
+        load, _ = _metered(meter, workload.load)
+        fit_window, fitted = _metered(meter, workload.fit)
+        fit = fit_window if fitted else None
+        record({"load_s": load.duration_s, "load_energy_j": load.energy.total}, 0)
+        if fit is not None:
+            record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
+
+        # Warm up first, so the baseline sees the state the windows run in (allocator, kernels, clocks).
+        progress.describe("warming up")
+        arms = workload.arms()
+        progress.arms = len(arms)
+        for warmed in (workload, *arms.values()):
+            for batch in list(warmed.batches())[: monitor.warmup_batches]:
+                warmed.predict(batch)
+        workload.synchronize()
+    return load, fit, arms
+
+
 def run_inference(
     workload: Workload,
     meter: EnergyMeter,
@@ -230,23 +258,7 @@ def run_inference(
             )
     workload.attach_meter(meter)
     with JobProgress(monitor.trials, monitor.min_window_s) as progress:
-        with progress.ticking():
-            load, _ = _metered(meter, workload.load)
-            fit_window, fitted = _metered(meter, workload.fit)
-            fit = fit_window if fitted else None
-            record({"load_s": load.duration_s, "load_energy_j": load.energy.total}, 0)
-            if fit is not None:
-                record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
-
-            # Warm up first, so the baseline sees the state the windows run in (allocator, kernels,
-            # clocks).
-            progress.describe("warming up")
-            arms = workload.arms()
-            progress.arms = len(arms)
-            for warmed in (workload, *arms.values()):
-                for batch in list(warmed.batches())[: monitor.warmup_batches]:
-                    warmed.predict(batch)
-            workload.synchronize()
+        load, fit, arms = _load_and_warm_up(workload, meter, monitor, record, progress)
         # The sampler runs through the baseline too: a counter (RAPL, NVML) cannot leave its draw out, so
         # both sides of net carry it; estimates leave its process out (PowerSampler.start).
         sampler = PowerSampler(
