@@ -9,22 +9,19 @@ import sys
 from ecopipe.logs import OncePerProcess, logs_above_progress, warn_once
 
 
-def test_a_repeated_warning_reaches_every_handler_once_and_errors_always():
+def test_a_repeated_warning_reaches_every_handler_once_and_errors_always(monkeypatch):
     once = OncePerProcess()
     logger = logging.getLogger("ecopipe.test_logs")
-    logger.propagate = False
+    monkeypatch.setattr(logger, "propagate", False)
     screens = [io.StringIO(), io.StringIO()]  # the console and the job's log file
-    for screen in screens:
-        handler = logging.StreamHandler(screen)
+    handlers = [logging.StreamHandler(screen) for screen in screens]
+    for handler in handlers:
         handler.addFilter(once)
-        logger.addHandler(handler)
-    try:
-        for _ in range(3):
-            logger.warning("CPU energy is an ESTIMATE")
-            logger.error("job refused")
-        logger.warning("another warning")
-    finally:
-        logger.handlers.clear()
+    monkeypatch.setattr(logger, "handlers", handlers)
+    for _ in range(3):
+        logger.warning("CPU energy is an ESTIMATE")
+        logger.error("job refused")
+    logger.warning("another warning")
     for screen in screens:
         assert screen.getvalue().splitlines() == [
             "CPU energy is an ESTIMATE",
@@ -45,6 +42,6 @@ def test_above_a_progress_line_a_warning_is_still_said_once(monkeypatch):
     with logs_above_progress():
         assert root.handlers[0] is not console  # tqdm's stand-in, which writes around live lines
         for _ in range(3):
-            logging.getLogger("ecopipe_test_logs_above").warning("GPU missing from the table")
+            logging.getLogger("ecopipe.test_logs.above").warning("GPU missing from the table")
     assert root.handlers == [console]
     assert screen.getvalue().count("GPU missing from the table") == 1
