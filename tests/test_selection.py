@@ -304,6 +304,11 @@ def test_robust_cost_fit_on_recorded_timings():
     assert fit_affine(sizes, observed) == pytest.approx(tuple(expected), rel=1e-9)
     absolute = np.linalg.lstsq(np.stack([np.ones(3), sizes], axis=1), observed, rcond=None)[0]
     assert abs(expected[0] - absolute[0]) > 0.3 * expected[0]  # the data tell the two fits apart
+    # A window in which a coarse counter never ticked reads 0 J: it carries no weight, so the fit on
+    # the other windows is exact (were it weighed, 1/0 would poison the fit).
+    sizes = np.array([1.0, 4.0, 16.0, 64.0])
+    readings = np.r_[0.0, (truth[0] + truth[1] * sizes)[1:]]
+    assert fit_affine(sizes, readings) == pytest.approx(truth, rel=1e-9)
     # One batch size cannot separate the two: all of it is charged per row.
     assert fit_affine(np.array([64, 64]), np.array([0.64, 0.64])) == pytest.approx((0.0, 0.01))
     # Measured through a meter on an exactly affine cost, the fit is exact.
