@@ -27,7 +27,7 @@ from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig, validate_i
 from ecopipe.job import footprint_stages
 from ecopipe.reference import UnknownRegionError, hardware_profiles
 from ecopipe.stages.impact import resolve_factors
-from ecopipe.tracking import JobRun, check_tracking_uri, resolve_uri
+from ecopipe.tracking import JobRun, check_tracking_uri, resolve_uri, search_all
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +95,9 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
     impact, ess, stage_metrics = footprint_stages(
         metrics, factors, metrics["effective_parameters"], embodied, impact_cfg.lifetime_years
     )
-    # The config hash stays with the measured run: a re-impact must not make a sweep skip a job.
-    dropped = (
-        "mlflow.",
-        "ecopipe.source.",
-        "ecopipe.region",
-        "ecopipe.config_hash",
-        "ecopipe.pid",
-        "ecopipe.host",
-    )
+    # The config hash stays with the measured run: a re-impact must not make a sweep skip a job. The
+    # impact stage's tags (region, factor sources) are not dropped: the new ones replace them below.
+    dropped = ("mlflow.", "ecopipe.config_hash", "ecopipe.pid", "ecopipe.host")
     kept_tags = {k: v for k, v in tags.items() if not k.startswith(dropped)}
     new = client.create_run(
         run.info.experiment_id,
@@ -137,7 +131,7 @@ def _targets(client: MlflowClient, run_id: str | None, experiment: str | None) -
     found = client.get_experiment_by_name(experiment or "")
     if found is None:
         raise ConfigError(f"--experiment {experiment}: no such experiment in this tracking store.")
-    runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
+    runs = search_all(client, [found.experiment_id], "attributes.status = 'FINISHED'")
     return [r for r in runs if REIMPACT_TAG not in r.data.tags and "energy_per_1k_gross_j" in r.data.metrics]
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import psutil
 import requests
 from filelock import FileLock
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.engine import make_url
@@ -191,6 +191,21 @@ def open_experiment(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
         return client, ensure_experiment(client, uri, cfg.experiment)
 
 
+SEARCH_PAGE = 1000  # runs per search_runs call: a tracking server caps a page; SQL stores accept more
+
+
+def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
+    """Every run a search matches, page by page (one call with a large max_results stops silently at
+    it). A list, not a generator: a caller that changes runs while paging would shift the pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=SEARCH_PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, hardware: str) -> str | None:
     """The id of a FINISHED job run with this config hash on this hardware, if any: the job is done.
 
@@ -246,7 +261,7 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float
     """
     host, now = socket.gethostname(), time.time()
     reaped = []
-    for run in client.search_runs([experiment], "attributes.status = 'RUNNING'", max_results=50000):
+    for run in search_all(client, [experiment], "attributes.status = 'RUNNING'"):
         tags = run.data.tags
         if tags.get("ecopipe.kind") == "sweep" and _process_alive(tags):
             continue

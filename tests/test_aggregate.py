@@ -11,6 +11,7 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from ecopipe import tracking
 from ecopipe.aggregate import AggregationError, aggregate, log_to_run, main
 from ecopipe.aggregation.load import read_runs
 from ecopipe.aggregation.render import markdown
@@ -306,7 +307,8 @@ def test_a_sweep_selects_its_children_and_their_reimpacts(runs, store):
         assert sorted(jobs["region"]) == ["FRA", "WORLD"] and set(jobs["model"]) == {"mlp"}, reader
 
 
-def test_sql_reader_and_search_runs_return_identical_frames(runs, store, client):
+def test_sql_reader_and_search_runs_return_identical_frames(runs, store, client, monkeypatch):
+    monkeypatch.setattr(tracking, "SEARCH_PAGE", 2)  # search_runs reads 7 runs over several pages
     sweep = runs.sweep()
     logged = grid(runs, sweep)
     runs.job("mlp", "fp16", T4, figures(5.0), status="FAILED", error="RuntimeError: x", sweep=sweep)

@@ -8,11 +8,17 @@ for the mutation run (`make mutate`).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ecopipe import tracking
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError
+from ecopipe.reference import resolve_region, tier_pue, tier_wue
 from ecopipe.reimpact import REIMPACT_TAG, main, reimpact_run
 
 FRA_G_PER_KWH = 44.18  # Ember 2025, lifecycle (ecopipe/data/grid_carbon_intensity.csv)
@@ -31,6 +37,19 @@ def job_runs(client: MlflowClient) -> list:
     runs = client.search_runs([experiment], "attributes.status = 'FINISHED'")
     jobs = [r for r in runs if "ecopipe.kind" not in r.data.tags and REIMPACT_TAG not in r.data.tags]
     return sorted(jobs, key=lambda r: r.info.start_time)
+
+
+def copy_without(client: MlflowClient, run, param: str):
+    """A copy of `run` that never logged `param` (MLflow cannot delete a param)."""
+    new = client.create_run(run.info.experiment_id)
+    client.log_batch(
+        new.info.run_id,
+        metrics=[Metric(k, v, 0, 0) for k, v in run.data.metrics.items()],
+        params=[Param(k, v) for k, v in run.data.params.items() if k != param],
+        tags=[RunTag(k, v) for k, v in run.data.tags.items() if not k.startswith("mlflow.")],
+    )
+    client.set_terminated(new.info.run_id, "FINISHED")
+    return client.get_run(new.info.run_id)
 
 
 def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridden(bench):
@@ -70,6 +89,31 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
     assert again.data.metrics["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-12)
 
 
+def test_reimpact_takes_the_runs_tier_and_a_missing_region_is_the_world_grid(bench):
+    """A grid zone has no facility figures: PUE and WUE come from the tier the run logged, a data
+    centre's when it logged none. A run that logged no region is re-impacted on the WORLD grid."""
+    _, client = bench
+    run_id = job_runs(client)[0].info.run_id
+    table_factors = ["impact.carbon_intensity=null", "impact.pue=null", "impact.wue=null", "impact.ewif=null"]
+
+    def facility_factors() -> tuple[float, float]:
+        metrics = client.get_run(reimpact_run(client, client.get_run(run_id), table_factors)).data.metrics
+        return metrics["pue"], metrics["wue_l_per_kwh"]
+
+    def tier_factors(tier: str) -> tuple[float, float]:
+        return tier_pue(tier).value, tier_wue(tier).value
+
+    assert tier_factors("desktop") != tier_factors("datacenter")
+    client.set_tag(run_id, "ecopipe.tier", "desktop")
+    assert facility_factors() == tier_factors("desktop")
+    client.delete_tag(run_id, "ecopipe.tier")
+    assert facility_factors() == tier_factors("datacenter")
+    regionless = copy_without(client, client.get_run(run_id), "region")
+    world = client.get_run(reimpact_run(client, regionless, table_factors))
+    assert world.data.params["region"] == "WORLD" and world.data.tags["ecopipe.region"] == "WORLD"
+    assert world.data.metrics["carbon_intensity_g_per_kwh"] == resolve_region("WORLD").carbon_intensity.value
+
+
 def test_reimpact_refuses_what_it_cannot_recompute(bench):
     _, client = bench
     original = job_runs(client)[0]
@@ -94,10 +138,15 @@ def test_reimpact_refuses_what_it_cannot_recompute(bench):
     assert str(refused.value).endswith("samples: only a finished job run can be re-impacted.")
 
 
-def test_reimpact_cli_recomputes_every_finished_job_of_an_experiment_once(bench, capsys):
+def test_reimpact_cli_recomputes_every_finished_job_of_an_experiment_once(bench, capsys, monkeypatch):
     uri, client = bench
+    monkeypatch.setattr(tracking, "SEARCH_PAGE", 1)  # the experiment's runs come over several pages
     originals = job_runs(client)
     reimpact_run(client, originals[0], ["region=FRA", "impact.carbon_intensity=null"])  # not redone
+    # A job that failed after its first figures: not finished, so not re-impacted.
+    failed = client.create_run(originals[0].info.experiment_id)
+    client.log_metric(failed.info.run_id, "energy_per_1k_gross_j", 1.0)
+    client.set_terminated(failed.info.run_id, "FAILED")
     assert main(["--experiment", EXPERIMENT, "--tracking-uri", uri, "impact.pue=1.2"]) == 0
     printed = capsys.readouterr().out.split()
     made = [client.get_run(run_id) for run_id in printed]
@@ -107,8 +156,38 @@ def test_reimpact_cli_recomputes_every_finished_job_of_an_experiment_once(bench,
     assert client.get_run(capsys.readouterr().out.strip()).data.tags[REIMPACT_TAG] == originals[1].info.run_id
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "region=ZONE and impact.<key>=VALUE" in capsys.readouterr().out
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert help_text.startswith("usage: python -m ecopipe.reimpact [-h] (--run-id RUN_ID | --experiment")
+    for phrase in (
+        "`python -m ecopipe.reimpact`: recompute impact and ESS of logged runs for another grid, PUE or",
+        "--run-id RUN_ID one run to recompute",
+        "--experiment EXPERIMENT every finished job run of this experiment",
+        "--tracking-uri TRACKING_URI default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here",
+        "overrides region=ZONE and impact.<key>=VALUE",
+    ):
+        assert phrase in help_text, phrase
+    with pytest.raises(SystemExit) as no_target:
+        main(["--tracking-uri", uri, "region=FRA"])
+    assert no_target.value.code == 2
+    assert "one of the arguments --run-id --experiment is required" in capsys.readouterr().err
     assert main(["--experiment", "nope", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err == (
         "ecopipe.reimpact: error: --experiment nope: no such experiment in this tracking store.\n"
     )
+
+
+def test_reimpact_command_prints_the_new_run_and_logs_its_figures(bench):
+    uri, client = bench
+    original = job_runs(client)[0].info.run_id
+    done = subprocess.run(
+        [sys.executable, "-m", "ecopipe.reimpact", "--run-id", original, "--tracking-uri", uri, "region=FRA"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    new = client.get_run(done.stdout.strip())
+    figures = new.data.metrics
+    assert (
+        f"re-impact of {original} in FRA: {figures['co2e_g_per_1k']:.4g} gCO2e per 1,000 inferences, "
+        f"ESS {figures['ess']:.4g} (run {new.info.run_id})"
+    ) in done.stderr.splitlines()

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.search_utils import SearchUtils
 from sqlalchemy import Engine, bindparam, create_engine, text
 
-from ecopipe.tracking import sqlite_path
+from ecopipe.tracking import search_all, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ TAGS = ("mlflow.parentRunId",)
 PARAMS = ("batch_size", "model.max_new_tokens")
 RUN_COLUMNS = ("run_id", "run_name", "experiment_id", "status", "user_id", "start_time", "end_time")
 SWEEP_TAGS = ("ecopipe.sweep_id", "mlflow.parentRunId")
-_PAGE = 1000  # runs per search_runs page (a tracking server caps pages; SQL stores accept more)
 
 
 def wanted_metric(key: str) -> bool:
@@ -338,14 +337,8 @@ def _read_search(
         searches = [" AND ".join(s for s in (link, filter_string) if s) for link in links]
     seen: dict[str, object] = {}
     for search in searches:
-        token = None
-        while True:
-            page = client.search_runs(experiment_ids, search, max_results=_PAGE, page_token=token)
-            for run in page:
-                seen.setdefault(run.info.run_id, run)
-            token = page.token
-            if not token:
-                break
+        for run in search_all(client, experiment_ids, search):
+            seen.setdefault(run.info.run_id, run)
     run_rows, tag_rows, param_rows, metric_rows = [], [], [], []
     for run_id, run in seen.items():
         info, data = run.info, run.data  # type: ignore[attr-defined]
