@@ -8,8 +8,7 @@ for the mutation run (`make mutate`).
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import logging
 
 import pytest
 from mlflow.entities import Metric, Param, RunTag
@@ -176,18 +175,19 @@ def test_reimpact_cli_recomputes_every_finished_job_of_an_experiment_once(bench,
     )
 
 
-def test_reimpact_command_prints_the_new_run_and_logs_its_figures(bench):
+def test_reimpact_command_prints_the_new_run_and_logs_its_figures(bench, capsys, monkeypatch):
     uri, client = bench
     original = job_runs(client)[0].info.run_id
-    done = subprocess.run(
-        [sys.executable, "-m", "ecopipe.reimpact", "--run-id", original, "--tracking-uri", uri, "region=FRA"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    new = client.get_run(done.stdout.strip())
+    # A root logger as a fresh `python -m ecopipe.reimpact` finds it (pytest's capture handlers would
+    # turn main's logging.basicConfig into a no-op); restored after the test.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    assert main(["--run-id", original, "--tracking-uri", uri, "region=FRA"]) == 0
+    printed = capsys.readouterr()
+    new = client.get_run(printed.out.strip())
     figures = new.data.metrics
     assert (
         f"re-impact of {original} in FRA: {figures['co2e_g_per_1k']:.4g} gCO2e per 1,000 inferences, "
         f"ESS {figures['ess']:.4g} (run {new.info.run_id})"
-    ) in done.stderr.splitlines()
+    ) in printed.err.splitlines()
