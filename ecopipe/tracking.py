@@ -27,6 +27,7 @@ import psutil
 import requests
 from filelock import FileLock
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.engine import make_url
@@ -370,6 +371,17 @@ class JobRun:
             self.client.log_artifact(self.run_id, str(path))
 
 
+def _tag_sweep_array(client: MlflowClient, parent: str, array_id: str) -> None:
+    """Every job of the array writes the same value. MLflow's SQL store sets a tag by select, then
+    insert: two jobs' first writes can collide, and the loser's insert breaks the unique key. It then
+    finds the winner's value, its own, and the job goes on (16 jobs on PostgreSQL did collide)."""
+    try:
+        client.set_tag(parent, slurm.ARRAY_TAG, array_id)
+    except MlflowException:
+        if client.get_run(parent).data.tags.get(slurm.ARRAY_TAG) != array_id:
+            raise
+
+
 def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> JobRun:
     """Create a job run, linked to the sweep's parent run when one is announced in the environment."""
     client, experiment = open_experiment(cfg)
@@ -378,7 +390,7 @@ def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Job
     if parent:
         all_tags |= {"mlflow.parentRunId": parent, "ecopipe.sweep_id": parent}
         if slurm.ARRAY_TAG in all_tags:  # the sweep's SLURM array, known once its first job runs
-            client.set_tag(parent, slurm.ARRAY_TAG, all_tags[slurm.ARRAY_TAG])
+            _tag_sweep_array(client, parent, all_tags[slurm.ARRAY_TAG])
     run = client.create_run(
         experiment, run_name=run_name, tags={k: redact(str(v)) for k, v in all_tags.items() if v is not None}
     )

@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import read_write
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
-from ecopipe.config import CONFIG_DIR
+from ecopipe import slurm
+from ecopipe.config import CONFIG_DIR, TrackingConfig
 from ecopipe.job import run_job
 from ecopipe.sweep import _restrict_parallelism, sweep_size
-from ecopipe.tracking import reap_dead_runs
+from ecopipe.tracking import PARENT_RUN_ENV, open_experiment, open_run, reap_dead_runs, sqlite_path
 from tests.conftest import FAST, run_cli
 
 
@@ -148,6 +155,55 @@ def test_killed_job_is_marked_failed(tmp_path, store, client):
     assert reap_dead_runs(client, experiment) == [run_id]
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and "killed" in run.data.tags["ecopipe.error"]
+
+
+@contextmanager
+def another_job_tags_first(store: str, parent: str, array_id: str) -> Iterator[list[str]]:
+    """Another array job winning the race for the parent's array tag: its own connection inserts the
+    tag between MLflow's select and insert, so this process's insert breaks the unique key."""
+    raced: list[str] = []
+
+    def race(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("INSERT INTO tags") and slurm.ARRAY_TAG in str(parameters) and not raced:
+            raced.append(statement)
+            with closing(sqlite3.connect(sqlite_path(store))) as other, other:
+                other.execute(
+                    "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                    (slurm.ARRAY_TAG, array_id, parent),
+                )
+
+    event.listen(Engine, "before_cursor_execute", race)
+    try:
+        yield raced
+    finally:
+        event.remove(Engine, "before_cursor_execute", race)
+
+
+def test_array_jobs_that_tag_the_sweep_at_once_both_go_on(store, client, monkeypatch):
+    """Each job of a SLURM array sets the same array id on the sweep's parent run; two first writes at
+    once collided on PostgreSQL (16 jobs) and the loser failed. It finds its own value and goes on; a
+    different array id on the same sweep is a real conflict and still fails the job."""
+    cfg = TrackingConfig(uri=store)
+    _, experiment = open_experiment(cfg)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "13")
+
+    def sweep_parent() -> str:
+        parent = client.create_run(experiment).info.run_id
+        monkeypatch.setenv(PARENT_RUN_ENV, parent)
+        return parent
+
+    parent = sweep_parent()
+    with another_job_tags_first(store, parent, "13") as raced:
+        child = open_run(cfg, "job", {})
+    assert raced and client.get_run(parent).data.tags[slurm.ARRAY_TAG] == "13"
+    assert client.get_run(child.run_id).data.tags[slurm.ARRAY_TAG] == "13"
+    parent = sweep_parent()
+    with (
+        another_job_tags_first(store, parent, "14") as raced,
+        pytest.raises(MlflowException, match="UNIQUE constraint failed"),
+    ):
+        open_run(cfg, "job", {})
+    assert raced
 
 
 def test_submitit_local_runs_a_two_job_sweep(tmp_path, store, client):
