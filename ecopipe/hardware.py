@@ -73,16 +73,17 @@ def gpu_index(device: str) -> int | None:
     return int(device.partition(":")[2] or 0) if device.startswith("cuda") else None
 
 
-def nvml_gpu_index(device: str) -> int | None:
-    """NVML's index of the job's GPU, matched by UUID: CUDA's and NVML's numbering may differ."""
+def metered_gpus(device: str, fake_gpu_watts: float | None) -> list[int]:
+    """NVML indices of the GPUs the job's meter reads: its own, matched by UUID (CUDA's and NVML's
+    numbering may differ), or device 0 simulated (CI only) for a job on the CPU with fake_gpu_watts."""
     index = gpu_index(device)
     if index is None:
-        return None
+        return [] if fake_gpu_watts is None else [0]
     import torch
 
     from ecopipe.sensors.nvml import nvml_index
 
-    return nvml_index(index, str(torch.cuda.get_device_properties(index).uuid))
+    return [nvml_index(index, str(torch.cuda.get_device_properties(index).uuid))]
 
 
 def cpu_model_name() -> str:

@@ -25,7 +25,7 @@ from ecopipe.hardware import (
     device_profile,
     environment,
     gpu_environment,
-    nvml_gpu_index,
+    metered_gpus,
 )
 from ecopipe.monitor.energy import machine_meter
 from ecopipe.stages.ess import SustainabilityResult, run_ess
@@ -120,11 +120,8 @@ def plan_job(raw: DictConfig) -> JobPlan:
     workload = build_workload(cfg)
     profile = device_profile(cfg.hardware, workload.device)
     factors = resolve_factors(cfg.impact, cfg.region, profile.tier)
-    index = nvml_gpu_index(workload.device)
-    # A simulated GPU (CI only) stands in for device 0 when the job runs on the CPU.
-    if index is None and cfg.monitor.fake_gpu_watts is not None:
-        index = 0
-    return JobPlan(cfg, workload, profile, factors, [] if index is None else [index])
+    gpus = metered_gpus(workload.device, cfg.monitor.fake_gpu_watts)
+    return JobPlan(cfg, workload, profile, factors, gpus)
 
 
 def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:

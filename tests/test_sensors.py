@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ecopipe.config import HardwareConfig
-from ecopipe.hardware import cpu_table_row, device_profile, nvml_gpu_index
+from ecopipe.hardware import cpu_table_row, device_profile, metered_gpus
 from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, SensorUnavailable, Source
 from ecopipe.sensors.cpu_share import visible_cpus
@@ -596,7 +596,11 @@ def test_discover_forced_gpu_sensor(monkeypatch, caplog, tmp_path):
 
 @needs_pynvml
 def test_cuda_device_maps_to_its_nvml_index_by_uuid(monkeypatch, caplog):
-    """Under SLURM, CUDA_VISIBLE_DEVICES=2,0 makes cuda:0 the card NVML calls 2: the UUID decides."""
+    """Under SLURM, CUDA_VISIBLE_DEVICES=2,0 makes cuda:0 the card NVML calls 2: the UUID decides.
+
+    NVML's and torch's views of GPUs this machine lacks are faked (the rule's GPU exception); the mapping
+    and the job's choice of what to meter run for real.
+    """
     nvml = FakeNvml(monkeypatch)
     by_uuid = {b"GPU-aaaa": "handle2", b"GPU-bbbb": "handle0"}
     index_of = {"handle2": 2, "handle0": 0}
@@ -611,13 +615,15 @@ def test_cuda_device_maps_to_its_nvml_index_by_uuid(monkeypatch, caplog):
     # torch reports the UUID without NVML's "GPU-" prefix; the job's device string names CUDA's index.
     uuids = {0: "aaaa", 1: "bbbb", 3: "cccc"}
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuids[i]))
-    assert nvml_gpu_index("cuda") == 2 and nvml_gpu_index("cuda:0") == 2
-    assert nvml_gpu_index("cuda:1") == 0
-    assert nvml_gpu_index("cpu") is None
+    assert metered_gpus("cuda", None) == [2] and metered_gpus("cuda:0", None) == [2]
+    assert metered_gpus("cuda:1", None) == [0]
+    assert metered_gpus("cuda:1", 75.0) == [0]  # a simulated GPU's watts, on the job's own card
+    assert metered_gpus("cpu", None) == []
+    assert metered_gpus("cpu", 75.0) == [0]  # CI: a simulated GPU for a job on the CPU
     assert nvml_index(0, "GPU-aaaa") == 2  # a prefixed UUID is not prefixed twice
-    assert nvml.shutdowns == 4  # NVML is released after each look-up
+    assert nvml.shutdowns == 5  # NVML is released after each look-up
     with caplog.at_level(logging.WARNING):
-        assert nvml_gpu_index("cuda:3") == 3  # NVML does not know it: CUDA's index, and a warning
+        assert metered_gpus("cuda:3", None) == [3]  # NVML does not know it: CUDA's index, and a warning
     assert "GPU-cccc" in caplog.text and "assuming NVML index 3" in caplog.text
 
 
