@@ -151,6 +151,7 @@ def gpu_check(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.timeout(600)  # the rehearsal's own budget is 540 s: it reports a slow step before this fires
 def test_cpu_rehearsal_runs_every_step_and_reports_them(tmp_path):
     done = gpu_check("--cpu", str(tmp_path))
     report = json.loads((tmp_path / "report.json").read_text())
