@@ -47,10 +47,14 @@ def test_default_job_end_to_end(make_cfg, client):
     share_w = cpu_share_w(tags)
     assert_on_load_curve(metrics["energy_gross_j.cpu"], metrics["window_s"], share_w)
     assert_on_load_curve(metrics["idle_power_w.cpu"], 1.0, share_w)
-    assert metrics["load_energy_j"] >= 0.12 * share_w * metrics["load_s"] * (1 - 1e-9)  # CPU + RAM
-    assert metrics["fit_energy_j"] >= 0.12 * share_w * metrics["fit_s"] * (1 - 1e-9)
     held_gb = psutil.Process().memory_info().rss / 2**30
     assert metrics["energy_gross_j.ram"] == pytest.approx(0.375 * held_gb * metrics["window_s"], rel=0.5)
+    # Loading and fitting (CPU + RAM): at least the share's idle floor, at most its peak plus RAM at up to
+    # 1.5x what this process holds now. A phase charged more than the share could draw falls outside.
+    for phase in ("load", "fit"):
+        seconds, joules = metrics[f"{phase}_s"], metrics[f"{phase}_energy_j"]
+        ram_w = 0.375 * 1.5 * held_gb
+        assert 0.12 * share_w * seconds * (1 - 1e-9) <= joules <= (1.02 * share_w + ram_w) * seconds, phase
 
     # CO2e, water and ESS from the job's energy by hand, with the published WORLD and tier factors.
     assert tags["ecopipe.tier"] == "datacenter"  # a server CPU (EPYC, Xeon): this machine's, and CI's

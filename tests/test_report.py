@@ -198,6 +198,16 @@ def test_impact_ess_headline_and_tags_by_hand():
         "headline/throughput_per_s": float(f"{metrics['throughput_per_s']:.4g}"),
         "headline/accuracy": 0.9123,
     }
+    # At a rounding edge (x.4999 per million) only the exact per-million scale gives the 4 digits shown.
+    edge = 1.2344999e-3
+    assert report.headline_metrics(
+        {"energy_it_j_per_1k": edge * 1e3, "co2e_g_per_1k": edge, "water_l_per_1k": edge, "ess": 1.0}
+    ) == {
+        "headline/energy_J_per_1M_inferences": 1234.0,
+        "headline/co2e_mg_per_1M_inferences": 1234.0,
+        "headline/water_mL_per_1M_inferences": 1234.0,
+        "headline/ess": 1.0,
+    }
     # A figure that is not finite (an ESS not defined, no throughput) is left out, not logged as NaN.
     undefined = report.headline_metrics({**everything, "ess": math.nan, "throughput_per_s": math.inf})
     assert set(undefined) == {

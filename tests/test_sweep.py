@@ -46,6 +46,16 @@ def parents(client: MlflowClient):
     return client.search_runs([experiment], "tags.`ecopipe.kind` = 'sweep'", order_by=["start_time ASC"])
 
 
+def assert_in_its_cell(table: pd.DataFrame, run, metric: str) -> None:
+    """The run's figure, unchanged, in its own cell: its model and data set's row, its hardware's column."""
+    tags = run.data.tags
+    row = table[table["model"] == tags["ecopipe.model"]]
+    if "dataset" in table:  # a column only where the sweep spans data sets
+        row = row[row["dataset"] == tags["ecopipe.dataset"]]
+    (cell,) = row[tags["ecopipe.hardware"]]
+    assert cell == pytest.approx(run.data.metrics[metric], rel=1e-9), (run.info.run_id, metric)
+
+
 def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client):
     done = sweep(tmp_path, store, "model=logistic_regression,decision_tree", "dataset=digits,iris")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -59,17 +69,16 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     out = tmp_path / "multirun" / "aggregate"
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {"summary.md", "summary.html", "plots/ess.png", "tables/ess.csv", "data/runs.csv"} <= files
-    # Every child's ESS is in its own cell of the ESS table (its model and data set's row, its hardware's
-    # column), unchanged: four rows, one per job.
+    # Every child's ESS is in its own cell of the ESS table: four rows, one per job.
     table = pd.read_csv(out / "tables" / "ess.csv")
     assert len(table) == 4
     for run in children:
-        tags = run.data.tags
-        row = table[(table["model"] == tags["ecopipe.model"]) & (table["dataset"] == tags["ecopipe.dataset"])]
-        (cell,) = row[tags["ecopipe.hardware"]]
-        assert cell == pytest.approx(run.data.metrics["ess"], rel=1e-9)
+        assert_in_its_cell(table, run, "ess")
+    # The parent run holds the same files: its ESS table is the one written to the sweep's folder.
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.md", "tables", "plots", "data"} <= artifacts
+    logged = client.download_artifacts(parent.info.run_id, "tables/ess.csv", str(tmp_path))
+    pd.testing.assert_frame_equal(pd.read_csv(logged), table)
 
 
 def test_each_warning_is_said_once_per_sweep(tmp_path, store, client):
@@ -128,7 +137,10 @@ def test_resumed_sweep_tables_list_every_job_and_which_were_reused(tmp_path, sto
     out = tmp_path / "multirun" / "aggregate"
     jobs = pd.read_csv(out / "data" / "runs.csv")
     assert set(jobs["run_id"]) == {earlier, first.info.run_id} and jobs["reused"].all()
-    assert len(pd.read_csv(out / "tables" / "energy_gross.csv")) == 2  # both grid points, not an empty table
+    energy = pd.read_csv(out / "tables" / "energy_gross.csv")  # both grid points, not an empty table
+    assert len(energy) == 2
+    for run_id in (earlier, first.info.run_id):
+        assert_in_its_cell(energy, client.get_run(run_id), "energy_per_1k_gross_j")
     summary = (out / "summary.md").read_text()
     assert "2 reused, measured before this sweep" in summary
     assert earlier in summary and first.info.run_id in summary
@@ -222,6 +234,8 @@ def _sweep_config(*overrides: str):
 
 
 def test_joblib_never_shares_a_measured_device(monkeypatch, caplog):
+    """The guard's rules on every branch. Whether CUDA is available is faked (the rule's GPU exception):
+    this machine has no GPU."""
     from ecopipe import sweep as sweep_module
 
     def n_jobs_after_guard(*overrides: str, cuda: bool) -> int:
@@ -239,6 +253,30 @@ def test_joblib_never_shares_a_measured_device(monkeypatch, caplog):
     # Jobs pinned to the CPU on a GPU machine follow the CPU rule.
     assert n_jobs_after_guard("hardware.device=cpu", "monitor.allow_shared_cpu=true", cuda=True) == 2
     assert n_jobs_after_guard("hardware.device=cpu", cuda=True) == 1
+
+
+def test_a_joblib_sweep_runs_one_job_at_a_time_unless_told_they_may_share(tmp_path, store, client):
+    """The guard acts on the launcher Hydra builds: reduced to n_jobs=1, joblib runs the jobs one after
+    the other in the sweep's own process; allowed to share the CPU, in worker processes beside it."""
+    models, parallel = (
+        "model=logistic_regression,decision_tree",
+        ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+    )
+    guarded = sweep(tmp_path, store, *parallel, models)
+    assert guarded.returncode == 0, guarded.stderr[-3000:]
+    assert "hydra/launcher n_jobs=2 reduced to 1: CPU jobs side by side share" in guarded.stdout
+    shared = run_cli(
+        "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'shared'}", *FAST, *parallel, models,
+        "monitor.allow_shared_cpu=true", cwd=tmp_path,
+    )  # fmt: skip
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert "reduced to 1" not in shared.stdout and "2 jobs share the CPU" in shared.stdout
+    one_by_one, side_by_side = parents(client)
+    for parent, same_process in ((one_by_one, True), (side_by_side, False)):
+        children = runs_of(client, parent.info.run_id)
+        assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+        in_sweep_process = [r.data.tags["ecopipe.pid"] == parent.data.tags["ecopipe.pid"] for r in children]
+        assert in_sweep_process == [same_process] * 2
 
 
 def test_sweep_size_counts_the_grid():
