@@ -51,9 +51,9 @@ def test_default_job_end_to_end(make_cfg, client):
     assert metrics["energy_gross_j.ram"] == pytest.approx(0.375 * held_gb * metrics["window_s"], rel=0.5)
     # Loading and fitting (CPU + RAM): at least the share's idle floor, at most its peak plus RAM at up to
     # 1.5x what this process holds now. A phase charged more than the share could draw falls outside.
+    ram_w = 0.375 * 1.5 * held_gb
     for phase in ("load", "fit"):
         seconds, joules = metrics[f"{phase}_s"], metrics[f"{phase}_energy_j"]
-        ram_w = 0.375 * 1.5 * held_gb
         assert 0.12 * share_w * seconds * (1 - 1e-9) <= joules <= (1.02 * share_w + ram_w) * seconds, phase
 
     # CO2e, water and ESS from the job's energy by hand, with the published WORLD and tier factors.

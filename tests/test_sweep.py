@@ -258,17 +258,13 @@ def test_joblib_never_shares_a_measured_device(monkeypatch, caplog):
 def test_a_joblib_sweep_runs_one_job_at_a_time_unless_told_they_may_share(tmp_path, store, client):
     """The guard acts on the launcher Hydra builds: reduced to n_jobs=1, joblib runs the jobs one after
     the other in the sweep's own process; allowed to share the CPU, in worker processes beside it."""
-    models, parallel = (
-        "model=logistic_regression,decision_tree",
-        ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
-    )
+    models = "model=logistic_regression,decision_tree"
+    parallel = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     guarded = sweep(tmp_path, store, *parallel, models)
     assert guarded.returncode == 0, guarded.stderr[-3000:]
     assert "hydra/launcher n_jobs=2 reduced to 1: CPU jobs side by side share" in guarded.stdout
-    shared = run_cli(
-        "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'shared'}", *FAST, *parallel, models,
-        "monitor.allow_shared_cpu=true", cwd=tmp_path,
-    )  # fmt: skip
+    (tmp_path / "shared").mkdir()  # a sweep folder of its own, in the same store
+    shared = sweep(tmp_path / "shared", store, *parallel, models, "monitor.allow_shared_cpu=true")
     assert shared.returncode == 0, shared.stderr[-3000:]
     assert "reduced to 1" not in shared.stdout and "2 jobs share the CPU" in shared.stdout
     one_by_one, side_by_side = parents(client)
