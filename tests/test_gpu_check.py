@@ -5,18 +5,26 @@ job logs, and the whole script rehearsed on the CPU with the simulated GPU senso
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench.gpu import kit
-from bench.gpu.counter import compare, energy_between, record
+from bench.gpu import kit, plan
+from bench.gpu.__main__ import TERM_GRACE_S, _outcome, run_in_group
+from bench.gpu.counter import TrialComparison, compare, counter_between, power_between, record
+from bench.gpu.steps import STEPS, is_flat, settle
 from ecopipe.job import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,18 +100,41 @@ def test_kit_over_its_size_limit_is_refused_and_names_the_largest(tmp_path):
         kit.check_size(tmp_path, limit=2 * 2**20)
 
 
-# --- the independent counter ----------------------------------------------------------------------------
+# --- the counter check: two NVML signals, read by a second process -------------------------------------
 
 
-def test_counter_comparison_interpolates_a_recorded_trace_at_the_edges():
-    trace = pd.DataFrame({"unix_s": [10.0, 11.0, 12.0, 13.0], "energy_mj": [0.0, 1000.0, 3000.0, 6000.0]})
-    # By hand: 500 mJ at 10.5 s, 4500 mJ at 12.5 s -> 4.0 J; 1000 mJ at 11 s, 6000 mJ at 13 s -> 5.0 J.
-    assert energy_between(trace, 10.5, 12.5) == pytest.approx(4.0)
-    first, second = compare(trace, [10.5, 11.0], [12.5, 13.0], [4.04, 4.9])
-    assert (first.independent_j, first.ratio) == pytest.approx((4.0, 1.01))
-    assert (second.independent_j, second.ratio) == pytest.approx((5.0, 0.98))
+def test_counter_comparison_interpolates_the_counter_and_integrates_the_power_field():
+    trace = pd.DataFrame(
+        {
+            "unix_s": [10.0, 11.0, 12.0, 13.0],
+            "energy_mj": [0.0, 1000.0, 3000.0, 6000.0],
+            "power_w": [1.0, 1.0, 3.0, 3.0],
+        }
+    )
+    # By hand: counter 500 mJ at 10.5 s, 4500 mJ at 12.5 s -> 4.0 J. Power 1 W from 10.5 to 11 (0.5 J),
+    # 1 -> 3 W from 11 to 12 (2 J), 3 W from 12 to 12.5 (1.5 J) -> 4.0 J.
+    assert counter_between(trace, 10.5, 12.5) == pytest.approx(4.0)
+    assert power_between(trace, 10.5, 12.5) == pytest.approx(4.0)
+    # 11.5 -> 13: counter 2000 -> 6000 mJ = 4.0 J; power 2 W at 11.5: 1.25 J + 3 J = 4.25 J.
+    first, second = compare(trace, [10.5, 11.5], [12.5, 13.0], [4.04, 4.4])
+    assert (first.counter_j, first.job_vs_counter, first.power_field_vs_counter) == pytest.approx(
+        (4.0, 1.01, 1.0)
+    )
+    assert first.problems() == []  # 1% and 0%: within 3% and 15%
+    assert (second.job_vs_counter, second.power_field_vs_counter) == pytest.approx((1.1, 1.0625))
+    (problem,) = second.problems()
+    assert "job's counter reading is +10.0%" in problem and "tolerance 3%" in problem
     with pytest.raises(ValueError, match="not inside the trace"):
-        energy_between(trace, 9.0, 12.0)
+        counter_between(trace, 9.0, 12.0)
+
+
+def test_counter_check_flags_a_power_field_off_and_a_counter_that_does_not_move():
+    off = TrialComparison(0, 0.0, 5.0, job_j=100.0, counter_j=100.0, power_field_j=80.0)
+    assert off.problems() == [
+        "trial 1: the power field's integral is -20.0% from the counter (tolerance 15%)"
+    ]
+    stuck = TrialComparison(1, 0.0, 5.0, job_j=0.0, counter_j=0.0, power_field_j=300.0)
+    assert stuck.problems() == ["trial 2: the counter did not move (0 J)"]
 
 
 def test_counter_recorder_writes_timestamped_rows_at_its_rate(tmp_path):
@@ -111,11 +142,12 @@ def test_counter_recorder_writes_timestamped_rows_at_its_rate(tmp_path):
     reads = iter(range(0, 10**6, 7))
     timer = threading.Timer(0.5, stop.set)
     timer.start()
-    record(lambda: float(next(reads)), tmp_path / "trace.csv", hz=50, stop=stop)
+    record(lambda: (float(next(reads)), 42.0), tmp_path / "trace.csv", hz=50, stop=stop)
     trace = pd.read_csv(tmp_path / "trace.csv")
-    assert list(trace.columns) == ["unix_s", "energy_mj"]
+    assert list(trace.columns) == ["unix_s", "energy_mj", "power_w"]
     assert 15 <= len(trace) <= 30  # 50 Hz for 0.5 s
     assert trace["unix_s"].is_monotonic_increasing and list(trace["energy_mj"][:3]) == [0.0, 7.0, 14.0]
+    assert set(trace["power_w"]) == {42.0}
 
 
 def test_job_logs_each_trials_wall_clock_edges_and_gpu_energy(make_cfg, client):
@@ -137,10 +169,100 @@ def test_job_logs_each_trials_wall_clock_edges_and_gpu_energy(make_cfg, client):
         assert i == 0 or starts[i] >= ends[i - 1]
 
 
+# --- the plan, the steps' process groups, the idle settle ---------------------------------------------------
+
+
+def test_step_limits_fit_the_default_total_in_order_of_value():
+    limits = {name: limit for name, (limit, _) in plan.STEPS.items()}
+    assert sum(limits.values()) == plan.DEFAULT_BUDGET_S <= 420
+    assert list(limits)[:3] == ["counter", "idle", "headline"]
+    assert list(limits) == list(STEPS)  # every step has a limit, and runs in the plan's order
+    chosen = plan.choose("sweep,counter", None)
+    assert chosen.steps == ("counter", "sweep") and chosen.budget_s == limits["counter"] + limits["sweep"]
+    assert plan.choose(None, 360).budget_s == 360
+    with pytest.raises(ValueError, match=r"unknown step\(s\) idel; allowed: counter, idle, headline"):
+        plan.choose("idel", None)
+
+
+def test_the_script_prints_its_plan_first_and_refuses_a_bad_step_before_installing(tmp_path):
+    done = gpu_check(str(tmp_path), "--steps", "counter,idel")  # GPU mode: it would install the kit next
+    assert done.returncode == 2 and "--steps 'counter,idel': unknown step(s) idel" in done.stderr
+    assert "installing" not in done.stdout and not list(tmp_path.iterdir())
+    done = gpu_check("--cpu", str(tmp_path), "--steps", "idle", "--budget-s", "30")
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("gpu check: 1 steps, their limits add up to 25 s; budget 30 s"), done.stdout
+    assert json.loads((tmp_path / "report.json").read_text())["budget_s"] == 30
+
+
+def running(pid: int) -> bool:
+    """Alive, not a zombie: an ended orphan stays a zombie until whoever adopted it reaps it."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+HANGING_STEP = """
+import subprocess, sys, time
+from pathlib import Path
+from bench.gpu.context import StepResult
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+Path(sys.argv[1]).write_text(str(child.pid))
+result = StepResult(Path(sys.argv[2]))
+result.figure("finished before the hang", 1.5, "J")
+time.sleep(300)
+"""
+
+
+def test_a_step_stopped_at_its_limit_ends_its_children_and_keeps_its_figures(tmp_path):
+    child_pid, result = tmp_path / "child.pid", tmp_path / "result.json"
+    command = [sys.executable, "-c", HANGING_STEP, str(child_pid), str(result)]
+    started = time.monotonic()
+    status, ended = run_in_group(command, tmp_path / "step.log", timeout_s=8)
+    assert status is None and time.monotonic() - started < 8 + 2 * TERM_GRACE_S
+    child = int(child_pid.read_text())
+    assert child in ended and not running(child)  # the grandchild is gone, not only the step
+    outcome = _outcome(
+        "engines", plan.choose("engines", None), status, 8.0, result, tmp_path / "step.log", ended
+    )
+    assert outcome.status == "failed (stopped at its 70-s limit; the figures it finished are kept)"
+    assert [f["name"] for f in outcome.figures] == ["finished before the hang"]
+
+
+def test_a_step_that_exits_leaving_a_child_behind_has_it_ended(tmp_path):
+    command = [sys.executable, "-c", "import subprocess, sys; subprocess.Popen(['sleep', '300'])"]
+    status, ended = run_in_group(command, tmp_path / "step.log", timeout_s=30)
+    assert status == 0 and len(ended) == 1 and not running(ended[0])
+
+
+def scripted_counter(watts: list[float], window_s: float):
+    """A counter whose power over each settle window is the next of `watts`, on a clock that sleeps."""
+    now, energy_mj, windows = [0.0], [0.0], iter(watts)
+
+    def sleep(seconds: float) -> None:
+        energy_mj[0] += next(windows) * seconds * 1000
+        now[0] += seconds
+
+    return (lambda: energy_mj[0]), sleep, (lambda: now[0])
+
+
+def test_idle_settles_when_three_readings_agree_or_says_it_did_not():
+    read, sleep, clock = scripted_counter([120.0, 95.0, 80.0, 71.0, 70.0, 69.5, 70.2, 99.0], 1.0)
+    found = settle(read, 1.0, 20.0, sleep, clock)
+    assert found.settled and found.watts == pytest.approx((120, 95, 80, 71, 70, 69.5))
+    assert found.settled_w == pytest.approx(70.1666, rel=1e-4) and found.seconds == pytest.approx(6.0)
+    read, sleep, clock = scripted_counter([120.0, 100.0, 90.0, 80.0, 70.0, 60.0], 1.0)
+    falling = settle(read, 1.0, 4.0, sleep, clock)
+    assert not falling.settled and len(falling.watts) == 4 and falling.seconds == pytest.approx(4.0)
+    assert (
+        not is_flat([70.0, 70.0]) and is_flat([100.0, 70.0, 71.0, 72.0]) and not is_flat([70.0, 71.0, 74.0])
+    )
+
+
 # --- the script ---------------------------------------------------------------------------------------------
 
 
-def gpu_check(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def gpu_check(*args: str, timeout: int = 600, **popen) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "bench/gpu_check.sh", *args],
         cwd=ROOT,
@@ -148,47 +270,118 @@ def gpu_check(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str
         capture_output=True,
         text=True,
         timeout=timeout,
+        **popen,
     )
 
 
-@pytest.mark.timeout(600)  # the rehearsal's own budget is 540 s: it reports a slow step before this fires
-def test_cpu_rehearsal_runs_every_step_and_reports_them(tmp_path):
-    done = gpu_check("--cpu", str(tmp_path))
-    report = json.loads((tmp_path / "report.json").read_text())
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The whole check rehearsed on the CPU once, for the tests that read what it wrote."""
+    out = tmp_path_factory.mktemp("rehearsal")
+    return out, gpu_check("--cpu", str(out))
+
+
+@pytest.mark.timeout(600)  # the rehearsal's own budget is 420 s: it reports a slow step before this fires
+def test_cpu_rehearsal_runs_every_step_and_reports_them(rehearsal):
+    out, done = rehearsal
+    report = json.loads((out / "report.json").read_text())
     failed = [(s["step"], s["status"], s["notes"]) for s in report["steps"] if s["status"] != "ok"]
-    assert done.returncode == 0 and not failed, (failed, done.stdout[-3000:])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "gpu_check.log",
+    steps = {s["step"]: s for s in report["steps"]}
+    assert list(steps) == ["counter", "idle", "headline", "precisions", "engines", "sweep", "rapl", "pytest"]
+    rapl = steps.pop("rapl")  # this machine has no readable RAPL: the one step with nothing to do
+    assert rapl["status"].startswith("skipped: no readable RAPL on this host"), rapl
+    assert done.returncode == 0 and failed == [("rapl", rapl["status"], [])], (failed, done.stdout[-3000:])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "logs",
         "mlflow.db",
         "report.json",
         "report.md",
+        "traces",
     ]
-    steps = {s["step"]: s for s in report["steps"]}
-    assert list(steps) == [
-        "idle",
-        "counter",
-        "polling",
-        "precisions",
-        "headline",
-        "sweep",
-        "pytest",
-        "engines",
-    ]
+    assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(f"{s}.log" for s in [*steps, "rapl"])
+    assert all(s["seconds"] <= s["limit_s"] for s in report["steps"])
     figures = {s: {f["name"]: f for f in step["figures"]} for s, step in steps.items()}
-    for sensor in ("counter", "polling"):  # the simulated GPU against its independent reading: 3 trials
-        ratios = [f["value"] for name, f in figures[sensor].items() if name.endswith("job / independent")]
+    # The simulated GPU against the recorder's two signals: 3 trials, each within its tolerance.
+    for signal_name in ("job / counter", "power field / counter"):
+        ratios = [f["value"] for name, f in figures["counter"].items() if name.endswith(signal_name)]
         assert len(ratios) == 3 and all(r == pytest.approx(1.0, abs=0.01) for r in ratios)
+    assert "not an external meter" in " ".join(steps["counter"]["notes"])
+    assert len(pd.read_csv(out / "traces" / "counter.csv")) > 10
+    idle = figures["idle"]
+    assert idle["idle power, no CUDA context"]["value"] == pytest.approx(300.0, rel=0.02)
+    assert figures["headline"]["weights hold"]["value"] == "torch.float32"
+    assert "NVIDIA H100 SXM 80GB (SIMULATED)" in " ".join(steps["headline"]["notes"])
     assert figures["precisions"]["int8: weights hold"]["value"].startswith("qint8")
     (int4,) = [n for n in steps["precisions"]["notes"] if n.startswith("int4:")]
     assert "cannot run" in int4 and "\n" not in int4
     assert figures["sweep"]["jobs FINISHED"]["value"] == "4 of 4"
-    assert "SIMULATED" in (tmp_path / "report.md").read_text() and "8 of 8 steps passed" in done.stdout
-    runs = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()
+    text = (out / "report.md").read_text()
+    assert "SIMULATED" in text and "7 of 8 steps passed, 0 failed, 0 not run" in done.stdout
+    assert "after 8 of 8 steps" in text
+    runs = MlflowClient(f"sqlite:///{out / 'mlflow.db'}").search_experiments()
     assert {e.name for e in runs} >= {"ecopipe", "gpu-check-sweep"}
 
 
+@pytest.mark.timeout(300)
+def test_the_rehearsal_store_and_a_cpu_sweep_of_the_same_grid_make_two_hardware_columns(rehearsal, tmp_path):
+    """The report's own commands: the same grid on this CPU, then one table over both stores."""
+    out, _ = rehearsal
+    (sweep,) = [s for s in json.loads((out / "report.json").read_text())["steps"] if s["step"] == "sweep"]
+    (note,) = [n for n in sweep["notes"] if n.startswith("the same grid on a CPU")]
+    twin, merge = re.findall(r"`([^`]+)`", note)
+    assert "hardware.device=cpu" in twin and "fake_gpu_watts" not in twin and "hardware=h100" not in twin
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    python = [sys.executable, "-m"]
+    done = subprocess.run(
+        [*python, *shlex.split(twin.removeprefix("python -m ")), f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = subprocess.run(
+        [*python, *shlex.split(merge.removeprefix("python -m ")), "--out", str(tmp_path / "merged")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "merged" / "tables" / "energy_gross.csv")
+    simulated = "NVIDIA H100 SXM 80GB (SIMULATED)"
+    cpu = next(c for c in table.columns if c not in {"model", "precision", simulated})
+    assert simulated in table.columns and len(table.columns) == 4, table.columns
+    data = table[table["model"].isin(["opt-125m", "opt-350m"])]
+    assert len(data) == 4 and data[[simulated, cpu]].notna().all().all()
+    sources = table[~table["model"].isin(["opt-125m", "opt-350m"])].iloc[-1]
+    assert "fake" in str(sources[simulated]) and "estimated_tdp" in str(sources[cpu])
+
+
+def test_a_call_cut_off_after_a_step_returns_that_steps_report(tmp_path):
+    """SIGKILL to the whole call, as a device's time limit does: the report of the steps done is there."""
+    process = subprocess.Popen(
+        ["bash", "bench/gpu_check.sh", "--cpu", str(tmp_path), "--steps", "idle,headline,precisions"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(Path.home())},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    report_path, deadline = tmp_path / "report.json", time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            steps = json.loads(report_path.read_text())["steps"] if report_path.exists() else []
+            if steps and steps[0]["status"] != "not run yet":
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    idle, headline, precisions = json.loads(report_path.read_text())["steps"]
+    assert idle["status"] == "ok" and idle["figures"]
+    assert headline["status"] == precisions["status"] == "not run yet"
+    text = (tmp_path / "report.md").read_text()
+    assert "after 1 of 3 steps" in text and "## headline: not run yet (limit 45 s)" in text
+    assert (tmp_path / "logs" / "idle.log").exists()
+
+
 def test_a_failing_step_is_reported_and_the_next_still_runs(tmp_path):
-    """Without a GPU both NVML steps fail; each is reported, and the exit status counts them."""
+    """Without a GPU both NVML steps fail, each saying why, and the exit status counts them."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.gpu", str(tmp_path), "--steps", "idle,counter"],
         cwd=ROOT,
@@ -198,8 +391,10 @@ def test_a_failing_step_is_reported_and_the_next_still_runs(tmp_path):
     )
     report = json.loads((tmp_path / "report.json").read_text())
     assert done.returncode == 2
+    assert report["machine"]["gpu"].startswith("not identified")
     assert [(s["step"], s["status"].split()[0]) for s in report["steps"]] == [
-        ("idle", "failed"),
         ("counter", "failed"),
+        ("idle", "failed"),
     ]
-    assert all(s["notes"] for s in report["steps"])  # each says why
+    for step in report["steps"]:  # neither reads an NVML index the UUID did not give
+        assert "not resolved to an NVML device through its UUID" in " ".join(step["notes"])

@@ -1,272 +1,210 @@
-"""The GPU check's steps. Each runs in a process of its own (`python -m bench.gpu.steps NAME ...`), so a
-hang or a broken CUDA context costs one step, and the idle step sees a GPU with no context open.
+"""The GPU check's steps. Each runs in a process group of its own (`python -m bench.gpu.steps NAME ...`),
+so a hang or a broken CUDA context costs one step, a timeout ends everything the step started, and the
+idle step sees a GPU with no context of ours open.
 
-Every step returns figures (name, value, unit, the command that produced it) and notes. The `cpu`
-shape rehearses the same steps on the CPU with the simulated GPU sensor and shrunk models, so the
-script itself is tested on every change; its figures say SIMULATED and prove nothing about a GPU.
+A step adds figures (name, value, unit, the command that produced it) and notes to its StepResult, which
+is saved after each one: a step stopped at its limit still reports what it finished. The `cpu` shape
+rehearses the same steps on the CPU with the simulated GPU sensor and shrunk models, so the script
+itself is tested on every change; its figures say SIMULATED and prove nothing about a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from bench.gpu.counter import compare, nvml_counter_mj, simulated_counter_mj
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Models, windows and batches of one run of the check."""
-
-    name: str
-    device: str  # hardware.device of every job
-    fake_gpu_watts: float | None  # the CPU rehearsal's simulated GPU; None on a real one
-    overrides: tuple[str, ...]  # shared by every job: data, window lengths, shrinking on the CPU
-    counter_overrides: tuple[str, ...]  # the independent-counter check: >= 3 trials of >= 5 s on a GPU
-    sweep_precisions: str
-    float_precision: str  # counter check and engines: fp16 on a GPU, fp32 on the CPU
-    batches: tuple[int, ...]
-    idle_s: float  # each idle reading of the idle step
-    # The same models in both shapes (the CPU rehearsal shrinks them with `overrides`).
-    big: str = "opt-1.3b"  # counter check and engines
-    small: str = "opt-125m"  # precisions
-    headline: str = "opt-2.7b"  # the mission's own example, with int8
-    sweep_models: str = "opt-125m,opt-350m"
-
-
-GPU = Shape(
-    name="gpu",
-    device="cuda",
-    fake_gpu_watts=None,
-    overrides=(
-        "dataset.limit=8",
-        "dataset.seq_len=64",
-        "model.max_new_tokens=32",
-        "monitor.trials=2",
-        "monitor.min_window_s=2",
-        "monitor.idle_s=2",
-    ),
-    counter_overrides=("batch_size=8", "monitor.trials=3", "monitor.min_window_s=5"),
-    sweep_precisions="fp16,bf16",
-    float_precision="fp16",
-    batches=(1, 8),
-    idle_s=3.0,
+from bench.gpu.context import (
+    ROOT,
+    SHAPES,
+    SWEEP_EXPERIMENT,
+    Context,
+    StepResult,
+    command,
+    metric_history,
+    run_job,
 )
-# Every OPT architecture shrunk alike: the rehearsal checks the script's plumbing, not the models.
-_SHRINK = "+model.config_overrides={hidden_size:128,num_hidden_layers:1,num_attention_heads:2,ffn_dim:256,word_embed_proj_dim:128}"  # noqa: E501
-CPU = Shape(
-    name="cpu",
-    device="cpu",
-    fake_gpu_watts=300.0,
-    overrides=(
-        _SHRINK,
-        "dataset.limit=2",
-        "dataset.seq_len=8",
-        "model.max_new_tokens=4",
-        "monitor=quick",
-        "monitor.trials=2",
-        "monitor.min_window_s=0.1",
-        "monitor.idle_s=0.1",
-        "monitor.warmup_batches=1",
-    ),
-    counter_overrides=("batch_size=2", "monitor.trials=3", "monitor.min_window_s=0.3"),
-    sweep_precisions="fp32,int8",
-    float_precision="fp32",
-    batches=(1,),  # one shape to compile: torch.compile takes ~20 s per shape on 2 CPU cores
-    idle_s=0.2,
+from bench.gpu.counter import (
+    POWER_FIELD_TOLERANCE,
+    SAME_COUNTER_TOLERANCE,
+    compare,
+    nvml_reader,
+    simulated_reader,
 )
-SHAPES = {shape.name: shape for shape in (GPU, CPU)}
+
+# The idle step calls power settled when its last SETTLE_WINDOWS readings lie within this share of
+# their mean (a GPU's idle draw falls for seconds after work as clocks and fans come down).
+SETTLE_TOLERANCE = 0.05
+SETTLE_WINDOWS = 3
 
 
-@dataclass
-class Figure:
-    name: str
-    value: float | str
-    unit: str = ""
-    command: str = ""
+def _counter_mj(ctx: Context) -> Callable[[], float]:
+    read, _ = simulated_reader(ctx.shape.fake_gpu_watts) if ctx.simulated else nvml_reader(ctx.needs_gpu())
+    return lambda: read()[0]
 
 
-@dataclass
-class StepResult:
-    figures: list[Figure] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)  # parts that failed; the step fails if any
+# --- counter: the job's GPU energy against two NVML signals read by a second process -----------------------
 
 
-@dataclass(frozen=True)
-class Context:
-    shape: Shape
-    work: Path  # scratch folder: the MLflow store, traces, the sweep's output
-
-    @property
-    def store(self) -> str:
-        return f"sqlite:///{self.work / 'mlflow.db'}"
-
-    def base(self) -> list[str]:
-        simulated = (
-            [f"monitor.fake_gpu_watts={self.shape.fake_gpu_watts}"] if self.shape.fake_gpu_watts else []
-        )
-        return [
-            "model.weights=random",
-            "dataset=synthetic_text",
-            f"hardware.device={self.shape.device}",
-            *self.shape.overrides,
-            *simulated,
-        ]
-
-    def counter_mj(self) -> Callable[[], float]:
-        if self.shape.fake_gpu_watts is not None:
-            return simulated_counter_mj(self.shape.fake_gpu_watts)
-        return nvml_counter_mj(0)
-
-
-def command(overrides: list[str]) -> str:
-    return "python -m ecopipe " + " ".join(overrides)
-
-
-def run_job(ctx: Context, *overrides: str) -> tuple[dict[str, float], dict[str, str], str, str]:
-    """One job in this process: (metrics, tags, run id, the equivalent command line)."""
-    from hydra import compose, initialize_config_dir
-    from mlflow.tracking import MlflowClient
-
-    from ecopipe.config import CONFIG_DIR, register_configs
-    from ecopipe.job import run_job as run
-
-    register_configs()
-    args = [*ctx.base(), *overrides]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"tracking.uri={ctx.store}", *args])
-    outcome = run(cfg)
-    tags = MlflowClient(ctx.store).get_run(outcome.run_id).data.tags
-    return outcome.metrics, tags, outcome.run_id, command(args)
-
-
-def trial_history(ctx: Context, run_id: str, key: str) -> list[float]:
-    from mlflow.tracking import MlflowClient
-
-    return [
-        m.value for m in sorted(MlflowClient(ctx.store).get_metric_history(run_id, key), key=lambda m: m.step)
-    ]
-
-
-def mean_power_w(read_mj: Callable[[], float], seconds: float) -> float:
-    before, start = read_mj(), time.perf_counter()
-    time.sleep(seconds)
-    return (read_mj() - before) / 1000.0 / (time.perf_counter() - start)
-
-
-# --- steps --------------------------------------------------------------------------------------------
-
-
-def idle(ctx: Context) -> StepResult:
-    """GPU power from its counter before and after this process opens a CUDA context (none open before)."""
-    import torch
-
-    read = ctx.counter_mj()
-    result = StepResult()
-    result.figures.append(Figure("idle power, no CUDA context", mean_power_w(read, ctx.shape.idle_s), "W"))
-    if ctx.shape.device == "cuda":
-        torch.zeros(1, device="cuda")
-        torch.cuda.synchronize()
-    result.figures.append(Figure("idle power, CUDA context open", mean_power_w(read, ctx.shape.idle_s), "W"))
-    result.notes.append(
-        f"counter-based means over {ctx.shape.idle_s:g} s each; the job's baseline is in `counter`"
-    )
-    return result
-
-
-def _against_counter(ctx: Context, gpu_sensor: str) -> StepResult:
-    """The job's per-trial GPU energy beside a separate process's counter read over the same edges."""
-    trace_path = ctx.work / f"counter_trace_{gpu_sensor}.csv"
-    recorder = [sys.executable, "-m", "bench.gpu.counter", "--out", str(trace_path), "--hz", "50"]
-    if ctx.shape.fake_gpu_watts is not None:
+def _start_recorder(ctx: Context, trace: Path) -> subprocess.Popen:
+    recorder = [sys.executable, "-m", "bench.gpu.counter", "--out", str(trace), "--hz", "50"]
+    if ctx.simulated:
         recorder += ["--fake-watts", str(ctx.shape.fake_gpu_watts)]
-    process = subprocess.Popen(recorder, cwd=ROOT)
+    else:
+        recorder += ["--index", str(ctx.needs_gpu())]
+    process = subprocess.Popen(recorder, cwd=ROOT)  # in this step's process group: a timeout ends it too
+    while not trace.exists() or trace.read_text().count("\n") < 3:
+        if process.poll() is not None:
+            raise RuntimeError(f"the counter recorder exited with status {process.returncode}")
+        time.sleep(0.05)
+    return process
+
+
+def counter(ctx: Context, result: StepResult) -> None:
+    trace_path = ctx.out / "traces" / "counter.csv"
+    trace_path.parent.mkdir(parents=True, exist_ok=True)
+    process = _start_recorder(ctx, trace_path)
     try:
-        while not trace_path.exists() or trace_path.read_text().count("\n") < 3:
-            if process.poll() is not None:
-                raise RuntimeError(f"the counter recorder exited with status {process.returncode}")
-            time.sleep(0.05)
-        metrics, tags, run_id, cmd = run_job(
+        _, tags, run_id, cmd = run_job(
             ctx,
-            f"model={ctx.shape.big}",
+            f"model={ctx.shape.counter_model}",
             f"precision={ctx.shape.float_precision}",
             *ctx.shape.counter_overrides,
-            f"monitor.gpu_sensor={gpu_sensor}",
+            "monitor.gpu_sensor=counter",
         )
         time.sleep(0.1)  # the trace must extend past the last edge
     finally:
         process.terminate()
         process.wait(timeout=10)
-    trace = pd.read_csv(trace_path)
+    field = trace_path.with_suffix(".field").read_text()
+    result.note(f"job run {run_id}; its GPU source: {tags.get('energy_source.gpu')}; power field: {field}")
     trials = compare(
-        trace,
-        trial_history(ctx, run_id, "trial_start_unix_s"),
-        trial_history(ctx, run_id, "trial_end_unix_s"),
-        trial_history(ctx, run_id, "trial_energy_j.gpu"),
+        pd.read_csv(trace_path),
+        metric_history(ctx, run_id, "trial_start_unix_s"),
+        metric_history(ctx, run_id, "trial_end_unix_s"),
+        metric_history(ctx, run_id, "trial_energy_j.gpu"),
     )
-    result = StepResult(notes=[f"job GPU source: {tags.get('energy_source.gpu')}; run {run_id}"])
     for t in trials:
-        result.figures += [
-            Figure(f"trial {t.trial + 1}: job GPU energy ({gpu_sensor})", t.job_j, "J", cmd),
-            Figure(f"trial {t.trial + 1}: independent counter, same edges", t.independent_j, "J"),
-            Figure(f"trial {t.trial + 1}: job / independent", t.ratio, ""),
-        ]
-        if abs(t.ratio - 1) > 0.01:
-            result.notes.append(
-                f"trial {t.trial + 1}: {100 * (t.ratio - 1):+.2f}% from the counter (target 1%)"
-            )
-    result.figures.append(
-        Figure("job idle baseline (gpu)", metrics.get("idle_power_w.gpu", float("nan")), "W")
+        n = t.trial + 1
+        result.figure(f"trial {n}: job GPU energy (its counter)", t.job_j, "J", cmd)
+        result.figure(f"trial {n}: counter, second process, same edges", t.counter_j, "J")
+        result.figure(f"trial {n}: power field integrated, second process", t.power_field_j, "J")
+        result.figure(f"trial {n}: job / counter", t.job_vs_counter)
+        result.figure(f"trial {n}: power field / counter", t.power_field_vs_counter)
+        for problem in t.problems():
+            result.fail(f"trial {n}", problem)
+    result.note(
+        "a consistency check between two NVML signals of one board (units, device, window edges, a "
+        "counter that moves), not an external meter; tolerances: job vs counter "
+        f"{100 * SAME_COUNTER_TOLERANCE:.0f}% (one counter, read by two processes), power field vs "
+        f"counter {100 * POWER_FIELD_TOLERANCE:.0f}% (an earlier probe on an H100 saw the field's "
+        "integral about 9% below the counter)"
     )
-    return result
 
 
-def counter(ctx: Context) -> StepResult:
-    return _against_counter(ctx, "counter")
+# --- idle: power settles, without and then with a CUDA context ---------------------------------------------
 
 
-def polling(ctx: Context) -> StepResult:
-    return _against_counter(ctx, "polling")
+@dataclass(frozen=True)
+class Settling:
+    watts: tuple[float, ...]  # one mean power per window, in the order read
+    settled: bool
+    seconds: float
+
+    @property
+    def settled_w(self) -> float:
+        last = self.watts[-SETTLE_WINDOWS:]
+        return sum(last) / len(last)
 
 
-def precisions(ctx: Context) -> StepResult:
-    result = StepResult()
+def is_flat(watts: list[float] | tuple[float, ...]) -> bool:
+    """The last SETTLE_WINDOWS readings within SETTLE_TOLERANCE of their mean."""
+    last = watts[-SETTLE_WINDOWS:]
+    if len(last) < SETTLE_WINDOWS:
+        return False
+    mean = sum(last) / len(last)
+    return mean > 0 and (max(last) - min(last)) <= SETTLE_TOLERANCE * mean
+
+
+def settle(
+    read_mj: Callable[[], float],
+    window_s: float,
+    max_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Settling:
+    """Mean power over consecutive windows until it is flat, or until `max_s` has passed."""
+    watts: list[float] = []
+    start = clock()
+    while not is_flat(watts) and clock() - start < max_s:
+        before, t0 = read_mj(), clock()
+        sleep(window_s)
+        watts.append((read_mj() - before) / 1000.0 / (clock() - t0))
+    return Settling(tuple(watts), is_flat(watts), clock() - start)
+
+
+def idle(ctx: Context, result: StepResult) -> None:
+    read = _counter_mj(ctx)
+    for label in ("no CUDA context", "CUDA context open"):
+        if label == "CUDA context open" and not ctx.simulated:
+            import torch
+
+            torch.zeros(1, device="cuda")
+            torch.cuda.synchronize()
+        found = settle(read, ctx.shape.idle_window_s, ctx.shape.idle_max_s)
+        result.figure(f"idle power, {label}", found.settled_w, "W")
+        result.figure(f"idle power, {label}: seconds to settle", round(found.seconds, 1), "s")
+        if not found.settled:
+            result.note(
+                f"{label}: not flat after {found.seconds:.0f} s: "
+                + ", ".join(f"{w:.1f} W" for w in found.watts)
+            )
+    result.note(
+        f"from the counter, {ctx.shape.idle_window_s:g}-s windows until {SETTLE_WINDOWS} lie within "
+        f"{100 * SETTLE_TOLERANCE:.0f}% of their mean (at most {ctx.shape.idle_max_s:g} s each); the "
+        "job's own baseline is in `counter`"
+    )
+
+
+# --- headline, precisions, engines -------------------------------------------------------------------------
+
+
+def headline(ctx: Context, result: StepResult) -> None:
+    metrics, tags, _, cmd = run_job(ctx, f"model={ctx.shape.small}", f"precision={ctx.shape.float_precision}")
+    result.figure("weights hold", tags["ecopipe.dtype"], "", cmd)
+    result.figure("energy per 1,000 tokens", metrics["energy_per_1k_tokens_gross_j"], "J")
+    result.figure("tokens/s", metrics["tokens"] / metrics["window_s"], "tokens/s")
+    result.note(
+        f"hardware {tags.get('ecopipe.hardware')}; energy sources: gpu {tags.get('energy_source.gpu')}, "
+        f"cpu {tags.get('energy_source.cpu')}, ram {tags.get('energy_source.ram')}"
+    )
+
+
+def precisions(ctx: Context, result: StepResult) -> None:
+    from ecopipe.config import ConfigError
+
     for precision in ("fp32", "fp16", "bf16", "int8", "int4"):
         try:
             metrics, tags, _, cmd = run_job(ctx, f"model={ctx.shape.small}", f"precision={precision}")
-        except Exception as error:  # one line each: the next precision still runs
-            reason = " ".join(str(error).split())
-            result.notes.append(f"{precision}: cannot run: {type(error).__name__}: {reason}")
-            if not _is_refusal(error):
-                result.failures.append(precision)
+        except ConfigError as refusal:  # the job says why this precision cannot run here: a finding
+            result.note(f"{precision}: cannot run: {refusal}")
             continue
-        result.figures += [
-            Figure(f"{precision}: weights hold", tags["ecopipe.dtype"], "", cmd),
-            Figure(f"{precision}: energy per 1,000 tokens", metrics["energy_per_1k_tokens_gross_j"], "J"),
-        ]
-    return result
-
-
-def _is_refusal(error: Exception) -> bool:
-    from ecopipe.config import ConfigError
-
-    return isinstance(error, ConfigError)
+        except Exception as error:  # one line each: the next precision still runs
+            result.fail(precision, f"{type(error).__name__}: {error}")
+            continue
+        result.figure(f"{precision}: weights hold", tags["ecopipe.dtype"], "", cmd)
+        result.figure(f"{precision}: energy per 1,000 tokens", metrics["energy_per_1k_tokens_gross_j"], "J")
 
 
 def copy_bandwidth(device: str, megabytes: int = 1024, repeats: int = 10) -> float:
-    """Bytes/s a device-to-device copy moves, counting bytes read and written (as the H200's 4.3 TB/s)."""
+    """Bytes/s a device-to-device copy moves, counting bytes read and written (as the H200's 4.8 TB/s)."""
     import torch
 
     source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
@@ -281,15 +219,20 @@ def copy_bandwidth(device: str, megabytes: int = 1024, repeats: int = 10) -> flo
     return 2 * source.numel() * repeats / (time.perf_counter() - start)
 
 
-def engines(ctx: Context) -> StepResult:
+def _device_name(ctx: Context) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if ctx.shape.device == "cuda" else "cpu"
+
+
+def engines(ctx: Context, result: StepResult) -> None:
     from bench.gpu_efficiency import BANDWIDTH
 
-    result = StepResult()
     measured = copy_bandwidth(ctx.shape.device)
     rated = next((v for k, v in BANDWIDTH.items() if k in _device_name(ctx)), None)
-    result.figures.append(Figure("copy bandwidth, measured", measured / 1e12, "TB/s"))
+    result.figure("copy bandwidth, measured", measured / 1e12, "TB/s")
     if rated:
-        result.figures.append(Figure("HBM bandwidth, rated", rated / 1e12, "TB/s"))
+        result.figure("HBM bandwidth, rated", rated / 1e12, "TB/s")
     bytes_per_weight = {"fp32": 4, "fp16": 2, "bf16": 2}[ctx.shape.float_precision]
     for engine in ("eager", "compiled"):
         for batch in ctx.shape.batches:
@@ -297,92 +240,119 @@ def engines(ctx: Context) -> StepResult:
             try:
                 metrics, _, _, cmd = run_job(
                     ctx,
-                    f"model={ctx.shape.big}",
+                    f"model={ctx.shape.engines_model}",
                     f"precision={ctx.shape.float_precision}",
                     f"engine={engine}",
                     f"batch_size={batch}",
                     f"dataset.limit={max(batch, 2)}",
                 )
             except Exception as error:
-                result.failures.append(label)
-                result.notes.append(f"{label}: {type(error).__name__}: {' '.join(str(error).split())}")
+                result.fail(label, f"{type(error).__name__}: {error}")
                 continue
             tokens_per_s = metrics["tokens"] / metrics["window_s"]
-            result.figures += [
-                Figure(f"{label}: tokens/s", tokens_per_s, "tokens/s", cmd),
-                Figure(f"{label}: energy per token", metrics["energy_per_1k_tokens_gross_j"] / 1000, "J"),
-            ]
+            result.figure(f"{label}: tokens/s", tokens_per_s, "tokens/s", cmd)
+            result.figure(f"{label}: energy per token", metrics["energy_per_1k_tokens_gross_j"] / 1000, "J")
             if batch == 1:  # each new token reads every weight once: tokens/s <= bandwidth / weight bytes
                 weight_bytes = metrics["parameters"] * bytes_per_weight
-                result.figures.append(
-                    Figure(
-                        f"{label}: fraction of the measured-bandwidth bound",
-                        tokens_per_s * weight_bytes / measured,
-                    )
+                result.figure(
+                    f"{label}: share of the measured-bandwidth bound", tokens_per_s * weight_bytes / measured
                 )
                 if rated:
-                    result.figures.append(
-                        Figure(
-                            f"{label}: fraction of the rated-bandwidth bound",
-                            tokens_per_s * weight_bytes / rated,
-                        )
+                    result.figure(
+                        f"{label}: share of the rated-bandwidth bound", tokens_per_s * weight_bytes / rated
                     )
-    return result
 
 
-def _device_name(ctx: Context) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if ctx.shape.device == "cuda" else "cpu"
+# --- sweep: the GPU column of a cross-hardware table -------------------------------------------------------
 
 
-def headline(ctx: Context) -> StepResult:
-    metrics, tags, _, cmd = run_job(ctx, f"model={ctx.shape.headline}", "precision=int8")
-    return StepResult(
-        figures=[
-            Figure("weights hold", tags["ecopipe.dtype"], "", cmd),
-            Figure("energy per 1,000 tokens", metrics["energy_per_1k_tokens_gross_j"], "J"),
-            Figure("tokens/s", metrics["tokens"] / metrics["window_s"], "tokens/s"),
-        ],
-        notes=[f"energy sources: gpu {tags.get('energy_source.gpu')}, cpu {tags.get('energy_source.cpu')}"],
+def sweep_overrides(ctx: Context) -> list[str]:
+    """The sweep's grid, which a CPU runs unchanged but for where it runs (`cpu_twin`)."""
+    return [
+        "-m",
+        f"model={ctx.shape.sweep_models}",
+        f"precision={ctx.shape.sweep_precisions}",
+        *ctx.grid(),
+        f"tracking.experiment={SWEEP_EXPERIMENT}",
+    ]
+
+
+def cpu_twin(ctx: Context, store: str = "sqlite:///cpu.db") -> str:
+    """The command that runs the same grid on a CPU, into its own store, for the merged table."""
+    return command([*sweep_overrides(ctx), "hardware.device=cpu", f"tracking.uri={store}"])
+
+
+def merge_command(ctx: Context, other: str = "sqlite:///cpu.db") -> str:
+    return (
+        f"python -m ecopipe.aggregate --tracking-uri {ctx.store} --tracking-uri {other} "
+        f"--experiment {SWEEP_EXPERIMENT}"
     )
 
 
-def sweep(ctx: Context) -> StepResult:
+def sweep(ctx: Context, result: StepResult) -> None:
     """A 4-job multirun (2 models x 2 precisions) and its aggregation, in a process of its own."""
     from mlflow.tracking import MlflowClient
 
     folder = ctx.work / "sweep"
     args = [
-        "-m",
-        f"model={ctx.shape.sweep_models}",
-        f"precision={ctx.shape.sweep_precisions}",
-        *ctx.base(),
+        *sweep_overrides(ctx),
+        *ctx.device_overrides(),
         f"tracking.uri={ctx.store}",
-        "tracking.experiment=gpu-check-sweep",
         f"hydra.sweep.dir={folder}",
     ]
     done = subprocess.run([sys.executable, "-m", "ecopipe", *args], cwd=ROOT, capture_output=True, text=True)
     client = MlflowClient(ctx.store)
-    experiment = client.get_experiment_by_name("gpu-check-sweep")
+    experiment = client.get_experiment_by_name(SWEEP_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     finished = sum(r.info.status == "FINISHED" for r in children)
     tables = sorted(p.name for p in (folder / "aggregate").rglob("*.csv"))  # tables/, data/...
-    result = StepResult(
-        figures=[
-            Figure("jobs FINISHED", f"{finished} of {len(children)}", "", command(args)),
-            Figure("aggregate tables", len(tables), "CSV files"),
-            Figure("sweep exit status", done.returncode),
-        ]
-    )
+    result.figure("jobs FINISHED", f"{finished} of {len(children)}", "", command(args))
+    result.figure("aggregate tables", len(tables), "CSV files")
+    result.figure("sweep exit status", done.returncode)
     if done.returncode != 0 or finished != 4 or not tables:
-        result.failures.append("sweep")
-        result.notes.append("sweep output, last lines: " + " | ".join(done.stderr.strip().splitlines()[-5:]))
-    return result
+        result.fail("sweep", "sweep output, last lines: " + " | ".join(done.stderr.strip().splitlines()[-5:]))
+    result.note(
+        f"the same grid on a CPU, for a table with both columns: `{cpu_twin(ctx)}`, "
+        f"then `{merge_command(ctx)}`"
+    )
 
 
-def cuda_tests(ctx: Context) -> StepResult:
+# --- rapl: the one place where an estimate meets a counter -------------------------------------------------
+
+
+def rapl(ctx: Context, result: StepResult) -> None:
+    from ecopipe.sensors.base import SensorUnavailable
+    from ecopipe.sensors.rapl import POWERCAP_ROOT, discover_rapl_zones
+
+    try:
+        packages = [z for z in discover_rapl_zones() if z.component.value == "cpu"]
+    except SensorUnavailable as error:
+        packages, why = [], str(error)
+    else:
+        why = f"no RAPL package zone under {POWERCAP_ROOT}"
+    if not packages:
+        result.skip(f"no readable RAPL on this host ({why}): no counter to set the CPU estimate against")
+        return
+    base = [*ctx.grid(), "hardware.device=cpu", f"model={ctx.shape.small}", "precision=fp32"]
+    per_1k = {}
+    for label, rapl_on in (("RAPL", "true"), ("estimate (RAPL hidden)", "false")):
+        metrics, tags, _, cmd = run_job(ctx, f"monitor.rapl={rapl_on}", base=base)
+        per_1k[label] = metrics["energy_per_1k_gross_j.cpu"]
+        result.figure(f"{label}: CPU energy per 1,000 inferences", per_1k[label], "J", cmd)
+        result.note(
+            f"{label}: cpu source {tags.get('energy_source.cpu')}, ram source {tags.get('energy_source.ram')}"
+        )
+    result.figure("estimate / RAPL", per_1k["estimate (RAPL hidden)"] / per_1k["RAPL"])
+    result.note(
+        "the estimate is a point until issue 27 makes it a band: whether a band covers RAPL is not tested yet"
+    )
+
+
+# --- pytest ------------------------------------------------------------------------------------------------
+
+
+def cuda_tests(ctx: Context, result: StepResult) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "tests"],
         cwd=ROOT,
@@ -393,40 +363,38 @@ def cuda_tests(ctx: Context) -> StepResult:
     counts = {
         k.rstrip("s"): int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", summary)
     }
-    result = StepResult(
-        figures=[
-            Figure(k, counts.get(k, 0), "tests", "python -m pytest -m cuda tests")
-            for k in ("passed", "failed", "skipped", "error")
-        ]
-    )
+    for kind in ("passed", "failed", "skipped", "error"):
+        result.figure(kind, counts.get(kind, 0), "tests", "python -m pytest -m cuda tests")
     if done.returncode != 0:
-        result.failures.append("pytest")
-        result.notes.append("pytest, last lines: " + " | ".join(done.stdout.strip().splitlines()[-8:]))
-    return result
+        result.fail("pytest", "last lines: " + " | ".join(done.stdout.strip().splitlines()[-8:]))
 
 
-# In the order they run: the idle step first, while no process holds a CUDA context; the longest last.
-STEPS: dict[str, Callable[[Context], StepResult]] = {
-    "idle": idle,
+STEPS: dict[str, Callable[[Context, StepResult], None]] = {
     "counter": counter,
-    "polling": polling,
-    "precisions": precisions,
+    "idle": idle,
     "headline": headline,
+    "precisions": precisions,
+    "engines": engines,
     "sweep": sweep,
+    "rapl": rapl,
     "pytest": cuda_tests,
-    "engines": engines,  # compiling two shapes of a 1.3B model can take minutes: last, with what time is left
 }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run one step of the GPU check; write its result as JSON.")
+    parser = argparse.ArgumentParser(
+        description="Run one step of the GPU check; its result goes to --result."
+    )
     parser.add_argument("step", choices=STEPS)
     parser.add_argument("--shape", choices=SHAPES, default="gpu")
     parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--nvml-index", type=int, help="the GPU torch uses, resolved through its UUID")
     args = parser.parse_args()
-    result = STEPS[args.step](Context(SHAPES[args.shape], args.work))
-    args.result.write_text(json.dumps(asdict(result), default=str))
+    result = StepResult(args.result)
+    result.save()
+    STEPS[args.step](Context(SHAPES[args.shape], args.work, args.out, args.nvml_index), result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""`python -m bench.gpu.identify`: the GPU torch calls cuda:0, as NVML knows it, printed as JSON.
+
+Run in a process of its own by the check, which then holds no CUDA context when the idle step reads
+the GPU. The GPU is matched by UUID, as every job's meter matches it, never by NVML's index 0: under
+CUDA_VISIBLE_DEVICES or another device order the two numberings differ. A MIG instance, or a UUID NVML
+does not know, is reported as such, with `nvml_index` null: the check then reads no NVML counter.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+
+PACKAGES = ("torch", "transformers", "torchao", "mlflow", "hydra-core", "nvidia-ml-py", "pandas", "numpy")
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def main() -> None:
+    import pynvml
+    import torch
+
+    from ecopipe.sensors.nvml import resolve_gpu
+
+    properties = torch.cuda.get_device_properties(0)
+    gpu = resolve_gpu(0, str(properties.uuid))
+    found: dict[str, object] = {
+        "python": platform.python_version(),
+        "host": platform.node(),
+        **versions(),
+        "gpu": torch.cuda.get_device_name(0),
+        "cuda device": "cuda:0",
+        "uuid": gpu.uuid,
+        "nvml_index": gpu.index,
+        "metered as the job's own": "yes" if gpu.index is not None else f"no: {gpu.reason}",
+    }
+    if gpu.index is not None:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(gpu.index)
+        found |= {
+            "nvml index (from the UUID)": gpu.index,
+            "driver": pynvml.nvmlSystemGetDriverVersion(),
+            "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000,
+        }
+        pynvml.nvmlShutdown()
+    print(json.dumps(found, default=str))
+
+
+if __name__ == "__main__":
+    main()
