@@ -15,13 +15,14 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench.gpu import kit, plan
+from bench.gpu import identify, kit, plan
 from bench.gpu.__main__ import TERM_GRACE_S, _outcome, run_in_group
 from bench.gpu.counter import TrialComparison, compare, counter_between, power_between, record
 from bench.gpu.steps import STEPS, is_flat, settle
@@ -257,6 +258,49 @@ def test_idle_settles_when_three_readings_agree_or_says_it_did_not():
     assert (
         not is_flat([70.0, 70.0]) and is_flat([100.0, 70.0, 71.0, 72.0]) and not is_flat([70.0, 71.0, 74.0])
     )
+
+
+def fake_gpu(monkeypatch, known: dict[bytes, int]) -> None:
+    """torch's cuda:0 has UUID aaaa; NVML knows the GPUs in `known` (UUID -> NVML index). Fakes of the
+    GPU this machine lacks, behind torch's and pynvml's own functions; the identification runs for real."""
+    import pynvml
+    import torch
+
+    def handle_by_uuid(uuid: bytes):
+        if uuid not in known:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return f"handle{known[uuid]}"
+
+    def not_supported(*_):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid="aaaa"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H100 80GB HBM3")
+    for name, fn in {
+        "nvmlInit": lambda: None,
+        "nvmlShutdown": lambda: None,
+        "nvmlDeviceGetHandleByUUID": handle_by_uuid,
+        "nvmlDeviceIsMigDeviceHandle": lambda handle: 0,
+        "nvmlDeviceGetMigMode": not_supported,
+        "nvmlDeviceGetIndex": lambda handle: int(handle.removeprefix("handle")),
+        "nvmlDeviceGetHandleByIndex": lambda index: f"handle{index}",
+        "nvmlSystemGetDriverVersion": lambda: "580.65.06",
+        "nvmlDeviceGetEnforcedPowerLimit": lambda handle: 700_000,
+    }.items():
+        monkeypatch.setattr(pynvml, name, fn)
+
+
+def test_the_check_reads_the_gpu_torch_uses_found_by_uuid_never_index_0(monkeypatch, capsys):
+    fake_gpu(monkeypatch, {b"GPU-bbbb": 0, b"GPU-aaaa": 2})  # NVML's 0 is another card
+    identify.main()
+    found = json.loads(capsys.readouterr().out)
+    assert found["nvml_index"] == 2 and found["uuid"] == "GPU-aaaa" and found["MIG"] == "no"
+    assert found["metered as the job's own"] == "yes" and found["power_limit_w"] == 700.0
+    fake_gpu(monkeypatch, {b"GPU-bbbb": 0})  # NVML does not know torch's GPU: no index at all
+    identify.main()
+    found = json.loads(capsys.readouterr().out)
+    assert found["nvml_index"] is None and "power_limit_w" not in found
+    assert found["metered as the job's own"].startswith("no: cuda:0: NVML knows no GPU or MIG instance")
 
 
 # --- the script ---------------------------------------------------------------------------------------------

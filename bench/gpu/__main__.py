@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import psutil
 
 from bench.gpu import report
 from bench.gpu.context import ROOT, SHAPES, Context
+from bench.gpu.identify import versions
 from bench.gpu.plan import Plan, add_arguments, choose
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "gpu"
@@ -101,7 +103,8 @@ def identify(cpu: bool, shape_profile: str) -> tuple[dict[str, str], int | None]
     """The machine, and the NVML index of the GPU torch uses (None when its UUID did not resolve).
     On a GPU this runs in a process of its own, so no CUDA context of ours is left open afterwards."""
     if cpu:
-        return {"gpu": f"none: CPU rehearsal, runs labelled hardware={shape_profile} (SIMULATED)"}, None
+        simulated = f"none: CPU rehearsal, runs labelled hardware={shape_profile} (SIMULATED)"
+        return {"python": platform.python_version(), **versions(), "gpu": simulated}, None
     done = subprocess.run(
         [sys.executable, "-m", "bench.gpu.identify"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )

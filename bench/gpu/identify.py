@@ -29,10 +29,9 @@ def main() -> None:
     import pynvml
     import torch
 
-    from ecopipe.sensors.nvml import resolve_gpu
+    from ecopipe.sensors.nvml import resolve_cuda_gpu
 
-    properties = torch.cuda.get_device_properties(0)
-    gpu = resolve_gpu(0, str(properties.uuid))
+    gpu = resolve_cuda_gpu(0)
     found: dict[str, object] = {
         "python": platform.python_version(),
         "host": platform.node(),
@@ -40,6 +39,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0),
         "cuda device": "cuda:0",
         "uuid": gpu.uuid,
+        "MIG": "yes" if gpu.mig else "no",
         "nvml_index": gpu.index,
         "metered as the job's own": "yes" if gpu.index is not None else f"no: {gpu.reason}",
     }
