@@ -10,6 +10,8 @@ to a sweep's parent run by the Hydra callback at the end of every multirun.
     python -m ecopipe.aggregate --experiment ecopipe  # every run of an experiment
     python -m ecopipe.aggregate --sweep PARENT_RUN_ID --log
     python -m ecopipe.aggregate --experiment ecopipe --filter "tags.ecopipe.region = 'FRA'" --out tables/
+    python -m ecopipe.aggregate --experiment gpu-check-sweep --tracking-uri sqlite:///gpu/mlflow.db \
+        --tracking-uri sqlite:///cpu/mlflow.db   # two machines' stores, one table
 """
 
 from __future__ import annotations
@@ -76,7 +78,17 @@ class Aggregate:
         )
 
 
-def _notes(jobs: pd.DataFrame, built: tab.Tables, uri: str, filter_string: str | None) -> list[str]:
+def _stores_note(jobs: pd.DataFrame, uris: Sequence[str]) -> str:
+    if len(uris) == 1:
+        return f"tracking store: {redact(uris[0])}"
+    counts = jobs["store"].value_counts()
+    listed = [f"{redact(uri)} (job runs: {int(counts.get(redact(uri), 0))})" for uri in uris]
+    return f"tracking stores ({len(uris)}, column store in runs.csv): {'; '.join(listed)}"
+
+
+def _notes(
+    jobs: pd.DataFrame, built: tab.Tables, uris: Sequence[str], filter_string: str | None
+) -> list[str]:
     status = jobs["status"].value_counts()
     failed = int(status.get("FAILED", 0) + status.get("KILLED", 0))
     other = len(jobs) - int(status.get("FINISHED", 0)) - failed
@@ -92,7 +104,7 @@ def _notes(jobs: pd.DataFrame, built: tab.Tables, uri: str, filter_string: str |
         "drew), fake is simulated; CO2e, water and ESS inherit their energy's source",
         "± is the 95% CI over one run's trials; where a cell has several runs, CV is the spread between "
         "them (run to run), which the within-run CI does not cover",
-        f"tracking store: {redact(uri)}",
+        _stores_note(jobs, uris),
     ]
     if filter_string:
         notes.append(f"filter: {filter_string}")
@@ -101,7 +113,6 @@ def _notes(jobs: pd.DataFrame, built: tab.Tables, uri: str, filter_string: str |
 
 def _backend_store(tracking_uri: str, experiment_id: str, name: str, store_uri: str | None) -> str | None:
     """The database behind a tracking server, when given and really its store (same experiment)."""
-    store_uri = store_uri or os.environ.get(STORE_URI_ENV)
     if not store_uri or sql_store(tracking_uri) is not None:  # the tracking URI is a store already
         return None
     engine = sql_store(store_uri)
@@ -119,8 +130,104 @@ def _backend_store(tracking_uri: str, experiment_id: str, name: str, store_uri: 
     return store_uri
 
 
+def _same_store_key(uri: str) -> str:
+    """What makes two URIs one store: a SQLite file's resolved path, else the URI itself."""
+    path = sqlite_path(uri)
+    return str(path.resolve()) if path is not None else uri.rstrip("/")
+
+
+def _check_stores(uris: Sequence[str], sweep_id: str | None = None, store_uri: str | None = None) -> None:
+    """Refuse a store given twice, and the options that name something inside one store
+    (a sweep's parent run, the database behind one server) when there are several."""
+    seen: dict[str, str] = {}  # store -> the URI that named it first
+    for uri in uris:
+        key = _same_store_key(uri)
+        if key in seen:
+            also = "" if seen[key] == uri else f" (as {redact(seen[key])} and {redact(uri)})"
+            raise AggregationError(f"--tracking-uri {redact(uri)} is given twice{also}: give each store once")
+        seen[key] = uri
+    if len(uris) > 1:
+        for option, value, why in (
+            ("--sweep", sweep_id, "a sweep's parent run lives in one store"),
+            ("--store-uri", store_uri, "it is the database behind one tracking server"),
+        ):
+            if value:
+                raise AggregationError(
+                    f"{option} works with one --tracking-uri only ({why}); with {len(uris)} stores, "
+                    "aggregate a whole experiment (--experiment NAME, the same name in each store) and "
+                    "narrow it with --filter"
+                )
+
+
+def _missing_store(uri: str) -> str | None:
+    """Why a SQLite store cannot be read: its file is absent (reading must never create one)."""
+    path = sqlite_path(uri)
+    return f"no tracking store at {path} ({uri})" if path is not None and not path.is_file() else None
+
+
+@dataclass
+class _StoreRuns:
+    uri: str
+    runs: pd.DataFrame
+    reused: dict[str, str]  # run id -> job name: a resumed sweep's earlier points
+
+
+def _read_store(
+    uri: str,
+    experiment: str,
+    sweep_id: str | None,
+    filter_string: str | None,
+    reader: str,
+    store_uri: str | None,
+) -> _StoreRuns:
+    """One store's runs of the experiment (of one sweep when `sweep_id` is given), dead runs reaped."""
+    if missing := _missing_store(uri):
+        raise AggregationError(missing)
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise AggregationError(f"no experiment named {experiment!r} in {redact(uri)}")
+    reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
+    store_uri = _backend_store(uri, found.experiment_id, experiment, store_uri)
+    reused = reused_runs(client, sweep_id) if sweep_id else {}
+    try:
+        runs = read_runs(
+            client, [found.experiment_id], sweep_id, filter_string, reader, store_uri, list(reused)
+        )
+    except MlflowException as error:
+        raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
+    return _StoreRuns(uri, runs.assign(store=redact(uri)), reused)
+
+
+def _combine(reads: Sequence[_StoreRuns]) -> tuple[pd.DataFrame, list[str]]:
+    """The stores' runs in one frame, each run id once, and the ids found in more than one store.
+
+    A run id is a random UUID: one found in two stores is the same run in a copied database file, so
+    the first store given that holds it keeps it, and it is counted once."""
+    frames = [read.runs for read in reads if not read.runs.empty] or [reads[0].runs]
+    runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    repeated = runs["run_id"].duplicated()
+    copied = sorted(set(runs.loc[repeated, "run_id"]))
+    runs = runs[~repeated].sort_values(["start_time", "run_id"], kind="stable")
+    return runs.reset_index(drop=True), copied
+
+
+def _copied_note(copied: list[str]) -> str:
+    more = f" and {len(copied) - _LISTED} more" if len(copied) > _LISTED else ""
+    return (
+        f"{len(copied)} runs found in more than one store (a copied database file?), each counted once, "
+        f"from the first store given that holds it: {', '.join(copied[:_LISTED])}{more}"
+    )
+
+
+def _reused_note(reused: dict[str, str]) -> str:
+    listed = [f"{name} ({run_id})" for run_id, name in sorted(reused.items(), key=lambda item: item[1])]
+    more = f"; {len(listed) - _LISTED} more in runs.csv (column reused)" if len(listed) > _LISTED else ""
+    return f"{len(reused)} reused, measured before this sweep: {', '.join(listed[:_LISTED])}{more}"
+
+
 def aggregate(
-    tracking_uri: str,
+    tracking_uri: str | Sequence[str],
     experiment: str,
     sweep_id: str | None = None,
     filter_string: str | None = None,
@@ -130,37 +237,29 @@ def aggregate(
 ) -> Aggregate:
     """Tables over the experiment's runs (one sweep's when `sweep_id` is given); files when `out_dir` is.
 
-    `reader`: "auto" reads a SQLite or PostgreSQL store's tables directly, anything else via
-    search_runs (see ecopipe.aggregation.load); "sql" and "search" force one. `store_uri` (default
-    $ECOPIPE_STORE_URI) is the database behind a tracking server, read directly in its place.
+    `tracking_uri`: one store, or several (each holding `experiment`; a column per hardware across
+    all of them, e.g. a GPU machine's store and a CPU machine's). `reader`: "auto" reads a SQLite or
+    PostgreSQL store's tables directly, anything else via search_runs (see ecopipe.aggregation.load);
+    "sql" and "search" force one. `store_uri` (default $ECOPIPE_STORE_URI, one store only) is the
+    database behind a tracking server, read directly in its place.
     """
-    path = sqlite_path(tracking_uri)
-    if path is not None and not path.is_file():
-        raise AggregationError(f"no tracking store at {path} ({tracking_uri})")
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise AggregationError(f"no experiment named {experiment!r} in {tracking_uri}")
-    reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
-    store_uri = _backend_store(tracking_uri, found.experiment_id, experiment, store_uri)
-    reused = reused_runs(client, sweep_id) if sweep_id else {}  # a resumed sweep's earlier points
-    try:
-        runs = read_runs(
-            client, [found.experiment_id], sweep_id, filter_string, reader, store_uri, list(reused)
-        )
-    except MlflowException as error:
-        raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
+    uris = [tracking_uri] if isinstance(tracking_uri, str) else list(tracking_uri)
+    _check_stores(uris, sweep_id, store_uri)
+    if len(uris) == 1:  # with several stores, which one the environment's database backs is unknown
+        store_uri = store_uri or os.environ.get(STORE_URI_ENV)
+    reads = [_read_store(uri, experiment, sweep_id, filter_string, reader, store_uri) for uri in uris]
+    runs, copied = _combine(reads)
+    reused = {run_id: name for read in reads for run_id, name in read.reused.items()}
     jobs = tab.tidy(runs)
     jobs["reused"] = jobs["run_id"].isin(reused)  # measured before this sweep, not re-run by it
+    jobs["store"] = jobs["run_id"].map(runs.set_index("run_id")["store"])
     built = tab.build(jobs)
     heading = f"ecopipe aggregate: experiment {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
-    notes = _notes(jobs, built, tracking_uri, filter_string)
+    notes = _notes(jobs, built, uris, filter_string)
     if reused:
-        listed = [f"{name} ({run_id})" for run_id, name in sorted(reused.items(), key=lambda item: item[1])]
-        more = f"; {len(listed) - _LISTED} more in runs.csv (column reused)" if len(listed) > _LISTED else ""
-        notes.insert(
-            1, f"{len(reused)} reused, measured before this sweep: {', '.join(listed[:_LISTED])}{more}"
-        )
+        notes.insert(1, _reused_note(reused))
+    if copied:
+        notes.insert(1, _copied_note(copied))
     result = Aggregate(
         runs=runs,
         tables=built.tables,
@@ -232,7 +331,11 @@ def _parser() -> argparse.ArgumentParser:
         "--filter", metavar="FILTER", help="an MLflow search filter, e.g. \"tags.ecopipe.region = 'FRA'\""
     )
     parser.add_argument(
-        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in this directory"
+        "--tracking-uri",
+        action="append",
+        help="a store to read; repeat it to put several stores' runs in one table (a GPU machine's and "
+        "a CPU machine's: a column each), which needs --experiment; default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in this directory",
     )
     parser.add_argument(
         "--store-uri",
@@ -274,37 +377,59 @@ def _scope(client: MlflowClient, experiment: str | None, sweep: str | None) -> t
     )
 
 
+def _options_error(args: argparse.Namespace, uris: Sequence[str]) -> str | None:
+    """Why these options and stores cannot be read together, in one paragraph; None when they can."""
+    try:
+        _check_stores(uris, args.sweep, args.store_uri)
+    except AggregationError as error:
+        return str(error)
+    if args.log and len(uris) > 1:
+        return (
+            f"--log works with one --tracking-uri only (it logs to a sweep's parent run, in one store); "
+            f"with {len(uris)} stores, the tables are written to --out"
+        )
+    if len(uris) > 1 and args.experiment is None:
+        return (
+            f"--tracking-uri is given {len(uris)} times: several stores need --experiment NAME (the same "
+            "experiment name in each store, e.g. --experiment gpu-check-sweep); without it the latest "
+            "sweep is taken, and a sweep lives in one store"
+        )
+    for uri in uris:
+        try:
+            check_tracking_uri(uri)
+        except ConfigError as error:
+            return str(error)
+        if missing := _missing_store(uri):
+            return missing
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    uri = args.tracking_uri or resolve_uri(TrackingConfig())
-    try:
-        check_tracking_uri(uri)
-    except ConfigError as error:
-        print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)
-        return 2
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
-        print(f"ecopipe.aggregate: error: no tracking store at {path} ({uri})", file=sys.stderr)
+    uris = args.tracking_uri or [resolve_uri(TrackingConfig())]
+    refused = _options_error(args, uris)
+    if refused:
+        print(f"ecopipe.aggregate: error: {refused}", file=sys.stderr)
         return 2
     try:
-        experiment, sweep, scope = _scope(MlflowClient(tracking_uri=uri), args.experiment, args.sweep)
+        experiment, sweep, scope = _scope(MlflowClient(tracking_uri=uris[0]), args.experiment, args.sweep)
     except MlflowException as error:
         print(f"ecopipe.aggregate: error: --sweep {args.sweep}: {error.message}", file=sys.stderr)
         return 2
     if args.log and not sweep:
         print("ecopipe.aggregate: error: --log needs a sweep (--sweep PARENT_RUN_ID)", file=sys.stderr)
         return 2
-    print(f"aggregating {scope}")
+    print(f"aggregating {scope}" + (f" in {len(uris)} stores" if len(uris) > 1 else ""))
     out = args.out or Path("aggregate") / (experiment + (f"-{sweep[:8]}" if sweep else ""))
     try:
         check_writable_folder(out.resolve(), f"--out {out}")
-        result = aggregate(uri, experiment, sweep, args.filter, out, store_uri=args.store_uri)
+        result = aggregate(uris, experiment, sweep, args.filter, out, store_uri=args.store_uri)
     except (AggregationError, ConfigError) as error:
         print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)
         return 2
     if args.log:
-        log_to_run(MlflowClient(tracking_uri=uri), sweep, result)
+        log_to_run(MlflowClient(tracking_uri=uris[0]), sweep, result)
     print("\n".join(result.notes[:3]))
     print(f"wrote {len(result.files)} files to {out.resolve()}")
     print(f"  {out.resolve() / 'summary.md'}  {out.resolve() / 'summary.html'}")
