@@ -239,6 +239,8 @@ class MonitorConfig:
     fake_gpu_watts: float | None = bounded(None, NON_NEGATIVE)  # CI only: a simulated GPU drawing this power
     gpu_sensor: GpuSensor = GpuSensor.auto
     ram_estimate: RamEstimate = RamEstimate.job  # without RAPL dram: charge held or installed memory
+    # false: readable RAPL is set aside and CPU and RAM are estimated (an estimate beside the counter)
+    rapl: bool = True
     allow_shared_cpu: bool = False
 
 

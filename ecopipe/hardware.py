@@ -6,7 +6,8 @@ import importlib.metadata
 import logging
 import os
 import platform
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import psutil
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 # Server CPUs that the table does not list still sit in data centres; anything else unknown is
 # treated as a desktop (no facility overhead). Both are stated in the summary and overridable.
 _SERVER_CPU_WORDS = ("xeon", "epyc", "graviton", "ampere")
+SIMULATED = "(SIMULATED)"  # the label of anything a simulated GPU (monitor.fake_gpu_watts) produced
 
 PACKAGES = (
     "ecopipe",
@@ -73,17 +75,28 @@ def gpu_index(device: str) -> int | None:
     return int(device.partition(":")[2] or 0) if device.startswith("cuda") else None
 
 
-def metered_gpus(device: str, fake_gpu_watts: float | None) -> list[int]:
-    """NVML indices of the GPUs the job's meter reads: its own, matched by UUID (CUDA's and NVML's
-    numbering may differ), or device 0 simulated (CI only) for a job on the CPU with fake_gpu_watts."""
+@dataclass(frozen=True)
+class MeteredGpus:
+    """The GPUs a job's meter reads, by NVML index, and why the job's own GPU is left out if it is."""
+
+    indices: tuple[int, ...] = ()
+    unmetered: str | None = None  # one line: the job's GPU is not metered as its own, and why
+
+
+def metered_gpus(device: str, fake_gpu_watts: float | None) -> MeteredGpus:
+    """The job's own GPU, matched by UUID (CUDA's and NVML's numbering may differ), never by index; or
+    device 0 simulated (CI only) for a job on the CPU with fake_gpu_watts. A GPU NVML cannot match, or
+    a MIG one (NVML meters the whole physical GPU), is left unmetered with a warning saying why."""
     index = gpu_index(device)
     if index is None:
-        return [] if fake_gpu_watts is None else [0]
-    import torch
+        return MeteredGpus(() if fake_gpu_watts is None else (0,))
+    from ecopipe.sensors.nvml import resolve_cuda_gpu
 
-    from ecopipe.sensors.nvml import nvml_index
-
-    return [nvml_index(index, str(torch.cuda.get_device_properties(index).uuid))]
+    gpu = resolve_cuda_gpu(index)
+    if gpu.index is None:
+        log.warning("GPU energy NOT measured: %s", gpu.reason)
+        return MeteredGpus((), gpu.reason)
+    return MeteredGpus((gpu.index,))
 
 
 def cpu_model_name() -> str:
@@ -122,8 +135,12 @@ def _from_table(key: str, row: HardwareProfile, detected: str, tier: str | None)
     )
 
 
-def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
-    """The profile of the device the job measures: the GPU when it uses one, else the CPU."""
+def device_profile(cfg: HardwareConfig, device: str, simulated_gpu: bool = False) -> DeviceProfile:
+    """The profile of the device the job measures: the GPU when it uses one, else the CPU.
+
+    A GPU profile on a CPU job is refused (its energy would be filed under the wrong hardware) unless
+    the GPU is simulated (`simulated_gpu`: monitor.fake_gpu_watts), and then its name says so.
+    """
     profiles = hardware_profiles()
     index = gpu_index(device)
     detected = gpu_model_name(index) if index is not None else cfg.cpu_model or cpu_model_name()
@@ -134,10 +151,14 @@ def device_profile(cfg: HardwareConfig, device: str) -> DeviceProfile:
             )
         chosen = profiles[cfg.profile]
         if chosen.kind == "gpu" and index is None:
-            raise ConfigError(
-                f"hardware={cfg.profile} is a GPU profile, but this job runs on the CPU ({detected}): "
-                "its energy would be reported under the wrong hardware. Use a CUDA device, or hardware=auto."
-            )
+            if not simulated_gpu:
+                raise ConfigError(
+                    f"hardware={cfg.profile} is a GPU profile, but this job runs on the CPU ({detected}): "
+                    "its energy would be reported under the wrong hardware. Use a CUDA device, or "
+                    "hardware=auto."
+                )
+            # A table column must never pass for the real card: the name carries the label.
+            chosen = replace(chosen, name=f"{chosen.name} {SIMULATED}")
         return _from_table(cfg.profile, chosen, detected, cfg.tier)
     row = match_hardware(detected)
     if row is not None:
@@ -192,7 +213,7 @@ def environment() -> dict[str, object]:
     return env
 
 
-def gpu_environment(indices: list[int]) -> dict[str, object]:
+def gpu_environment(indices: Sequence[int]) -> dict[str, object]:
     """Model, driver, power limit, clocks and neighbours of each GPU the job uses; warns on sharing."""
     from ecopipe.sensors.base import SensorUnavailable
     from ecopipe.sensors.nvml import nvml_device_info

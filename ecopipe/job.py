@@ -22,6 +22,7 @@ from ecopipe.config import (
 )
 from ecopipe.hardware import (
     DeviceProfile,
+    MeteredGpus,
     device_profile,
     environment,
     gpu_environment,
@@ -68,7 +69,7 @@ class JobPlan:
     workload: Workload
     profile: DeviceProfile
     factors: ImpactFactors
-    gpu_indices: list[int]
+    gpus: MeteredGpus
 
 
 def job_name(cfg: Config) -> str:
@@ -118,7 +119,8 @@ def plan_job(raw: DictConfig) -> JobPlan:
     validate(cfg)
     check_tracking_uri(resolve_uri(cfg.tracking))  # before the model is built: a bad store wastes it
     workload = build_workload(cfg)
-    profile = device_profile(cfg.hardware, workload.device)
+    simulated_gpu = cfg.monitor.fake_gpu_watts is not None
+    profile = device_profile(cfg.hardware, workload.device, simulated_gpu)
     factors = resolve_factors(cfg.impact, cfg.region, profile.tier)
     gpus = metered_gpus(workload.device, cfg.monitor.fake_gpu_watts)
     return JobPlan(cfg, workload, profile, factors, gpus)
@@ -127,12 +129,14 @@ def plan_job(raw: DictConfig) -> JobPlan:
 def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
     cfg = plan.cfg
     meter = machine_meter(
-        plan.gpu_indices,
+        plan.gpus.indices,
         cfg.monitor.fake_gpu_watts,
         plan.workload.synchronize,
         cfg.monitor.gpu_sensor.sources,
         cpu_model=cfg.hardware.cpu_model,
         ram_estimate=cfg.monitor.ram_estimate.value,
+        rapl=cfg.monitor.rapl,
+        unmetered_gpu=plan.gpus.unmetered,
     )
     meter.open()
     run.set_tags(report.meter_tags(meter, plan.workload.device))
@@ -142,7 +146,7 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
             meter,
             cfg.monitor,
             cfg.batch_size,
-            plan.gpu_indices,
+            plan.gpus.indices,
             record=lambda metrics, step: run.log_metrics(metrics, step=step),
             idle_key=f"{identity_tags(cfg)['ecopipe.model']}:{cfg.precision.name.value}",
         )
@@ -219,7 +223,7 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
             log.info("%s already measured in run %s: reused (rerun=true measures again)", job_name(cfg), done)
             link_reused_run(client, done, job_name(cfg))
             return JobOutcome(done, f"skipped: already measured in run {done}", {}, skipped=True)
-    env = environment() | gpu_environment(plan.gpu_indices)
+    env = environment() | gpu_environment(plan.gpus.indices)
     name = job_name(cfg)
     tags = {
         **identity_tags(cfg),

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 
 from ecopipe.config import Attribution
-from ecopipe.hardware import DeviceProfile
+from ecopipe.hardware import SIMULATED, DeviceProfile
 from ecopipe.monitor.energy import EnergyMeter
 from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
@@ -162,6 +162,12 @@ def ess_metrics(ess: SustainabilityResult) -> dict[str, float]:
     }
 
 
+# Per component (`<prefix><component>`): why the job's device has no sensor (a MIG GPU, a UUID NVML
+# does not know), and the source set aside on request (monitor.rapl=false: rapl).
+UNMETERED_TAG = "energy_unmetered."
+SET_ASIDE_TAG = "energy_set_aside."
+
+
 def meter_tags(meter: EnergyMeter | InferenceResult, device: str) -> dict[str, str]:
     """How each component's energy is obtained: logged when the meter opens, so that the figures of a
     run that fails mid-measurement still say where they came from."""
@@ -171,6 +177,8 @@ def meter_tags(meter: EnergyMeter | InferenceResult, device: str) -> dict[str, s
     tags |= {f"energy_measured.{c}": str(m).lower() for c, m in meter.measured.items()}
     tags |= {f"energy_resolution_s.{c}": f"{r:g}" for c, r in meter.resolution_s.items()}
     tags |= {f"energy_method.{c}": m for c, m in meter.methods.items()}
+    tags |= {f"{UNMETERED_TAG}{c}": why for c, why in meter.unmetered.items()}
+    tags |= {f"{SET_ASIDE_TAG}{c}": source for c, source in meter.set_aside.items()}
     return tags
 
 
@@ -181,18 +189,25 @@ def source_tags(result: InferenceResult) -> dict[str, str]:
     return tags
 
 
+def _qualifier(result: InferenceResult, component: str, source: str) -> str:
+    """What a component's figure is when it is not a plain measurement: a simulation or an estimate."""
+    if "fake" in source:
+        return f" {SIMULATED}"
+    if result.measured[component]:
+        return ""
+    aside = result.set_aside.get(component)
+    return f" (ESTIMATE: {aside} set aside on request)" if aside else " (ESTIMATE)"
+
+
 def _energy_label(result: InferenceResult) -> str:
     """Each component's source, with every estimate or simulation called what it is."""
     parts = []
     for component, source in result.sources.items():
-        if source == "none":
-            if component == "gpu" and result.device.startswith("cuda"):
-                parts.append("gpu NOT MEASURED (no usable sensor: the total leaves the GPU out)")
-            continue
-        if "fake" in source:
-            parts.append(f"{component} {source} (SIMULATED)")
-        else:
-            parts.append(f"{component} {source}" + ("" if result.measured[component] else " (ESTIMATE)"))
+        if source != "none":
+            parts.append(f"{component} {source}{_qualifier(result, component, source)}")
+        elif component == "gpu" and result.device.startswith("cuda"):
+            why = result.unmetered.get(component, "no usable sensor")
+            parts.append(f"gpu NOT MEASURED ({why}: the total leaves the GPU out)")
     return ", ".join(parts)
 
 

@@ -11,14 +11,13 @@ re-impacts with each override. Nothing expected is read from a factor or a figur
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 
 import pytest
 
-from ecopipe.hardware import DeviceProfile
 from ecopipe.job import run_job
-from ecopipe.reference import hardware_profiles
 from ecopipe.reimpact import reimpact_run
 
 # ---------------------------------------------------------------- logged names, in one place
@@ -87,19 +86,13 @@ REL = 1e-9  # every figure is float arithmetic on logged doubles: only rounding 
 
 
 @pytest.fixture
-def reported_as_h100(monkeypatch):
-    """The simulated GPU reports as an H100, whose embodied carbon is published.
+def reported_as_h100(make_cfg):
+    """make_cfg for a job that reports as an H100, whose embodied carbon is published.
 
-    A job on the CPU may not report a GPU profile (its energy would be filed under the wrong hardware);
-    here the GPU is simulated, so the H100's identity is the one part of the hardware this machine lacks.
+    The job runs on the CPU with the simulated GPU (monitor.fake_gpu_watts, in TINY_GPT2): a GPU profile
+    is allowed then, under a name that says SIMULATED.
     """
-    from ecopipe import job
-
-    row = hardware_profiles()["h100"]
-    profile = DeviceProfile(
-        "h100", row.name, "simulated GPU", row.tier, row.tdp_w, row.embodied_kgco2e, row.source
-    )
-    monkeypatch.setattr(job, "device_profile", lambda cfg, device: profile)
+    return functools.partial(make_cfg, "hardware=h100", "hardware.device=cpu")
 
 
 def logged(metrics: dict[str, float], name: str, **fields: str) -> float:
@@ -235,11 +228,11 @@ def run_tiny_job(make_cfg, client, *overrides: str):
 
 @pytest.mark.parametrize("embodied", [False, True], ids=["operational", "embodied"])
 @pytest.mark.parametrize("attribution", ["gross", "net"])
-def test_every_headline_figure_by_hand(make_cfg, client, reported_as_h100, attribution, embodied):
+def test_every_headline_figure_by_hand(client, reported_as_h100, attribution, embodied):
     extra = [f"impact.attribution={attribution}"]
     if embodied:
         extra += ["impact.embodied=true", f"impact.lifetime_years={LIFETIME_YEARS}"]
-    run = run_tiny_job(make_cfg, client, *extra)
+    run = run_tiny_job(reported_as_h100, client, *extra)
     metrics = run.data.metrics
     m = Measured(client, run.info.run_id)
     assert m.trials == 2 and len(m.samples) == 2 and all(s > 0 for s in m.samples)
@@ -273,10 +266,13 @@ def test_every_headline_figure_by_hand(make_cfg, client, reported_as_h100, attri
     assert tags["ecopipe.attribution"] == attribution
     assert tags["ecopipe.source.carbon_intensity"] == "override"
     assert tags["energy_source.gpu"] == "fake" and tags["ecopipe.hardware_key"] == "h100"
+    assert tags["ecopipe.hardware"] == "NVIDIA H100 SXM 80GB (SIMULATED)"
 
 
-def test_reimpact_with_each_override_by_hand(make_cfg, client, reported_as_h100):
-    run = run_tiny_job(make_cfg, client, "impact.embodied=true", f"impact.lifetime_years={LIFETIME_YEARS}")
+def test_reimpact_with_each_override_by_hand(client, reported_as_h100):
+    run = run_tiny_job(
+        reported_as_h100, client, "impact.embodied=true", f"impact.lifetime_years={LIFETIME_YEARS}"
+    )
     m = Measured(client, run.info.run_id)
 
     def reimpacted(*overrides: str) -> dict[str, float]:
@@ -300,8 +296,8 @@ def test_reimpact_with_each_override_by_hand(make_cfg, client, reported_as_h100)
         assert_figures(metrics, m, attribution, **changed)
 
 
-def test_reimpact_adds_embodied_carbon_to_a_run_without_it(make_cfg, client, reported_as_h100):
-    run = run_tiny_job(make_cfg, client)
+def test_reimpact_adds_embodied_carbon_to_a_run_without_it(client, reported_as_h100):
+    run = run_tiny_job(reported_as_h100, client)
     assert KEY["embodied_per_1k"][0] not in run.data.metrics
     m = Measured(client, run.info.run_id)
     new = client.get_run(

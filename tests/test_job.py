@@ -9,8 +9,11 @@ import pytest
 
 from ecopipe.config import ConfigError
 from ecopipe.job import run_job
+from ecopipe.monitor.energy import machine_meter
 from ecopipe.reference import UnknownRegionError
-from tests.conftest import run_cli
+from ecopipe.sensors import discovery
+from ecopipe.sensors.base import Source
+from tests.conftest import powercap_with_dram, run_cli
 
 # WORLD's grid (Ember 2025, lifecycle) and EWIF (WRI 2020); a data-centre tier's PUE and on-site WUE.
 WORLD_G_PER_KWH, WORLD_EWIF_L_PER_KWH = 473.01, 4.81
@@ -108,6 +111,34 @@ def test_summary_states_source_and_region(make_cfg):
     assert "cpu estimated_tdp (ESTIMATE)" in text
     assert "FRA" in text and "per 1,000 inferences" in text
     assert "data        digits (as configured)" in text  # which data set, and why
+
+
+def test_a_gpu_profile_on_a_cpu_job_is_the_simulated_gpus_and_says_so(make_cfg, client):
+    """The GPU check's CPU rehearsal files its runs under the simulated GPU's profile, never the real one."""
+    as_h100 = ("hardware=h100", "hardware.device=cpu")
+    outcome = run_job(make_cfg(*as_h100, "monitor.fake_gpu_watts=300"))
+    tags = client.get_run(outcome.run_id).data.tags
+    assert tags["ecopipe.hardware"] == "NVIDIA H100 SXM 80GB (SIMULATED)"
+    assert (tags["ecopipe.hardware_key"], tags["energy_source.gpu"]) == ("h100", "fake")
+    assert " on NVIDIA H100 SXM 80GB (SIMULATED) (cpu, tier datacenter)" in outcome.summary.splitlines()[0]
+    # Without a simulated GPU, the CPU's energy would be filed under an H100: refused, and no run.
+    with pytest.raises(ConfigError, match="is a GPU profile, but this job runs on the CPU"):
+        run_job(make_cfg(*as_h100))
+    experiment = client.get_experiment_by_name("ecopipe")
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [outcome.run_id]
+
+
+def test_monitor_rapl_false_estimates_beside_a_readable_rapl(make_cfg, client, monkeypatch, tmp_path):
+    """A RAPL tree this machine lacks, faked in sysfs layout: readable, yet set aside on request."""
+    monkeypatch.setattr(discovery, "POWERCAP_ROOT", powercap_with_dram(tmp_path / "powercap"))
+    meter = machine_meter([])  # what the job's meter finds without the key: RAPL for the CPU and the RAM
+    assert {s.source for s in meter.sensors} == {Source.RAPL}
+    meter.close()
+    outcome = run_job(make_cfg("monitor.rapl=false"))
+    tags = client.get_run(outcome.run_id).data.tags
+    assert (tags["energy_source.cpu"], tags["energy_source.ram"]) == ("estimated_tdp", "estimated_rss")
+    assert (tags["energy_set_aside.cpu"], tags["energy_set_aside.ram"]) == ("rapl", "rapl")
+    assert "cpu estimated_tdp (ESTIMATE: rapl set aside on request)" in outcome.summary
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from scipy import stats
 from ecopipe import report
 from ecopipe.config import Attribution, ImpactConfig
 from ecopipe.hardware import DeviceProfile
-from ecopipe.monitor.energy import Energy, Power, Window
+from ecopipe.monitor.energy import Energy, Power, Window, machine_meter
 from ecopipe.monitor.sampler import Trace
 from ecopipe.stages.ess import run_ess
 from ecopipe.stages.impact import resolve_factors, run_impact
@@ -350,3 +350,39 @@ def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
     assert "[gpu NOT MEASURED (no usable sensor: the total leaves the GPU out), cpu rapl]" in line
     cpu_job = report.summary("m", PROFILE, replace(blind, device="cpu"), impact, run_ess(1.0, impact), "d")
     assert "[cpu rapl]" in cpu_job and "none for this model and data set" in cpu_job
+
+
+MIG_REASON = "cuda:0 is MIG instance MIG-dddd of NVML GPU 1: NVML's counter covers the whole GPU"
+
+
+def energy_line(inference: InferenceResult) -> str:
+    """The summary's energy line, where each component's source is named."""
+    basis = report.energy_basis(report.inference_metrics(inference), Attribution.net)
+    impact = run_impact(basis, resolve_factors(FACTORS, "WORLD", "datacenter"))
+    return report.summary("m", PROFILE, inference, impact, run_ess(1.0, impact), "d").splitlines()[2]
+
+
+def test_a_gpu_left_unmetered_says_why_in_tags_and_summary():
+    """The job's GPU is left out on purpose (a MIG instance): the run is incomplete, and says why.
+
+    The meter is the job's real one on this machine (its CPU and RAM sensors, whatever they are).
+    """
+    meter = machine_meter([], unmetered_gpu=MIG_REASON)
+    tags = report.meter_tags(meter, "cuda:0")
+    assert (tags["energy_source.gpu"], tags["energy_complete"]) == ("none", "false")
+    assert tags["energy_unmetered.gpu"] == MIG_REASON
+    assert not any(key.startswith("energy_set_aside.") for key in tags)
+    assert "energy_unmetered.gpu" not in report.meter_tags(machine_meter([]), "cuda:0")
+    blind = result(sources=meter.sources, measured=meter.measured, unmetered=meter.unmetered)
+    assert report.source_tags(blind)["energy_unmetered.gpu"] == MIG_REASON
+    assert f"[gpu NOT MEASURED ({MIG_REASON}: the total leaves the GPU out), cpu " in energy_line(blind)
+
+
+def test_rapl_set_aside_on_request_is_named_in_tags_and_summary():
+    aside = result(set_aside={"cpu": "rapl", "ram": "rapl"})
+    tags = report.source_tags(aside)
+    assert (tags["energy_set_aside.cpu"], tags["energy_set_aside.ram"]) == ("rapl", "rapl")
+    assert (
+        "[gpu nvml_counter, cpu estimated_tdp (ESTIMATE: rapl set aside on request), "
+        "ram estimated_rss (ESTIMATE: rapl set aside on request)]" in energy_line(aside)
+    )

@@ -5,6 +5,7 @@ Clocks and CPU-time sources are injected, so nothing sleeps and no test depends 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import subprocess
@@ -18,11 +19,11 @@ import pytest
 import torch
 
 from ecopipe.config import HardwareConfig
-from ecopipe.hardware import cpu_table_row, device_profile, metered_gpus
+from ecopipe.hardware import MeteredGpus, cpu_table_row, device_profile, metered_gpus
 from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, SensorUnavailable, Source
 from ecopipe.sensors.cpu_share import visible_cpus
-from ecopipe.sensors.discovery import discover_sensors
+from ecopipe.sensors.discovery import RAPL_SET_ASIDE, discover_sensors
 from ecopipe.sensors.estimated import (
     RAM_W_PER_GB,
     EstimatedCpuSensor,
@@ -36,11 +37,14 @@ from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.sensors.nvml import (
     NvmlCounterSensor,
     NvmlPowerPollingSensor,
+    ResolvedGpu,
     nvml_device_info,
-    nvml_index,
+    resolve_cuda_gpu,
+    resolve_gpu,
     trapezoid_joules,
 )
 from ecopipe.sensors.rapl import RaplSensor, counter_delta, discover_rapl_zones
+from tests.conftest import fake_powercap, make_zone, powercap_with_dram
 
 
 def ticks(*values: float):
@@ -75,27 +79,6 @@ def test_counter_delta_with_and_without_wrap():
     assert counter_delta(7, 7, 1000) == 0
     with pytest.raises(ValueError):
         counter_delta(2000, 5, 1000)  # prev above the range: not a wrap
-
-
-def make_zone(path: Path, name: str, energy_uj: int, max_uj: int = 262_143_328_850) -> Path:
-    path.mkdir(parents=True)
-    (path / "name").write_text(name + "\n")
-    (path / "energy_uj").write_text(f"{energy_uj}\n")
-    (path / "max_energy_range_uj").write_text(f"{max_uj}\n")
-    return path
-
-
-def fake_powercap(root: Path) -> Path:
-    """Two sockets; socket 0 has core, uncore and dram subzones (nested as in sysfs), plus psys and mmio."""
-    pkg0 = make_zone(root / "intel-rapl:0", "package-0", 1_000)
-    make_zone(pkg0 / "intel-rapl:0:0", "core", 10)
-    make_zone(pkg0 / "intel-rapl:0:1", "uncore", 20)
-    make_zone(pkg0 / "intel-rapl:0:2", "dram", 30)
-    make_zone(root / "intel-rapl:1", "package-1", 2_000)
-    make_zone(root / "intel-rapl:1:0", "core", 40)  # flat layout (sysfs symlinks) works too
-    make_zone(root / "intel-rapl:2", "psys", 50)
-    make_zone(root / "intel-rapl-mmio:0", "package-0", 60)
-    return root
 
 
 def test_discover_rapl_keeps_packages_and_dram_only(tmp_path):
@@ -594,6 +577,56 @@ def test_discover_forced_gpu_sensor(monkeypatch, caplog, tmp_path):
     assert "nvml_counter unavailable" in caplog.text and "GPU energy NOT measured" in caplog.text
 
 
+class FakeNvmlGpus(FakeNvml):
+    """NVML's view of GPUs and MIG instances this machine lacks, found by UUID (real NVMLError classes).
+
+    `gpus`: UUID -> NVML index; `instances`: MIG instance UUID -> its GPU's NVML index; `mig_mode`: NVML
+    index -> current MIG mode (a GPU missing from it is not MIG-capable: NVML answers NotSupported).
+    """
+
+    def __init__(self, monkeypatch, gpus, instances=None, mig_mode=None):
+        super().__init__(monkeypatch)
+        self.gpus, self.instances, self.mig_mode = gpus, instances or {}, mig_mode or {}
+        self.looked_up: list[str] = []
+        for name in (
+            "nvmlDeviceGetHandleByUUID",
+            "nvmlDeviceGetIndex",
+            "nvmlDeviceIsMigDeviceHandle",
+            "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
+            "nvmlDeviceGetMigMode",
+        ):
+            monkeypatch.setattr(pynvml, name, getattr(self, name))
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: bytes):
+        self.looked_up.append(uuid.decode())
+        if uuid.decode() in self.instances:
+            return ("mig", uuid.decode())
+        if uuid.decode() not in self.gpus:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return ("gpu", self.gpus[uuid.decode()])
+
+    def nvmlDeviceGetIndex(self, handle):
+        kind, index = handle
+        assert kind == "gpu", "a MIG handle has no NVML index of a GPU"
+        return index
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle):
+        return ctypes.c_uint(handle[0] == "mig")  # as the real binding returns it: a c_uint, not an int
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle):
+        return ("gpu", self.instances[handle[1]])
+
+    def nvmlDeviceGetMigMode(self, handle):
+        if handle[1] not in self.mig_mode:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return [self.mig_mode[handle[1]], self.mig_mode[handle[1]]]
+
+
+def torch_uuids(monkeypatch, uuids: dict[int, str]) -> None:
+    """torch's view of CUDA devices this machine lacks: the UUID it prints for each CUDA index."""
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuids[i]))
+
+
 @needs_pynvml
 def test_cuda_device_maps_to_its_nvml_index_by_uuid(monkeypatch, caplog):
     """Under SLURM, CUDA_VISIBLE_DEVICES=2,0 makes cuda:0 the card NVML calls 2: the UUID decides.
@@ -601,30 +634,80 @@ def test_cuda_device_maps_to_its_nvml_index_by_uuid(monkeypatch, caplog):
     NVML's and torch's views of GPUs this machine lacks are faked (the rule's GPU exception); the mapping
     and the job's choice of what to meter run for real.
     """
-    nvml = FakeNvml(monkeypatch)
-    by_uuid = {b"GPU-aaaa": "handle2", b"GPU-bbbb": "handle0"}
-    index_of = {"handle2": 2, "handle0": 0}
-
-    def handle_by_uuid(uuid: bytes):
-        if uuid not in by_uuid:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
-        return by_uuid[uuid]
-
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByUUID", handle_by_uuid)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetIndex", lambda handle: index_of[handle])
+    nvml = FakeNvmlGpus(monkeypatch, {"GPU-aaaa": 2, "GPU-bbbb": 0})
     # torch reports the UUID without NVML's "GPU-" prefix; the job's device string names CUDA's index.
-    uuids = {0: "aaaa", 1: "bbbb", 3: "cccc"}
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuids[i]))
-    assert metered_gpus("cuda", None) == [2] and metered_gpus("cuda:0", None) == [2]
-    assert metered_gpus("cuda:1", None) == [0]
-    assert metered_gpus("cuda:1", 75.0) == [0]  # a simulated GPU's watts, on the job's own card
-    assert metered_gpus("cpu", None) == []
-    assert metered_gpus("cpu", 75.0) == [0]  # CI: a simulated GPU for a job on the CPU
-    assert nvml_index(0, "GPU-aaaa") == 2  # a prefixed UUID is not prefixed twice
+    torch_uuids(monkeypatch, {0: "aaaa", 1: "bbbb", 3: "cccc"})
+    assert metered_gpus("cuda", None) == metered_gpus("cuda:0", None) == MeteredGpus((2,))
+    assert metered_gpus("cuda:1", None) == MeteredGpus((0,))
+    assert metered_gpus("cuda:1", 75.0) == MeteredGpus((0,))  # a simulated GPU's watts, on the job's own card
+    assert metered_gpus("cpu", None) == MeteredGpus(())
+    assert metered_gpus("cpu", 75.0) == MeteredGpus((0,))  # CI: a simulated GPU for a job on the CPU
+    assert resolve_gpu(0, "GPU-aaaa") == ResolvedGpu(0, "GPU-aaaa", 2, False)  # not prefixed twice
     assert nvml.shutdowns == 5  # NVML is released after each look-up
+    # NVML does not know cuda:3's UUID: no guess at CUDA's index 3 (another card, or none), a warning.
     with caplog.at_level(logging.WARNING):
-        assert metered_gpus("cuda:3", None) == [3]  # NVML does not know it: CUDA's index, and a warning
-    assert "GPU-cccc" in caplog.text and "assuming NVML index 3" in caplog.text
+        unknown = metered_gpus("cuda:3", None)
+    assert unknown.indices == () and "NVML knows no GPU or MIG instance with UUID cccc" in unknown.unmetered
+    assert f"GPU energy NOT measured: {unknown.unmetered}" in caplog.text
+    assert nvml.looked_up[-2:] == ["GPU-cccc", "MIG-cccc"]  # both of NVML's names were tried
+
+
+@needs_pynvml
+def test_a_mig_instance_is_not_metered_as_the_jobs_own(monkeypatch):
+    """CUDA's device is a MIG instance (torch prints its UUID bare): NVML's counter is the whole GPU's."""
+    FakeNvmlGpus(monkeypatch, {"GPU-eeee": 1}, instances={"MIG-dddd": 1}, mig_mode={1: 1})
+    torch_uuids(monkeypatch, {0: "dddd"})
+    gpu = resolve_cuda_gpu(0)
+    assert (gpu.uuid, gpu.index, gpu.mig, gpu.metered) == ("MIG-dddd", None, True, False)
+    assert gpu.reason == "cuda:0 is MIG instance MIG-dddd of NVML GPU 1: NVML's counter covers the whole GPU"
+    assert metered_gpus("cuda:0", None) == MeteredGpus((), gpu.reason)
+    assert resolve_gpu(0, "MIG-dddd") == gpu  # the same instance, named with its prefix
+
+
+@needs_pynvml
+def test_a_gpu_in_mig_mode_is_not_metered_as_the_jobs_own(monkeypatch):
+    """A driver naming the whole GPU to CUDA while it is in MIG mode: the counter covers every instance."""
+    nvml = FakeNvmlGpus(monkeypatch, {"GPU-eeee": 1}, mig_mode={1: pynvml.NVML_DEVICE_MIG_ENABLE})
+    torch_uuids(monkeypatch, {0: "eeee"})
+    gpu = resolve_cuda_gpu(0)
+    assert (gpu.uuid, gpu.index, gpu.mig) == ("GPU-eeee", None, True)
+    assert gpu.reason == "cuda:0 is NVML GPU 1 (GPU-eeee) in MIG mode: its counter covers every MIG instance"
+    assert metered_gpus("cuda:0", None) == MeteredGpus((), gpu.reason)
+    nvml.mig_mode[1] = pynvml.NVML_DEVICE_MIG_DISABLE  # MIG-capable, MIG off: the job's own GPU
+    assert resolve_cuda_gpu(0) == ResolvedGpu(0, "GPU-eeee", 1, False)
+
+
+@needs_pynvml
+def test_an_unusable_nvml_leaves_the_gpu_unmetered_and_says_why(monkeypatch):
+    FakeNvmlGpus(monkeypatch, {"GPU-aaaa": 0})
+
+    def refuse(code):
+        def call(*_args):
+            raise pynvml.NVMLError(code)
+
+        return call
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByUUID", refuse(pynvml.NVML_ERROR_NO_PERMISSION))
+    gpu = resolve_gpu(0, "aaaa")
+    assert gpu.index is None and gpu.reason.startswith("cuda:0: NVML cannot resolve UUID aaaa (")
+    monkeypatch.setattr(pynvml, "nvmlInit", refuse(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
+    gpu = resolve_gpu(0, "aaaa")
+    assert gpu.index is None and gpu.reason.startswith("cuda:0: NVML not usable (")
+
+
+def test_the_gpu_resolver_needs_nothing_but_pynvml():
+    """The GPU check resolves cuda:N in a process of its own: ecopipe's other dependencies are barred.
+
+    Run here for real, without an NVIDIA driver: the GPU is left unmetered, and the reason says why.
+    """
+    barred = ("psutil", "omegaconf", "hydra", "mlflow", "pandas", "numpy", "scipy", "sklearn", "torch")
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({barred!r}))\n"
+        "from ecopipe.sensors.nvml import resolve_cuda_gpu, resolve_gpu\n"
+        "print(resolve_gpu(0, 'aaaa').reason)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("cuda:0: NVML ")
 
 
 @needs_pynvml
@@ -703,6 +786,27 @@ def test_discover_uses_rapl_dram_only_where_every_package_has_one(caplog, tmp_pa
     ]
     for sensor in sensors:
         sensor.close()
+
+
+def test_discover_sets_readable_rapl_aside_on_request(caplog, tmp_path):
+    """monitor.rapl=false: an estimate beside the RAPL counter on one host, and the log says why."""
+    root = powercap_with_dram(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        metered = discover_sensors([], None, None, powercap_root=root)
+    assert {(s.component, s.source) for s in metered} == {
+        (Component.CPU, Source.RAPL),
+        (Component.RAM, Source.RAPL),
+    }
+    assert "ESTIMATE" not in caplog.text
+    for sensor in metered:
+        sensor.close()
+    with caplog.at_level(logging.WARNING):
+        estimated = discover_sensors([], None, None, powercap_root=root, rapl=False)
+    assert [s.source for s in estimated] == [Source.ESTIMATED_TDP, Source.ESTIMATED_RSS]
+    assert f"CPU energy is an ESTIMATE (estimated_tdp), {RAPL_SET_ASIDE}: " in caplog.text
+    assert f"RAM energy is an ESTIMATE (estimated_rss), {RAPL_SET_ASIDE}: " in caplog.text
+    assert RAPL_SET_ASIDE == "RAPL set aside on request (monitor.rapl=false)"
+    assert "no readable RAPL" not in caplog.text and "no RAPL dram zone" not in caplog.text
 
 
 def test_discover_rapl_permission_denied_falls_back(monkeypatch, caplog, tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from ecopipe.sensors.base import GPU_SOURCES, Component, EnergySensor, Source
@@ -78,17 +78,25 @@ class Snapshot:
 
 
 class EnergyMeter:
-    """Reads every sensor of a job at once; windows are differences of two snapshots."""
+    """Reads every sensor of a job at once; windows are differences of two snapshots.
+
+    `unmetered`: component -> why the job's device of it has no sensor (one line, e.g. a MIG GPU);
+    `set_aside`: component -> the source set aside on request (monitor.rapl=false: rapl).
+    """
 
     def __init__(
         self,
         sensors: Iterable[EnergySensor],
         synchronize: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.perf_counter,
+        unmetered: Mapping[str, str] | None = None,
+        set_aside: Mapping[str, str] | None = None,
     ) -> None:
         self.sensors = list(sensors)
         self._synchronize = synchronize
         self.clock = clock
+        self.unmetered = dict(unmetered or {})
+        self.set_aside = dict(set_aside or {})
 
     @property
     def sources(self) -> dict[str, str]:
@@ -153,18 +161,21 @@ class EnergyMeter:
 
 
 def machine_meter(
-    gpu_indices: list[int],
+    gpu_indices: Sequence[int],
     fake_gpu_watts: float | None = None,
     synchronize: Callable[[], None] = lambda: None,
     gpu_sources: Sequence[Source] = GPU_SOURCES,
     cpu_model: str | None = None,
     ram_estimate: str = "job",
+    rapl: bool = True,
+    unmetered_gpu: str | None = None,
 ) -> EnergyMeter:
     """A meter over the best sensors this machine has for the given GPUs, its CPU and its RAM (not opened).
 
     `gpu_sources` narrows the NVML sources tried, best first (`monitor.gpu_sensor`); `cpu_model`
     replaces the detected CPU model for the estimate (hardware.cpu_model); `ram_estimate` is
-    monitor.ram_estimate (job | machine).
+    monitor.ram_estimate (job | machine); `rapl=False` (monitor.rapl) estimates CPU and RAM even where
+    RAPL is readable; `unmetered_gpu` says why the job's own GPU is not among `gpu_indices`.
     """
     from ecopipe.hardware import cpu_model_name, cpu_table_row
     from ecopipe.sensors.discovery import discover_sensors
@@ -179,5 +190,11 @@ def machine_meter(
         gpu_sources=gpu_sources,
         cpu_threads_per_package=row.threads_per_package if row else None,
         ram_estimate=ram_estimate,
+        rapl=rapl,
     )
-    return EnergyMeter(sensors, synchronize=synchronize)
+    return EnergyMeter(
+        sensors,
+        synchronize=synchronize,
+        unmetered={Component.GPU.value: unmetered_gpu} if unmetered_gpu else None,
+        set_aside=None if rapl else {c.value: Source.RAPL.value for c in (Component.CPU, Component.RAM)},
+    )

@@ -19,7 +19,7 @@ from ecopipe.sensors.cpu_share import visible_cpus
 from ecopipe.sensors.estimated import BYTES_PER_GB, EstimatedCpuSensor, EstimatedRamSensor, cpu_share
 from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.sensors.nvml import NvmlCounterSensor, NvmlPowerPollingSensor, NvmlUnavailable
-from ecopipe.sensors.rapl import POWERCAP_ROOT, discover_rapl_zones
+from ecopipe.sensors.rapl import POWERCAP_ROOT, RaplSensor, discover_rapl_zones
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,29 @@ def _gpu_sensor(index: int, sources: Sequence[Source]) -> EnergySensor | None:
 
 
 RAM_ESTIMATES = ("job", "machine")
+RAPL_SET_ASIDE = "RAPL set aside on request (monitor.rapl=false)"
+
+
+def _readable_rapl(powercap_root: str | Path) -> list[RaplSensor]:
+    try:
+        return discover_rapl_zones(powercap_root)
+    except SensorUnavailable as err:
+        log.warning("RAPL unusable: %s", err)
+        return []
 
 
 def discover_sensors(
-    gpu_indices: list[int],
+    gpu_indices: Sequence[int],
     cpu_model: str | None,
     cpu_tdp_w: float | None,
     fake_gpu_watts: float | None = None,
-    powercap_root: str | Path = POWERCAP_ROOT,
+    powercap_root: str | Path | None = None,
     gpu_sources: Sequence[Source] = GPU_SOURCES,
     *,
     cpu_threads_per_package: int | None = None,
     job_cpus: float | None = None,
     ram_estimate: str = "job",
+    rapl: bool = True,
 ) -> list[EnergySensor]:
     """Sensors for the given GPUs, the CPU and the RAM, best source first.
 
@@ -64,7 +74,8 @@ def discover_sensors(
     Without RAPL, the CPU estimate charges the job's visible CPUs (`job_cpus`, else affinity capped by
     the cgroup quota) their share of `cpu_tdp_w` over `cpu_threads_per_package` (both from the hardware
     table for `cpu_model`). `ram_estimate` is `job` (the memory the job holds) or `machine` (installed
-    memory). `powercap_root` exists for tests.
+    memory). `rapl=False` sets readable RAPL aside (monitor.rapl=false), so CPU and RAM are estimated:
+    an estimate beside the counter on one host. `powercap_root` (default POWERCAP_ROOT) exists for tests.
     """
     if ram_estimate not in RAM_ESTIMATES:
         raise ValueError(f"ram_estimate={ram_estimate!r}; allowed: {', '.join(RAM_ESTIMATES)}")
@@ -77,11 +88,8 @@ def discover_sensors(
         if gpu is not None:
             sensors.append(gpu)
 
-    try:
-        zones = discover_rapl_zones(powercap_root)
-    except SensorUnavailable as err:
-        log.warning("RAPL unusable: %s", err)
-        zones = []
+    root = POWERCAP_ROOT if powercap_root is None else powercap_root  # read per call: tests may point it
+    zones = _readable_rapl(root) if rapl else []
     cpu = [z for z in zones if z.component is Component.CPU]
     ram = [z for z in zones if z.component is Component.RAM]
 
@@ -93,11 +101,8 @@ def discover_sensors(
         note = "given" if job_cpus is not None else visible.note
         share = cpu_share(threads, cpu_tdp_w, cpu_threads_per_package, cpu_model, note)
         sensor = EstimatedCpuSensor(share)
-        log.warning(
-            "CPU energy is an ESTIMATE (estimated_tdp), no readable RAPL package under %s: %s",
-            powercap_root,
-            sensor.method,
-        )
+        why = f"no readable RAPL package under {root}" if rapl else RAPL_SET_ASIDE
+        log.warning("CPU energy is an ESTIMATE (estimated_tdp), %s: %s", why, sensor.method)
         sensors.append(sensor)
 
     if ram and len(ram) == len(cpu):
@@ -113,8 +118,7 @@ def discover_sensors(
             sensor = EstimatedRamSensor.installed(psutil.virtual_memory().total / BYTES_PER_GB)
         else:
             sensor = EstimatedRamSensor.held_by_job()
-        log.warning(
-            "RAM energy is an ESTIMATE (%s), no RAPL dram zone: %s", sensor.source.value, sensor.method
-        )
+        why = "no RAPL dram zone" if rapl else RAPL_SET_ASIDE
+        log.warning("RAM energy is an ESTIMATE (%s), %s: %s", sensor.source.value, why, sensor.method)
         sensors.append(sensor)
     return sensors

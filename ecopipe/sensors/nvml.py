@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -352,29 +353,103 @@ class NvmlTelemetry:
         self._dev.close()
 
 
-def nvml_index(cuda_index: int, uuid: str) -> int:
-    """NVML's index of the GPU that CUDA calls `cuda_index` (UUID as torch reports it, without "GPU-").
+@dataclass(frozen=True)
+class ResolvedGpu:
+    """The GPU torch calls cuda:N, as NVML knows it: what the job's GPU meter may read as its own."""
+
+    cuda_index: int
+    uuid: str  # NVML's name for it (GPU-... or MIG-...) when NVML knows it, else torch's
+    index: int | None  # the NVML index the meter reads; None: not metered as the job's own
+    mig: bool  # a MIG instance, or a GPU in MIG mode: NVML's counter covers the whole physical GPU
+    reason: str | None = None  # one line: why the GPU is not metered as the job's own
+
+    @property
+    def metered(self) -> bool:
+        return self.index is not None
+
+
+def _nvml_names(uuid: str) -> tuple[str, str]:
+    """NVML's two possible names of a UUID as torch prints it (its 16 bytes, no prefix): a whole GPU's
+    (GPU-...) and, where CUDA's device is a MIG instance, the instance's (MIG-...); the one given first."""
+    bare = uuid.removeprefix("GPU-").removeprefix("MIG-")
+    gpu, mig = f"GPU-{bare}", f"MIG-{bare}"
+    return (mig, gpu) if uuid.startswith("MIG-") else (gpu, mig)
+
+
+def _flag(nv: ModuleType, query: Callable[[Any], Any], handle: Any) -> bool:
+    """A yes/no NVML query; a GPU or driver without the feature (pre-Ampere: no MIG) answers no."""
+    try:
+        answer = query(handle)
+    except nv.NVMLError as err:
+        if getattr(err, "value", None) in (nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_FUNCTION_NOT_FOUND):
+            return False
+        raise
+    return bool(getattr(answer, "value", answer))  # pynvml returns some flags as a ctypes c_uint
+
+
+def _mig_enabled(nv: ModuleType, handle: Any) -> bool:
+    return _flag(nv, lambda h: nv.nvmlDeviceGetMigMode(h)[0] == nv.NVML_DEVICE_MIG_ENABLE, handle)
+
+
+def _handle_by_uuid(nv: ModuleType, uuid: str) -> tuple[str, Any] | None:
+    """NVML's name and handle of the GPU or MIG instance with this UUID; None where NVML knows none."""
+    for name in _nvml_names(uuid):
+        try:
+            return name, nv.nvmlDeviceGetHandleByUUID(name.encode())
+        except nv.NVMLError as err:
+            if getattr(err, "value", None) not in (nv.NVML_ERROR_NOT_FOUND, nv.NVML_ERROR_INVALID_ARGUMENT):
+                raise
+    return None
+
+
+def _resolve(nv: ModuleType, cuda_index: int, uuid: str) -> ResolvedGpu:
+    device = f"cuda:{cuda_index}"
+    found = _handle_by_uuid(nv, uuid)
+    if found is None:
+        why = f"{device}: NVML knows no GPU or MIG instance with UUID {uuid}"
+        return ResolvedGpu(cuda_index, uuid, None, False, why)
+    name, handle = found
+    if _flag(nv, nv.nvmlDeviceIsMigDeviceHandle, handle):
+        parent = int(nv.nvmlDeviceGetIndex(nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)))
+        why = f"{device} is MIG instance {name} of NVML GPU {parent}: NVML's counter covers the whole GPU"
+        return ResolvedGpu(cuda_index, name, None, True, why)
+    index = int(nv.nvmlDeviceGetIndex(handle))
+    if _mig_enabled(nv, handle):
+        why = f"{device} is NVML GPU {index} ({name}) in MIG mode: its counter covers every MIG instance"
+        return ResolvedGpu(cuda_index, name, None, True, why)
+    return ResolvedGpu(cuda_index, name, index, False)
+
+
+def resolve_gpu(cuda_index: int, uuid: str) -> ResolvedGpu:
+    """The GPU CUDA calls `cuda_index`, found in NVML by its UUID (as torch reports it, with or
+    without the GPU-/MIG- prefix), never by index.
 
     NVML ignores CUDA_VISIBLE_DEVICES (set by SLURM for every job) and may order devices differently
-    from CUDA, so the same number can name another card. Falls back to `cuda_index` when NVML cannot
-    tell, and says so.
+    from CUDA, so the same number can name another card: a UUID NVML does not know leaves the GPU
+    unmetered rather than metering a guess. So does MIG: NVML's counter and power fields belong to the
+    physical GPU, shared by every instance. Needs pynvml only; NVML is released before returning.
     """
     try:
         nv = _import_pynvml()
         nv.nvmlInit()
-    except Exception:  # no library or driver: the sensors will say so themselves
-        return cuda_index
+    except Exception as err:  # no library or driver
+        return ResolvedGpu(cuda_index, uuid, None, False, f"cuda:{cuda_index}: NVML not usable ({err})")
     try:
-        handle = nv.nvmlDeviceGetHandleByUUID(("GPU-" + uuid.removeprefix("GPU-")).encode())
-        return int(nv.nvmlDeviceGetIndex(handle))
+        return _resolve(nv, cuda_index, uuid)
     except nv.NVMLError as err:
-        log.warning(
-            "cuda:%d: NVML cannot find GPU-%s (%s); assuming NVML index %d", cuda_index, uuid, err, cuda_index
-        )
-        return cuda_index
+        why = f"cuda:{cuda_index}: NVML cannot resolve UUID {uuid} ({type(err).__name__}: {err})"
+        return ResolvedGpu(cuda_index, uuid, None, False, why)
     finally:
         with contextlib.suppress(nv.NVMLError):
             nv.nvmlShutdown()
+
+
+def resolve_cuda_gpu(cuda_index: int) -> ResolvedGpu:
+    """The GPU torch calls cuda:`cuda_index`, as NVML knows it (torch and pynvml only: the GPU check
+    calls it in a process of its own)."""
+    import torch
+
+    return resolve_gpu(cuda_index, str(torch.cuda.get_device_properties(cuda_index).uuid))
 
 
 def instant_power_reader(index: int) -> Callable[[], float]:

@@ -74,6 +74,8 @@ class InferenceResult:
     batch_size: int
     trace: Trace | None = field(repr=False)
     arms: dict[str, ArmResult] = field(default_factory=dict)
+    unmetered: dict[str, str] = field(default_factory=dict)  # component -> why the job's device has no sensor
+    set_aside: dict[str, str] = field(default_factory=dict)  # component -> source set aside on request
 
     # Whole-run sums over the measured windows.
     @property
@@ -308,6 +310,8 @@ def run_inference(
         resolution_s=meter.resolution_s,
         measured=meter.measured,
         methods=meter.methods,
+        unmetered=meter.unmetered,
+        set_aside=meter.set_aside,
         facts=facts,
         load=load,
         fit=fit,
