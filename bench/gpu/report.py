@@ -65,9 +65,11 @@ def render(machine: dict[str, str], steps: list[StepOutcome], cpu: bool, base: s
     for step in steps:
         lines += _step_lines(step, base)
     failed = sum(s.failed for s in steps)
-    passed = sum(s.ran and not s.failed for s in steps)
+    skipped = sum(s.status.startswith("skipped") for s in steps)
+    passed = len(done) - failed - skipped
     lines.append(
-        f"**{passed} of {len(steps)} steps passed, {failed} failed, {len(steps) - len(done)} not run.**"
+        f"**{passed} of {len(steps)} steps passed, {skipped} skipped, {failed} failed, "
+        f"{len(steps) - len(done)} not run.**"
     )
     return "\n".join(lines) + "\n"
 

@@ -72,7 +72,7 @@ def counter(ctx: Context, result: StepResult) -> None:
     trace_path.parent.mkdir(parents=True, exist_ok=True)
     process = _start_recorder(ctx, trace_path)
     try:
-        _, tags, run_id, cmd = run_job(
+        metrics, tags, run_id, cmd = run_job(
             ctx,
             f"model={ctx.shape.counter_model}",
             f"precision={ctx.shape.float_precision}",
@@ -100,6 +100,7 @@ def counter(ctx: Context, result: StepResult) -> None:
         result.figure(f"trial {n}: power field / counter", t.power_field_vs_counter)
         for problem in t.problems():
             result.fail(f"trial {n}", problem)
+    result.figure("job's idle baseline, GPU", metrics.get("idle_power_w.gpu", float("nan")), "W")
     result.note(
         "a consistency check between two NVML signals of one board (units, device, window edges, a "
         "counter that moves), not an external meter; tolerances: job vs counter "
