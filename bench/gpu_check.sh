@@ -7,17 +7,18 @@
 # default, bench/gpu/plan.py). OUT (default bench/results/gpu) receives report.md and report.json, both
 # rewritten after every step, mlflow.db, traces/ and logs/. The exit status is the number of failed steps.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-options=() out=bench/results/gpu cpu=0
+options=() out='' cpu=0
 while (($#)); do
   case "$1" in
     --cpu) cpu=1 options+=(--cpu) ;;
     --steps|--budget-s) options+=("$1" "${2-}"); shift ;;
     --*) options+=("$1") ;;
-    *) out=$1 ;;
+    *) out=$(realpath -m -- "$1") ;;  # relative to where it was called from
   esac
   shift
 done
+cd "$(dirname "$0")/.."
+out=${out:-bench/results/gpu}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 if ((cpu)); then

@@ -20,13 +20,17 @@ from ecopipe.job import run_job
 BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H200": 4.8e12, "A100-SXM4-80GB": 2.039e12}
 
 
+def rated_bandwidth(device_name: str) -> float | None:
+    """The datasheet's HBM bandwidth of a CUDA device name, bytes/s; None for a card not listed."""
+    return next((v for k, v in BANDWIDTH.items() if k in device_name), None)
+
+
 def run() -> pd.DataFrame:
     if not cuda_available():
         return pd.DataFrame()
     import torch
 
-    name = torch.cuda.get_device_name(0)
-    bandwidth = next((v for k, v in BANDWIDTH.items() if k in name), None)
+    bandwidth = rated_bandwidth(torch.cuda.get_device_name(0))
     rows = []
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         for batch in (1, 8, 64):

@@ -25,6 +25,7 @@ PACKAGES = (
     "ecopipe",
     "torch",
     "transformers",
+    "torchao",
     "datasets",
     "scikit-learn",
     "mlflow",

@@ -809,6 +809,27 @@ def test_discover_sets_readable_rapl_aside_on_request(caplog, tmp_path):
     assert "no readable RAPL" not in caplog.text and "no RAPL dram zone" not in caplog.text
 
 
+def test_rapl_is_said_to_be_set_aside_only_where_it_was_readable(caplog, tmp_path):
+    """monitor.rapl=false on a host without RAPL, or with dram on one package only, sets aside no more
+    than was there: the meter's set_aside (the tags) and the log say what really happened."""
+    from ecopipe.monitor.energy import EnergyMeter
+
+    with caplog.at_level(logging.WARNING):
+        nothing = discover_sensors([], None, None, powercap_root=tmp_path / "absent", rapl=False)
+    assert EnergyMeter(nothing).set_aside == {} and RAPL_SET_ASIDE not in caplog.text
+    assert "no readable RAPL package" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # dram on package 0 only: RAM was never measurable here
+        packages_only = discover_sensors(
+            [], None, None, powercap_root=fake_powercap(tmp_path / "p"), rapl=False
+        )
+    assert EnergyMeter(packages_only).set_aside == {"cpu": "rapl"}
+    assert f"CPU energy is an ESTIMATE (estimated_tdp), {RAPL_SET_ASIDE}" in caplog.text
+    assert "RAM energy is an ESTIMATE (estimated_rss), no RAPL dram zone" in caplog.text
+    both = discover_sensors([], None, None, powercap_root=powercap_with_dram(tmp_path / "d"), rapl=False)
+    assert EnergyMeter(both).set_aside == {"cpu": "rapl", "ram": "rapl"}
+
+
 def test_discover_rapl_permission_denied_falls_back(monkeypatch, caplog, tmp_path):
     real = rapl._read_text
 

@@ -11,9 +11,11 @@ number of failed steps.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import platform
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,12 +27,14 @@ import psutil
 
 from bench.gpu import report
 from bench.gpu.context import ROOT, SHAPES, Context
-from bench.gpu.identify import versions
-from bench.gpu.plan import Plan, add_arguments, choose
+from bench.gpu.plan import add_arguments, choose
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "gpu"
 TERM_GRACE_S = 5.0  # SIGTERM, then SIGKILL for what is still there
+REAP_S = 10.0  # a leader that outlives SIGKILL this long is stuck in the kernel (a hung driver call)
 GPU_RELEASE_S = 15.0  # the longest the next step waits for the GPU to list no compute process
+# What a previous check left in OUT: replaced, so a second call never reports the first one's runs.
+PREVIOUS = ("report.md", "report.json", "mlflow.db", "mlflow.db.lock", "mlartifacts", "traces", "logs")
 
 
 def group_members(pgid: int) -> list[int]:
@@ -63,75 +67,87 @@ def end_group(pgid: int, grace_s: float = TERM_GRACE_S) -> list[int]:
 
 
 def run_in_group(command: list[str], log_path: Path, timeout_s: float) -> tuple[int | None, list[int]]:
-    """(exit status, or None when the limit stopped it; the pids its group still held at the end)."""
+    """(exit status, or None when the limit stopped it; the pids its group still held at the end).
+
+    The group is ended however this returns: at the limit, at the step's own end (a child it left), or
+    when the check itself is interrupted (Ctrl-C, SIGTERM), so no step outlives the check on the GPU.
+    """
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        status: int | None = None
+        ended: list[int] = []
         try:
-            status: int | None = process.wait(timeout=timeout_s)
+            status = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            status = None
-        ended = end_group(process.pid)  # a step's children (the counter recorder...) end with it
-        process.wait()
+            pass
+        finally:
+            ended = end_group(process.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=REAP_S)
     return status, ended
 
 
-def gpu_processes(nvml_index: int) -> list[int]:
+def wait_for_gpu(nvml_index: int, max_s: float = GPU_RELEASE_S) -> str | None:
+    """None once NVML lists no compute process on the GPU; else a note saying what is still there.
+    In a container NVML lists host pids, so ours cannot be told from others': any process counts."""
     import pynvml
 
-    pynvml.nvmlInit()
     try:
+        pynvml.nvmlInit()  # once: without persistence mode an init can take seconds
         handle = pynvml.nvmlDeviceGetHandleByIndex(nvml_index)
-        return [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+        deadline = time.monotonic() + max_s
+        while pids := [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]:
+            if time.monotonic() > deadline:
+                return f"the GPU still listed compute processes {pids} {max_s:.0f} s after the step ended"
+            time.sleep(0.2)
+        return None
+    except pynvml.NVMLError as error:
+        return f"could not tell whether the GPU was free after the step: NVML: {error}"
     finally:
-        pynvml.nvmlShutdown()
-
-
-def wait_for_gpu(nvml_index: int, max_s: float = GPU_RELEASE_S) -> str | None:
-    """None once NVML lists no compute process on the GPU; else a note naming what is still there.
-    In a container NVML lists host pids, so ours cannot be told from others': any process counts."""
-    deadline = time.monotonic() + max_s
-    while (pids := gpu_processes(nvml_index)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return (
-        f"the GPU still listed compute processes {pids} {max_s:.0f} s after the step ended" if pids else None
-    )
+        with contextlib.suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()
 
 
 def identify(cpu: bool, shape_profile: str) -> tuple[dict[str, str], int | None]:
     """The machine, and the NVML index of the GPU torch uses (None when its UUID did not resolve).
     On a GPU this runs in a process of its own, so no CUDA context of ours is left open afterwards."""
     if cpu:
+        from ecopipe.hardware import environment
+
         simulated = f"none: CPU rehearsal, runs labelled hardware={shape_profile} (SIMULATED)"
-        return {"python": platform.python_version(), **versions(), "gpu": simulated}, None
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.gpu.identify"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
+        return {**{k: str(v) for k, v in environment().items()}, "gpu": simulated}, None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.gpu.identify"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        found = json.loads(done.stdout) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, json.JSONDecodeError) as error:
+        return {"gpu": f"not identified: {type(error).__name__}: {error}"}, None
+    if found is None:
         return {"gpu": "not identified: " + " | ".join(done.stderr.strip().splitlines()[-3:])}, None
-    found = json.loads(done.stdout)
     index = found.pop("nvml_index")
     return {k: str(v) for k, v in found.items()}, index
 
 
 def _outcome(
     name: str,
-    plan: Plan,
+    limit_s: float,
     status: int | None,
     seconds: float,
     result_path: Path,
     log_path: Path,
     ended: list[int],
 ) -> report.StepOutcome:
-    outcome = report.StepOutcome(name, plan.limit_s(name), seconds=round(seconds, 1))
+    """What a step's process left: its saved figures and notes, and a status that says how it ended.
+    `limit_s` is the limit it ran under: its own, or less where the budget had less left."""
+    outcome = report.StepOutcome(name, limit_s, seconds=round(seconds, 1))
     found = json.loads(result_path.read_text()) if result_path.exists() else {}
     outcome.figures, outcome.notes = found.get("figures", []), found.get("notes", [])
     failures = found.get("failures", [])
     if status is None:
-        outcome.status = (
-            f"failed (stopped at its {plan.limit_s(name):.0f}-s limit; the figures it finished are kept)"
-        )
+        outcome.status = f"failed (stopped at its {limit_s:.0f}-s limit; the figures it finished are kept)"
     elif status != 0:
         outcome.status = f"failed (exit status {status})"
         outcome.notes.append(
@@ -148,6 +164,21 @@ def _outcome(
     return outcome
 
 
+def _fresh(out: Path) -> None:
+    """OUT without what an earlier check wrote there (its store would be reported as this check's)."""
+    for name in PREVIOUS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    (out / "logs").mkdir(parents=True)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run_in_group, which ends the running step's group
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=DEFAULT_OUT)
@@ -159,12 +190,13 @@ def main() -> None:
     except ValueError as error:
         parser.exit(2, f"gpu check: error: {error}\n")
     start = time.monotonic()  # bench/gpu_check.sh has printed the plan (python -m bench.gpu.plan)
+    signal.signal(signal.SIGTERM, _stop)
     shape = SHAPES["cpu" if args.cpu else "gpu"]
     out = args.out.resolve()
-    (out / "logs").mkdir(parents=True, exist_ok=True)
+    _fresh(out)
     machine, nvml_index = identify(args.cpu, shape.simulated_profile)
     work = Path(tempfile.mkdtemp(prefix="ecopipe-gpu-check-"))
-    base = " ".join(Context(shape, work, out, nvml_index).base())
+    base = shlex.join(Context(shape, work, out, nvml_index).base())
     steps = [report.StepOutcome(name, plan.limit_s(name)) for name in plan.steps]
     report.write(out, machine, steps, args.cpu, base, plan.budget_s)
     for i, name in enumerate(plan.steps):
@@ -172,20 +204,23 @@ def main() -> None:
         if left < 10:
             steps[i].status = report.NO_TIME_LEFT
             continue
-        print(f"gpu check: {name} (limit {min(plan.limit_s(name), left):.0f} s) ...", flush=True)
+        limit_s = min(plan.limit_s(name), left)
+        print(f"gpu check: {name} (limit {limit_s:.0f} s) ...", flush=True)
         result_path, log_path = work / f"{name}.json", out / "logs" / f"{name}.log"
         command = [sys.executable, "-m", "bench.gpu.steps", name, "--shape", shape.name, "--work", str(work),
                    "--out", str(out), "--result", str(result_path)]  # fmt: skip
+        command += ["--check-pid", str(os.getpid())]
         if nvml_index is not None:
             command += ["--nvml-index", str(nvml_index)]
         began = time.monotonic()
-        status, ended = run_in_group(command, log_path, min(plan.limit_s(name), left))
-        steps[i] = _outcome(name, plan, status, time.monotonic() - began, result_path, log_path, ended)
+        status, ended = run_in_group(command, log_path, limit_s)
+        steps[i] = _outcome(name, limit_s, status, time.monotonic() - began, result_path, log_path, ended)
         if nvml_index is not None and (busy := wait_for_gpu(nvml_index)):
             steps[i].notes.append(busy)
         report.write(out, machine, steps, args.cpu, base, plan.budget_s)
         print(f"gpu check: {name}: {steps[i].status} ({steps[i].seconds} s)", flush=True)
     print(report.write(out, machine, steps, args.cpu, base, plan.budget_s))
+    shutil.rmtree(work, ignore_errors=True)
     sys.exit(sum(step.failed for step in steps))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,11 +122,15 @@ class StepResult:
         }
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(self.as_dict(), default=str))
-        os.replace(partial, self.path)  # a reader never sees half a file
+        if self.path is not None:
+            replace_file(self.path, json.dumps(self.as_dict(), default=str))
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `text` to `path` whole: a reader, or a call cut off mid-write, never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,8 @@ class Context:
 
 
 def command(overrides: list[str]) -> str:
-    return "python -m ecopipe " + " ".join(overrides)
+    """The job's command line, quoted for a shell (the rehearsal's `{a,b}` overrides brace-expand)."""
+    return shlex.join(["python", "-m", "ecopipe", *overrides])
 
 
 def run_job(ctx: Context, *overrides: str, base: list[str] | None = None) -> tuple[dict, dict, str, str]:

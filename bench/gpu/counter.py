@@ -1,7 +1,7 @@
 """Two NVML signals of one GPU, recorded by a process of their own, and a job's trials set against them.
 
 Run as its own process (`python -m bench.gpu.counter --out trace.csv --index N`), it reads through
-pynvml directly, none of ecopipe's sensor code, at a fixed rate: the total-energy counter
+pynvml directly, not through ecopipe's sensors, at a fixed rate: the total-energy counter
 (`nvmlDeviceGetTotalEnergyConsumption`, mJ) and the instantaneous power field
 (`NVML_FI_DEV_POWER_INSTANT`, else the 1-s average `nvmlDeviceGetPowerUsage`, named in the trace), and
 appends `unix_s,energy_mj,power_w` rows until SIGTERM. `compare` sets each trial the job measured
@@ -40,6 +40,8 @@ def nvml_reader(index: int) -> tuple[Reading, str]:
     """The counter and the best power field of NVML device `index`, and that field's name."""
     import pynvml
 
+    from ecopipe.sensors.nvml import field_value  # unpacks the C union whatever its declared type
+
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
 
@@ -47,7 +49,7 @@ def nvml_reader(index: int) -> tuple[Reading, str]:
         value = pynvml.nvmlDeviceGetFieldValues(handle, [pynvml.NVML_FI_DEV_POWER_INSTANT])[0]
         if value.nvmlReturn != pynvml.NVML_SUCCESS:
             raise pynvml.NVMLError(value.nvmlReturn)
-        return float(value.value.uiVal) / 1000.0
+        return field_value(value) / 1000.0
 
     def average_w() -> float:
         return pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0

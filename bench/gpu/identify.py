@@ -8,38 +8,28 @@ does not know, is reported as such, with `nvml_index` null: the check then reads
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import platform
-
-PACKAGES = ("torch", "transformers", "torchao", "mlflow", "hydra-core", "nvidia-ml-py", "pandas", "numpy")
 
 
-def versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+def mig_state(mig: bool, resolved: bool) -> str:
+    """Whether the GPU is a MIG instance or in MIG mode; unknown where NVML did not find it."""
+    return "yes" if mig else ("no" if resolved else "unknown: NVML did not find the GPU")
 
 
 def main() -> None:
     import pynvml
     import torch
 
+    from ecopipe.hardware import environment
     from ecopipe.sensors.nvml import resolve_cuda_gpu
 
     gpu = resolve_cuda_gpu(0)
     found: dict[str, object] = {
-        "python": platform.python_version(),
-        "host": platform.node(),
-        **versions(),
+        **environment(),
         "gpu": torch.cuda.get_device_name(0),
         "cuda device": "cuda:0",
         "uuid": gpu.uuid,
-        "MIG": "yes" if gpu.mig else "no",
+        "MIG": mig_state(gpu.mig, gpu.index is not None or gpu.mig),
         "nvml_index": gpu.index,
         "metered as the job's own": "yes" if gpu.index is not None else f"no: {gpu.reason}",
     }

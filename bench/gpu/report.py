@@ -5,10 +5,11 @@ finished."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.gpu.context import replace_file
 
 NOT_RUN_YET = "not run yet"
 NO_TIME_LEFT = "not run (no time left in the budget)"
@@ -74,18 +75,12 @@ def render(machine: dict[str, str], steps: list[StepOutcome], cpu: bool, base: s
     return "\n".join(lines) + "\n"
 
 
-def _replace(path: Path, text: str) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)  # a call cut off mid-write still returns the previous report whole
-
-
 def write(
     out: Path, machine: dict[str, str], steps: list[StepOutcome], cpu: bool, base: str, budget_s: float
 ) -> str:
     report = render(machine, steps, cpu, base, budget_s)
-    _replace(out / "report.md", report)
-    _replace(
+    replace_file(out / "report.md", report)
+    replace_file(
         out / "report.json",
         json.dumps(
             {"machine": machine, "budget_s": budget_s, "steps": [vars(s) for s in steps]},

@@ -11,9 +11,12 @@ itself is tested on every change; its figures say SIMULATED and prove nothing ab
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from bench.gpu.counter import (
     nvml_reader,
     simulated_reader,
 )
+from ecopipe.report import UNMETERED_TAG
 
 # The idle step calls power settled when its last SETTLE_WINDOWS readings lie within this share of
 # their mean (a GPU's idle draw falls for seconds after work as clocks and fans come down).
@@ -160,7 +164,8 @@ def idle(ctx: Context, result: StepResult) -> None:
             torch.zeros(1, device="cuda")
             torch.cuda.synchronize()
         found = settle(read, ctx.shape.idle_window_s, ctx.shape.idle_max_s)
-        result.figure(f"idle power, {label}", found.settled_w, "W")
+        unsettled = "" if found.settled else f" (NOT settled: mean of the last {SETTLE_WINDOWS} windows)"
+        result.figure(f"idle power, {label}{unsettled}", found.settled_w, "W")
         result.figure(f"idle power, {label}: seconds to settle", round(found.seconds, 1), "s")
         if not found.settled:
             result.note(
@@ -186,6 +191,8 @@ def headline(ctx: Context, result: StepResult) -> None:
         f"hardware {tags.get('ecopipe.hardware')}; energy sources: gpu {tags.get('energy_source.gpu')}, "
         f"cpu {tags.get('energy_source.cpu')}, ram {tags.get('energy_source.ram')}"
     )
+    if why := tags.get(f"{UNMETERED_TAG}gpu"):
+        result.fail("GPU energy", f"not metered as the job's own: {why}")
 
 
 def precisions(ctx: Context, result: StepResult) -> None:
@@ -227,16 +234,16 @@ def _device_name(ctx: Context) -> str:
 
 
 def engines(ctx: Context, result: StepResult) -> None:
-    from bench.gpu_efficiency import BANDWIDTH
+    from bench.gpu_efficiency import rated_bandwidth
 
     measured = copy_bandwidth(ctx.shape.device)
-    rated = next((v for k, v in BANDWIDTH.items() if k in _device_name(ctx)), None)
+    rated = rated_bandwidth(_device_name(ctx))
     result.figure("copy bandwidth, measured", measured / 1e12, "TB/s")
     if rated:
         result.figure("HBM bandwidth, rated", rated / 1e12, "TB/s")
     bytes_per_weight = {"fp32": 4, "fp16": 2, "bf16": 2}[ctx.shape.float_precision]
-    for engine in ("eager", "compiled"):
-        for batch in ctx.shape.batches:
+    for batch in ctx.shape.batches:  # eager against compiled at batch 1 first: a cut-off keeps that pair
+        for engine in ("eager", "compiled"):
             label = f"{engine}, batch {batch}"
             try:
                 metrics, _, _, cmd = run_job(
@@ -336,6 +343,7 @@ def rapl(ctx: Context, result: StepResult) -> None:
         result.skip(f"no readable RAPL on this host ({why}): no counter to set the CPU estimate against")
         return
     base = [*ctx.grid(), "hardware.device=cpu", f"model={ctx.shape.small}", "precision=fp32"]
+    base.append("model.max_new_tokens=8")  # two CPU jobs within the step's limit, as busy as longer ones
     per_1k = {}
     for label, rapl_on in (("RAPL", "true"), ("estimate (RAPL hidden)", "false")):
         metrics, tags, _, cmd = run_job(ctx, f"monitor.rapl={rapl_on}", base=base)
@@ -382,6 +390,16 @@ STEPS: dict[str, Callable[[Context, StepResult], None]] = {
 }
 
 
+def _end_with_the_check(check_pid: int, grace_s: float = 5.0) -> None:
+    """When the check that started this step dies (SIGKILL at a device's time limit), end this step's
+    whole process group: it runs in a session of its own, so nothing else would stop it on the GPU."""
+    while os.getppid() == check_pid:
+        time.sleep(0.5)
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # a job's SIGTERM handler marks its run as stopped
+        os.killpg(os.getpgrp(), sig)
+        time.sleep(grace_s)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description="Run one step of the GPU check; its result goes to --result."
@@ -392,7 +410,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--nvml-index", type=int, help="the GPU torch uses, resolved through its UUID")
+    # Given, not read here: a check killed while this process still imports must not be missed.
+    parser.add_argument("--check-pid", type=int, required=True, help="the check that started this step")
     args = parser.parse_args()
+    threading.Thread(target=_end_with_the_check, args=(args.check_pid,), daemon=True).start()
     result = StepResult(args.result)
     result.save()
     STEPS[args.step](Context(SHAPES[args.shape], args.work, args.out, args.nvml_index), result)

@@ -80,8 +80,7 @@ class Snapshot:
 class EnergyMeter:
     """Reads every sensor of a job at once; windows are differences of two snapshots.
 
-    `unmetered`: component -> why the job's device of it has no sensor (one line, e.g. a MIG GPU);
-    `set_aside`: component -> the source set aside on request (monitor.rapl=false: rapl).
+    `unmetered`: component -> why the job's device of it has no sensor (one line, e.g. a MIG GPU).
     """
 
     def __init__(
@@ -90,13 +89,16 @@ class EnergyMeter:
         synchronize: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.perf_counter,
         unmetered: Mapping[str, str] | None = None,
-        set_aside: Mapping[str, str] | None = None,
     ) -> None:
         self.sensors = list(sensors)
         self._synchronize = synchronize
         self.clock = clock
         self.unmetered = dict(unmetered or {})
-        self.set_aside = dict(set_aside or {})
+
+    @property
+    def set_aside(self) -> dict[str, str]:
+        """Component -> the readable source its estimate stands in for on request (monitor.rapl=false)."""
+        return {s.component.value: s.set_aside for s in self.sensors if s.set_aside}
 
     @property
     def sources(self) -> dict[str, str]:
@@ -196,5 +198,4 @@ def machine_meter(
         sensors,
         synchronize=synchronize,
         unmetered={Component.GPU.value: unmetered_gpu} if unmetered_gpu else None,
-        set_aside=None if rapl else {c.value: Source.RAPL.value for c in (Component.CPU, Component.RAM)},
     )

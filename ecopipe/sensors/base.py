@@ -57,6 +57,7 @@ class EnergySensor(ABC):
     device: str  # "gpu0", "package-0", "cpu", ...
     resolution_s: float  # how often the underlying value refreshes
     method: str = ""  # for a model (an estimate): how its figure is made, in one line
+    set_aside: str = ""  # the readable source this estimate stands in for on request (monitor.rapl=false)
 
     def open(self) -> None:  # noqa: B027 - optional hook: polling sensors start their thread here
         """Start whatever the sensor needs before its first read."""

@@ -45,6 +45,12 @@ RAM_ESTIMATES = ("job", "machine")
 RAPL_SET_ASIDE = "RAPL set aside on request (monitor.rapl=false)"
 
 
+def _dram_on_every_package(zones: Sequence[RaplSensor]) -> bool:
+    """RAM is measured only where every package has a dram zone: otherwise some memory is left out."""
+    packages = sum(z.component is Component.CPU for z in zones)
+    return packages > 0 and sum(z.component is Component.RAM for z in zones) == packages
+
+
 def _readable_rapl(powercap_root: str | Path) -> list[RaplSensor]:
     try:
         return discover_rapl_zones(powercap_root)
@@ -89,7 +95,14 @@ def discover_sensors(
             sensors.append(gpu)
 
     root = POWERCAP_ROOT if powercap_root is None else powercap_root  # read per call: tests may point it
-    zones = _readable_rapl(root) if rapl else []
+    readable = _readable_rapl(root)
+    # Set aside only what is there: on a host without RAPL, monitor.rapl=false changes nothing.
+    aside_cpu = not rapl and any(z.component is Component.CPU for z in readable)
+    aside_ram = aside_cpu and _dram_on_every_package(readable)
+    if not rapl:
+        for zone in readable:
+            zone.close()
+    zones = readable if rapl else []
     cpu = [z for z in zones if z.component is Component.CPU]
     ram = [z for z in zones if z.component is Component.RAM]
 
@@ -101,11 +114,12 @@ def discover_sensors(
         note = "given" if job_cpus is not None else visible.note
         share = cpu_share(threads, cpu_tdp_w, cpu_threads_per_package, cpu_model, note)
         sensor = EstimatedCpuSensor(share)
-        why = f"no readable RAPL package under {root}" if rapl else RAPL_SET_ASIDE
+        sensor.set_aside = Source.RAPL.value if aside_cpu else ""
+        why = RAPL_SET_ASIDE if aside_cpu else f"no readable RAPL package under {root}"
         log.warning("CPU energy is an ESTIMATE (estimated_tdp), %s: %s", why, sensor.method)
         sensors.append(sensor)
 
-    if ram and len(ram) == len(cpu):
+    if ram and _dram_on_every_package(zones):
         sensors += ram
     else:
         if ram:  # a dram zone on some packages only: the others' memory would be left out
@@ -118,7 +132,8 @@ def discover_sensors(
             sensor = EstimatedRamSensor.installed(psutil.virtual_memory().total / BYTES_PER_GB)
         else:
             sensor = EstimatedRamSensor.held_by_job()
-        why = "no RAPL dram zone" if rapl else RAPL_SET_ASIDE
+        sensor.set_aside = Source.RAPL.value if aside_ram else ""
+        why = RAPL_SET_ASIDE if aside_ram else "no RAPL dram zone"
         log.warning("RAM energy is an ESTIMATE (%s), %s: %s", sensor.source.value, why, sensor.method)
         sensors.append(sensor)
     return sensors

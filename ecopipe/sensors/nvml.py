@@ -64,7 +64,7 @@ def _explain(nv: ModuleType, err: Exception, index: int, what: str) -> SensorUna
     return SensorUnavailable(f"gpu{index}: {what}: {type(err).__name__}: {err}")
 
 
-def _field_value(fv: Any) -> float:
+def field_value(fv: Any) -> float:
     """The number inside an nvmlFieldValue_t, whatever its declared C type."""
     member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
     return float(getattr(fv.value, member[int(fv.valueType)]))
@@ -109,7 +109,7 @@ class _NvmlDevice:
         fv = self.call("power instant field", self.nv.nvmlDeviceGetFieldValues, [field])[0]
         if fv.nvmlReturn != self.nv.NVML_SUCCESS:  # per-field status: the call itself succeeded
             raise _explain(self.nv, self.nv.NVMLError(fv.nvmlReturn), self.index, "power instant field")
-        return _field_value(fv) / 1000.0
+        return field_value(fv) / 1000.0
 
     def power_w(self) -> float:
         """Instantaneous board power in W: the POWER_INSTANT field, else nvmlDeviceGetPowerUsage.
