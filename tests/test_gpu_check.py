@@ -342,12 +342,23 @@ def test_waiting_for_the_gpu_says_what_is_still_there_or_that_nvml_failed(monkey
 
 
 def test_a_second_check_into_the_same_folder_starts_from_a_fresh_store(tmp_path):
+    earlier = {"machine": {}, "budget_s": 420, "steps": []}
+    (tmp_path / "report.json").write_text(json.dumps(earlier))
     for name in ("mlflow.db", "report.md", "notes.txt"):
         (tmp_path / name).write_text("from before")
     (tmp_path / "traces").mkdir()
     (tmp_path / "traces" / "counter.csv").write_text("unix_s,energy_mj,power_w\n")
     _fresh(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "notes.txt"]  # the user's own file stays
+
+
+def test_a_folder_no_check_wrote_is_refused_and_left_untouched(tmp_path):
+    """`bash bench/gpu_check.sh --cpu .` from the repository root must not delete the user's store."""
+    (tmp_path / "mlflow.db").write_text("the user's runs")
+    done = gpu_check("--cpu", str(tmp_path), "--steps", "idle")
+    assert done.returncode == 2 and f"OUT {tmp_path} holds mlflow.db, but no report.json" in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]
+    assert (tmp_path / "mlflow.db").read_text() == "the user's runs"
 
 
 # --- the script ---------------------------------------------------------------------------------------------

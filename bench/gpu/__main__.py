@@ -164,13 +164,28 @@ def _outcome(
     return outcome
 
 
+def _written_by_a_check(out: Path) -> bool:
+    try:
+        return {"machine", "budget_s", "steps"} <= json.loads((out / "report.json").read_text()).keys()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _fresh(out: Path) -> None:
-    """OUT without what an earlier check wrote there (its store would be reported as this check's)."""
-    for name in PREVIOUS:
+    """OUT ready for this check: what an earlier check wrote there is removed (its store would be
+    reported as this check's), and a folder holding those names that no check wrote is refused (OUT=.
+    from the repository root would otherwise delete the user's own mlflow.db)."""
+    found = [name for name in PREVIOUS if (out / name).exists()]
+    if found and not _written_by_a_check(out):
+        raise ValueError(
+            f"OUT {out} holds {', '.join(found)}, but no report.json of an earlier GPU check: give the "
+            "check an empty folder, or one an earlier check wrote (its files are then replaced)"
+        )
+    for name in found:
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)
-        elif path.exists():
+        else:
             path.unlink()
     (out / "logs").mkdir(parents=True)
 
@@ -193,7 +208,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     shape = SHAPES["cpu" if args.cpu else "gpu"]
     out = args.out.resolve()
-    _fresh(out)
+    try:
+        _fresh(out)
+    except ValueError as error:
+        parser.exit(2, f"gpu check: error: {error}\n")
     machine, nvml_index = identify(args.cpu, shape.simulated_profile)
     work = Path(tempfile.mkdtemp(prefix="ecopipe-gpu-check-"))
     base = shlex.join(Context(shape, work, out, nvml_index).base())
