@@ -94,7 +94,7 @@ def metered_gpus(device: str, fake_gpu_watts: float | None) -> MeteredGpus:
     from ecopipe.sensors.nvml import resolve_cuda_gpu
 
     gpu = resolve_cuda_gpu(index)
-    if gpu.index is None:
+    if not gpu.metered:
         log.warning("GPU energy NOT measured: %s", gpu.reason)
         return MeteredGpus((), gpu.reason)
     return MeteredGpus((gpu.index,))

@@ -29,11 +29,11 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0),
         "cuda device": "cuda:0",
         "uuid": gpu.uuid,
-        "MIG": mig_state(gpu.mig, gpu.index is not None or gpu.mig),
+        "MIG": mig_state(gpu.mig, gpu.metered or gpu.mig),
         "nvml_index": gpu.index,
-        "metered as the job's own": "yes" if gpu.index is not None else f"no: {gpu.reason}",
+        "metered as the job's own": "yes" if gpu.metered else f"no: {gpu.reason}",
     }
-    if gpu.index is not None:
+    if gpu.metered:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(gpu.index)
         found |= {

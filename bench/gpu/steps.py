@@ -120,8 +120,11 @@ def counter(ctx: Context, result: StepResult) -> None:
 @dataclass(frozen=True)
 class Settling:
     watts: tuple[float, ...]  # one mean power per window, in the order read
-    settled: bool
     seconds: float
+
+    @property
+    def settled(self) -> bool:
+        return is_flat(self.watts)
 
     @property
     def settled_w(self) -> float:
@@ -152,7 +155,7 @@ def settle(
         before, t0 = read_mj(), clock()
         sleep(window_s)
         watts.append((read_mj() - before) / 1000.0 / (clock() - t0))
-    return Settling(tuple(watts), is_flat(watts), clock() - start)
+    return Settling(tuple(watts), clock() - start)
 
 
 def idle(ctx: Context, result: StepResult) -> None:
@@ -330,11 +333,11 @@ def sweep(ctx: Context, result: StepResult) -> None:
 
 
 def rapl(ctx: Context, result: StepResult) -> None:
-    from ecopipe.sensors.base import SensorUnavailable
+    from ecopipe.sensors.base import Component, SensorUnavailable
     from ecopipe.sensors.rapl import POWERCAP_ROOT, discover_rapl_zones
 
     try:
-        packages = [z for z in discover_rapl_zones() if z.component.value == "cpu"]
+        packages = [z for z in discover_rapl_zones() if z.component is Component.CPU]
     except SensorUnavailable as error:
         packages, why = [], str(error)
     else:

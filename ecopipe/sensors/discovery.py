@@ -99,10 +99,7 @@ def discover_sensors(
     # Set aside only what is there: on a host without RAPL, monitor.rapl=false changes nothing.
     aside_cpu = not rapl and any(z.component is Component.CPU for z in readable)
     aside_ram = aside_cpu and _dram_on_every_package(readable)
-    if not rapl:
-        for zone in readable:
-            zone.close()
-    zones = readable if rapl else []
+    zones = readable if rapl else []  # never opened: nothing to close
     cpu = [z for z in zones if z.component is Component.CPU]
     ram = [z for z in zones if z.component is Component.RAM]
 
