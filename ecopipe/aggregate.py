@@ -300,8 +300,9 @@ def _note(summary_md: str) -> str:
 
 def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
     """Every file (written to a temporary folder if `result` has none) in its folder (summary.md and
-    summary.html at the top, then tables/, plots/, data/), and each table, the failed jobs included,
-    with log_table under tables/ so the MLflow UI shows them."""
+    summary.html at the top, then tables/, plots/, data/), and each table as the summary shows it (its
+    bands, CIs and energy-source row in words), the failed jobs included, with log_table under
+    tables/ so the MLflow UI shows them; the numbers stay in tables/*.csv."""
     existing = {a.path for a in client.list_artifacts(run_id, ARTIFACT_DIR)}
     with tempfile.TemporaryDirectory() as tmp:
         files = result.files or result.write(Path(tmp))
@@ -311,7 +312,7 @@ def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
             client.log_artifact(run_id, str(path), None if folder == "." else folder)
         summary = next(p for p in files if p.name == "summary.md").read_text()
     client.set_tag(run_id, NOTE_TAG, _note(summary))
-    tables = dict(result.tables)
+    tables = dict(render.shown(result.tables))
     if not result.failed.empty:
         tables["failed"] = result.failed
     for name, frame in tables.items():

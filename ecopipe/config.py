@@ -226,7 +226,10 @@ class HardwareConfig:
 
 @dataclass
 class MonitorConfig:
-    trials: int = bounded(3, POSITIVE)
+    trials: int = bounded(3, POSITIVE)  # the trials run, or with target_rel_ci the fewest
+    # trials go on until the 95% CI's half-width is within this fraction of the mean (None: `trials`)
+    target_rel_ci: float | None = bounded(None, Range(0, 1, low_open=True, why="a fraction of the mean"))
+    max_trials: int = bounded(10, POSITIVE)  # with target_rel_ci: the most trials run
     # sensors refresh every ~100 ms: shorter windows are noise
     min_window_s: float = bounded(2.0, SECONDS)
     min_iterations: int = bounded(1, POSITIVE)  # passes over the data per trial, at least
@@ -414,6 +417,12 @@ def validate_impact(impact: ImpactConfig) -> None:
 def validate(cfg: Config) -> None:
     """Checks a type cannot express; raises ConfigError naming the key and the allowed values."""
     check_ranges(cfg)
+    if cfg.monitor.target_rel_ci is not None and cfg.monitor.max_trials < max(cfg.monitor.trials, 2):
+        raise ConfigError(
+            f"monitor.max_trials={cfg.monitor.max_trials} is below monitor.trials={cfg.monitor.trials} (or 2, "
+            "the fewest a CI needs): with monitor.target_rel_ci set, trials run from monitor.trials up to "
+            "monitor.max_trials; raise max_trials, or set monitor.target_rel_ci=null."
+        )
     if cfg.monitor.min_hz > cfg.monitor.max_hz:
         raise ConfigError(f"monitor.min_hz={cfg.monitor.min_hz} exceeds monitor.max_hz={cfg.monitor.max_hz}.")
     if not _DEVICE.match(cfg.hardware.device):

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ecopipe import report
 from ecopipe.config import (
     Config,
+    ConfigError,
     Phase,
     StrategyName,
     TrackingConfig,
@@ -28,7 +29,8 @@ from ecopipe.hardware import (
     gpu_environment,
     metered_gpus,
 )
-from ecopipe.monitor.energy import machine_meter
+from ecopipe.monitor.energy import Bound, machine_meter
+from ecopipe.sensors.estimated import CpuPower, cpu_power
 from ecopipe.stages.ess import SustainabilityResult, run_ess
 from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, run_impact
 from ecopipe.stages.inference import InferenceResult, run_inference
@@ -70,6 +72,7 @@ class JobPlan:
     profile: DeviceProfile
     factors: ImpactFactors
     gpus: MeteredGpus
+    cpu: CpuPower  # what a CPU estimate charges: the CPU identified, its SPECpower coefficients
 
 
 def job_name(cfg: Config) -> str:
@@ -123,7 +126,11 @@ def plan_job(raw: DictConfig) -> JobPlan:
     profile = device_profile(cfg.hardware, workload.device, simulated_gpu)
     factors = resolve_factors(cfg.impact, cfg.region, profile.tier)
     gpus = metered_gpus(workload.device, cfg.monitor.fake_gpu_watts)
-    return JobPlan(cfg, workload, profile, factors, gpus)
+    try:
+        cpu = cpu_power(cfg.hardware.cpu_model, cfg.hardware.cpu_microarch)
+    except ValueError as error:  # an unknown hardware.cpu_microarch: the message names the key
+        raise ConfigError(str(error)) from None
+    return JobPlan(cfg, workload, profile, factors, gpus, cpu)
 
 
 def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
@@ -133,7 +140,7 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
         cfg.monitor.fake_gpu_watts,
         plan.workload.synchronize,
         cfg.monitor.gpu_sensor.sources,
-        cpu_model=cfg.hardware.cpu_model,
+        cpu_power=plan.cpu,
         ram_estimate=cfg.monitor.ram_estimate.value,
         rapl=cfg.monitor.rapl,
         unmetered_gpu=plan.gpus.unmetered,
@@ -190,12 +197,15 @@ def footprint_stages(
     embodied_kgco2e: float | None,
     lifetime_years: float | None,
 ) -> tuple[ImpactResult, SustainabilityResult, dict[str, float]]:
-    """Impact and ESS from logged inference metrics alone: shared by jobs and re-impacts."""
-    impact = run_impact(
-        report.energy_basis(metrics, factors.attribution), factors, embodied_kgco2e, lifetime_years
-    )
-    ess = run_ess(effective_parameters, impact)
-    stage_metrics = report.impact_metrics(impact) | report.ess_metrics(ess)
+    """Impact and ESS from logged inference metrics alone: shared by jobs and re-impacts. Computed at
+    each bound of the energy's band and the factors' ranges; the point's results are returned."""
+    stages = {}
+    for bound in Bound:
+        basis = report.energy_basis(metrics, factors.attribution, bound)
+        impact = run_impact(basis, factors.at(bound), embodied_kgco2e, lifetime_years)
+        stages[bound] = (impact, run_ess(effective_parameters, impact))
+    stage_metrics = report.stage_metrics(stages)
+    impact, ess = stages[Bound.POINT]
     return impact, ess, stage_metrics | report.headline_metrics({**metrics, **stage_metrics})
 
 
@@ -237,6 +247,7 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         "ecopipe.config_hash": digest,
         "ecopipe.dataset_choice": data_choice,
         "ecopipe.git_commit": git_commit(),
+        **report.cpu_tags(plan.cpu),
         **{f"env.{k}": v for k, v in env.items()},
     }
     if cfg.impact.embodied and profile.embodied_kgco2e is None:
@@ -251,7 +262,7 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         inference = _measure(plan, run)
         # Logged before impact runs, so a later failure keeps what was measured.
         metrics, findings = _log_inference(run, plan.workload, inference)
-        impact, ess, stage_metrics = footprint_stages(
+        impact, _, stage_metrics = footprint_stages(
             metrics,
             plan.factors,
             inference.facts.effective_parameters,
@@ -259,10 +270,12 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
             cfg.impact.lifetime_years,
         )
         run.log_metrics(stage_metrics)
-        run.set_tags(report.impact_tags(impact))
-        text = "\n".join(
-            [report.summary(name, profile, inference, impact, ess, data_choice), *findings.summary]
+        run.set_tags(report.impact_tags(impact) | report.result_tags(inference))
+        figures = {**metrics, **stage_metrics}
+        text = report.summary(
+            name, profile, inference, impact, figures, data_choice, cfg.monitor.target_rel_ci, plan.cpu
         )
+        text = "\n".join([text, *findings.summary])
         run.log_text(text, "summary.txt")
         run.set_description(report.description(text))
     print(text)

@@ -7,20 +7,48 @@ from collections.abc import Mapping
 
 from ecopipe.config import Attribution
 from ecopipe.hardware import SIMULATED, DeviceProfile
-from ecopipe.monitor.energy import EnergyMeter
+from ecopipe.monitor.busy import BUSY_WARNING
+from ecopipe.monitor.energy import Bound, EnergyMeter
+from ecopipe.monitor.stats import Band, spread
+from ecopipe.reference import water_basis
+from ecopipe.sensors.estimated import CpuPower
 from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
-from ecopipe.stages.inference import InferenceResult
+from ecopipe.stages.inference import MEASURED, InferenceResult, TrialsStop
 from ecopipe.units import eng
 
+# `<name>_low` / `<name>_high` beside a metric: the ends of its band (stats.Band). One definition.
+LOW, HIGH = "_low", "_high"
 
-def energy_basis(metrics: Mapping[str, float], attribution: Attribution) -> EnergyBasis:
-    """What impact needs, read from inference metrics: the same path for a job and a re-impact."""
+
+def band_metrics(name: str, band: Band) -> dict[str, float]:
+    """A figure and its band as three metrics: `name`, `name_low`, `name_high`."""
+    return {name: band.point, f"{name}{LOW}": band.low, f"{name}{HIGH}": band.high}
+
+
+def metric_band(metrics: Mapping[str, float], name: str) -> Band:
+    """A logged figure's band; a run logged before bands existed reads as its point alone."""
+    point = metrics[name]
+    return spread((metrics.get(f"{name}{LOW}", point), point, metrics.get(f"{name}{HIGH}", point)))
+
+
+def _at(metrics: Mapping[str, float], name: str, bound: Bound) -> float:
+    if bound is Bound.POINT:
+        return metrics[name]
+    band = metric_band(metrics, name)
+    return band.low if bound is Bound.LOW else band.high
+
+
+def energy_basis(
+    metrics: Mapping[str, float], attribution: Attribution, bound: Bound = Bound.POINT
+) -> EnergyBasis:
+    """What impact needs, read from inference metrics: the same path for a job and a re-impact. At the
+    low or high bound, the energy is that end of its band."""
     name = attribution.value
     return EnergyBasis(
-        energy_per_1k_j=metrics[f"energy_per_1k_{name}_j"],
+        energy_per_1k_j=_at(metrics, f"energy_per_1k_{name}_j", bound),
         energy_per_1k_ci95_j=metrics.get(f"energy_per_1k_{name}_ci95_j", math.nan),
-        run_energy_j=metrics[f"energy_{name}_j.total"],
+        run_energy_j=_at(metrics, f"energy_{name}_j.total", bound),
         run_duration_s=metrics["window_s"],
         samples=int(metrics["samples"]),
         tokens=int(metrics.get("tokens", 0)),
@@ -29,6 +57,19 @@ def energy_basis(metrics: Mapping[str, float], attribution: Attribution) -> Ener
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}.{key}": value for key, value in values.items()}
+
+
+def _banded(prefix: str, bands: Mapping[str, Band]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, band in bands.items():
+        out |= band_metrics(f"{prefix}.{key}", band)
+    return out
+
+
+def _run_bands(result: InferenceResult, attribution: Attribution, scale: float = 1.0) -> dict[str, Band]:
+    """Whole-run energy per component at the three bounds (no CI: one figure per run)."""
+    per_bound = [(result.run_energy(attribution, b) * scale).as_dict() for b in Bound]
+    return {key: spread(d[key] for d in per_bound) for key in per_bound[0]}
 
 
 def inference_metrics(result: InferenceResult) -> dict[str, float]:
@@ -49,6 +90,7 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
         "parameters": result.facts.parameters,
         "effective_parameters": result.facts.effective_parameters,
         "idle_measured": float(result.idle_measured),
+        "other_cpu_load": result.other_cpu_load,
     }
     if result.fit is not None:
         metrics |= {"fit_s": result.fit.duration_s, "fit_energy_j": result.fit.energy.total}
@@ -57,22 +99,19 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
     for attribution in attributions:
         name = attribution.value
         per_1k = result.per_1k_samples(attribution)
-        metrics |= {
-            f"energy_per_1k_{name}_j": per_1k.mean,
-            f"energy_per_1k_{name}_ci95_j": per_1k.ci95,
-            f"energy_per_1k_{name}_cv": per_1k.cv,
-        }
-        metrics |= _prefixed(
-            f"energy_per_1k_{name}_j", result.component_per_1k_samples(attribution).as_dict()
-        )
-        run = result.gross if attribution is Attribution.gross else result.net
-        metrics |= _prefixed(f"energy_{name}_j", run.as_dict())
+        bands = result.per_1k_bands(attribution)
+        metrics |= band_metrics(f"energy_per_1k_{name}_j", bands["total"])
+        metrics |= {f"energy_per_1k_{name}_ci95_j": per_1k.ci95, f"energy_per_1k_{name}_cv": per_1k.cv}
+        metrics |= _banded(f"energy_per_1k_{name}_j", bands)
+        metrics |= _banded(f"energy_{name}_j", _run_bands(result, attribution))
         if result.tokens:
-            metrics |= _prefixed(f"energy_per_1k_tokens_{name}_j", (run * (1000 / result.tokens)).as_dict())
-            metrics[f"energy_per_1k_tokens_{name}_j"] = run.total * 1000 / result.tokens
+            tokens = _run_bands(result, attribution, 1000 / result.tokens)
+            metrics |= _banded(f"energy_per_1k_tokens_{name}_j", tokens)
+            metrics |= band_metrics(f"energy_per_1k_tokens_{name}_j", tokens["total"])
     if result.idle_measured:
         metrics |= _prefixed("energy_idle_j", result.idle.as_dict())
-        metrics |= _prefixed("idle_power_w", result.idle_power.as_dict())
+        idle = [result.idle_power_at(b).as_dict() for b in Bound]
+        metrics |= _banded("idle_power_w", {k: spread(d[k] for d in idle) for k in idle[0]})
     if result.trace is not None:
         metrics |= {
             "monitor_overhead_frac": result.trace.overhead_frac,
@@ -113,27 +152,56 @@ def impact_metrics(impact: ImpactResult) -> dict[str, float]:
     return metrics
 
 
+# Figures that follow the energy (footprints and ESS), not the factors: they carry a band.
+_FOLLOW_ENERGY = ("energy_it_j_", "energy_facility_j_", "co2e_g_", "water_", "embodied_")
+_ESS = ("ess", "ess_run", "ecep_wh_per_mparam")
+
+
+def stage_metrics(stages: Mapping[Bound, tuple[ImpactResult, SustainabilityResult]]) -> dict[str, float]:
+    """Impact and ESS metrics at the point, with `_low` / `_high` beside every figure that follows the
+    energy: its ends are the lowest and highest over the three bounds (a lower energy gives a higher ESS)."""
+    per_bound = {b: impact_metrics(i) | ess_metrics(e) for b, (i, e) in stages.items()}
+    metrics = dict(per_bound[Bound.POINT])
+    for key in [k for k in metrics if k.startswith(_FOLLOW_ENERGY) or k in _ESS]:
+        values = [per_bound[b][key] for b in Bound]
+        if all(math.isfinite(v) for v in values):
+            metrics |= band_metrics(key, spread(values))
+    pue = stages[Bound.POINT][0].factors.pue
+    if pue.low is not None and pue.high is not None:
+        metrics |= {f"pue{LOW}": pue.low, f"pue{HIGH}": pue.high}
+    return metrics
+
+
 HEADLINE = "headline/"  # the MLflow UI groups metrics by the prefix before "/"
+# headline name -> (logged metric, scale): per million inferences, energy in J, CO2e in mg, water in mL
+_HEADLINE_FIGURES = {
+    "energy_J_per_1M_inferences": ("energy_it_j_per_1k", 1e3),
+    "co2e_mg_per_1M_inferences": ("co2e_g_per_1k", 1e6),
+    "water_mL_per_1M_inferences": ("water_l_per_1k", 1e6),
+    "ess": ("ess", 1.0),
+}
 
 
 def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """The answer in units whose values read in the MLflow UI: per million inferences, energy in J,
     CO2e in mg, water in mL (the default job's 5e-6 g per 1,000 is 5 mg per million), ESS,
-    throughput and headline quality, each to 4 significant digits. From logged metrics alone, so a
-    re-impact recomputes them."""
-    per_million = {
-        "energy_J_per_1M_inferences": metrics["energy_it_j_per_1k"] * 1e3,
-        "co2e_mg_per_1M_inferences": metrics["co2e_g_per_1k"] * 1e6,
-        "water_mL_per_1M_inferences": metrics["water_l_per_1k"] * 1e6,
-        "ess": metrics["ess"],
-        "throughput_per_s": metrics.get("throughput_per_s", math.nan),
-        **{
-            k.removeprefix("quality."): v
-            for k, v in metrics.items()
-            if k.removeprefix("quality.") in HEADLINE_QUALITY
-        },
+    throughput and headline quality, each to 4 significant digits, the first four with their band
+    (`_low`, `_high`) where one was logged. From logged metrics alone, so a re-impact recomputes them."""
+    figures: dict[str, float] = {}
+    for name, (metric, scale) in _HEADLINE_FIGURES.items():
+        if metric not in metrics or not math.isfinite(metrics[metric]):
+            continue
+        band = metric_band(metrics, metric).scaled(scale)
+        figures[name] = band.point
+        if f"{metric}{LOW}" in metrics:
+            figures |= {f"{name}{LOW}": band.low, f"{name}{HIGH}": band.high}
+    figures["throughput_per_s"] = metrics.get("throughput_per_s", math.nan)
+    figures |= {
+        k.removeprefix("quality."): v
+        for k, v in metrics.items()
+        if k.removeprefix("quality.") in HEADLINE_QUALITY
     }
-    return {HEADLINE + k: float(f"{v:.4g}") for k, v in per_million.items() if math.isfinite(v)}
+    return {HEADLINE + k: float(f"{v:.4g}") for k, v in figures.items() if math.isfinite(v)}
 
 
 def impact_tags(impact: ImpactResult) -> dict[str, str]:
@@ -146,6 +214,8 @@ def impact_tags(impact: ImpactResult) -> dict[str, str]:
         "ecopipe.region_name": f.region_name,
         "ecopipe.attribution": f.attribution.value,
         "ecopipe.carbon_basis": f.carbon_basis,
+        "ecopipe.carbon_year": str(f.carbon_intensity.year or "not stated"),
+        "ecopipe.water_basis": water_basis(f.wue, f.ewif),
         "ecopipe.source.carbon_intensity": f.carbon_intensity.source,
         "ecopipe.source.pue": f.pue.source,
         "ecopipe.source.wue": f.wue.source,
@@ -211,9 +281,49 @@ def _energy_label(result: InferenceResult) -> str:
     return ", ".join(parts)
 
 
-def _ess_text(ess: SustainabilityResult, impact: ImpactResult) -> str:
-    if math.isfinite(ess.ess):
-        return f"{ess.ess:.4g}"
+FIGURES_TAG = "ecopipe.figures"  # InferenceResult.figures_label: measured, ESTIMATE or SIMULATED
+
+
+def result_tags(result: InferenceResult) -> dict[str, str]:
+    """How the figures were obtained, and how the trials ended."""
+    return {
+        FIGURES_TAG: result.figures_label,
+        "ecopipe.trials_stop": result.trials_stop.value,
+    }
+
+
+def cpu_tags(cpu: CpuPower) -> dict[str, str]:
+    """The CPU as identified (hardware.cpu_microarch overrides it) and what an estimate charges it."""
+    return {
+        "hardware.cpu_microarch": cpu.identity.microarch or "unknown",
+        "hardware.cpu_microarch_identified_by": cpu.identity.how,
+        "hardware.cpu_microarch_note": cpu.identity.note,
+        "hardware.cpu_power_coefficients": cpu.note,
+    }
+
+
+def _quoted(band: Band, unit: str, label: str) -> str:
+    """`0.19 µg (0.11–0.34)`, then the label: a figure as a reader should quote it."""
+    if band.exact:
+        return f"{eng(band.point, unit)}, {label}"
+    return f"{eng(band.point, unit)} ({eng(band.low, unit, 2)}–{eng(band.high, unit, 2)}), {label}"
+
+
+def _trials_text(result: InferenceResult, target: float | None) -> str:
+    n = len(result.trials)
+    if result.trials_stop is TrialsStop.TARGET:
+        return f"{n} trials, stopped once the CI was within {target:g} of the mean"
+    if result.trials_stop is TrialsStop.MAX_TRIALS:
+        return f"{n} trials: the CI target {target:g} was NOT reached (monitor.max_trials)"
+    return f"{n} trials"
+
+
+def _ess_text(metrics: Mapping[str, float], label: str, impact: ImpactResult) -> str:
+    if math.isfinite(metrics.get("ess", math.nan)):
+        band = metric_band(metrics, "ess")
+        if band.exact:
+            return f"{band.point:.4g}, {label}"
+        return f"{band.point:.4g} ({band.low:.3g}–{band.high:.3g}), {label}"
     f = impact.factors
     return (
         f"not defined ({f.attribution.value} CO2e {impact.per_1k.co2e_g:.3g} g per 1,000 inferences: "
@@ -225,46 +335,72 @@ def _ess_text(ess: SustainabilityResult, impact: ImpactResult) -> str:
 HEADLINE_QUALITY = ("accuracy", "perplexity", "wer", "r2")
 
 
+def _pue_text(impact: ImpactResult) -> str:
+    pue = impact.factors.pue
+    if pue.low is None or pue.high is None:
+        return f"PUE {pue.value:.3g}"
+    return f"PUE {pue.value:.3g} ({pue.low:.3g}–{pue.high:.3g})"
+
+
 def summary(
     name: str,
     profile: DeviceProfile,
     result: InferenceResult,
     impact: ImpactResult,
-    ess: SustainabilityResult,
+    metrics: Mapping[str, float],
     data_choice: str,
+    target_rel_ci: float | None = None,
+    cpu: CpuPower | None = None,
 ) -> str:
-    """The job's answer in a few lines, every quantity in engineering notation (29.4 mJ, 6.03 µg)."""
+    """The job's answer in a few lines, every quantity in engineering notation (29.4 mJ, 6.03 µg), each
+    with its band and a word saying what it is (measured, ESTIMATE, SIMULATED)."""
     f = impact.factors
-    per_1k = result.per_1k_samples(f.attribution)
+    label = result.figures_label
+    what = "95% CI" if label == MEASURED else "band: the coefficients' range and the 95% CI"
     shown = {k: v for k, v in result.quality.items() if k in HEADLINE_QUALITY}
     quality = ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) or (
         "none (random weights)" if result.facts.weights == "random" else "none for this model and data set"
     )
+    energy = metric_band(metrics, f"energy_per_1k_{f.attribution.value}_j")
     lines = [
         f"ecopipe  {name}  on {profile.name} ({result.device}, tier {profile.tier})",
         f"  data        {data_choice}",
-        f"  energy      {eng(per_1k.mean, 'J')} per 1,000 inferences ±{eng(per_1k.ci95, 'J', 2)} (95% CI, "
-        f"{len(result.trials)} trials, {f.attribution.value})  [{_energy_label(result)}]",
-        f"  CO2e        {eng(impact.per_1k.co2e_g, 'g')} per 1,000 inferences  (region {f.region} "
-        f"{f.region_name}: {f.carbon_intensity.value:.4g} g/kWh {f.carbon_basis}, PUE {f.pue.value:.3g})",
-        f"  water       {eng(impact.per_1k.water_l, 'L')} per 1,000 inferences  "
-        f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh)",
-        f"  ESS         {_ess_text(ess, impact)}  ({ess.effective_params_m:.4g} M effective parameters)",
+        f"  energy      {_quoted(energy, 'J', label)} per 1,000 inferences ({what}; "
+        f"{_trials_text(result, target_rel_ci)}, {f.attribution.value})  [{_energy_label(result)}]",
+        f"  CO2e        {_quoted(metric_band(metrics, 'co2e_g_per_1k'), 'g', label)} per 1,000 inferences  "
+        f"(region {f.region} {f.region_name}: {f.carbon_intensity.value:.4g} g/kWh {f.carbon_basis}, "
+        f"{f.carbon_intensity.year or 'year not stated'}; {_pue_text(impact)})",
+        f"  water       {_quoted(metric_band(metrics, 'water_l_per_1k'), 'L', label)} per 1,000 inferences  "
+        f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh; {water_basis(f.wue, f.ewif)})",
+        f"  ESS         {_ess_text(metrics, label, impact)}  "
+        f"({metrics['effective_params_m']:.4g} M effective parameters)",
         f"  throughput  {eng(result.throughput.mean)} inferences/s  (batch {result.batch_size})",
         f"  quality     {quality}",
     ]
+    if profile.key == "unknown":
+        lines.append(f"  tier        {profile.tier}, an ASSUMPTION: {profile.source}")
+    if cpu is not None:
+        lines.append(
+            f"  cpu         {cpu.identity.microarch or 'unknown microarchitecture'} "
+            f"(identified by {cpu.identity.how}: {cpu.identity.note})"
+        )
     estimated = {c: m for c, m in result.methods.items() if not result.measured[c]}
     if estimated:
         lines.append(
             "  estimates   "
             + "; ".join(f"{c}: {m}" for c, m in estimated.items())
-            + ". Estimated energy follows wall time, not what the hardware drew."
+            + ". Estimated energy follows the job's CPU time and memory, not what the hardware drew."
+        )
+    if result.other_cpu_load > BUSY_WARNING:
+        lines.append(
+            f"  WARNING     other processes used {result.other_cpu_load:.0%} of this machine's CPUs during "
+            "the windows: on a shared machine, runs of this job differ by more than its trials' CI shows."
         )
     if impact.per_1k_tokens is not None:
         basis = "generated" if result.tokens == result.tokens_out else "prompt"
         counts = f"({result.tokens_in} in, {result.tokens_out} out over the run)"
-        per_1k_tokens = impact.per_1k_tokens.energy_it_j
-        lines.insert(3, f"  tokens      {eng(per_1k_tokens, 'J')} per 1,000 {basis} tokens {counts}")
+        tokens = metric_band(metrics, f"energy_per_1k_tokens_{f.attribution.value}_j")
+        lines.insert(3, f"  tokens      {_quoted(tokens, 'J', label)} per 1,000 {basis} tokens {counts}")
     return "\n".join(lines)
 
 

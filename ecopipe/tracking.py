@@ -151,10 +151,11 @@ hardware, batch size, region); a sweep is a parent run whose children are its jo
 artifacts hold the comparison tables (`summary.md`, `tables/`, `plots/`, `data/`).
 
 - Open a run: its description is the job's summary (energy, CO2e, water, ESS, throughput, quality,
-  hardware, and each energy source, *measured* or *ESTIMATE*).
+  hardware, and each energy source, *measured* or *ESTIMATE*), every figure with its band.
 - Columns worth adding to the run list: the `headline/` metrics (per million inferences: energy in J,
-  CO2e in mg, water in mL; ESS; throughput; quality) and the tags `ecopipe.hardware`,
-  `energy_source.gpu`, `energy_source.cpu`.
+  CO2e in mg, water in mL; ESS; throughput; quality), each energy-derived one with its band in
+  `_low` / `_high`, and the tags `ecopipe.figures` (*measured*, *ESTIMATE* or *SIMULATED*: what the
+  headline figures are), `ecopipe.hardware`, `energy_source.gpu`, `energy_source.cpu`.
 - The System metrics tab of a run plots its power and utilisation trace.
 """
 EXPERIMENT_TAGS = {KIND_TAG: KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION}

@@ -26,6 +26,8 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^", "int4": "v"}
 FRONTIER_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
 ESTIMATE_NOTE = "hollow markers: energy ESTIMATED (no power sensor read), not measured"
+BAND_NOTE = "bars: each figure's band (an estimate's coefficient range and the 95% CI over trials)"
+ESTIMATED = "estimat|fake|unknown"  # a source label that is not a plain measurement
 # Quality metrics the energy-quality plot knows the direction of (True: higher is better).
 QUALITY_DIRECTION = {
     "accuracy": True,
@@ -60,13 +62,32 @@ def _page_paths(path: Path, pages: int) -> list[Path]:
     return [path if i == 0 else path.with_name(f"{path.stem}_{i + 1}{path.suffix}") for i in range(pages)]
 
 
-def ess_bars(ess: pd.DataFrame, path: Path) -> list[Path]:
+def _aligned(frame: pd.DataFrame | None, like: pd.DataFrame, hardware: list[str]) -> pd.DataFrame | None:
+    """`frame`'s cells in `like`'s rows (matched on the key columns), for the hardware columns."""
+    if frame is None:
+        return None
+    keys = key_columns(like)
+    merged = like[keys].astype("str").merge(frame.astype({k: "str" for k in keys}), on=keys, how="left")
+    merged.index = like.index
+    return merged.reindex(columns=hardware)
+
+
+def ess_bars(
+    ess: pd.DataFrame,
+    path: Path,
+    low: pd.DataFrame | None = None,
+    high: pd.DataFrame | None = None,
+    sources: pd.DataFrame | None = None,
+) -> list[Path]:
     """One grouped horizontal bar chart: a group per row (model x precision x ...), a bar per hardware
     in its own colour, all on one logarithmic ESS axis so that 0.08 and 1,400 look as different as
-    they are. Rows beyond ROWS_PER_PAGE go to further numbered files."""
+    they are; each bar's band (`low`, `high` tables) as an error bar, and a bar hatched where its
+    energy is estimated (`sources`). Rows beyond ROWS_PER_PAGE go to further numbered files."""
     keys = key_columns(ess)
     hardware = [c for c in ess.columns if c not in keys]
     values = numbers(ess[hardware]) if hardware else ess
+    lows, highs = (_aligned(t, ess, hardware) for t in (low, high))
+    estimated = _aligned(sources, ess, hardware)
     shown = ess[(values > 0).any(axis=1)] if hardware else ess.iloc[0:0]
     if shown.empty:
         return []
@@ -83,9 +104,21 @@ def ess_bars(ess: pd.DataFrame, path: Path) -> list[Path]:
         fig = Figure(figsize=(9, 1.6 + 0.22 * len(rows) * max(1, 0.6 * len(present))), layout="constrained")
         ax = fig.subplots()
         y = np.arange(len(rows))[::-1]  # the table's first row on top
+        hatched = False
         for i, hw in enumerate(present):
             v = values.loc[rows.index, hw].where(lambda s: s > 0)
-            ax.barh(y + (len(present) - 1 - 2 * i) * height / 2, v, height, color=colours[hw], label=hw)
+            at = y + (len(present) - 1 - 2 * i) * height / 2
+            hatch = None
+            if estimated is not None:
+                guessed = estimated.loc[rows.index, hw].fillna("unknown").astype("str").str.contains(ESTIMATED)
+                hatch = ["//" if g else None for g in guessed]
+                hatched |= bool(guessed[v.notna()].any())
+            ax.barh(at, v, height, color=colours[hw], label=hw, hatch=hatch, edgecolor="white")
+            if lows is not None and highs is not None:
+                lo_v = numbers(lows.loc[rows.index, [hw]])[hw].where(v.notna())
+                hi_v = numbers(highs.loc[rows.index, [hw]])[hw].where(v.notna())
+                err = np.array([(v - lo_v).clip(lower=0).fillna(0), (hi_v - v).clip(lower=0).fillna(0)])
+                ax.errorbar(v, at, xerr=err, fmt="none", ecolor="0.15", elinewidth=0.9, capsize=2)
         ax.set_yticks(y, [_label(r, keys) for _, r in rows.iterrows()], fontsize=8)
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.set_xscale("log")
@@ -95,6 +128,10 @@ def ess_bars(ess: pd.DataFrame, path: Path) -> list[Path]:
             label += (
                 f"\n{dropped} not defined or <= 0 (no place on a log axis): left out here, in tables/ess.csv"
             )
+        if lows is not None:
+            label += "\n" + BAND_NOTE
+        if hatched:
+            label += "\nhatched bars: ESTIMATE (energy from a model, no power sensor read), not measured"
         ax.set_xlabel(label)
         # Plain numbers (3, 40, 0.5), not 3x10^0; minor labels only where the range is narrow.
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -122,17 +159,25 @@ def _pareto(points: pd.DataFrame, higher_better: bool) -> pd.DataFrame:
     return ordered.loc[front]
 
 
-def _points(energy: pd.DataFrame, quality: pd.DataFrame, sources: pd.DataFrame | None) -> pd.DataFrame:
+def _points(
+    energy: pd.DataFrame,
+    quality: pd.DataFrame,
+    sources: pd.DataFrame | None,
+    bands: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     keys = key_columns(energy)
     e = energy.melt(id_vars=keys, var_name="hardware", value_name="energy").dropna()
     q = quality.melt(id_vars=key_columns(quality), var_name="hardware", value_name="quality").dropna()
     points = e.merge(q, on=[*keys, "hardware"])
+    for name, table in zip(("low", "high"), bands or (), strict=True):
+        end = table.melt(id_vars=key_columns(table), var_name="hardware", value_name=name)
+        points = points.merge(end.astype({k: "str" for k in keys}), on=[*keys, "hardware"], how="left")
     points["estimated"] = False
     if sources is not None and not points.empty:
         s = sources.melt(id_vars=key_columns(sources), var_name="hardware", value_name="source")
         points = points.merge(s.astype({k: "str" for k in keys}).astype({"hardware": "str"}),
                               on=[*keys, "hardware"], how="left")  # fmt: skip
-        points["estimated"] = points["source"].fillna("unknown").str.contains("estimat|fake|unknown")
+        points["estimated"] = points["source"].fillna("unknown").str.contains(ESTIMATED)
     return points[points["energy"] > 0]
 
 
@@ -141,14 +186,16 @@ def energy_quality(
     quality: dict[str, pd.DataFrame],
     path: Path,
     sources: pd.DataFrame | None = None,
+    bands: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> list[Path]:
     """A panel per quality metric: energy per 1,000 inferences (x) against quality (y); colour by model
-    family, marker by precision, hollow where the energy is estimated; one Pareto frontier per data set,
-    its points labelled (every point when few)."""
+    family, marker by precision, hollow where the energy is estimated, each energy's band (`bands`:
+    the low and high tables) as a horizontal bar; one Pareto frontier per data set, its points
+    labelled (every point when few)."""
     keys = key_columns(energy)
     panels = []
     for name, table in quality.items():
-        if name in QUALITY_DIRECTION and not (points := _points(energy, table, sources)).empty:
+        if name in QUALITY_DIRECTION and not (points := _points(energy, table, sources, bands)).empty:
             panels.append((name, points))
     if not panels:
         return []
@@ -166,6 +213,8 @@ def energy_quality(
         higher = QUALITY_DIRECTION[name]
         for _, p in points.iterrows():
             colour = colours[family(p["model"])]
+            if pd.notna(p.get("low")) and pd.notna(p.get("high")) and p["low"] != p["high"]:
+                ax.plot([p["low"], p["high"]], [p["quality"]] * 2, color=colour, lw=1, alpha=0.7)
             ax.scatter(p["energy"], p["quality"], marker=markers[p["precision"]], s=46, linewidths=1.4,
                        edgecolors=colour, facecolors="none" if p["estimated"] else colour)  # fmt: skip
         datasets = points.groupby("dataset", sort=True) if "dataset" in points else [("all", points)]
@@ -194,6 +243,8 @@ def energy_quality(
     title = "Energy per 1,000 inferences against quality, Pareto frontier per data set"
     if everything["estimated"].any():
         title += "\n" + ESTIMATE_NOTE
+    if bands is not None:
+        title += "\nhorizontal " + BAND_NOTE
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
     return [path]

@@ -17,6 +17,8 @@ from ecopipe.aggregation import plots
 from ecopipe.aggregation.tables import (
     DECODE_TABLE,
     GAIN_TABLE,
+    HIGH_SUFFIX,
+    LOW_SUFFIX,
     RUNS_SUFFIX,
     SOURCE_TABLE,
     SPECS,
@@ -26,7 +28,8 @@ from ecopipe.aggregation.tables import (
 from ecopipe.units import eng, percent
 
 _ENERGY = {spec.name for spec in SPECS if spec.energy}
-_HIDDEN = ("_ci95", RUNS_SUFFIX, SPREAD_SUFFIX)  # shown inside their table's cells, not as sections
+# Shown inside their table's cells, not as sections.
+_HIDDEN = ("_ci95", RUNS_SUFFIX, SPREAD_SUFFIX, LOW_SUFFIX, HIGH_SUFFIX)
 ERROR_CHARS = 300  # of an error in the summaries; failed.csv keeps it whole
 FAILED_TITLE = "Failed jobs (FAILED or KILLED; superseded: a later run of the same config finished)"
 SOURCE_ROW = "energy source"
@@ -62,9 +65,10 @@ def _column_sources(sources: pd.DataFrame, column: str) -> tuple[pd.Series, str]
 
 
 def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """A table's cells as text: the value, its 95% CI (within the run, over its trials), the spread
-    between runs where a cell has several, and for energy figures a last row with each column's
-    source (a cell whose source differs from its column's says so itself)."""
+    """A table's cells as text: the value, its band (low-high: an estimate's coefficient range and
+    the 95% CI over the run's trials; a measurement's CI), else its 95% CI, the spread between runs
+    where a cell has several, and for energy figures a last row with each column's source (a cell
+    whose source differs from its column's says so itself)."""
     frame = tables[name]
     keys = plots.key_columns(frame)
     out = frame[keys].astype("str").copy()
@@ -74,7 +78,7 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             return None
         return frame[keys].astype("str").merge(other.astype({k: "str" for k in keys}), on=keys, how="left")
 
-    ci95, runs, spread = (lookup(tables.get(name + suffix)) for suffix in _HIDDEN)
+    ci95, runs, spread, low, high = (lookup(tables.get(name + suffix)) for suffix in _HIDDEN)
     sources = lookup(tables.get(SOURCE_TABLE)) if name in _ENERGY and keys else None
     footer = {}
     for column in (c for c in frame.columns if c not in keys):
@@ -85,7 +89,10 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         cells = []
         for i, value in enumerate(frame[column]):
             text = fmt(value)
-            if text and ci95 is not None and column in ci95 and pd.notna(ci95[column].iat[i]):
+            band = [t[column].iat[i] if t is not None and column in t else None for t in (low, high)]
+            if text and all(b is not None and pd.notna(b) for b in band) and band[0] != band[1]:
+                text += f" ({fmt(band[0])}–{fmt(band[1])})"
+            elif text and ci95 is not None and column in ci95 and pd.notna(ci95[column].iat[i]):
                 text += f" ±{eng(ci95[column].iat[i], unit, 2)}"
             if text and runs is not None and column in runs and runs[column].iat[i] >= 2:
                 text += f" (runs: {int(runs[column].iat[i])}, CV {percent(spread[column].iat[i], 2)})"
@@ -115,11 +122,15 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def shown(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The tables a reader sees, as text (display): the hidden ones are inside their cells."""
+    return {n: display(n, tables) for n in tables if n != SOURCE_TABLE and not n.endswith(_HIDDEN)}
+
+
 def _sections(
     tables: Mapping[str, pd.DataFrame], titles: Mapping[str, str], failed: pd.DataFrame
 ) -> list[tuple[str, pd.DataFrame]]:
-    shown = [n for n in tables if n != SOURCE_TABLE and not n.endswith(_HIDDEN)]
-    sections = [(titles.get(n, n), display(n, tables)) for n in shown]
+    sections = [(titles.get(n, n), frame) for n, frame in shown(tables).items()]
     shown_failed = failed.assign(error=failed["error"].astype("str").str.slice(0, ERROR_CHARS))
     return [*sections, (FAILED_TITLE, shown_failed)]
 
@@ -188,12 +199,16 @@ def write_all(
     jobs.to_csv(folders[DATA] / "runs.csv", index=False)
     files += [folders[DATA] / "failed.csv", folders[DATA] / "runs.csv"]
     images: list[Path] = []
+    sources = tables.get(SOURCE_TABLE)
     if "ess" in tables:
-        images += plots.ess_bars(tables["ess"], folders[PLOTS] / "ess.png")
+        low, high = tables.get("ess" + LOW_SUFFIX), tables.get("ess" + HIGH_SUFFIX)
+        images += plots.ess_bars(tables["ess"], folders[PLOTS] / "ess.png", low, high, sources)
     if "energy_gross" in tables:
         quality = {n.removeprefix("quality_"): t for n, t in tables.items() if n.startswith("quality_")}
+        ends = [tables.get("energy_gross" + suffix) for suffix in (LOW_SUFFIX, HIGH_SUFFIX)]
+        bands = (ends[0], ends[1]) if ends[0] is not None and ends[1] is not None else None
         images += plots.energy_quality(
-            tables["energy_gross"], quality, folders[PLOTS] / "energy_quality.png", tables.get(SOURCE_TABLE)
+            tables["energy_gross"], quality, folders[PLOTS] / "energy_quality.png", sources, bands
         )
     sections = _sections(tables, titles, failed)
     files += images

@@ -33,6 +33,10 @@ _TAG_COLUMNS = {
     "error": "ecopipe.error",
     "reimpact_of": "ecopipe.reimpact_of",
     "ess_status": "ecopipe.ess",
+    "figures": "ecopipe.figures",
+    "carbon_basis": "ecopipe.carbon_basis",
+    "carbon_year": "ecopipe.carbon_year",
+    "water_basis": "ecopipe.water_basis",
 }
 _DEFAULTS = {"strategy": "single", "hardware": "unknown"}
 COMPONENTS = ("gpu", "cpu", "ram")
@@ -109,6 +113,8 @@ GAIN_TABLE = "precision_gain_ess"
 SELECTION_TABLE = "selection"
 DECODE_TABLE = "energy_decode"
 RUNS_SUFFIX, SPREAD_SUFFIX = "_runs", "_spread"  # between-run count and coefficient of variation
+LOW_SUFFIX, HIGH_SUFFIX = "_low", "_high"  # a cell's band (report.band_metrics): its ends
+FACTORS_TABLE = "impact_factors"
 
 
 def quality_specs(tidy: pd.DataFrame) -> list[TableSpec]:
@@ -314,6 +320,27 @@ def run_spread(
     return pivot(stats, dims, "count", hardware), pivot(stats, dims, "cv", hardware)
 
 
+def impact_factors(cells: pd.DataFrame) -> pd.Series:
+    """Per run, the factors its CO2e and water rest on, in words: `473 g/kWh lifecycle 2024; PUE 1.56
+    (1.55-1.63); water consumption`. Runs logged before these tags existed read what they have."""
+
+    def one(row: pd.Series) -> float | str:
+        intensity = row.get("carbon_intensity_g_per_kwh")
+        if intensity is None or pd.isna(intensity):
+            return np.nan
+        year = row.get("carbon_year")
+        carbon = f"{intensity:.4g} g/kWh {row.get('carbon_basis') or 'basis not recorded'}"
+        carbon += f" {year}" if isinstance(year, str) and year else ", year not recorded"
+        pue = f"PUE {row['pue']:.3g}" if pd.notna(row.get("pue")) else "PUE not recorded"
+        low, high = row.get("pue_low"), row.get("pue_high")
+        if low is not None and high is not None and pd.notna(low) and pd.notna(high):
+            pue += f" ({low:.3g}-{high:.3g})"
+        water = row.get("water_basis")
+        return f"{carbon}; {pue}; water {water if isinstance(water, str) and water else 'basis not recorded'}"
+
+    return cells.apply(one, axis=1) if len(cells) else pd.Series(dtype="object")
+
+
 def failed(jobs: pd.DataFrame) -> pd.DataFrame:
     """FAILED and KILLED job runs; `superseded`: a later FINISHED run of the same config exists."""
     columns = ["run_name", "model", "precision", "dataset", "hardware", "status", "error", "run_id"]
@@ -359,8 +386,19 @@ def build(jobs: pd.DataFrame) -> Tables:
                 tables[spec.name + RUNS_SUFFIX], tables[spec.name + SPREAD_SUFFIX] = spread
                 titles[spec.name + RUNS_SUFFIX] = f"{spec.title}: FINISHED runs per cell"
                 titles[spec.name + SPREAD_SUFFIX] = f"{spec.title}: between-run coefficient of variation"
+        for suffix in (LOW_SUFFIX, HIGH_SUFFIX):  # named <table>_low / _high: render writes the band
+            if spec.energy and f"{spec.metric}{suffix}" in cells and cells[f"{spec.metric}{suffix}"].notna().any():
+                tables[spec.name + suffix] = pivot(cells, dims, f"{spec.metric}{suffix}", hardware)
+                titles[spec.name + suffix] = f"{spec.title}: band, {suffix.strip('_')} end"
     tables[SOURCE_TABLE] = pivot(cells, dims, "source", hardware)
     titles[SOURCE_TABLE] = "Energy source of each cell (estimated_* = estimate, fake = simulated)"
+    factors = impact_factors(cells)
+    if factors.notna().any():
+        tables[FACTORS_TABLE] = pivot(cells.assign(factors=factors), dims, "factors", hardware)
+        titles[FACTORS_TABLE] = (
+            "Factors behind each cell's CO2e and water: carbon intensity (basis, year), PUE (range), "
+            "water basis"
+        )
     decode = decode_energy(cells, dims, hardware)
     if not decode.empty:
         tables[DECODE_TABLE] = decode
@@ -371,7 +409,10 @@ def build(jobs: pd.DataFrame) -> Tables:
     study = selection_study(cells)
     if not study.empty:
         tables[SELECTION_TABLE] = study
-        titles[SELECTION_TABLE] = "Dynamic selection: members alone and strategies, measured alike (gross J)"
+        titles[SELECTION_TABLE] = (
+            "Dynamic selection: members alone and strategies, in the same protocol (gross J; the source "
+            "column says whether the energy was measured or estimated)"
+        )
     if "ess" in tables:
         gain = precision_gain(tables["ess"], dims, hardware)
         if not gain.empty:

@@ -10,8 +10,13 @@ import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from ecopipe.sensors.base import GPU_SOURCES, Component, EnergySensor, Source
+
+if TYPE_CHECKING:
+    from ecopipe.sensors.estimated import CpuPower
 
 
 @dataclass(frozen=True)
@@ -55,19 +60,44 @@ class Energy:
 Power = Energy
 
 
+class Bound(StrEnum):
+    """Which end of an estimate's coefficient range a figure is computed at (DESIGN.md section 4).
+
+    A measurement reads the same at every bound; an estimate is computed three times, with the low,
+    the point and the high coefficients of its model, from the same utilisation and memory readings.
+    """
+
+    LOW = "low"
+    POINT = "point"
+    HIGH = "high"
+
+
 @dataclass(frozen=True)
 class Window:
-    """What the sensors saw between two edges, and when (wall clock) the edges were read."""
+    """What the sensors saw between two edges, and when (wall clock) the edges were read.
+
+    `low` / `high`: the energy at the ends of the estimates' coefficient ranges; None where every
+    sensor measures (the window then reads `energy` at every bound).
+    """
 
     energy: Energy
     duration_s: float
     # Unix time of the edges, so another process's readings can be compared over the same window.
     start_unix_s: float = float("nan")
     end_unix_s: float = float("nan")
+    low: Energy | None = None
+    high: Energy | None = None
+
+    def at(self, bound: Bound) -> Energy:
+        other = {Bound.LOW: self.low, Bound.HIGH: self.high}.get(bound)
+        return self.energy if other is None else other
 
     @property
     def power(self) -> Power:
-        return self.energy / self.duration_s if self.duration_s > 0 else Power()
+        return self.power_at(Bound.POINT)
+
+    def power_at(self, bound: Bound) -> Power:
+        return self.at(bound) / self.duration_s if self.duration_s > 0 else Power()
 
 
 @dataclass(frozen=True)
@@ -75,6 +105,9 @@ class Snapshot:
     time_s: float  # the meter's monotonic clock: durations
     unix_s: float  # wall clock, read with time_s: edges other processes can line up with
     joules: tuple[float, ...]  # one per sensor, in the meter's sensor order
+    # The same reads at the low and high ends of each sensor's range; None: equal to `joules`.
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
 
 
 class EnergyMeter:
@@ -149,17 +182,35 @@ class EnergyMeter:
         self._synchronize()
         # One timestamp for the whole snapshot: models compute their energy at it (read_joules_at).
         now = self.clock()
-        return Snapshot(now, time.time(), tuple(sensor.read_joules_at(now) for sensor in self.sensors))
+        reads = [sensor.read_band_at(now) for sensor in self.sensors]
+        point = tuple(r[1] for r in reads)
+        low, high = tuple(r[0] for r in reads), tuple(r[2] for r in reads)
+        banded = low != point or high != point
+        return Snapshot(now, time.time(), point, low if banded else None, high if banded else None)
 
     def since(self, start: Snapshot) -> Window:
         end = self.snapshot()
         return self.between(start, end)
 
-    def between(self, start: Snapshot, end: Snapshot) -> Window:
+    def _difference(self, before: tuple[float, ...], after: tuple[float, ...]) -> Energy:
         per_component = {c.value: 0.0 for c in Component}
-        for sensor, before, after in zip(self.sensors, start.joules, end.joules, strict=True):
-            per_component[sensor.component.value] += after - before
-        return Window(Energy(**per_component), end.time_s - start.time_s, start.unix_s, end.unix_s)
+        for sensor, first, last in zip(self.sensors, before, after, strict=True):
+            per_component[sensor.component.value] += last - first
+        return Energy(**per_component)
+
+    def between(self, start: Snapshot, end: Snapshot) -> Window:
+        ends: dict[str, Energy | None] = {"low": None, "high": None}
+        for bound in ends:
+            first, last = getattr(start, bound), getattr(end, bound)
+            if first is not None or last is not None:
+                ends[bound] = self._difference(first or start.joules, last or end.joules)
+        return Window(
+            self._difference(start.joules, end.joules),
+            end.time_s - start.time_s,
+            start.unix_s,
+            end.unix_s,
+            **ends,
+        )
 
 
 def machine_meter(
@@ -167,30 +218,26 @@ def machine_meter(
     fake_gpu_watts: float | None = None,
     synchronize: Callable[[], None] = lambda: None,
     gpu_sources: Sequence[Source] = GPU_SOURCES,
-    cpu_model: str | None = None,
+    cpu_power: CpuPower | None = None,
     ram_estimate: str = "job",
     rapl: bool = True,
     unmetered_gpu: str | None = None,
 ) -> EnergyMeter:
     """A meter over the best sensors this machine has for the given GPUs, its CPU and its RAM (not opened).
 
-    `gpu_sources` narrows the NVML sources tried, best first (`monitor.gpu_sensor`); `cpu_model`
-    replaces the detected CPU model for the estimate (hardware.cpu_model); `ram_estimate` is
-    monitor.ram_estimate (job | machine); `rapl=False` (monitor.rapl) estimates CPU and RAM even where
-    RAPL is readable; `unmetered_gpu` says why the job's own GPU is not among `gpu_indices`.
+    `gpu_sources` narrows the NVML sources tried, best first (`monitor.gpu_sensor`); `cpu_power` is
+    what a CPU estimate charges (default: this machine's CPU, identified; hardware.cpu_model and
+    hardware.cpu_microarch change it); `ram_estimate` is monitor.ram_estimate (job | machine);
+    `rapl=False` (monitor.rapl) estimates CPU and RAM even where RAPL is readable; `unmetered_gpu`
+    says why the job's own GPU is not among `gpu_indices`.
     """
-    from ecopipe.hardware import cpu_model_name, cpu_table_row
     from ecopipe.sensors.discovery import discover_sensors
 
-    model = cpu_model or cpu_model_name()
-    row = cpu_table_row(model)
     sensors = discover_sensors(
         gpu_indices,
-        model,
-        row.tdp_w if row else None,
+        cpu_power,
         fake_gpu_watts,
         gpu_sources=gpu_sources,
-        cpu_threads_per_package=row.threads_per_package if row else None,
         ram_estimate=ram_estimate,
         rapl=rapl,
     )

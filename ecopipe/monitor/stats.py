@@ -1,9 +1,10 @@
-"""Summary statistics of repeated trials: mean, coefficient of variation, 95% confidence interval."""
+"""Summary statistics of repeated trials: mean, coefficient of variation, 95% confidence interval, and
+the band a reader should quote where an estimate's coefficients have a range."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scipy import stats
@@ -36,3 +37,59 @@ def estimate(values: Sequence[float]) -> Estimate:
     half_width = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
     cv = std / mean if mean else math.nan
     return Estimate(mean, half_width, cv, n)
+
+
+@dataclass(frozen=True)
+class Band:
+    """A figure and the range to quote with it: low <= point <= high.
+
+    For a measurement it is the point's 95% CI; for an estimate it also spans its coefficients'
+    range (band_of). A figure with neither (one trial, a measured total) has low = point = high.
+    """
+
+    low: float
+    point: float
+    high: float
+
+    def __post_init__(self) -> None:
+        finite = [v for v in (self.low, self.point, self.high) if math.isfinite(v)]
+        if len(finite) == 3 and not self.low <= self.point <= self.high:
+            raise ValueError(f"a band needs low <= point <= high, got {self}")
+
+    def scaled(self, factor: float) -> Band:
+        """The band of `factor` x the figure (a negative factor swaps the ends)."""
+        ends = sorted((self.low * factor, self.high * factor))
+        return Band(ends[0], self.point * factor, ends[1])
+
+    def map(self, function: object) -> Band:
+        """The band of a monotone function of the figure (decreasing ones swap the ends)."""
+        values = [function(v) for v in (self.low, self.point, self.high)]  # type: ignore[operator]
+        finite = [v for v in values if math.isfinite(v)]
+        if len(finite) < 3:
+            return Band(values[1], values[1], values[1]) if math.isfinite(values[1]) else Band(*values)
+        return Band(min(values), values[1], max(values))
+
+    @property
+    def exact(self) -> bool:
+        return self.low == self.point == self.high
+
+
+def spread(values: Iterable[float]) -> Band:
+    """Low and high of a few computed values around the middle one (point)."""
+    low, point, high = values
+    return Band(min(low, point, high), point, max(low, point, high))
+
+
+def band_of(low: Sequence[float], point: Sequence[float], high: Sequence[float]) -> Band:
+    """The band of a per-trial figure computed at the low, point and high coefficients.
+
+    Its point is the mean of the point values; its ends are the lowest and highest of the three
+    bounds' means less or plus their own 95% CI (with one trial, the means alone): the trials' noise
+    and the coefficients' range, combined end to end (DESIGN.md section 4).
+    """
+    ends = []
+    for values in (low, point, high):
+        e = estimate(values)
+        ci = 0.0 if math.isnan(e.ci95) else e.ci95
+        ends += [e.mean - ci, e.mean + ci]
+    return Band(min(ends), estimate(point).mean, max(ends))

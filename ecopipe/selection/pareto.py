@@ -95,8 +95,10 @@ def plot_study(
     reference: str,
     title: str,
     note: str,
+    label: str,
 ) -> Path:
-    """The oracle frontier, the priced cascade curve and the measured arms on a log energy axis."""
+    """The oracle frontier, the priced cascade curve and the arms as their windows measured them, on a
+    log energy axis; `label` says what the arms' energy is (measured, ESTIMATE, SIMULATED)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,7 +144,7 @@ def plot_study(
             max(0.0, lowest - 0.05),
             min(1.0, max(accuracy.max(), *(p.accuracy for p in measured.values())) + 0.02),
         )
-        ax.set_xlabel("energy per 1,000 inferences (J, log scale); markers: measured, 95% interval")
+        ax.set_xlabel(f"energy per 1,000 inferences (J, log scale); markers: {label}, 95% interval")
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")

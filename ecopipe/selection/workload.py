@@ -525,7 +525,8 @@ class SelectionWorkload(Workload):
             f"  reference   {reference.removeprefix(MEMBER_PREFIX)}: the most accurate member on "
             f"validation B ({self.validation_b.correct[self.reference].mean():.4f}); on test accuracy "
             f"{ref['accuracy']:.4f}, "
-            f"{ref['energy_per_1k_j']:.4g} J per 1,000 ±{ref['energy_per_1k_ci95_j']:.2g} (measured, gross)"
+            f"{ref['energy_per_1k_j']:.4g} J per 1,000 ±{ref['energy_per_1k_ci95_j']:.2g} "
+            f"({result.figures_label}, gross)"
         ]
 
         def describe(row: dict[str, Any]) -> str:
@@ -546,7 +547,7 @@ class SelectionWorkload(Workload):
         else:
             lines.append(f"  no strategy stays within {PARITY_GOAL_PP} pp of the reference on test")
         estimated = [c for c, m in result.measured.items() if not m and result.sources.get(c) != "none"]
-        if estimated:
+        if result.is_estimate:
             time_row = by_name[self.headline]["time_savings_vs_reference"]
             lines.append(
                 f"  energy is ESTIMATED ({', '.join(estimated)}: no counter), so these savings are time "
@@ -575,15 +576,18 @@ class SelectionWorkload(Workload):
             )
             for r in rows
         }
-        estimated = not all(result.measured.values())
+        from ecopipe.stages.inference import ESTIMATE, MEASURED  # at call: the stage imports workloads
+
+        label = result.figures_label
         title = (
             f"pool {self.pool.name}: {len(self.truth)} test rows, batch {self.batch_size}; "
             f"area: cascade curve {areas[0]:.3f}, oracle {areas[1]:.3f}"
         )
-        note = (
-            "energy ESTIMATED (no counter): it follows time" if estimated else "energy measured by counters"
-        )
-        png = plot_study(out / "pareto.png", frontier, curve, points, reference, title, note)
+        note = {
+            MEASURED: "energy measured by counters",
+            ESTIMATE: "energy ESTIMATED (no counter): it follows the CPU time and memory of each arm",
+        }.get(label, f"energy {label}: from a simulated sensor")
+        png = plot_study(out / "pareto.png", frontier, curve, points, reference, title, note, label)
         csv = out / "pareto.csv"
         csv.write_text(curve_csv(curve))
         table = [

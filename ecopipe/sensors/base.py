@@ -26,7 +26,8 @@ class Source(StrEnum):
     # energy leaks across window edges; a measurement, but a lagged one
     NVML_AVG_POWER_POLLING = "nvml_avg_power_polling"
     RAPL = "rapl"
-    ESTIMATED_TDP = "estimated_tdp"  # the job's threads' share of package TDP on a load curve
+    # the job's threads' share of a server, SPECpower watts per thread of its microarchitecture
+    ESTIMATED_SPECPOWER = "estimated_specpower"
     ESTIMATED_RSS = "estimated_rss"  # the memory the job's processes hold x W per GB
     ESTIMATED_PER_GB = "estimated_per_gb"  # the machine's installed memory x W per GB (opt-in)
     FAKE = "fake"  # test double for hardware this machine lacks; never used outside tests
@@ -78,6 +79,14 @@ class EnergySensor(ABC):
         duration (a 2% idle/trial difference seen on review).
         """
         return self.read_joules()
+
+    def read_band_at(self, now: float) -> tuple[float, float, float]:
+        """(low, point, high) joules at `now`: a model's reads at the ends of its coefficients' range.
+
+        A measurement has no such range: it reads the same at all three.
+        """
+        joules = self.read_joules_at(now)
+        return joules, joules, joules
 
     def exclude_process(self, pid: int) -> None:  # noqa: B027 - only process-based models use it
         """Leave process `pid` (the sampler, a child of the job) out of what this sensor charges."""

@@ -1,8 +1,9 @@
 """Pick the best available sensor for every GPU, the CPU and the RAM; never crash on missing hardware.
 
-Order: GPU: NVML counter > NVML power polling > nothing (warned). CPU: RAPL packages > the job's share
-of package TDP on a load curve. RAM: RAPL dram (only where every package has one) > the memory the job
-holds x W/GB (or the machine's installed memory, on request). Each degradation is logged as a warning,
+Order: GPU: NVML counter > NVML power polling > nothing (warned). CPU: RAPL packages > the job's
+threads' share of a server, from SPECpower watts per thread of the CPU's microarchitecture. RAM: RAPL
+dram (only where every package has one) > the memory the job holds x W/GB (or the machine's installed
+memory, on request), beyond what a SPECpower CPU figure already counts. Each degradation is logged as a warning,
 one line saying what is missing and why, because a degraded source changes what the numbers mean.
 """
 
@@ -16,7 +17,14 @@ import psutil
 
 from ecopipe.sensors.base import GPU_SOURCES, Component, EnergySensor, SensorUnavailable, Source
 from ecopipe.sensors.cpu_share import visible_cpus
-from ecopipe.sensors.estimated import BYTES_PER_GB, EstimatedCpuSensor, EstimatedRamSensor, cpu_share
+from ecopipe.sensors.estimated import (
+    BYTES_PER_GB,
+    CpuPower,
+    CpuShare,
+    EstimatedCpuSensor,
+    EstimatedRamSensor,
+    cpu_power as this_cpu_power,
+)
 from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.sensors.nvml import NvmlCounterSensor, NvmlPowerPollingSensor, NvmlUnavailable
 from ecopipe.sensors.rapl import POWERCAP_ROOT, RaplSensor, discover_rapl_zones
@@ -61,13 +69,11 @@ def _readable_rapl(powercap_root: str | Path) -> list[RaplSensor]:
 
 def discover_sensors(
     gpu_indices: Sequence[int],
-    cpu_model: str | None,
-    cpu_tdp_w: float | None,
+    cpu_power: CpuPower | None = None,
     fake_gpu_watts: float | None = None,
     powercap_root: str | Path | None = None,
     gpu_sources: Sequence[Source] = GPU_SOURCES,
     *,
-    cpu_threads_per_package: int | None = None,
     job_cpus: float | None = None,
     ram_estimate: str = "job",
     rapl: bool = True,
@@ -78,8 +84,8 @@ def discover_sensors(
     (the polling sensor runs a thread; NVML holds a reference). `fake_gpu_watts` replaces NVML by one
     FakeGpuSensor per index (tests/CI only); `gpu_sources` are the NVML sources to try, in order.
     Without RAPL, the CPU estimate charges the job's visible CPUs (`job_cpus`, else affinity capped by
-    the cgroup quota) their share of `cpu_tdp_w` over `cpu_threads_per_package` (both from the hardware
-    table for `cpu_model`). `ram_estimate` is `job` (the memory the job holds) or `machine` (installed
+    the cgroup quota) `cpu_power`'s watts per thread (default: this machine's CPU, identified from
+    /proc/cpuinfo). `ram_estimate` is `job` (the memory the job holds) or `machine` (installed
     memory). `rapl=False` sets readable RAPL aside (monitor.rapl=false), so CPU and RAM are estimated:
     an estimate beside the counter on one host. `powercap_root` (default POWERCAP_ROOT) exists for tests.
     """
@@ -103,17 +109,19 @@ def discover_sensors(
     cpu = [z for z in zones if z.component is Component.CPU]
     ram = [z for z in zones if z.component is Component.RAM]
 
+    allowance_gb = 0.0  # memory a SPECpower CPU figure already counts
     if cpu:
         sensors += cpu
     else:
         visible = visible_cpus()
         threads = job_cpus if job_cpus is not None else visible.count
         note = "given" if job_cpus is not None else visible.note
-        share = cpu_share(threads, cpu_tdp_w, cpu_threads_per_package, cpu_model, note)
+        share = CpuShare(cpu_power or this_cpu_power(), threads, note)
+        allowance_gb = share.memory_allowance_gb
         sensor = EstimatedCpuSensor(share)
         sensor.set_aside = Source.RAPL.value if aside_cpu else ""
         why = RAPL_SET_ASIDE if aside_cpu else f"no readable RAPL package under {root}"
-        log.warning("CPU energy is an ESTIMATE (estimated_tdp), %s: %s", why, sensor.method)
+        log.warning("CPU energy is an ESTIMATE (%s), %s: %s", sensor.source.value, why, sensor.method)
         sensors.append(sensor)
 
     if ram and _dram_on_every_package(zones):
@@ -126,9 +134,9 @@ def discover_sensors(
                 len(cpu),
             )
         if ram_estimate == "machine":
-            sensor = EstimatedRamSensor.installed(psutil.virtual_memory().total / BYTES_PER_GB)
+            sensor = EstimatedRamSensor.installed(psutil.virtual_memory().total / BYTES_PER_GB, allowance_gb)
         else:
-            sensor = EstimatedRamSensor.held_by_job()
+            sensor = EstimatedRamSensor.held_by_job(allowance_gb)
         sensor.set_aside = Source.RAPL.value if aside_ram else ""
         why = RAPL_SET_ASIDE if aside_ram else "no RAPL dram zone"
         log.warning("RAM energy is an ESTIMATE (%s), %s: %s", sensor.source.value, why, sensor.method)

@@ -1,9 +1,16 @@
-"""Estimates for machines without RAPL: the job's share of the CPU packages, and the memory it holds.
+"""Estimates for machines without RAPL: the job's share of the server its CPUs sit in, and the memory it holds.
 
 These are models, not measurements (Source.is_measurement is False): every figure from them carries
-the source `estimated_tdp` / `estimated_rss` / `estimated_per_gb` into MLflow and the tables, and
-`method` says how it was made. Both follow wall time: idle power x elapsed is most of a small job's
-estimate, so a slower run of the same work is charged more whatever it really drew.
+the source `estimated_specpower` / `estimated_rss` / `estimated_per_gb` into MLflow and the tables,
+`method` says how it was made, and each is computed at three bounds (low, point, high) of its
+coefficients' sourced range, from the same CPU-time and memory readings.
+
+The CPU model is Cloud Carbon Footprint's: watts per hardware thread = idle + utilisation x (full -
+idle), with idle and full-load watts per thread from the SPECpower results of the CPU's
+microarchitecture (ecopipe.cpu_identity). SPECpower measures a whole server at the wall (CPU,
+memory, fans, power supply), so the `cpu` figure stands for the job's threads' share of such a
+server, its memory included up to the benchmark servers' memory per thread; the RAM estimate then
+charges only the memory the job holds beyond that allowance, never the same memory twice.
 """
 
 from __future__ import annotations
@@ -17,71 +24,95 @@ from dataclasses import dataclass
 import numpy as np
 import psutil
 
+from ecopipe.cpu_identity import (
+    CpuIdentity,
+    CpuInfo,
+    CpuPowerCoefficients,
+    cpu_power_coefficients,
+    identify,
+    power_per_thread_w,
+    read_cpuinfo,
+)
+from ecopipe.reference import match_hardware
 from ecopipe.sensors.base import Component, EnergySensor, Source
 
-# Per-thread TDP for a CPU model of unknown TDP: CodeCarbon's DEFAULT_POWER_PER_CORE = 4 W
-# (codecarbon/core/cpu.py, "default W value per core for a CPU if no model is found in the ref csv";
-# CodeCarbon multiplies it by the thread count, so it is a per-thread figure). An assumption.
-DEFAULT_TDP_PER_THREAD_W = 4.0
+# (low, point, high) watts per three bounds, the arithmetic of every estimate below.
+Band3 = tuple[float, float, float]
 
-# Server CPU load curve: package power as a fraction of TDP at 0, 10, 50 and 100% utilisation, from
-# Teads (B. Davy, "Building an AWS EC2 Carbon Emissions Dataset", Teads Engineering, 2021), fitted on
-# SPECpower_ssj2008 results and RAPL measurements of bare-metal EC2 hosts; interpolated linearly, as
-# the Green Software Foundation's Impact Framework and Cloud Carbon Footprint use it. It is an average
-# over servers: the GSF notes that it "does not generalize well" to any one machine.
-LOAD_CURVE = "Teads (SPECpower) load curve"
-LOAD_POINTS = (0.0, 0.10, 0.50, 1.00)
-TDP_FRACTIONS = (0.12, 0.32, 0.75, 1.02)
-
-# DRAM power per GiB: 3 W per 8 GB of DDR3/DDR4 (Crucial's "How much power does memory use?" FAQ,
-# until 2024), CodeCarbon v2's RAM.power_per_GB = 3 / 8. Measurements put DRAM background power well
-# below it (0.02-0.08 W/GB: Green Algorithms calculator issue #14 and pull request #38), so it is a
-# high figure; kept because it is the one the other tools use, and the README gives the range.
-RAM_W_PER_GB = 3 / 8
+# DRAM power per GiB held. Point and high: 3 W per 8 GB of DDR3/DDR4 (Crucial's "How much power does
+# memory use?" FAQ, until 2024), CodeCarbon v2's RAM.power_per_GB = 3 / 8: a datasheet figure under
+# load, the one the other tools use. Low: measured DRAM background power, 0.02-0.08 W/GB (Green
+# Algorithms calculator issue #14 and pull request #38), its low end.
+RAM_W_PER_GB: Band3 = (0.02, 3 / 8, 3 / 8)
+RAM_SOURCE = "0.02 W/GB measured DRAM background (Green Algorithms #14, #38) to 0.375 W/GB (Crucial, CodeCarbon v2)"
 
 BYTES_PER_GB = 1024**3  # GiB, as CodeCarbon's ram_total_size
 
 
-def load_fraction(utilisation: float) -> float:
-    """Package power as a fraction of TDP at a utilisation in [0, 1] (clamped), on LOAD_CURVE."""
-    return float(np.interp(min(max(utilisation, 0.0), 1.0), LOAD_POINTS, TDP_FRACTIONS))
+@dataclass(frozen=True)
+class CpuPower:
+    """What the CPU estimate charges per hardware thread, for which CPU, and the cross-check beside it."""
+
+    identity: CpuIdentity
+    coefficients: CpuPowerCoefficients
+    tdp_check: str = ""  # the hardware table's TDP per thread for the named model, where it lists one
+
+    @property
+    def note(self) -> str:
+        c = self.coefficients
+        idle, full = c.idle_w, c.full_w
+        text = (
+            f"{c.label}: {idle[1]:.3g} W per thread idle ({idle[0]:.3g}-{idle[2]:.3g}), "
+            f"{full[1]:.3g} W at full load ({full[0]:.3g}-{full[2]:.3g}), SPECpower via CCF"
+        )
+        return f"{text}; {self.tdp_check}" if self.tdp_check else text
+
+
+def _tdp_check(model_name: str, coefficients: CpuPowerCoefficients) -> str:
+    """The hardware table's TDP per thread for this model, beside the band's full-load range."""
+    row = match_hardware(model_name)
+    if row is None or row.kind != "cpu" or not row.tdp_w or not row.threads_per_package:
+        return ""
+    low, _, high = coefficients.full_w
+    return (
+        f"cross-check: {row.name} TDP {row.tdp_w:g} W / {row.threads_per_package} threads = "
+        f"{row.tdp_w / row.threads_per_package:.3g} W per thread for the package alone (band at full "
+        f"load {low:.3g}-{high:.3g})"
+    )
+
+
+def cpu_power(cpu_model: str | None = None, microarch: str | None = None) -> CpuPower:
+    """This machine's CPU, identified from /proc/cpuinfo, and its SPECpower coefficients.
+
+    `cpu_model` (hardware.cpu_model) replaces the CPU by a named one, identified from its name alone
+    (a what-if estimate); `microarch` (hardware.cpu_microarch) names the microarchitecture outright.
+    An unknown name raises ValueError from cpu_identity.identify.
+    """
+    info = read_cpuinfo()
+    if cpu_model is not None:
+        info = CpuInfo("", None, None, None, frozenset(), cpu_model, None, None)
+    identity = identify(info, microarch)
+    coefficients = cpu_power_coefficients(identity)
+    return CpuPower(identity, coefficients, _tdp_check(info.model_name, coefficients))
 
 
 @dataclass(frozen=True)
 class CpuShare:
-    """The part of the host's CPU packages a job may use: its visible threads' share of package TDP."""
+    """The part of the server a job may use: the hardware threads it may run on."""
 
-    watts_per_thread: float  # package TDP / threads per package
+    power: CpuPower
     threads: float  # CPUs the job may use: affinity capped by the cgroup quota
-    note: str  # where each figure came from
+    note: str  # where the thread count came from
+
+    def watts(self, utilisation: float) -> Band3:
+        """(low, point, high) watts of the job's threads at a utilisation of them in [0, 1]."""
+        low, point, high = power_per_thread_w(self.power.coefficients, utilisation)
+        return low * self.threads, point * self.threads, high * self.threads
 
     @property
-    def tdp_share_w(self) -> float:
-        return self.watts_per_thread * self.threads
-
-
-def cpu_share(
-    threads: float, tdp_w: float | None, threads_per_package: int | None, model: str | None, note: str = ""
-) -> CpuShare:
-    """The job's share: package TDP / threads per package x the threads it may use.
-
-    Without a TDP for the model, CodeCarbon's 4 W per thread stands in. A known TDP needs the model's
-    threads per package (from the hardware table): dividing it over the logical CPUs the OS shows
-    would charge a 2-vCPU VM on a 128-thread package for half the package.
-    """
-    if threads <= 0:
-        raise ValueError(f"threads must be > 0, got {threads}")
-    name = model or "unknown CPU"
-    if tdp_w is not None and threads_per_package:
-        per_thread = tdp_w / threads_per_package
-        how = f"{name}: {tdp_w:g} W TDP / {threads_per_package} threads per package"
-    else:
-        per_thread = DEFAULT_TDP_PER_THREAD_W
-        why = "TDP unknown" if tdp_w is None else "threads per package unknown"
-        how = (
-            f"{name}: {why}, {DEFAULT_TDP_PER_THREAD_W:g} W per thread (CodeCarbon's default, an assumption)"
-        )
-    return CpuShare(per_thread, threads, f"{how} x {threads:g} threads ({note or 'given'})")
+    def memory_allowance_gb(self) -> float:
+        """The memory the SPECpower figure already counts for these threads (the servers' GB per thread)."""
+        return self.power.coefficients.memory_gb_per_thread * self.threads
 
 
 def _tree(proc: psutil.Process, exclude: Collection[int]) -> list[psutil.Process]:
@@ -122,13 +153,13 @@ def process_memory_gb(proc: psutil.Process | None = None, exclude: Collection[in
 
 
 class _ModelSensor(EnergySensor):
-    """A model integrated between reads, on the snapshot's timestamp (see read_joules_at)."""
+    """A model integrated between reads, on the snapshot's timestamp (see read_joules_at), at three bounds."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._last: float | None = None  # time of the previous read
-        self._joules = 0.0
+        self._joules = np.zeros(3)  # low, point, high
         self.excluded: set[int] = set()
 
     @abstractmethod
@@ -136,23 +167,27 @@ class _ModelSensor(EnergySensor):
         """Take the model's origin state (CPU seconds, memory) at open."""
 
     @abstractmethod
-    def _advance(self, dt: float) -> float:
-        """Energy over the `dt` seconds since the previous read; updates the model's state."""
+    def _advance(self, dt: float) -> Band3:
+        """(low, point, high) energy over the `dt` seconds since the previous read; updates the state."""
 
     def open(self) -> None:
         with self._lock:
             self._start()
-            self._last, self._joules = self._clock(), 0.0
+            self._last, self._joules = self._clock(), np.zeros(3)
 
-    def read_joules_at(self, now: float) -> float:
+    def read_band_at(self, now: float) -> tuple[float, float, float]:
         with self._lock:
             if self._last is None:
                 raise RuntimeError(f"{self!r} read before open()")
             dt = now - self._last
             if dt > 0:
-                self._joules += self._advance(dt)
+                self._joules = self._joules + np.asarray(self._advance(dt))
                 self._last = now
-            return self._joules
+            low, point, high = (float(j) for j in self._joules)
+            return low, point, high
+
+    def read_joules_at(self, now: float) -> float:
+        return self.read_band_at(now)[1]
 
     def read_joules(self) -> float:
         return self.read_joules_at(self._clock())
@@ -162,15 +197,15 @@ class _ModelSensor(EnergySensor):
 
 
 class EstimatedCpuSensor(_ModelSensor):
-    """CPU energy = the job's TDP share x load curve (its mean utilisation between reads) x time.
+    """CPU energy = the job's threads x W per thread at their mean utilisation between reads x time.
 
     Utilisation = the job's CPU seconds / (elapsed x its visible threads). The meter reads at window
-    edges, so each window is charged at its own mean utilisation: the idle baseline near the curve's
-    12% floor, a busy window near 100%. Reads never sleep nor call psutil with interval=.
+    edges, so each window is charged at its own mean utilisation: the idle baseline near the idle
+    figure, a busy window near full load. Reads never sleep nor call psutil with interval=.
     """
 
     component = Component.CPU
-    source = Source.ESTIMATED_TDP
+    source = Source.ESTIMATED_SPECPOWER
     device = "cpu"
     resolution_s = 0.01  # CPU times tick at USER_HZ (100 Hz on Linux)
 
@@ -186,23 +221,25 @@ class EstimatedCpuSensor(_ModelSensor):
         self.share = share
         self._cpu_seconds = cpu_seconds
         self._cpu = 0.0  # CPU seconds at the previous read (the most seen: monotonic)
-        self.method = f"{share.note}, {share.tdp_share_w:.4g} W share on the {LOAD_CURVE}"
+        self.method = f"{share.power.note}; x {share.threads:g} threads ({share.note})"
 
     def _start(self) -> None:
         self._cpu = self._cpu_seconds(self.excluded)
 
-    def _advance(self, dt: float) -> float:
+    def _advance(self, dt: float) -> Band3:
         cpu = max(self._cpu, self._cpu_seconds(self.excluded))  # a child exiting unreaped can dip the sum
         utilisation = (cpu - self._cpu) / (dt * self.share.threads)
         self._cpu = cpu
-        return self.share.tdp_share_w * load_fraction(utilisation) * dt
+        low, point, high = self.share.watts(utilisation)
+        return low * dt, point * dt, high * dt
 
 
 class EstimatedRamSensor(_ModelSensor):
-    """RAM energy = watts_per_gb x gigabytes x time, gigabytes read at each read (trapezoid between).
+    """RAM energy = W per GB x the gigabytes beyond `allowance_gb` x time, read at each read (trapezoid).
 
     `gigabytes` is the memory the job's processes hold (source estimated_rss) or the machine's
-    installed memory (estimated_per_gb, constant).
+    installed memory (estimated_per_gb, constant). `allowance_gb` is the memory a SPECpower-based CPU
+    estimate already counts (0 beside a measured CPU).
     """
 
     component = Component.RAM
@@ -211,41 +248,50 @@ class EstimatedRamSensor(_ModelSensor):
 
     def __init__(
         self,
-        watts_per_gb: float,
         gigabytes: Callable[[Collection[int]], float],
         source: Source,
         method: str,
+        allowance_gb: float = 0.0,
+        watts_per_gb: Band3 = RAM_W_PER_GB,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if watts_per_gb < 0:
-            raise ValueError(f"need non-negative watts_per_gb, got {watts_per_gb}")
+        if min(watts_per_gb) < 0 or allowance_gb < 0:
+            raise ValueError(f"need non-negative watts_per_gb and allowance, got {watts_per_gb}, {allowance_gb}")
         super().__init__(clock)
-        self.watts_per_gb, self._gigabytes, self.source, self.method = watts_per_gb, gigabytes, source, method
+        self.watts_per_gb, self._gigabytes, self.source = watts_per_gb, gigabytes, source
+        self.allowance_gb = allowance_gb
+        beyond = f" beyond {allowance_gb:.3g} GiB counted in the cpu figure" if allowance_gb else ""
+        self.method = f"{method}{beyond} x {watts_per_gb[1]:.3g} W/GB ({RAM_SOURCE})"
         self._gb = 0.0
 
     @classmethod
     def installed(
-        cls, gigabytes: float, clock: Callable[[], float] = time.perf_counter
+        cls, gigabytes: float, allowance_gb: float = 0.0, clock: Callable[[], float] = time.perf_counter
     ) -> EstimatedRamSensor:
         """The whole machine's memory, charged to the job (constant power): the machine-wide view."""
-        method = f"{gigabytes:.1f} GiB installed x {RAM_W_PER_GB:.3g} W/GB (CodeCarbon v2, Crucial)"
-        return cls(RAM_W_PER_GB, lambda _exclude: gigabytes, Source.ESTIMATED_PER_GB, method, clock)
+        method = f"{gigabytes:.1f} GiB installed"
+        return cls(lambda _exclude: gigabytes, Source.ESTIMATED_PER_GB, method, allowance_gb, clock=clock)
 
     @classmethod
     def held_by_job(
         cls,
+        allowance_gb: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
         gigabytes: Callable[[Collection[int]], float] = lambda exclude: process_memory_gb(exclude=exclude),
     ) -> EstimatedRamSensor:
         """The memory the job's processes hold (resident set), the sampler left out."""
-        method = f"resident memory of the job's processes x {RAM_W_PER_GB:.3g} W/GB (CodeCarbon v2, Crucial)"
-        return cls(RAM_W_PER_GB, gigabytes, Source.ESTIMATED_RSS, method, clock)
+        method = "resident memory of the job's processes"
+        return cls(gigabytes, Source.ESTIMATED_RSS, method, allowance_gb, clock=clock)
+
+    def _charged(self) -> float:
+        return max(0.0, self._gigabytes(self.excluded) - self.allowance_gb)
 
     def _start(self) -> None:
-        self._gb = self._gigabytes(self.excluded)
+        self._gb = self._charged()
 
-    def _advance(self, dt: float) -> float:
-        gb = self._gigabytes(self.excluded)
-        joules = self.watts_per_gb * (self._gb + gb) / 2 * dt
+    def _advance(self, dt: float) -> Band3:
+        gb = self._charged()
+        mean_gb = (self._gb + gb) / 2
         self._gb = gb
-        return joules
+        low, point, high = (w * mean_gb * dt for w in self.watts_per_gb)
+        return low, point, high

@@ -6,9 +6,10 @@ from what MLflow already holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ecopipe.config import Attribution, ImpactConfig
+from ecopipe.monitor.energy import Bound
 from ecopipe.reference import Factor, RegionFactors, resolve_region, tier_pue, tier_wue
 
 JOULES_PER_KWH = 3.6e6
@@ -27,6 +28,11 @@ class ImpactFactors:
     wue: Factor  # L per IT kWh, on site
     ewif: Factor  # L per kWh generated, off site
     attribution: Attribution
+
+    def at(self, bound: Bound) -> ImpactFactors:
+        """The factors at one end of their sourced ranges (the PUE's, where its source gives one)."""
+        end = {Bound.LOW: self.pue.low, Bound.HIGH: self.pue.high}.get(bound)
+        return self if end is None else replace(self, pue=replace(self.pue, value=end))
 
 
 def _override(value: float | None, fallback: Factor) -> Factor:

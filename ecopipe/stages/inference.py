@@ -12,13 +12,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
 from ecopipe.config import Attribution, MonitorConfig
-from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
+from ecopipe.monitor.busy import MachineLoad
+from ecopipe.monitor.energy import Bound, Energy, EnergyMeter, Power, Snapshot, Window
 from ecopipe.monitor.sampler import PowerSampler, Trace
-from ecopipe.monitor.stats import Estimate, estimate
+from ecopipe.monitor.stats import Band, Estimate, band_of, estimate
 from ecopipe.stages.progress import JobProgress
 from ecopipe.workloads.base import ModelFacts, PassStats, Workload
 
@@ -27,9 +29,22 @@ log = logging.getLogger(__name__)
 # A window shorter than this many sensor refreshes is dominated by quantisation (DESIGN.md section 4).
 SHORTEST_WINDOW_REFRESHES = 10
 
-# Idle power per (sensors, device state with the model and precision), kept for a sweep's process:
+# The idle window per (sensors, device state with the model and precision), kept for a sweep's process:
 # another model or precision holds other memory and clocks, so it gets its own baseline.
-_IDLE_CACHE: dict[tuple[str, ...], Power] = {}
+_IDLE_CACHE: dict[tuple[str, ...], Window] = {}
+
+
+# What a job's figures are, by the sources of their energy: every word that describes a figure, in the
+# summary, the tables, the plots and the selection, follows it.
+MEASURED, ESTIMATE, SIMULATED = "measured", "ESTIMATE", "SIMULATED"
+
+
+class TrialsStop(StrEnum):
+    """What ended the trials: their fixed number, the CI target (monitor.target_rel_ci), or the cap."""
+
+    FIXED = "fixed"  # monitor.trials, no CI target
+    TARGET = "target_rel_ci"
+    MAX_TRIALS = "max_trials"  # the target was not reached within monitor.max_trials
 
 
 @dataclass(frozen=True)
@@ -66,8 +81,7 @@ class InferenceResult:
     facts: ModelFacts
     load: Window
     fit: Window | None
-    idle_power: Power  # watts; zero when no baseline was taken
-    idle_measured: bool
+    idle_window: Window | None  # the idle baseline (its power at each bound); None when none was taken
     trials: tuple[TrialResult, ...]
     quality: dict[str, float]
     batch_latencies_s: tuple[float, ...] = field(repr=False)
@@ -76,6 +90,9 @@ class InferenceResult:
     arms: dict[str, ArmResult] = field(default_factory=dict)
     unmetered: dict[str, str] = field(default_factory=dict)  # component -> why the job's device has no sensor
     set_aside: dict[str, str] = field(default_factory=dict)  # component -> source set aside on request
+    trials_stop: TrialsStop = TrialsStop.FIXED
+    # Other processes' share of the machine's CPUs over the trials (/proc/stat less the job's own)
+    other_cpu_load: float = float("nan")
 
     # Whole-run sums over the measured windows.
     @property
@@ -103,8 +120,39 @@ class InferenceResult:
         return sum(t.window.duration_s for t in self.trials)
 
     @property
+    def idle_measured(self) -> bool:
+        return self.idle_window is not None
+
+    def idle_power_at(self, bound: Bound = Bound.POINT) -> Power:
+        """Baseline watts at a bound of the estimates' range; zero when no baseline was taken."""
+        return self.idle_window.power_at(bound) if self.idle_window is not None else Power()
+
+    @property
+    def idle_power(self) -> Power:
+        return self.idle_power_at(Bound.POINT)
+
+    @property
+    def is_estimate(self) -> bool:
+        """Some component with a sensor is estimated: its figures are bands, never 'measured'."""
+        return any(not m for c, m in self.measured.items() if self.sources.get(c, "none") != "none")
+
+    @property
+    def figures_label(self) -> str:
+        """measured (every metered component measured), ESTIMATE (any estimated), SIMULATED (a fake GPU)."""
+        if any("fake" in source for source in self.sources.values()):
+            return SIMULATED
+        return ESTIMATE if self.is_estimate else MEASURED
+
+    def run_energy(self, attribution: Attribution, bound: Bound = Bound.POINT) -> Energy:
+        """Energy of all the measured windows, gross or less the idle baseline over their duration."""
+        gross = sum((t.window.at(bound) for t in self.trials), Energy())
+        if attribution is Attribution.gross:
+            return gross
+        return gross - self.idle_power_at(bound) * self.duration_s
+
+    @property
     def gross(self) -> Energy:
-        return sum((t.window.energy for t in self.trials), Energy())
+        return self.run_energy(Attribution.gross)
 
     @property
     def idle(self) -> Energy:
@@ -112,26 +160,37 @@ class InferenceResult:
 
     @property
     def net(self) -> Energy:
-        return self.gross - self.idle
+        return self.run_energy(Attribution.net)
 
     @property
     def net_negative(self) -> bool:
         """The windows drew less than the idle baseline: net figures (and a net ESS) mean nothing."""
         return self.idle_measured and self.net.total < 0
 
-    def trial_energy(self, trial: TrialResult, attribution: Attribution) -> Energy:
-        gross = trial.window.energy
+    def trial_energy(self, trial: TrialResult, attribution: Attribution, bound: Bound = Bound.POINT) -> Energy:
+        gross = trial.window.at(bound)
         if attribution is Attribution.gross:
             return gross
-        return gross - self.idle_power * trial.window.duration_s
+        return gross - self.idle_power_at(bound) * trial.window.duration_s
 
-    def per_1k_samples(self, attribution: Attribution) -> Estimate:
+    def _per_1k(self, attribution: Attribution, bound: Bound) -> list[Energy]:
+        return [self.trial_energy(t, attribution, bound) * (1000 / t.samples) for t in self.trials]
+
+    def per_1k_samples(self, attribution: Attribution, bound: Bound = Bound.POINT) -> Estimate:
         """Joules per 1,000 inferences over the trials: mean and 95% interval."""
-        return estimate([self.trial_energy(t, attribution).total * 1000 / t.samples for t in self.trials])
+        return estimate([e.total for e in self._per_1k(attribution, bound)])
 
-    def component_per_1k_samples(self, attribution: Attribution) -> Energy:
-        per_trial = [self.trial_energy(t, attribution) * (1000 / t.samples) for t in self.trials]
+    def component_per_1k_samples(self, attribution: Attribution, bound: Bound = Bound.POINT) -> Energy:
+        per_trial = self._per_1k(attribution, bound)
         return sum(per_trial, Energy()) / len(per_trial)
+
+    def per_1k_bands(self, attribution: Attribution) -> dict[str, Band]:
+        """Per component and total: joules per 1,000 inferences with the band to quote (stats.band_of)."""
+        per_bound = {b: [e.as_dict() for e in self._per_1k(attribution, b)] for b in Bound}
+        return {
+            key: band_of(*([trial[key] for trial in per_bound[b]] for b in Bound))
+            for key in per_bound[Bound.POINT][0]
+        }
 
     @property
     def throughput(self) -> Estimate:
@@ -161,17 +220,25 @@ def trial_metrics(trial: TrialResult) -> dict[str, float]:
 
 def measure_idle(
     meter: EnergyMeter, seconds: float, state: str, sleep: Callable[[float], None] = time.sleep
-) -> Power | None:
-    """Baseline power in the workload's state; None when disabled."""
+) -> Window | None:
+    """The baseline window in the workload's state (its power at each bound); None when disabled."""
     if seconds <= 0:
         return None
     key = (state, *sorted(s.label for s in meter.sensors))
     if key not in _IDLE_CACHE:
         start = meter.snapshot()
         sleep(seconds)
-        _IDLE_CACHE[key] = meter.since(start).power
-        log.info("idle baseline (%s): %.1f W", state, _IDLE_CACHE[key].total)
+        _IDLE_CACHE[key] = meter.since(start)
+        log.info("idle baseline (%s): %.1f W", state, _IDLE_CACHE[key].power.total)
     return _IDLE_CACHE[key]
+
+
+def _target_reached(trials: Sequence[TrialResult], monitor: MonitorConfig) -> bool:
+    """The 95% CI of gross joules per 1,000 inferences is within monitor.target_rel_ci of its mean."""
+    if monitor.target_rel_ci is None or len(trials) < max(monitor.trials, 2):
+        return False
+    e = estimate([t.window.energy.total * 1000 / t.samples for t in trials])
+    return e.mean > 0 and e.ci95 <= monitor.target_rel_ci * e.mean
 
 
 def _metered(meter: EnergyMeter, action: Callable[[], object]) -> tuple[Window, object]:
@@ -259,7 +326,9 @@ def run_inference(
                 coarsest,
             )
     workload.attach_meter(meter)
-    with JobProgress(monitor.trials, monitor.min_window_s) as progress:
+    adaptive = monitor.target_rel_ci is not None
+    most = max(monitor.max_trials, monitor.trials) if adaptive else monitor.trials
+    with JobProgress(most, monitor.min_window_s, adaptive=adaptive) as progress:
         load, fit, arms = _load_and_warm_up(workload, meter, monitor, record, progress)
         # The sampler runs through the baseline too: a counter (RAPL, NVML) cannot leave its draw out, so
         # both sides of net carry it; estimates leave its process out (PowerSampler.start).
@@ -271,13 +340,16 @@ def run_inference(
         quality_outputs: list[object] = []
         arm_trials: dict[str, list[TrialResult]] = {name: [] for name in arms}
         arm_outputs: dict[str, list[object]] = {name: [] for name in arms}
+        stop = TrialsStop.MAX_TRIALS if adaptive else TrialsStop.FIXED
+        load_of_others = MachineLoad()
         sampler.start()
         try:
             progress.next_phase(f"idle baseline ({monitor.idle_s:g} s)")
             idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:{idle_key}:model_loaded", sleep)
             if idle is not None:
-                record({f"idle_power_w.{k}": v for k, v in idle.as_dict().items()}, 0)
-            for index in range(monitor.trials):
+                record({f"idle_power_w.{k}": v for k, v in idle.power.as_dict().items()}, 0)
+            load_of_others.start()
+            for index in range(most):
                 progress.trial(index)
                 if index and monitor.cooldown_s:
                     sleep(monitor.cooldown_s)
@@ -299,6 +371,10 @@ def run_inference(
                     arm_trial, _, outputs = _trial(meter, arms[name], monitor, index)
                     arm_trials[name].append(arm_trial)
                     arm_outputs[name].extend(outputs)
+                if _target_reached(trials, monitor):
+                    stop = TrialsStop.TARGET
+                    break
+            other_cpu_load = load_of_others.stop()
         finally:
             trace = sampler.stop()
 
@@ -315,8 +391,7 @@ def run_inference(
         facts=facts,
         load=load,
         fit=fit,
-        idle_power=idle if idle is not None else Power(),
-        idle_measured=idle is not None,
+        idle_window=idle,
         trials=tuple(trials),
         quality=quality,
         batch_latencies_s=tuple(latencies),
@@ -326,7 +401,16 @@ def run_inference(
             name: ArmResult(tuple(arm_trials[name]), arm.quality(arm_outputs[name]))
             for name, arm in arms.items()
         },
+        trials_stop=stop,
+        other_cpu_load=other_cpu_load,
     )
+    if stop is TrialsStop.MAX_TRIALS:
+        log.warning(
+            "the 95%% CI did not come within monitor.target_rel_ci=%g of the mean in %d trials "
+            "(monitor.max_trials): the figures carry the wider CI.",
+            monitor.target_rel_ci,
+            len(trials),
+        )
     if result.net_negative:
         log.warning(
             "net energy is NEGATIVE (%.4g J): the windows drew less than the idle baseline (%.3g W), so "

@@ -27,8 +27,15 @@ class JobProgress:
     """Phases: load (and fit), idle baseline, then one per trial; `arms` measured beside each trial
     (a selection job's strategies and members) make a trial's round longer, and the ETA says so."""
 
-    def __init__(self, trials: int, min_window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        trials: int,
+        min_window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        adaptive: bool = False,  # trials may stop before `trials` once the CI target is met
+    ) -> None:
         self.trials, self.min_window_s, self.clock = trials, min_window_s, clock
+        self.adaptive = adaptive
         self.arms = 0  # known once the workload has loaded
         self.rounds_s: list[float] = []
         self.round_started: float | None = None
@@ -80,7 +87,8 @@ class JobProgress:
         if self.round_started is not None:
             self.rounds_s.append(now - self.round_started)
         self.round_started = now
-        self.next_phase(f"trial {index + 1} of {self.trials}", self.eta(index))
+        most = "at most " if self.adaptive else ""
+        self.next_phase(f"trial {index + 1} of {most}{self.trials}", self.eta(index))
 
     def __enter__(self) -> JobProgress:
         # Log lines go above the live line instead of being glued to its end.
