@@ -222,6 +222,7 @@ class HardwareConfig:
     profile: str | None = None  # a key of the hardware table (h100, t4...); None detects it
     tier: str | None = None  # overrides the profile's tier (datacenter, desktop, edge, mobile...)
     cpu_model: str | None = None  # replaces the detected CPU model string (what-if estimates, tests)
+    cpu_microarch: str | None = None  # a key of cpu_identity.known_microarchs(); None detects it
 
 
 @dataclass

@@ -16,6 +16,13 @@ Rules, chosen so that a lookup is deterministic and the carbon basis is never mi
 * Cloud regions take carbon, PUE, WUE and EWIF from their ``cloud_regions.csv`` row (carbon is the
   lifecycle value of the region's country). A blank EWIF falls back to the zone rule above; a blank
   PUE/WUE stays ``None`` so the caller applies the hardware tier's default.
+* PUE: a tier's point comes from one ``pue_by_tier.csv`` row (``_PUE_ROW``) and its range from a set of
+  that tier's rows (``_PUE_RANGE``); see :func:`tier_pue`. A cloud region's own PUE and a user override
+  carry no range.
+* Water basis: every water Factor says whether it counts water "consumption" (evaporated, not returned)
+  or "withdrawal" (taken in, part of it returned), or ``None`` where its source does not say. The two are
+  never added without a flag: :func:`water_basis` names the basis of a WUE + EWIF pair, "MIXED: ..." when
+  they differ.
 """
 
 from __future__ import annotations
@@ -39,16 +46,38 @@ __all__ = [
     "resolve_region",
     "tier_pue",
     "tier_wue",
+    "water_basis",
 ]
+
+
+WATER_BASES = ("consumption", "withdrawal")
 
 
 @dataclass(frozen=True)
 class Factor:
-    """One sourced constant."""
+    """One sourced constant, with an optional sourced range and, for water factors, its basis.
+
+    ``low``/``high`` (both or neither) bound ``value`` when the tables give a spread for it: for a tier's
+    default PUE, the lowest and highest figure among the tier's ``pue_by_tier.csv`` rows picked by
+    ``_PUE_RANGE`` (see :func:`tier_pue`). ``None``: no range known (a cloud region's own PUE, a user
+    override, carbon and water factors). ``basis`` is for water factors only: "consumption",
+    "withdrawal", or ``None`` when the source does not say; other factors leave it ``None``.
+    """
 
     value: float
     source: str  # citation text from the table, or "override" when the user set the value
     year: int | None
+    low: float | None = None
+    high: float | None = None
+    basis: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.low is None) != (self.high is None):
+            raise ValueError(f"Factor range needs both low and high, got low={self.low}, high={self.high}")
+        if self.low is not None and not self.low <= self.value <= self.high:
+            raise ValueError(f"Factor value {self.value} outside its range {self.low}-{self.high}")
+        if self.basis is not None and self.basis not in WATER_BASES:
+            raise ValueError(f"Unknown water basis {self.basis!r}; allowed: {', '.join(WATER_BASES)} or None")
 
 
 @dataclass(frozen=True)
@@ -161,6 +190,19 @@ def _ewif_rows() -> dict[str, dict[str, str]]:
     return picked
 
 
+def _basis(cell: str, column: str) -> str | None:
+    """The water basis a ``water_basis``/``*_basis`` cell gives for ``column`` ("wue" or "ewif").
+
+    A cell is "consumption", "withdrawal", blank (not stated), or per column "wue: withdrawal / ewif:
+    consumption"; anything else is an error, so a new wording in the tables cannot pass as a basis.
+    """
+    parts = dict(p.split(": ", 1) for p in cell.split(" / ")) if ": " in cell else {column: cell}
+    basis = parts.get(column, "").strip()
+    if basis and basis not in WATER_BASES:
+        raise ValueError(f"unknown water basis {cell!r} in the reference tables")
+    return basis or None
+
+
 def _zone_ewif(zone: str) -> Factor:
     rows = _ewif_rows()
     country = _COUNTRY_OF.get(zone.split("-")[0], zone) if "-" in zone else zone
@@ -168,7 +210,8 @@ def _zone_ewif(zone: str) -> Factor:
         if candidate in rows:
             r = rows[candidate]
             note = "" if candidate == zone else f"fallback to {candidate} (no EWIF row for {zone}): "
-            return Factor(float(r["ewif_l_per_kwh"]), note + r["source"], _year(r["year"]))
+            basis = _basis(r["water_basis"], "ewif")
+            return Factor(float(r["ewif_l_per_kwh"]), note + r["source"], _year(r["year"]), basis=basis)
     raise AssertionError("water.csv has no WORLD EWIF row")  # the data tests guard this
 
 
@@ -186,9 +229,16 @@ def _cloud_factors(key: str, r: dict[str, str]) -> RegionFactors:
     if r["pue"]:
         pue = Factor(float(r["pue"]), f"{seg['pue']} [{r['pue_scope']}]", _year(r["pue_year"]))
     if r["wue_l_per_kwh"]:
-        wue = Factor(float(r["wue_l_per_kwh"]), f"{seg['wue']} [{r['wue_scope']}]", _year_in(r["wue_scope"]))
+        wue_source = f"{seg['wue']} [{r['wue_scope']}]"
+        wue = Factor(
+            float(r["wue_l_per_kwh"]),
+            wue_source,
+            _year_in(r["wue_scope"]),
+            basis=_basis(r["wue_basis"], "wue"),
+        )
     if r["ewif_l_per_kwh"]:
-        ewif = Factor(float(r["ewif_l_per_kwh"]), seg["ewif"], _year_in(seg["ewif"]))
+        ewif_basis = _basis(r["ewif_basis"], "ewif")
+        ewif = Factor(float(r["ewif_l_per_kwh"]), seg["ewif"], _year_in(seg["ewif"]), basis=ewif_basis)
     else:
         ewif = _zone_ewif(r["zone"])  # the country: water.csv has no rows for subzones
     name = f"{_PROVIDER_NAMES.get(r['provider'], r['provider'])} {r['region']} ({r['location']})"
@@ -227,7 +277,8 @@ def _unknown_message(region: str) -> str:
 
 TIERS = ("hyperscale", "datacenter", "colocation", "server_room", "desktop", "edge", "mobile")
 
-# tier -> (pue_by_tier.csv tier, start of its scope, year): the data README's recommended defaults.
+# tier -> (pue_by_tier.csv tier, start of its scope, year): the row of the tier's point value, the data
+# README's recommended defaults.
 _PUE_ROW = {
     "hyperscale": ("hyperscale_cloud", "AWS global", "2024"),
     "datacenter": ("enterprise_datacenter", "Uptime Institute", "2024"),
@@ -236,6 +287,20 @@ _PUE_ROW = {
     "desktop": ("desktop", "", ""),
     "edge": ("edge", "", ""),
     "mobile": ("mobile", "", ""),
+}
+
+# tier -> starts of the scopes whose rows (same pue_by_tier.csv tier as _PUE_ROW) make its range; () = all
+# of the tier's rows. Hyperscale takes the operators' own fleet figures only (Google, AWS, Meta), not
+# IDC's public-cloud industry average, which covers clouds at large; every other tier takes all its rows
+# (datacenter: Uptime's annual survey averages and IDC's on-premises figure).
+_PUE_RANGE: dict[str, tuple[str, ...]] = {
+    "hyperscale": ("Google", "AWS", "Meta"),
+    "datacenter": (),
+    "colocation": (),
+    "server_room": (),
+    "desktop": (),
+    "edge": (),
+    "mobile": (),
 }
 
 
@@ -252,19 +317,44 @@ def _pue_row(tier: str) -> dict[str, str]:
     raise AssertionError(f"pue_by_tier.csv lost its {table_tier} row")  # the data tests guard this
 
 
+def _pue_range(tier: str) -> tuple[float, float]:
+    """Lowest and highest PUE among the tier's ``_PUE_RANGE`` rows (their pue, pue_low and pue_high cells)."""
+    table_tier, prefixes = _PUE_ROW[tier][0], _PUE_RANGE[tier]
+    figures = [
+        float(cell)
+        for r in _table("pue_by_tier")
+        if r["tier"] == table_tier and (not prefixes or r["scope"].startswith(prefixes))
+        for cell in (r["pue"], r["pue_low"], r["pue_high"])
+        if cell
+    ]
+    if not figures:
+        raise AssertionError(f"pue_by_tier.csv has no {table_tier} rows for a range")  # data tests guard this
+    return min(figures), max(figures)
+
+
 def tier_pue(tier: str) -> Factor:
-    """Default PUE of a hardware tier (used when the region is not a cloud region)."""
+    """Default PUE of a hardware tier (used when the region is not a cloud region), with a sourced range.
+
+    Point: the tier's ``_PUE_ROW`` row of ``pue_by_tier.csv`` (server rooms: the midpoint of LBNL's
+    measured 1.5-2.1, labelled a derived assumption). Range (``low``/``high``): the lowest and highest
+    figure among the tier's ``_PUE_RANGE`` rows of the same table, so it moves with the table:
+    hyperscale = the operators' own fleet figures (Google, AWS, Meta; not IDC's public-cloud industry
+    average), datacenter = Uptime's annual survey averages and IDC's on-premises figure, colocation =
+    Equinix's annual averages, server room = LBNL's measured 1.5-2.1, desktop/edge/mobile = 1.0-1.0.
+    """
     _check_tier(tier)
     r = _pue_row(tier)
+    low, high = _pue_range(tier)
     if r["pue"]:
         source = r["source"]
         if source.startswith("Convention (as above)"):  # edge/mobile rows point at the desktop row
             source = _pue_row("desktop")["source"]
-        return Factor(float(r["pue"]), source, _year(r["year"]))
+        return Factor(float(r["pue"]), source, _year(r["year"]), low, high)
     # Server rooms: LBNL measured a range, not a typical value; take its midpoint and say so.
-    low, high = float(r["pue_low"]), float(r["pue_high"])
-    source = f"derived assumption, not a published value: midpoint of measured {low}-{high}; {r['source']}"
-    return Factor(round((low + high) / 2, 3), source, _year(r["year"]))
+    lbnl_low, lbnl_high = float(r["pue_low"]), float(r["pue_high"])
+    measured = f"{lbnl_low}-{lbnl_high}"
+    source = f"derived assumption, not a published value: midpoint of measured {measured}; {r['source']}"
+    return Factor(round((lbnl_low + lbnl_high) / 2, 3), source, _year(r["year"]), low, high)
 
 
 def tier_wue(tier: str) -> Factor:
@@ -273,9 +363,27 @@ def tier_wue(tier: str) -> Factor:
     if tier in ("hyperscale", "datacenter", "colocation"):
         r = _ewif_rows()["USA"]  # the Li et al. row (see _ewif_rows)
         source = f"Li et al. U.S.-average on-site WUE used as the data-centre default: {r['source']}"
-        return Factor(float(r["wue_onsite_l_per_kwh"]), source, _year(r["year"]))
+        basis = _basis(r["water_basis"], "wue")
+        return Factor(float(r["wue_onsite_l_per_kwh"]), source, _year(r["year"]), basis=basis)
+    # No basis: zero on-site water is the same under either, and no source states one (see water_basis).
     source = f"no evaporative cooling outside a data centre; {_pue_row('desktop')['source']}"
     return Factor(0.0, source, None)
+
+
+def water_basis(wue: Factor, ewif: Factor) -> str:
+    """The basis of the water figure ``E_IT * (WUE + PUE * EWIF)``, for the summary to show.
+
+    "consumption" or "withdrawal" when the on-site WUE and the EWIF agree; "unknown" when neither says;
+    otherwise "MIXED: on-site WUE <basis>, EWIF <basis>" (a missing basis reads "unknown"), so a sum of
+    withdrawal and consumption is never passed off as either. An on-site WUE of 0 adds no water, so it
+    cannot mix: the EWIF's basis is the answer.
+    """
+    onsite, offsite = wue.basis or "unknown", ewif.basis or "unknown"
+    if wue.value == 0:
+        return offsite
+    if onsite == offsite:
+        return onsite
+    return f"MIXED: on-site WUE {onsite}, EWIF {offsite}"
 
 
 # ---------------------------------------------------------------- hardware

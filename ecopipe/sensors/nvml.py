@@ -21,7 +21,10 @@ from ecopipe.sensors.base import Component, EnergySensor, SensorUnavailable, Sou
 
 log = logging.getLogger(__name__)
 
-# The counter and the power fields refresh every 100 ms (measured on an H100, DESIGN.md section 4).
+# Assumed refresh period of the energy counter and the power fields: 100 ms. An assumption, not a
+# measurement: this project has never run on a GPU, and NVML's reference gives no refresh period. For
+# how coarse the readings are, Yang et al., "Part-time Power Measurements: nvidia-smi's Lack of
+# Attention" (arXiv:2312.02741, SC24), report that on A100 and H100 only 25% of the runtime is sampled.
 NVML_REFRESH_S = 0.1
 
 
@@ -114,8 +117,8 @@ class _NvmlDevice:
     def power_w(self) -> float:
         """Instantaneous board power in W: the POWER_INSTANT field, else nvmlDeviceGetPowerUsage.
 
-        nvmlDeviceGetPowerUsage is a 1-second average on Ampere (except GA100) and newer GPUs, H100
-        included (NVML reference for nvmlDeviceGetPowerUsage), so a window integrated from it carries
+        nvmlDeviceGetPowerUsage is a 1-second average on Ampere (except GA100) and newer GPUs, Hopper
+        H100 included (NVML reference for nvmlDeviceGetPowerUsage), so a window integrated from it carries
         energy over from the previous phase; it is used only when the instant field is missing
         (decided once, at the first read), with a warning.
         """
@@ -139,10 +142,12 @@ class _NvmlDevice:
 
 
 class NvmlCounterSensor(EnergySensor):
-    """The GPU's own energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ; Volta and newer).
+    """The GPU's own energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ since the driver loaded;
+    Volta and newer, per the NVML reference).
 
-    Read only at the window edges: one read costs ~4 ms on an H100. Raises SensorUnavailable from the
-    constructor when NVML, the device or the counter is missing, so discovery can fall back.
+    Read only at the window edges (what one read costs has not been measured by this project). Raises
+    SensorUnavailable from the constructor when NVML, the device or the counter is missing, so
+    discovery can fall back.
     """
 
     component = Component.GPU
@@ -189,8 +194,10 @@ class NvmlPowerPollingSensor(EnergySensor):
     Power comes from NVML_FI_DEV_POWER_INSTANT where the driver has it (source nvml_power_polling),
     else nvmlDeviceGetPowerUsage (a 1-s average on some GPUs, see _NvmlDevice.power_w; source
     nvml_avg_power_polling). read_joules() takes one more sample at the
-    call so the integral ends exactly at the window edge. Under bursty load this reads low (12% on an
-    H100, DESIGN.md section 4): the counter is preferred wherever it exists.
+    call so the integral ends exactly at the window edge. Under bursty load a polled integral can miss
+    what happens between the GPU's own power samples (Yang et al., arXiv:2312.02741, report that on
+    A100 and H100 only 25% of the runtime is sampled); this project has not measured the error itself.
+    The counter is preferred wherever it exists.
     """
 
     component = Component.GPU
@@ -221,7 +228,7 @@ class NvmlPowerPollingSensor(EnergySensor):
         self._error: SensorUnavailable | None = None
 
     def _sample(self) -> float:
-        with self._lock:  # one power read costs ~5 us: holding the lock through it is cheap
+        with self._lock:  # held through the power read too, so samples stay in order (read cost not measured)
             watts = self._dev.power_w()
             now = self._clock()
             if self._last is not None:
@@ -360,7 +367,7 @@ class ResolvedGpu:
     cuda_index: int
     uuid: str  # NVML's name for it (GPU-... or MIG-...) when NVML knows it, else torch's
     index: int | None  # the NVML index the meter reads; None: not metered as the job's own
-    mig: bool  # a MIG instance, or a GPU in MIG mode: NVML's counter covers the whole physical GPU
+    mig: bool  # a MIG instance, or a GPU in MIG mode: NVML documents its counter per physical GPU
     reason: str | None = None  # one line: why the GPU is not metered as the job's own
 
     @property
@@ -377,7 +384,8 @@ def _nvml_names(uuid: str) -> tuple[str, str]:
 
 
 def _flag(nv: ModuleType, query: Callable[[Any], Any], handle: Any) -> bool:
-    """A yes/no NVML query; a GPU or driver without the feature (pre-Ampere: no MIG) answers no."""
+    """A yes/no NVML query; a GPU or driver without the feature answers no (MIG starts with the Ampere
+    A100, per NVIDIA's MIG User Guide, so older GPUs answer NotSupported)."""
     try:
         answer = query(handle)
     except nv.NVMLError as err:
@@ -424,10 +432,14 @@ def resolve_gpu(cuda_index: int, uuid: str) -> ResolvedGpu:
     """The GPU CUDA calls `cuda_index`, found in NVML by its UUID (as torch reports it, with or
     without the GPU-/MIG- prefix), never by index.
 
-    NVML ignores CUDA_VISIBLE_DEVICES (set by SLURM for every job) and may order devices differently
-    from CUDA, so the same number can name another card: a UUID NVML does not know leaves the GPU
-    unmetered rather than metering a guess. So does MIG: NVML's counter and power fields belong to the
-    physical GPU, shared by every instance. Needs pynvml only; NVML is released before returning.
+    NVML ignores CUDA_VISIBLE_DEVICES (a CUDA runtime variable, which SLURM sets for jobs given GPUs
+    through GRES), and "the NVML index may not correlate with other APIs, such as the CUDA device
+    index" (NVML reference, nvmlDeviceGetIndex, which recommends looking devices up by PCI id or UUID),
+    so the same number can name another card: a UUID NVML does not know leaves the GPU unmetered
+    rather than metering a guess. So does MIG: NVML documents the
+    energy counter and power fields per physical device, with no per-instance energy query, so they
+    would count every instance (as documented; not checked on a GPU by this project). Needs pynvml
+    only; NVML is released before returning.
     """
     try:
         nv = _import_pynvml()
