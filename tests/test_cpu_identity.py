@@ -293,3 +293,30 @@ def test_points_equal_ccfs_published_coefficients():
         assert float(table[key]["full_w_point"]) == pytest.approx(full, abs=5e-7)
     # CCF's published EPYC 5th Gen averages 1039 results (blank lines in its SKU list); ours the 41 Zen 5 ones
     assert table["zen5"]["results"] == "41" and float(table["zen5"]["ccf_published_full_w"]) > 8
+
+
+def test_ranges_are_the_union_of_their_server_families():
+    table = rows()
+    for range_key, vendor in (("range:intel", "intel"), ("range:amd", "amd"), ("range:all", None)):
+        members = [
+            r
+            for r in table.values()
+            if r["known"] == "true" and r["segment"] == "server" and vendor in (None, r["vendor"])
+        ]
+        for which in ("idle", "full"):
+            bands = [band(r, which) for r in members]
+            expected = (
+                min(b[0] for b in bands),
+                statistics.fmean(b[1] for b in bands),
+                max(b[2] for b in bands),
+            )
+            assert band(table[range_key], which) == pytest.approx(expected, abs=1e-6), range_key
+        assert int(table[range_key]["results"]) == sum(int(r["results"]) for r in members)
+
+
+def test_flag_tables_name_only_known_keys():
+    from ecopipe.cpu_identity import FLAGS_OF, LINEAGES
+
+    keys = set(known_microarchs())
+    assert set(FLAGS_OF) <= keys
+    assert {k for lineages in LINEAGES.values() for lineage in lineages.values() for k in lineage} <= keys
