@@ -15,7 +15,7 @@ from ecopipe.sensors.estimated import CpuPower
 from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
 from ecopipe.stages.inference import MEASURED, InferenceResult, TrialsStop
-from ecopipe.units import eng
+from ecopipe.units import eng, eng_range
 
 # `<name>_low` / `<name>_high` beside a metric: the ends of its band (stats.Band). One definition.
 LOW, HIGH = "_low", "_high"
@@ -90,8 +90,9 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
         "parameters": result.facts.parameters,
         "effective_parameters": result.facts.effective_parameters,
         "idle_measured": float(result.idle_measured),
-        "other_cpu_load": result.other_cpu_load,
     }
+    if math.isfinite(result.other_cpu_load):
+        metrics["other_cpu_load"] = result.other_cpu_load
     if result.fit is not None:
         metrics |= {"fit_s": result.fit.duration_s, "fit_energy_j": result.fit.energy.total}
     # Net and idle figures exist only where an idle baseline was taken: never net = gross by default.
@@ -302,19 +303,21 @@ def cpu_tags(cpu: CpuPower) -> dict[str, str]:
     }
 
 
-def _quoted(band: Band, unit: str, label: str) -> str:
-    """`0.19 µg (0.11–0.34)`, then the label: a figure as a reader should quote it."""
-    if band.exact:
-        return f"{eng(band.point, unit)}, {label}"
-    return f"{eng(band.point, unit)} ({eng(band.low, unit, 2)}–{eng(band.high, unit, 2)}), {label}"
+PER_1K = "per 1,000 inferences"
+
+
+def _quoted(band: Band, unit: str, per: str, label: str) -> str:
+    """`0.19 µg (0.11–0.34 µg) per 1,000 inferences, ESTIMATE`: a figure as a reader should quote it."""
+    ends = "" if band.exact else f" ({eng_range(band.low, band.high, unit)})"
+    return f"{eng(band.point, unit)}{ends} {per}, {label}"
 
 
 def _trials_text(result: InferenceResult, target: float | None) -> str:
     n = len(result.trials)
     if result.trials_stop is TrialsStop.TARGET:
-        return f"{n} trials, stopped once the CI was within {target:g} of the mean"
+        return f"{n} trials, stopped once the CI was within {target:.0%} of the mean"
     if result.trials_stop is TrialsStop.MAX_TRIALS:
-        return f"{n} trials: the CI target {target:g} was NOT reached (monitor.max_trials)"
+        return f"{n} trials: the CI target {target:.0%} was NOT reached (monitor.max_trials)"
     return f"{n} trials"
 
 
@@ -365,13 +368,14 @@ def summary(
     lines = [
         f"ecopipe  {name}  on {profile.name} ({result.device}, tier {profile.tier})",
         f"  data        {data_choice}",
-        f"  energy      {_quoted(energy, 'J', label)} per 1,000 inferences ({what}; "
+        f"  energy      {_quoted(energy, 'J', PER_1K, label)} ({what}; "
         f"{_trials_text(result, target_rel_ci)}, {f.attribution.value})  [{_energy_label(result)}]",
-        f"  CO2e        {_quoted(metric_band(metrics, 'co2e_g_per_1k'), 'g', label)} per 1,000 inferences  "
+        f"  CO2e        {_quoted(metric_band(metrics, 'co2e_g_per_1k'), 'g', PER_1K, label)}  "
         f"(region {f.region} {f.region_name}: {f.carbon_intensity.value:.4g} g/kWh {f.carbon_basis}, "
         f"{f.carbon_intensity.year or 'year not stated'}; {_pue_text(impact)})",
-        f"  water       {_quoted(metric_band(metrics, 'water_l_per_1k'), 'L', label)} per 1,000 inferences  "
-        f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh; {water_basis(f.wue, f.ewif)})",
+        f"  water       {_quoted(metric_band(metrics, 'water_l_per_1k'), 'L', PER_1K, label)}  "
+        f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh; "
+        f"basis {water_basis(f.wue, f.ewif)})",
         f"  ESS         {_ess_text(metrics, label, impact)}  "
         f"({metrics['effective_params_m']:.4g} M effective parameters)",
         f"  throughput  {eng(result.throughput.mean)} inferences/s  (batch {result.batch_size})",
@@ -400,7 +404,7 @@ def summary(
         basis = "generated" if result.tokens == result.tokens_out else "prompt"
         counts = f"({result.tokens_in} in, {result.tokens_out} out over the run)"
         tokens = metric_band(metrics, f"energy_per_1k_tokens_{f.attribution.value}_j")
-        lines.insert(3, f"  tokens      {_quoted(tokens, 'J', label)} per 1,000 {basis} tokens {counts}")
+        lines.insert(3, f"  tokens      {_quoted(tokens, 'J', f'per 1,000 {basis} tokens', label)} {counts}")
     return "\n".join(lines)
 
 

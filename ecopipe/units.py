@@ -22,6 +22,17 @@ def eng(value: float | None, unit: str = "", digits: int = SIGNIFICANT) -> str:
     return text.strip().replace("\u2212", "-")  # an ASCII minus: the text lands in CSV and terminals
 
 
+def eng_range(low: float | None, high: float | None, unit: str = "", digits: int = 2) -> str:
+    """`0.013, 0.022, "J"` -> `13–22 mJ`: a band's ends, the prefix and unit once where they share it."""
+    ends = [eng(low, unit, digits), eng(high, unit, digits)]
+    if not all(ends):
+        return ""
+    parts = [e.rpartition(" ") if " " in e else (e, "", "") for e in ends]
+    if parts[0][2] == parts[1][2] and parts[0][2]:
+        return f"{parts[0][0]}–{parts[1][0]} {parts[0][2]}"
+    return f"{ends[0]}–{ends[1]}"
+
+
 def percent(fraction: float | None, digits: int = 3) -> str:
     """`0.2345` -> `23.4%`."""
     if fraction is None or not math.isfinite(fraction):

@@ -27,7 +27,7 @@ from tests.conftest import FAST, run_cli
 EXPERIMENT = "agg"
 H100, T4 = "NVIDIA H100 SXM 80GB", "NVIDIA T4"
 GPU_SOURCES = {"gpu": "nvml_counter", "cpu": "rapl", "ram": "none"}
-CPU_SOURCES = {"gpu": "none", "cpu": "estimated_tdp", "ram": "none"}
+CPU_SOURCES = {"gpu": "none", "cpu": "estimated_specpower", "ram": "none"}
 MEASURED = {"nvml_counter", "nvml_power_polling", "rapl"}
 
 
@@ -183,21 +183,21 @@ def test_energy_sources_sit_beside_every_energy_figure(runs, store, tmp_path):
     result = aggregate(store, EXPERIMENT, out_dir=tmp_path / "out")
     sources = result.tables["energy_source"]
     assert cell(sources, H100, model="mlp") == "nvml_counter+rapl"
-    assert cell(sources, "Intel Xeon", model="mlp") == "estimated_tdp"
+    assert cell(sources, "Intel Xeon", model="mlp") == "estimated_specpower"
     assert cell(sources, "Simulated GPU", model="mlp") == "fake+rapl"
     assert pd.api.types.is_float_dtype(result.tables["energy_gross"][H100])  # numbers stay numbers
     text = (tmp_path / "out" / "summary.md").read_text()
     # Values in engineering notation, the CI in the same unit; each column's source once, in a last row.
     assert "| mlp | fp32 | 400 J ±20 J | 100 J ±5 J | 50 J ±2.5 J |" in text
-    source_row = "| energy source |  | estimated_tdp | nvml_counter+rapl | fake+rapl |"
+    source_row = "| energy source |  | estimated_specpower | nvml_counter+rapl | fake+rapl |"
     assert text.count(source_row) == 5  # gross, net, CO2e, water, ESS: each inherits its energy's source
     assert "| mlp | fp32 | 80 mg | 20 mg | 10 mg |" in text  # CO2e in g with its prefix
     assert "| mlp | fp32 | 444 µL | 111 µL | 55.6 µL |" in text  # water in L everywhere
-    assert "estimated_tdp" not in text.split(source_row)[0].splitlines()[-1]  # never in every cell
+    assert "estimated_specpower" not in text.split(source_row)[0].splitlines()[-1]  # never in every cell
     html = (tmp_path / "out" / "summary.html").read_text()
-    assert "400 J ±20 J" in html and "<td>estimated_tdp</td>" in html
+    assert "400 J ±20 J" in html and "<td>estimated_specpower</td>" in html
     csv = pd.read_csv(tmp_path / "out" / "tables" / "energy_source.csv")
-    assert csv.loc[0, "Intel Xeon"] == "estimated_tdp"
+    assert csv.loc[0, "Intel Xeon"] == "estimated_specpower"
 
 
 def test_a_cell_whose_source_differs_from_its_column_names_it(runs, store, tmp_path):
@@ -206,7 +206,7 @@ def test_a_cell_whose_source_differs_from_its_column_names_it(runs, store, tmp_p
     runs.job("d", hardware=H100, metrics=figures(0.002), sources=CPU_SOURCES)
     aggregate(store, EXPERIMENT, out_dir=tmp_path)
     text = (tmp_path / "summary.md").read_text()
-    assert "| d | fp32 | 2 mJ ±100 µJ (estimated_tdp) |" in text
+    assert "| d | fp32 | 2 mJ ±100 µJ (estimated_specpower) |" in text
     assert "| a | fp32 | 100 J ±5 J |" in text
     assert "| energy source |  | nvml_counter+rapl |" in text
 
@@ -372,11 +372,12 @@ def test_log_to_run_puts_files_and_tables_on_the_parent(runs, store, client, tmp
         '"path": "tables/ess.json", "type": "table"'
         in client.get_run(sweep).data.tags["mlflow.loggedArtifacts"]
     )
-    assert len(table) == 3
-    # log_table's JSON keeps 10 decimals; the CSV artifacts are exact.
-    assert table.loc[table["precision"] == "fp32", H100].item() == pytest.approx(
-        logged[("fp32", H100)]["ess"], rel=1e-8
-    )
+    # The table as the summary shows it: its 3 rows and the energy-source row, in words.
+    assert len(table) == 4 and table.iloc[-1]["model"] == "energy source"
+    assert table.loc[table["precision"] == "fp32", H100].item() == f"{logged[('fp32', H100)]['ess']:.4g}"
+    # The numbers are exact in the CSV artifacts.
+    csv = pd.read_csv(client.download_artifacts(sweep, "tables/ess.csv", str(tmp_path)))
+    assert csv.loc[csv["precision"] == "fp32", H100].item() == pytest.approx(logged[("fp32", H100)]["ess"])
 
 
 def test_log_to_run_writes_files_itself_when_none_were(runs, store, client):
@@ -398,7 +399,7 @@ def test_aggregates_a_real_job(make_cfg, client, store, tmp_path):
     energy = result.tables["energy_gross"]
     assert energy.loc[0, hardware] == run.data.metrics["energy_per_1k_gross_j"]
     assert result.tables["quality_accuracy"].loc[0, hardware] == run.data.metrics["quality.accuracy"]
-    assert "estimated_tdp" in result.tables["energy_source"].loc[0, hardware]
+    assert "estimated_specpower" in result.tables["energy_source"].loc[0, hardware]
     # The runs this file logs by hand carry only keys a real job logs, so they cannot drift from it.
     assert set(figures(1.0)) <= set(run.data.metrics)
     by_hand = client.get_run(Store(client, store).job(metrics=figures(1.0)))

@@ -452,8 +452,8 @@ def test_the_rehearsal_store_and_a_cpu_sweep_of_the_same_grid_make_two_hardware_
     assert len(table) == 4 and table[[simulated, cpu]].notna().all().all()  # 2 models x 2 precisions
     assert set(table["model"]) == {"opt-125m", "opt-350m"} and set(table["precision"]) == {"fp32", "bf16"}
     sources = pd.read_csv(tmp_path / "merged" / "tables" / "energy_source.csv")
-    assert set(sources[simulated]) == {"fake+estimated_tdp+estimated_rss"}  # each column its own label
-    assert set(sources[cpu]) == {"estimated_tdp+estimated_rss"}
+    assert set(sources[simulated]) == {"fake+estimated_specpower+estimated_rss"}  # each column its own label
+    assert set(sources[cpu]) == {"estimated_specpower+estimated_rss"}
 
 
 def step_processes(out: Path) -> list[int]:

@@ -34,7 +34,7 @@ def test_default_job_end_to_end(make_cfg, client):
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
-    assert tags["energy_source.cpu"] == "estimated_tdp"
+    assert tags["energy_source.cpu"] == "estimated_specpower"
     assert tags["energy_measured.cpu"] == "false"
     assert tags["energy_source.gpu"] == "none" and metrics["energy_gross_j.gpu"] == 0
     assert tags["ecopipe.region"] == "WORLD"
@@ -78,7 +78,7 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     assert note.startswith("### logistic_regression-digits-fp32-bs64")
     for row in ("| **energy** |", "| **CO2e** |", "| **water** |", "| **ESS** |", "| **quality** |"):
         assert row in note
-    assert "estimated_tdp (ESTIMATE)" in note
+    assert "estimated_specpower (ESTIMATE)" in note
 
     # Headline metrics: per million inferences, the raw figures rounded to 4 significant digits.
     def four_digits(value: float) -> float:
@@ -108,7 +108,7 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
 
 def test_summary_states_source_and_region(make_cfg):
     text = run_job(make_cfg("region=FRA")).summary
-    assert "cpu estimated_tdp (ESTIMATE)" in text
+    assert "cpu estimated_specpower (ESTIMATE)" in text
     assert "FRA" in text and "per 1,000 inferences" in text
     assert "data        digits (as configured)" in text  # which data set, and why
 
@@ -136,9 +136,9 @@ def test_monitor_rapl_false_estimates_beside_a_readable_rapl(make_cfg, client, m
     meter.close()
     outcome = run_job(make_cfg("monitor.rapl=false"))
     tags = client.get_run(outcome.run_id).data.tags
-    assert (tags["energy_source.cpu"], tags["energy_source.ram"]) == ("estimated_tdp", "estimated_rss")
+    assert (tags["energy_source.cpu"], tags["energy_source.ram"]) == ("estimated_specpower", "estimated_rss")
     assert (tags["energy_set_aside.cpu"], tags["energy_set_aside.ram"]) == ("rapl", "rapl")
-    assert "cpu estimated_tdp (ESTIMATE: rapl set aside on request)" in outcome.summary
+    assert "cpu estimated_specpower (ESTIMATE: rapl set aside on request)" in outcome.summary
 
 
 @pytest.mark.parametrize(
@@ -262,6 +262,6 @@ def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeyp
     # The kept figures say how they were obtained: the meter's sources are tagged before measuring.
     tags = run.data.tags
     assert tags["energy_source.gpu"] == "none" and tags["energy_measured.gpu"] == "false"
-    assert tags["energy_source.cpu"] in ("rapl", "estimated_tdp")
+    assert tags["energy_source.cpu"] in ("rapl", "estimated_specpower")
     assert tags["energy_measured.cpu"] == str(tags["energy_source.cpu"] == "rapl").lower()
     assert tags["energy_source.ram"] in ("rapl", "estimated_rss") and "energy_method.cpu" in tags

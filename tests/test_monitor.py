@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
@@ -16,10 +17,10 @@ from ecopipe.job import run_job
 from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
 from ecopipe.monitor.sampler import SAMPLES_PER_E_FOLD, PowerSampler, sampling_period
 from ecopipe.monitor.stats import estimate
-from ecopipe.sensors.estimated import EstimatedCpuSensor, EstimatedRamSensor, cpu_share, load_fraction
+from ecopipe.sensors.estimated import CpuShare, EstimatedCpuSensor, EstimatedRamSensor, cpu_power
 from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.stages import inference
-from ecopipe.stages.inference import InferenceResult, TrialResult, measure_idle, run_inference
+from ecopipe.stages.inference import InferenceResult, TrialResult, TrialsStop, measure_idle, run_inference
 from ecopipe.workloads.base import ModelFacts, Workload
 
 
@@ -66,7 +67,7 @@ def test_one_timestamp_per_snapshot_for_models():
         clock.now += 0.020
         return 0.0
 
-    share = cpu_share(2, 100.0, 2, "test CPU")  # 100 W share; idle: 12 W
+    share = CpuShare(cpu_power(EPYC_7763), 2, "given")  # Zen 3: idle 0.455625 W per thread
     sensors = [
         FakeGpuSensor(250.0, clock=clock),
         EstimatedCpuSensor(share, clock=clock, cpu_seconds=slow_cpu_seconds),
@@ -78,9 +79,9 @@ def test_one_timestamp_per_snapshot_for_models():
     clock.now += 2.0
     window = meter.since(start)
     assert window.energy.gpu == pytest.approx(250.0 * window.duration_s, rel=1e-12)
-    assert window.energy.cpu == pytest.approx(12.0 * window.duration_s, rel=1e-12)
+    assert window.energy.cpu == pytest.approx(2 * 0.455625 * window.duration_s, rel=1e-6)
     assert window.energy.ram == pytest.approx(3.0 * window.duration_s, rel=1e-12)
-    assert meter.methods.keys() == {"cpu", "ram"} and "Teads" in meter.methods["cpu"]
+    assert meter.methods.keys() == {"cpu", "ram"} and "SPECpower" in meter.methods["cpu"]
 
 
 def test_a_window_is_two_snapshots_apart_per_component_with_their_wall_clock_edges():
@@ -119,8 +120,7 @@ def _result(trials: Sequence[TrialResult], idle: Power) -> InferenceResult:
         facts=ModelFacts(10, 10.0, "float32", "fitted"),
         load=Window(Energy(), 0.0),
         fit=None,
-        idle_power=idle,
-        idle_measured=True,
+        idle_window=Window(idle * 1.0, 1.0),  # idle W over 1 s
         trials=tuple(trials),
         quality={},
         batch_latencies_s=(),
@@ -170,10 +170,13 @@ class ClockedWorkload(Workload):
         return ModelFacts(6, 6.0, "int", "fitted")
 
 
+EPYC_7763 = "AMD EPYC 7763 64-Core Processor"
+
+
 def test_window_extends_to_min_window(monkeypatch):
     clock = ScriptedClock(read_cost_s=1e-4)  # reads take time: net stays exactly zero all the same
     meter = EnergyMeter(
-        [FakeGpuSensor(100.0, clock=clock), EstimatedRamSensor.installed(8.0, clock)], clock=clock
+        [FakeGpuSensor(100.0, clock=clock), EstimatedRamSensor.installed(8.0, clock=clock)], clock=clock
     )
     meter.open()
     monitor = MonitorConfig(trials=2, min_window_s=1.0, min_iterations=1, warmup_batches=1, idle_s=0.5)
@@ -213,7 +216,7 @@ def test_idle_baseline_cached_per_state(monkeypatch):
     again = measure_idle(meter, 2.0, "cuda:0:model_loaded", sleep)
     other = measure_idle(meter, 2.0, "cpu:model_loaded", sleep)
     assert first is again  # served from the cache
-    assert first.gpu == pytest.approx(80.0) and other.gpu == pytest.approx(80.0)
+    assert first.power.gpu == pytest.approx(80.0) and other.power.gpu == pytest.approx(80.0)
     assert sleeps == [2.0, 2.0]  # the repeated state was served from the cache
     assert measure_idle(meter, 0.0, "x", sleep) is None
 
@@ -281,8 +284,9 @@ def test_whole_stage_on_a_simulated_gpu(make_cfg, client):
 
 def test_sampler_is_left_out_of_the_cpu_estimate():
     # The sampler is a child of the job: a CPU estimate from the job's CPU time must not charge it. The
-    # job sleeps, so its utilisation is ~0 and the estimate stays on the curve's idle floor (12%).
-    share = cpu_share(1, 10.0, 1, "test CPU")  # one thread: the sampler's CPU would show fully
+    # job sleeps, so its utilisation is ~0 and the estimate stays at the idle figure.
+    share = CpuShare(cpu_power(EPYC_7763), 1, "given")  # one thread: the sampler's CPU would show fully
+    idle, full = share.power.coefficients.idle_w[1], share.power.coefficients.full_w[1]
     sensor = EstimatedCpuSensor(share)
     sensor.open()
     sampler = PowerSampler([sensor], min_hz=500.0, max_hz=500.0)
@@ -291,11 +295,11 @@ def test_sampler_is_left_out_of_the_cpu_estimate():
     time.sleep(1.0)
     joules, elapsed = sensor.read_joules() - start, time.perf_counter() - t0
     trace = sampler.stop()
-    fraction = joules / (share.tdp_share_w * elapsed)
-    # Had its CPU counted, the sampler alone would have lifted the fraction this much above 0.12:
-    lift = load_fraction(trace.sampler_cpu_s / elapsed) - 0.12
-    assert lift > 0.004  # it does cost something at 500 Hz, so the next check can fail
-    assert fraction - 0.12 < lift / 2
+    charged = (joules / elapsed - idle) / (full - idle)  # the utilisation the estimate charged
+    # Had its CPU counted, the sampler alone would have been charged this utilisation:
+    sampler_share = trace.sampler_cpu_s / elapsed
+    assert sampler_share > 0.004  # it does cost something at 500 Hz, so the next check can fail
+    assert charged < sampler_share / 2
 
 
 def test_idle_baseline_keyed_on_model_and_precision(monkeypatch):
@@ -341,7 +345,7 @@ def test_negative_net_is_flagged_and_ess_not_defined(monkeypatch, caplog):
     assert math.isnan(ess.ess) and "ess" not in {k for k, v in stage.items() if math.isfinite(v)}
     assert impact_tags(impact)["ecopipe.ess"] == "not defined: net CO2e <= 0"
     profile = DeviceProfile("unknown", "CPU", "CPU", "datacenter", None, None, "test")
-    text = summary("job", profile, result, impact, ess, "digits (as configured)")
+    text = summary("job", profile, result, impact, metrics | stage, "digits (as configured)")
     assert "ESS         not defined (net CO2e" in text
 
 
@@ -349,7 +353,47 @@ def test_cpu_model_override_reaches_the_job(make_cfg, client):
     outcome = run_job(make_cfg("hardware.cpu_model='AMD EPYC 7763 64-Core Processor'"))
     tags = client.get_run(outcome.run_id).data.tags
     assert tags["ecopipe.hardware"] == "AMD EPYC 7763"
-    if tags["energy_source.cpu"] == "estimated_tdp":  # no readable RAPL here
-        assert "280 W TDP / 128 threads per package" in tags["energy_method.cpu"]
-        assert "estimates   cpu: AMD EPYC 7763 64-Core Processor: 280 W TDP" in outcome.summary
+    assert (tags["hardware.cpu_microarch"], tags["hardware.cpu_microarch_identified_by"]) == ("zen3", "name")
+    assert "cpu         zen3 (identified by name" in outcome.summary
+    if tags["energy_source.cpu"] == "estimated_specpower":  # no readable RAPL here
+        assert "280 W / 128 threads = 2.19 W per thread" in tags["energy_method.cpu"]
+        assert "estimates   cpu: Zen 3 (EPYC)" in outcome.summary
     assert tags["energy_source.ram"] in ("rapl", "estimated_rss")
+
+
+class NoisyGpu(FakeGpuSensor):
+    """A simulated GPU whose power changes every read (seeded), so trials differ by ~30%."""
+
+    def __init__(self, clock: ScriptedClock) -> None:
+        super().__init__(100.0, clock=clock)
+        self.rng, self.joules, self.last = np.random.default_rng(0), 0.0, 0.0
+
+    def read_joules_at(self, at: float) -> float:
+        self.joules += (at - self.last) * 100.0 * (1 + 0.3 * self.rng.standard_normal())
+        self.last = at
+        return self.joules
+
+
+@pytest.mark.parametrize(
+    ("noisy", "trials", "stop"),
+    [(False, 3, TrialsStop.TARGET), (True, 6, TrialsStop.MAX_TRIALS)],
+)
+def test_trials_go_on_until_the_ci_target_or_the_cap(monkeypatch, noisy, trials, stop):
+    clock = ScriptedClock()
+    gpu = NoisyGpu(clock) if noisy else FakeGpuSensor(100.0, clock=clock)
+    meter = EnergyMeter([gpu], clock=clock)
+    meter.open()
+    monkeypatch.setattr(inference, "_IDLE_CACHE", {})
+    monitor = MonitorConfig(trials=3, target_rel_ci=0.05, max_trials=6, min_window_s=0.4, warmup_batches=0)
+    result = run_inference(
+        ClockedWorkload(clock), meter, monitor, 3, sleep=lambda s: setattr(clock, "now", clock.now + s)
+    )
+    # Constant power: the CI is zero at the third trial, the fewest asked for. Noisy: never within 5%.
+    assert (len(result.trials), result.trials_stop) == (trials, stop)
+    e = result.per_1k_samples(Attribution.gross)
+    assert (e.ci95 <= 0.05 * e.mean) == (stop is TrialsStop.TARGET)
+    fixed = run_inference(
+        ClockedWorkload(clock), meter, MonitorConfig(trials=2, min_window_s=0.4, warmup_batches=0), 3,
+        sleep=lambda s: setattr(clock, "now", clock.now + s),
+    )  # fmt: skip
+    assert (len(fixed.trials), fixed.trials_stop) == (2, TrialsStop.FIXED)

@@ -60,7 +60,11 @@ def test_energy_quality_one_frontier_per_dataset(tmp_path, rows):
     energy = table(rows, seed=1)
     accuracy = table(rows, seed=2, spread=10.0)
     sources = energy.copy()
-    sources[list(HARDWARE)] = ["nvml_counter+rapl", "nvml_power_polling", "estimated_tdp+estimated_per_gb"]
+    sources[list(HARDWARE)] = [
+        "nvml_counter+rapl",
+        "nvml_power_polling",
+        "estimated_specpower+estimated_per_gb",
+    ]
     (path,) = plots.energy_quality(energy, {"accuracy": accuracy}, tmp_path / "eq.png", sources)
     assert is_png(path)
 

@@ -16,6 +16,7 @@ from scipy import stats
 from ecopipe import report
 from ecopipe.config import Attribution, ImpactConfig
 from ecopipe.hardware import DeviceProfile
+from ecopipe.job import footprint_stages
 from ecopipe.monitor.energy import Energy, Power, Window, machine_meter
 from ecopipe.monitor.sampler import Trace
 from ecopipe.stages.ess import run_ess
@@ -34,15 +35,14 @@ def result(**changes) -> InferenceResult:
     """Two trials of 100 inferences: 10.5 J in 0.1 s, then 15.5 J in 0.15 s; idle 26 W."""
     made = InferenceResult(
         device="cuda:0",
-        sources={"gpu": "nvml_counter", "cpu": "estimated_tdp", "ram": "estimated_rss"},
+        sources={"gpu": "nvml_counter", "cpu": "estimated_specpower", "ram": "estimated_rss"},
         measured={"gpu": True, "cpu": False, "ram": False},
         methods={"cpu": "8 W share", "ram": "0.375 W/GB"},
         resolution_s={"gpu": 0.1, "cpu": 0.01, "ram": 0.0},
         facts=ModelFacts(1_000_000, 500_000.0, "float16", "pretrained", {"phase": "generate"}),
         load=Window(Energy(0.0, 1.0, 0.25), 0.5),
         fit=Window(Energy(0.0, 4.0, 0.0), 2.0),
-        idle_power=Power(20.0, 5.0, 1.0),
-        idle_measured=True,
+        idle_window=Window(Power(20.0, 5.0, 1.0) * 2.0, 2.0),  # 26 W
         trials=(trial(8.0, 2.0, 0.5, 0.1), trial(12.0, 3.0, 0.5, 0.15)),
         quality={"accuracy": 0.91234, "loss": 0.3},
         batch_latencies_s=(0.01, 0.02, 0.03, 0.04),
@@ -65,6 +65,17 @@ def components(prefix: str, gpu: float, cpu: float, ram: float) -> dict[str, flo
         f"{prefix}.ram": ram,
         f"{prefix}.total": gpu + cpu + ram,
     }
+
+
+def band(name: str, a: float, b: float) -> dict[str, float]:
+    """A per-trial figure of measured windows: its band is its mean less and plus its 95% CI."""
+    mean, ci = two(a, b)[""], two(a, b)["ci95"]
+    return {name: mean, f"{name}_low": mean - ci, f"{name}_high": mean + ci}
+
+
+def exact(values: dict[str, float]) -> dict[str, float]:
+    """Run totals of measured windows: no CI, their band is the figure itself."""
+    return {f"{k}{end}": v for k, v in values.items() for end in ("", "_low", "_high")}
 
 
 def test_inference_metrics_by_hand():
@@ -91,16 +102,26 @@ def test_inference_metrics_by_hand():
         "idle_measured": 1.0,
         **{f"energy_per_1k_gross{k and '_' + k}_j".replace("_cv_j", "_cv"): v for k, v in gross.items()},
         **{f"energy_per_1k_net{k and '_' + k}_j".replace("_cv_j", "_cv"): v for k, v in net.items()},
-        **components("energy_per_1k_gross_j", 100.0, 25.0, 5.0),
-        **components("energy_per_1k_net_j", 75.0, 18.75, 3.75),
-        **components("energy_gross_j", 20.0, 5.0, 1.0),
-        **components("energy_net_j", 15.0, 3.75, 0.75),
-        **components("energy_per_1k_tokens_gross_j", 25.0, 6.25, 1.25),
-        "energy_per_1k_tokens_gross_j": 32.5,
-        **components("energy_per_1k_tokens_net_j", 18.75, 4.6875, 0.9375),
-        "energy_per_1k_tokens_net_j": 24.375,
+        # per trial, J per 1,000: gross gpu 80 and 120, cpu 20 and 30, ram 5 and 5; the idle's 20, 5
+        # and 1 W over 0.1 and 0.15 s, per 1,000: 20 and 30, 5 and 7.5, 1 and 1.5
+        **band("energy_per_1k_gross_j", 105.0, 155.0),
+        **band("energy_per_1k_gross_j.gpu", 80.0, 120.0),
+        **band("energy_per_1k_gross_j.cpu", 20.0, 30.0),
+        **band("energy_per_1k_gross_j.ram", 5.0, 5.0),
+        **band("energy_per_1k_gross_j.total", 105.0, 155.0),
+        **band("energy_per_1k_net_j", 79.0, 116.0),
+        **band("energy_per_1k_net_j.gpu", 60.0, 90.0),
+        **band("energy_per_1k_net_j.cpu", 15.0, 22.5),
+        **band("energy_per_1k_net_j.ram", 4.0, 3.5),
+        **band("energy_per_1k_net_j.total", 79.0, 116.0),
+        **exact(components("energy_gross_j", 20.0, 5.0, 1.0)),
+        **exact(components("energy_net_j", 15.0, 3.75, 0.75)),
+        **exact(components("energy_per_1k_tokens_gross_j", 25.0, 6.25, 1.25)),
+        **exact({"energy_per_1k_tokens_gross_j": 32.5}),
+        **exact(components("energy_per_1k_tokens_net_j", 18.75, 4.6875, 0.9375)),
+        **exact({"energy_per_1k_tokens_net_j": 24.375}),
         **components("energy_idle_j", 5.0, 1.25, 0.25),
-        **components("idle_power_w", 20.0, 5.0, 1.0),
+        **exact(components("idle_power_w", 20.0, 5.0, 1.0)),
         "quality.accuracy": 0.91234,
         "quality.loss": 0.3,
     }
@@ -108,8 +129,7 @@ def test_inference_metrics_by_hand():
     # No baseline: gross only, no net or idle figure; no fit; a prefill window counts prompt tokens.
     bare = report.inference_metrics(
         result(
-            idle_measured=False,
-            idle_power=Power(),
+            idle_window=None,
             fit=None,
             facts=ModelFacts(1, 1.0, "f", "w", {"phase": "prefill"}),
         )
@@ -222,6 +242,8 @@ def test_impact_ess_headline_and_tags_by_hand():
         "ecopipe.region_name": factors.region_name,
         "ecopipe.attribution": "net",
         "ecopipe.carbon_basis": "override",
+        "ecopipe.carbon_year": "not stated",
+        "ecopipe.water_basis": "unknown",
         "ecopipe.source.carbon_intensity": "override",
         "ecopipe.source.pue": "override",
         "ecopipe.source.wue": "override",
@@ -237,7 +259,7 @@ def test_impact_ess_headline_and_tags_by_hand():
 def test_source_tags_say_what_measured_each_component():
     assert report.source_tags(result()) == {
         "energy_source.gpu": "nvml_counter",
-        "energy_source.cpu": "estimated_tdp",
+        "energy_source.cpu": "estimated_specpower",
         "energy_source.ram": "estimated_rss",
         "energy_complete": "true",
         "energy_measured.gpu": "true",
@@ -255,44 +277,56 @@ def test_source_tags_say_what_measured_each_component():
     assert report.source_tags(result(sources=blind))["energy_complete"] == "false"
     assert report.source_tags(result(sources=blind, device="cpu"))["energy_complete"] == "true"
     # Windows that drew less than idle are flagged; without a baseline there is no flag at all.
-    low = result(idle_power=Power(200.0, 0.0, 0.0))
+    low = result(idle_window=Window(Power(200.0, 0.0, 0.0), 1.0))
     assert report.source_tags(low)["ecopipe.net_negative"] == "true"
-    assert "ecopipe.net_negative" not in report.source_tags(result(idle_measured=False))
+    assert "ecopipe.net_negative" not in report.source_tags(result(idle_window=None))
 
 
 PROFILE = DeviceProfile("h100", "NVIDIA H100 SXM 80GB", "NVIDIA H100", "datacenter", 700.0, None, "table")
 
 
+def summarise(inference: InferenceResult, config: ImpactConfig = FACTORS, params: float = 500_000.0) -> str:
+    """The job's summary, from its logged metrics and the impact stage at each bound, as a job makes it."""
+    metrics = report.inference_metrics(inference)
+    factors = resolve_factors(config, "WORLD", "datacenter")
+    impact, _, stage = footprint_stages(metrics, factors, params, None, None)
+    return report.summary("m-d-fp16-bs8", PROFILE, inference, impact, metrics | stage, "d (as configured)")
+
+
 def test_summary_and_run_description_by_hand():
-    inference = result()
-    basis = report.energy_basis(report.inference_metrics(inference), Attribution.net)
-    impact = run_impact(basis, resolve_factors(FACTORS, "WORLD", "datacenter"))
-    text = report.summary(
-        "m-d-fp16-bs8", PROFILE, inference, impact, run_ess(500_000.0, impact), "d (as configured)"
-    )
+    text = summarise(result())
     net = two(79.0, 116.0)
-    co2e_per_1k = net[""] / 3.6e6 * 1.5 * 400
-    water_per_1k = net[""] / 3.6e6 * (2.0 + 1.5 * 3.0)
-    assert (net[""], round(net["ci95"], 1), round(co2e_per_1k * 1e3, 2), round(water_per_1k * 1e6, 1)) == (
-        pytest.approx(97.5),
-        235.1,
+    low, high = net[""] - net["ci95"], net[""] + net["ci95"]  # the gpu is measured, the cpu estimated
+    co2e, water = (net[""] / 3.6e6 * f for f in (1.5 * 400, 2.0 + 1.5 * 3.0))
+    assert (net[""], round(low, 1), round(high, 1)) == (pytest.approx(97.5), -137.6, 332.6)
+    assert (round(co2e * 1e3, 2), round(low * 600 / 3.6e3, 1), round(high * 600 / 3.6e3, 1)) == (
         16.25,
+        -22.9,
+        55.4,
+    )  # mg
+    assert (round(water * 1e6, 1), round(low * 6.5 / 3.6, 1), round(high * 6.5 / 3.6, 1)) == (
         176.0,
-    )
+        -248.4,
+        600.5,
+    )  # µL
     assert text.splitlines() == [
         "ecopipe  m-d-fp16-bs8  on NVIDIA H100 SXM 80GB (cuda:0, tier datacenter)",
         "  data        d (as configured)",
-        "  energy      97.5 J per 1,000 inferences ±240 J (95% CI, 2 trials, net)  "
-        "[gpu nvml_counter, cpu estimated_tdp (ESTIMATE), ram estimated_rss (ESTIMATE)]",
-        "  tokens      24.4 J per 1,000 generated tokens (2000 in, 800 out over the run)",
-        f"  CO2e        16.3 mg per 1,000 inferences  (region WORLD {impact.factors.region_name}: "
-        "400 g/kWh override, PUE 1.5)",
-        "  water       176 µL per 1,000 inferences  (on-site WUE 2 L/kWh, EWIF 3 L/kWh)",
-        f"  ESS         {0.5 / co2e_per_1k:.4g}  (0.5 M effective parameters)",
+        "  energy      97.5 J (-140–330 J) per 1,000 inferences, ESTIMATE (band: the coefficients' range "
+        "and the 95% CI; 2 trials, net)  "
+        "[gpu nvml_counter, cpu estimated_specpower (ESTIMATE), ram estimated_rss (ESTIMATE)]",
+        "  tokens      24.4 J per 1,000 generated tokens, ESTIMATE (2000 in, 800 out over the run)",
+        "  CO2e        16.3 mg (-23–55 mg) per 1,000 inferences, ESTIMATE  (region WORLD "
+        f"{resolve_factors(FACTORS, 'WORLD', 'datacenter').region_name}: 400 g/kWh override, year not "
+        "stated; PUE 1.5)",
+        "  water       176 µL (-250–600 µL) per 1,000 inferences, ESTIMATE  (on-site WUE 2 L/kWh, "
+        "EWIF 3 L/kWh; basis unknown)",
+        # the low end's CO2e is negative, where an ESS is not defined: the point alone
+        f"  ESS         {0.5 / co2e:.4g}, ESTIMATE  (0.5 M effective parameters)",
         "  throughput  833 inferences/s  (batch 8)",
         "  quality     accuracy 0.9123",
-        "  estimates   cpu: 8 W share; ram: 0.375 W/GB. Estimated energy follows wall time, not what the "
-        "hardware drew.",
+        "  estimates   cpu: 8 W share; ram: 0.375 W/GB. Estimated energy follows the job's CPU time and "
+        "memory, not what the hardware drew.",
     ]
     # The run page's note: a heading, the hardware, then one table row per summary line.
     assert report.description(text).splitlines()[:7] == [
@@ -317,13 +351,9 @@ def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
         quality={"loss": 0.3},
         facts=ModelFacts(1, 1.0, "f", "random", {}),
     )
-    basis = report.energy_basis(report.inference_metrics(simulated), Attribution.gross)
-    zero = resolve_factors(
-        replace(FACTORS, carbon_intensity=0.0, attribution=Attribution.gross), "WORLD", "datacenter"
-    )
-    impact = run_impact(basis, zero)
-    lines = report.summary("m", PROFILE, simulated, impact, run_ess(1.0, impact), "d").splitlines()
-    assert "[gpu fake (SIMULATED), cpu rapl]" in lines[2]
+    zero = replace(FACTORS, carbon_intensity=0.0, attribution=Attribution.gross)
+    lines = summarise(simulated, zero, 1.0).splitlines()
+    assert "[gpu fake (SIMULATED), cpu rapl]" in lines[2] and ", SIMULATED (" in lines[2]
     assert lines[6] == (
         "  ESS         not defined (gross CO2e 0 g per 1,000 inferences: the windows drew no more than "
         "the idle baseline)  (1e-06 M effective parameters)"
@@ -332,23 +362,23 @@ def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
         "estimates" in line for line in lines
     )
     # Gross attribution: the summary's figure is the gross mean, (105 + 155) / 2 J per 1,000.
-    assert (
-        lines[2].startswith("  energy      130 J per 1,000 inferences ±") and "2 trials, gross)" in lines[2]
-    )
+    assert lines[2].startswith("  energy      130 J (") and "2 trials, gross)" in lines[2]
     assert lines[3].startswith("  tokens      32.5 J per 1,000 generated tokens")  # 260 J / 800 out
     # A prefill pass generates nothing: its tokens are the prompt's.
     prefill = result(trials=tuple(replace(t, tokens_out=0) for t in simulated.trials))
-    impact = run_impact(report.energy_basis(report.inference_metrics(prefill), Attribution.gross), zero)
-    text = report.summary("m", PROFILE, prefill, impact, run_ess(1.0, impact), "d")
-    assert "  tokens      13 J per 1,000 prompt tokens (2000 in, 0 out over the run)" in text
+    assert "  tokens      13 J per 1,000 prompt tokens, ESTIMATE (2000 in, 0 out over the run)" in summarise(
+        prefill, zero, 1.0
+    )
     blind = result(
         sources={"gpu": "none", "cpu": "rapl", "ram": "none"},
         measured={"gpu": False, "cpu": True, "ram": False},
         quality={},
     )
-    line = report.summary("m", PROFILE, blind, impact, run_ess(1.0, impact), "d").splitlines()[2]
+    line = summarise(blind, zero, 1.0).splitlines()[2]
     assert "[gpu NOT MEASURED (no usable sensor: the total leaves the GPU out), cpu rapl]" in line
-    cpu_job = report.summary("m", PROFILE, replace(blind, device="cpu"), impact, run_ess(1.0, impact), "d")
+    # Every component with a sensor measured: the figures are "measured", their band the 95% CI.
+    assert ", measured (95% CI; 2 trials, gross)" in line and "ESTIMATE" not in line
+    cpu_job = summarise(replace(blind, device="cpu"), zero, 1.0)
     assert "[cpu rapl]" in cpu_job and "none for this model and data set" in cpu_job
 
 
@@ -357,9 +387,7 @@ MIG_REASON = "cuda:0 is MIG instance MIG-dddd of NVML GPU 1: NVML's counter cove
 
 def energy_line(inference: InferenceResult) -> str:
     """The summary's energy line, where each component's source is named."""
-    basis = report.energy_basis(report.inference_metrics(inference), Attribution.net)
-    impact = run_impact(basis, resolve_factors(FACTORS, "WORLD", "datacenter"))
-    return report.summary("m", PROFILE, inference, impact, run_ess(1.0, impact), "d").splitlines()[2]
+    return summarise(inference).splitlines()[2]
 
 
 def test_a_gpu_left_unmetered_says_why_in_tags_and_summary():
@@ -383,6 +411,6 @@ def test_rapl_set_aside_on_request_is_named_in_tags_and_summary():
     tags = report.source_tags(aside)
     assert (tags["energy_set_aside.cpu"], tags["energy_set_aside.ram"]) == ("rapl", "rapl")
     assert (
-        "[gpu nvml_counter, cpu estimated_tdp (ESTIMATE: rapl set aside on request), "
+        "[gpu nvml_counter, cpu estimated_specpower (ESTIMATE: rapl set aside on request), "
         "ram estimated_rss (ESTIMATE: rapl set aside on request)]" in energy_line(aside)
     )

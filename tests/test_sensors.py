@@ -19,17 +19,17 @@ import pytest
 import torch
 
 from ecopipe.config import HardwareConfig
-from ecopipe.hardware import MeteredGpus, cpu_table_row, device_profile, metered_gpus
+from ecopipe.hardware import MeteredGpus, device_profile, metered_gpus
 from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, SensorUnavailable, Source
 from ecopipe.sensors.cpu_share import visible_cpus
 from ecopipe.sensors.discovery import RAPL_SET_ASIDE, discover_sensors
 from ecopipe.sensors.estimated import (
     RAM_W_PER_GB,
+    CpuShare,
     EstimatedCpuSensor,
     EstimatedRamSensor,
-    cpu_share,
-    load_fraction,
+    cpu_power,
     process_cpu_seconds,
     process_memory_gb,
 )
@@ -218,68 +218,55 @@ def busy(*cpu_seconds: float):
     return lambda _exclude: next(it)
 
 
-@pytest.mark.parametrize(
-    ("utilisation", "fraction"),
-    [
-        (0.0, 0.12),  # the curve's idle floor
-        (0.05, 0.22),  # halfway from 0.12 to 0.32
-        (0.10, 0.32),
-        (0.30, 0.535),  # 0.32 + (0.2 / 0.4) x (0.75 - 0.32)
-        (0.50, 0.75),
-        (0.75, 0.885),  # 0.75 + 0.5 x 0.27
-        (1.00, 1.02),
-        (1.50, 1.02),  # clamped: a quota burst is not more than full load
-        (-0.10, 0.12),
-    ],
-)
-def test_load_curve_is_teads_interpolated(utilisation, fraction):
-    assert load_fraction(utilisation) == pytest.approx(fraction)
+def share_of(model: str, threads: float, note: str = "given") -> CpuShare:
+    """The estimate's share for a CPU named `model` (identified by its name alone)."""
+    return CpuShare(cpu_power(model), threads, note)
 
 
-def test_cpu_table_gives_tdp_and_threads_per_package():
-    row = cpu_table_row(EPYC_7763)
-    assert (row.tdp_w, row.threads_per_package) == (280.0, 128)
-    assert cpu_table_row("NVIDIA H100 80GB HBM3") is None  # a GPU row is no CPU spec
-
-
-def test_vm_share_of_a_large_package():
-    # A 2-vCPU VM whose model string says EPYC 7763: 280 W / 128 threads = 2.1875 W per thread, x 2.
-    share = cpu_share(2, 280.0, 128, EPYC_7763)
-    assert share.tdp_share_w == pytest.approx(4.375)
+def test_vm_share_of_a_known_microarchitecture():
+    # A 2-vCPU VM whose model string says EPYC 7763: Zen 3 (EPYC 3rd Gen), SPECpower per thread at
+    # full load 1.585938 / 1.957334 / 2.328125 W (ecopipe/data/cpu_power_specpower.csv).
+    share = share_of(EPYC_7763, 2)
+    assert share.power.identity.microarch == "zen3" and share.power.identity.how == "name"
     sensor = EstimatedCpuSensor(share, clock=ticks(0.0, 10.0), cpu_seconds=busy(0.0, 20.0))
     sensor.open()
-    # Both threads busy for 10 s: 4.375 W x 1.02 (the curve at 100%) x 10 s = 44.625 J.
-    assert sensor.read_joules() == pytest.approx(44.625)
-    # Never more than its two threads' share at full load (the old spread charged ~154 W).
-    assert sensor.read_joules_at(10.0) / 10.0 <= 2 * 280 / 128 * 1.02 + 1e-9
-    assert "280 W TDP / 128 threads per package" in sensor.method and "Teads" in sensor.method
+    # Both threads busy for 10 s: full-load watts x 2 threads x 10 s, at each bound.
+    assert sensor.read_band_at(10.0) == pytest.approx((31.71876, 39.14668, 46.5625))
+    assert "EPYC 3rd Gen" in sensor.method and "x 2 threads" in sensor.method
+    # The hardware table's TDP per thread (280 W / 128) is set beside the band, a cross-check.
+    assert "280 W / 128 threads = 2.19 W per thread" in sensor.method
 
 
-def test_two_socket_host_counts_both_packages():
-    # 2 x Xeon 8380 (270 W, 80 threads each), all 160 threads visible: share 160 x 270 / 80 = 540 W.
-    share = cpu_share(160, 270.0, 80, "Intel Xeon Platinum 8380")
-    assert share.tdp_share_w == pytest.approx(540.0)
+def test_two_socket_host_counts_every_thread():
+    # 2 x Xeon 8380 (Ice Lake), all 160 threads visible; idle per thread 0.63125 / 0.766797 / 0.89375 W.
+    share = share_of("Intel Xeon Platinum 8380", 160)
     sensor = EstimatedCpuSensor(share, clock=ticks(0.0, 1.0, 3.0), cpu_seconds=busy(0.0, 0.0, 80.0))
     sensor.open()
-    # Idle for 1 s: the curve's 12% of both sockets' TDP, 0.12 x 540 = 64.8 J (not one socket's 32.4).
-    assert sensor.read_joules() == pytest.approx(64.8)
-    # Then 80 CPU-s in 2 s on 160 threads: utilisation 0.25, fraction 0.32 + 0.15/0.4 x 0.43 = 0.48125,
-    # 540 W x 0.48125 x 2 s = 519.75 J more.
-    assert sensor.read_joules() == pytest.approx(64.8 + 519.75)
+    assert sensor.read_band_at(1.0) == pytest.approx((101.0, 122.68752, 143.0))  # idle: 160 x idle x 1 s
+    # Then 80 CPU-s in 2 s on 160 threads, utilisation 0.25: point per thread 0.766797 + 0.25 x
+    # (3.758203 - 0.766797) = 1.51464850 W, x 160 x 2 s = 484.68752 J more.
+    assert sensor.read_joules_at(3.0) == pytest.approx(122.68752 + 484.68752)
 
 
 def test_cpu_seconds_dipping_never_lowers_the_energy():
-    share = cpu_share(4, 100.0, 4, "test CPU")  # 25 W per thread, 100 W share
+    share = share_of(EPYC_7763, 4)
     sensor = EstimatedCpuSensor(share, clock=ticks(0.0, 1.0, 2.0), cpu_seconds=busy(0.0, 2.0, 1.5))
     sensor.open()
-    assert sensor.read_joules() == pytest.approx(75.0)  # utilisation 0.5: 0.75 x 100 W x 1 s
-    # A child exiting unreaped dips the CPU seconds: counted as idle (0.12 x 100 W), not negative.
-    assert sensor.read_joules() == pytest.approx(75.0 + 12.0)
+    idle, full = share.power.coefficients.idle_w[1], share.power.coefficients.full_w[1]
+    half = 4 * (idle + 0.5 * (full - idle))  # utilisation 0.5 for 1 s
+    assert sensor.read_joules() == pytest.approx(half)
+    # A child exiting unreaped dips the CPU seconds: counted as idle, not negative.
+    assert sensor.read_joules() == pytest.approx(half + 4 * idle)
 
 
-def test_unknown_cpu_uses_per_thread_default():
-    share = cpu_share(2, None, None, "Intel(R) Xeon(R) Processor")
-    assert share.tdp_share_w == pytest.approx(8.0) and "4 W per thread" in share.note
+def test_unknown_microarchitecture_gets_the_vendors_wide_band():
+    unknown = cpu_power("Intel(R) Xeon(R) Processor")  # the CI VM's generic name, no ids to go on
+    known = cpu_power("Intel Xeon Platinum 8380")
+    assert unknown.identity.microarch is None and not unknown.coefficients.known
+    assert "Intel server range" in unknown.note
+    for end in ("idle_w", "full_w"):
+        wide, narrow = getattr(unknown.coefficients, end), getattr(known.coefficients, end)
+        assert wide[0] < narrow[0] and wide[2] > narrow[2]
 
 
 def make_cgroup(root: Path, group: str, name: str, text: str) -> None:
@@ -313,15 +300,15 @@ def test_cgroup_v1_quota_and_no_quota(tmp_path):
 
 
 def test_cgroup_quota_share_of_an_epyc(tmp_path):
-    # A container capped at 1.5 CPUs on an EPYC 7763 host: 1.5 x 2.1875 W = 3.28125 W share.
+    # A container capped at 1.5 CPUs on an EPYC 7763 host: 1.5 threads' share, not the host's 128.
     make_cgroup(tmp_path, "/pod", "cpu.max", "150000 100000")
     visible = visible_cpus(affinity=128, proc_cgroup="0::/pod", root=tmp_path)
-    row = cpu_table_row(EPYC_7763)
-    share = cpu_share(visible.count, row.tdp_w, row.threads_per_package, EPYC_7763, visible.note)
+    share = share_of(EPYC_7763, visible.count, visible.note)
     sensor = EstimatedCpuSensor(share, clock=ticks(0.0, 1.0), cpu_seconds=busy(0.0, 0.75))
     sensor.open()
-    # 0.75 CPU-s in 1 s on 1.5 CPUs: utilisation 0.5 -> 0.75 x 3.28125 W x 1 s = 2.4609375 J.
-    assert sensor.read_joules() == pytest.approx(2.4609375)
+    # 0.75 CPU-s in 1 s on 1.5 CPUs: utilisation 0.5, per thread 0.455625 + 0.5 x (1.957334 -
+    # 0.455625) = 1.2064795 W, x 1.5 threads x 1 s.
+    assert sensor.read_joules() == pytest.approx(1.80971925)
     assert "cgroup CPU quota 1.5" in sensor.method
 
 
@@ -375,7 +362,7 @@ def test_ram_installed_hand_computed():
     sensor = EstimatedRamSensor.installed(16.0, clock=ticks(3.0, 13.0))
     sensor.open()
     assert sensor.read_joules() == pytest.approx(60.0)  # 0.375 W/GB x 16 GB x 10 s
-    assert sensor.source is Source.ESTIMATED_PER_GB and RAM_W_PER_GB == 0.375
+    assert sensor.source is Source.ESTIMATED_PER_GB and RAM_W_PER_GB == (0.02, 0.375, 0.375)
 
 
 def test_reading_before_open_is_an_error():
@@ -512,7 +499,7 @@ def test_discover_no_nvml_library_returns_no_gpu_and_warns(monkeypatch, caplog, 
 
     monkeypatch.setattr(pynvml, "nvmlInit", no_library)
     with caplog.at_level(logging.WARNING):
-        sensors = discover_sensors([0], None, None, powercap_root=tmp_path)
+        sensors = discover_sensors([0], powercap_root=tmp_path)
     assert [s for s in sensors if s.component is Component.GPU] == []
     gpu_lines = [r.getMessage() for r in caplog.records if "gpu0" in r.getMessage()]
     assert len(gpu_lines) == 1 and "NVML" in gpu_lines[0]  # one line: polling is not retried in vain
@@ -521,7 +508,7 @@ def test_discover_no_nvml_library_returns_no_gpu_and_warns(monkeypatch, caplog, 
 def test_discover_without_pynvml_installed(monkeypatch, caplog, tmp_path):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
     with caplog.at_level(logging.WARNING):
-        sensors = discover_sensors([0, 1], None, None, powercap_root=tmp_path)
+        sensors = discover_sensors([0, 1], powercap_root=tmp_path)
     assert not any(s.component is Component.GPU for s in sensors)
     assert "nvidia-ml-py" in caplog.text
 
@@ -535,7 +522,7 @@ def test_discover_no_permission_skips_gpu(monkeypatch, caplog, tmp_path):
 
     monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", denied)
     with caplog.at_level(logging.WARNING):
-        sensors = discover_sensors([0], None, None, powercap_root=tmp_path)
+        sensors = discover_sensors([0], powercap_root=tmp_path)
     assert not any(s.component is Component.GPU for s in sensors)
     assert "permission" in caplog.text.lower()
 
@@ -543,15 +530,13 @@ def test_discover_no_permission_skips_gpu(monkeypatch, caplog, tmp_path):
 @needs_pynvml
 def test_discover_prefers_counter_then_polling(monkeypatch, caplog, tmp_path):
     FakeNvml(monkeypatch, energy_mj=[5])
-    (gpu,) = [
-        s for s in discover_sensors([0], None, None, powercap_root=tmp_path) if s.component is Component.GPU
-    ]
+    (gpu,) = [s for s in discover_sensors([0], powercap_root=tmp_path) if s.component is Component.GPU]
     assert isinstance(gpu, NvmlCounterSensor)
     gpu.close()
 
     FakeNvml(monkeypatch, instant_mw=[100_000])  # counter NotSupported (pre-Volta)
     with caplog.at_level(logging.WARNING):
-        sensors = discover_sensors([0, 7], None, None, powercap_root=tmp_path)  # index 7 does not exist
+        sensors = discover_sensors([0, 7], powercap_root=tmp_path)  # index 7 does not exist
     gpus = [s for s in sensors if s.component is Component.GPU]
     assert [type(s) for s in gpus] == [NvmlPowerPollingSensor]
     assert "nvml_counter unavailable" in caplog.text and "gpu7" in caplog.text
@@ -563,16 +548,14 @@ def test_discover_forced_gpu_sensor(monkeypatch, caplog, tmp_path):
     """monitor.gpu_sensor: `polling` is used even where the counter works; `counter` never falls back."""
     FakeNvml(monkeypatch, energy_mj=[5], instant_mw=[100_000])
     polling = (Source.NVML_POWER_POLLING,)
-    sensors = discover_sensors([0], None, None, powercap_root=tmp_path, gpu_sources=polling)
+    sensors = discover_sensors([0], powercap_root=tmp_path, gpu_sources=polling)
     (gpu,) = [s for s in sensors if s.component is Component.GPU]
     assert isinstance(gpu, NvmlPowerPollingSensor)
     gpu.close()
 
     FakeNvml(monkeypatch, instant_mw=[100_000])  # counter NotSupported
     with caplog.at_level(logging.WARNING):
-        sensors = discover_sensors(
-            [0], None, None, powercap_root=tmp_path, gpu_sources=(Source.NVML_COUNTER,)
-        )
+        sensors = discover_sensors([0], powercap_root=tmp_path, gpu_sources=(Source.NVML_COUNTER,))
     assert not any(s.component is Component.GPU for s in sensors)
     assert "nvml_counter unavailable" in caplog.text and "GPU energy NOT measured" in caplog.text
 
@@ -754,24 +737,27 @@ def test_nvml_device_info_tolerates_unsupported_fields(monkeypatch):
 def test_discover_without_rapl_falls_back_to_labelled_estimates(caplog, tmp_path):
     with caplog.at_level(logging.WARNING):
         sensors = discover_sensors(
-            [], "Some CPU", 120.0, powercap_root=tmp_path / "absent", cpu_threads_per_package=24, job_cpus=2
+            [], cpu_power("Intel Xeon Platinum 8380"), powercap_root=tmp_path / "absent", job_cpus=2
         )
     by_component = {s.component: s for s in sensors}
     assert set(by_component) == {Component.CPU, Component.RAM}
     cpu, ram = by_component[Component.CPU], by_component[Component.RAM]
-    assert isinstance(cpu, EstimatedCpuSensor) and cpu.share.tdp_share_w == pytest.approx(10.0)  # 2 x 120/24
+    assert isinstance(cpu, EstimatedCpuSensor) and cpu.share.threads == 2
+    assert cpu.share.power.identity.microarch == "ice_lake"
     assert isinstance(ram, EstimatedRamSensor) and ram.source is Source.ESTIMATED_RSS
+    # The memory Ice Lake's SPECpower servers hold per thread (1.6 GB) is in the cpu figure already.
+    assert ram.allowance_gb == pytest.approx(2 * 1.6)
     assert "CPU energy is an ESTIMATE" in caplog.text and "RAM energy is an ESTIMATE" in caplog.text
-    machine = discover_sensors([], None, None, powercap_root=tmp_path, ram_estimate="machine")
+    machine = discover_sensors([], powercap_root=tmp_path, ram_estimate="machine")
     assert [s.source for s in machine if s.component is Component.RAM] == [Source.ESTIMATED_PER_GB]
     with pytest.raises(ValueError, match="job, machine"):
-        discover_sensors([], None, None, powercap_root=tmp_path, ram_estimate="installed")
+        discover_sensors([], powercap_root=tmp_path, ram_estimate="installed")
 
 
 def test_discover_uses_rapl_dram_only_where_every_package_has_one(caplog, tmp_path):
     root = fake_powercap(tmp_path / "one")  # dram on package 0 of 2
     with caplog.at_level(logging.WARNING):
-        sensors = discover_sensors([], None, None, powercap_root=root)
+        sensors = discover_sensors([], powercap_root=root)
     assert [(s.component, s.device, s.source) for s in sensors] == [
         (Component.CPU, "package-0", Source.RAPL),
         (Component.CPU, "package-1", Source.RAPL),
@@ -779,7 +765,7 @@ def test_discover_uses_rapl_dram_only_where_every_package_has_one(caplog, tmp_pa
     ]
     assert "dram zone on 1 of 2 packages" in caplog.text
     make_zone(root / "intel-rapl:1" / "intel-rapl:1:1", "dram", 70)
-    sensors = discover_sensors([], None, None, powercap_root=root)
+    sensors = discover_sensors([], powercap_root=root)
     assert [(s.device, s.source) for s in sensors if s.component is Component.RAM] == [
         ("dram-0", Source.RAPL),
         ("dram-1", Source.RAPL),
@@ -792,7 +778,7 @@ def test_discover_sets_readable_rapl_aside_on_request(caplog, tmp_path):
     """monitor.rapl=false: an estimate beside the RAPL counter on one host, and the log says why."""
     root = powercap_with_dram(tmp_path)
     with caplog.at_level(logging.WARNING):
-        metered = discover_sensors([], None, None, powercap_root=root)
+        metered = discover_sensors([], powercap_root=root)
     assert {(s.component, s.source) for s in metered} == {
         (Component.CPU, Source.RAPL),
         (Component.RAM, Source.RAPL),
@@ -801,9 +787,9 @@ def test_discover_sets_readable_rapl_aside_on_request(caplog, tmp_path):
     for sensor in metered:
         sensor.close()
     with caplog.at_level(logging.WARNING):
-        estimated = discover_sensors([], None, None, powercap_root=root, rapl=False)
-    assert [s.source for s in estimated] == [Source.ESTIMATED_TDP, Source.ESTIMATED_RSS]
-    assert f"CPU energy is an ESTIMATE (estimated_tdp), {RAPL_SET_ASIDE}: " in caplog.text
+        estimated = discover_sensors([], powercap_root=root, rapl=False)
+    assert [s.source for s in estimated] == [Source.ESTIMATED_SPECPOWER, Source.ESTIMATED_RSS]
+    assert f"CPU energy is an ESTIMATE (estimated_specpower), {RAPL_SET_ASIDE}: " in caplog.text
     assert f"RAM energy is an ESTIMATE (estimated_rss), {RAPL_SET_ASIDE}: " in caplog.text
     assert RAPL_SET_ASIDE == "RAPL set aside on request (monitor.rapl=false)"
     assert "no readable RAPL" not in caplog.text and "no RAPL dram zone" not in caplog.text
@@ -815,18 +801,16 @@ def test_rapl_is_said_to_be_set_aside_only_where_it_was_readable(caplog, tmp_pat
     from ecopipe.monitor.energy import EnergyMeter
 
     with caplog.at_level(logging.WARNING):
-        nothing = discover_sensors([], None, None, powercap_root=tmp_path / "absent", rapl=False)
+        nothing = discover_sensors([], powercap_root=tmp_path / "absent", rapl=False)
     assert EnergyMeter(nothing).set_aside == {} and RAPL_SET_ASIDE not in caplog.text
     assert "no readable RAPL package" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # dram on package 0 only: RAM was never measurable here
-        packages_only = discover_sensors(
-            [], None, None, powercap_root=fake_powercap(tmp_path / "p"), rapl=False
-        )
+        packages_only = discover_sensors([], powercap_root=fake_powercap(tmp_path / "p"), rapl=False)
     assert EnergyMeter(packages_only).set_aside == {"cpu": "rapl"}
-    assert f"CPU energy is an ESTIMATE (estimated_tdp), {RAPL_SET_ASIDE}" in caplog.text
+    assert f"CPU energy is an ESTIMATE (estimated_specpower), {RAPL_SET_ASIDE}" in caplog.text
     assert "RAM energy is an ESTIMATE (estimated_rss), no RAPL dram zone" in caplog.text
-    both = discover_sensors([], None, None, powercap_root=powercap_with_dram(tmp_path / "d"), rapl=False)
+    both = discover_sensors([], powercap_root=powercap_with_dram(tmp_path / "d"), rapl=False)
     assert EnergyMeter(both).set_aside == {"cpu": "rapl", "ram": "rapl"}
 
 
@@ -840,13 +824,13 @@ def test_discover_rapl_permission_denied_falls_back(monkeypatch, caplog, tmp_pat
 
     monkeypatch.setattr(rapl, "_read_text", deny)
     with caplog.at_level(logging.WARNING):
-        sensors = discover_sensors([], None, None, powercap_root=fake_powercap(tmp_path))
-    assert {s.source for s in sensors} == {Source.ESTIMATED_TDP, Source.ESTIMATED_RSS}
+        sensors = discover_sensors([], powercap_root=fake_powercap(tmp_path))
+    assert {s.source for s in sensors} == {Source.ESTIMATED_SPECPOWER, Source.ESTIMATED_RSS}
     assert "chmod" in caplog.text
 
 
 def test_discover_fake_gpu_per_index(tmp_path):
-    sensors = discover_sensors([0, 2], None, None, fake_gpu_watts=300.0, powercap_root=tmp_path)
+    sensors = discover_sensors([0, 2], fake_gpu_watts=300.0, powercap_root=tmp_path)
     gpus = [s for s in sensors if s.component is Component.GPU]
     assert [(type(s), s.device, s.source) for s in gpus] == [
         (FakeGpuSensor, "gpu0", Source.FAKE),
@@ -930,11 +914,11 @@ def test_machine_meter_takes_the_ram_estimate_asked_for():
         assert ram.source is source
 
 
-def test_machine_meter_takes_the_cpu_model_override():
+def test_machine_meter_takes_the_cpu_power_given():
     from ecopipe.monitor.energy import machine_meter
 
-    (cpu,) = [s for s in machine_meter([], cpu_model=EPYC_7763).sensors if s.component is Component.CPU]
+    given = cpu_power(EPYC_7763)
+    (cpu,) = [s for s in machine_meter([], cpu_power=given).sensors if s.component is Component.CPU]
     if not isinstance(cpu, EstimatedCpuSensor):
         pytest.skip("this machine has readable RAPL: no estimate to check")
-    assert cpu.share.watts_per_thread == pytest.approx(280 / 128)
-    assert cpu.method.startswith(f"{EPYC_7763}: 280 W TDP / 128 threads per package")
+    assert cpu.share.power is given and cpu.method.startswith("Zen 3 (EPYC)")

@@ -110,7 +110,9 @@ def ess_bars(
             at = y + (len(present) - 1 - 2 * i) * height / 2
             hatch = None
             if estimated is not None:
-                guessed = estimated.loc[rows.index, hw].fillna("unknown").astype("str").str.contains(ESTIMATED)
+                guessed = (
+                    estimated.loc[rows.index, hw].fillna("unknown").astype("str").str.contains(ESTIMATED)
+                )
                 hatch = ["//" if g else None for g in guessed]
                 hatched |= bool(guessed[v.notna()].any())
             ax.barh(at, v, height, color=colours[hw], label=hw, hatch=hatch, edgecolor="white")
@@ -169,7 +171,7 @@ def _points(
     e = energy.melt(id_vars=keys, var_name="hardware", value_name="energy").dropna()
     q = quality.melt(id_vars=key_columns(quality), var_name="hardware", value_name="quality").dropna()
     points = e.merge(q, on=[*keys, "hardware"])
-    for name, table in zip(("low", "high"), bands or (), strict=True):
+    for name, table in zip(("low", "high"), bands, strict=True) if bands else ():
         end = table.melt(id_vars=key_columns(table), var_name="hardware", value_name=name)
         points = points.merge(end.astype({k: "str" for k in keys}), on=[*keys, "hardware"], how="left")
     points["estimated"] = False

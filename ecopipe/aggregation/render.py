@@ -25,7 +25,7 @@ from ecopipe.aggregation.tables import (
     SPREAD_SUFFIX,
     UNITS,
 )
-from ecopipe.units import eng, percent
+from ecopipe.units import eng, eng_range, percent
 
 _ENERGY = {spec.name for spec in SPECS if spec.energy}
 # Shown inside their table's cells, not as sections.
@@ -91,7 +91,9 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             text = fmt(value)
             band = [t[column].iat[i] if t is not None and column in t else None for t in (low, high)]
             if text and all(b is not None and pd.notna(b) for b in band) and band[0] != band[1]:
-                text += f" ({fmt(band[0])}–{fmt(band[1])})"
+                text += (
+                    f" ({eng_range(band[0], band[1], unit) if unit else f'{fmt(band[0])}–{fmt(band[1])}'})"
+                )
             elif text and ci95 is not None and column in ci95 and pd.notna(ci95[column].iat[i]):
                 text += f" ±{eng(ci95[column].iat[i], unit, 2)}"
             if text and runs is not None and column in runs and runs[column].iat[i] >= 2:

@@ -19,8 +19,10 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from ecopipe import report
 from ecopipe.config import ImpactConfig
 from ecopipe.job import footprint_stages
+from ecopipe.report import FIGURES_TAG
 from ecopipe.sensors.base import Source
 from ecopipe.stages.impact import resolve_factors
+from ecopipe.stages.inference import ESTIMATE, MEASURED, TrialsStop
 from ecopipe.tracking import ensure_experiment, sqlite_path
 
 # (model, dataset, effective parameters)
@@ -38,22 +40,22 @@ _MODELS = (
 _HARDWARE = (
     ("NVIDIA H100 SXM 80GB", "h100", "datacenter", 0.6, ("nvml_counter", "rapl", "estimated_per_gb")),
     ("NVIDIA A100 SXM 40GB", "a100", "datacenter", 0.8, ("nvml_counter", "rapl", "estimated_per_gb")),
-    ("NVIDIA T4", "t4", "datacenter", 1.4, ("nvml_power_polling", "estimated_tdp", "estimated_per_gb")),
+    ("NVIDIA T4", "t4", "datacenter", 1.4, ("nvml_power_polling", "estimated_specpower", "estimated_per_gb")),
     ("Intel Xeon Platinum 8480+", "xeon", "datacenter", 4.0, ("none", "rapl", "estimated_per_gb")),
 )
 _PRECISIONS = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.57, "int8": 0.4}
 _QUALITY = {"wikitext2": "perplexity", "librispeech": "wer"}
 _FITTED = {"logistic_regression", "mlp"}  # scikit-learn models, fitted by the job; the others pretrained
 # WORLD-like factors, given as a job's impact.* overrides (and logged as its params)
-_OVERRIDES = {"carbon_intensity": 475.0, "pue": 1.58, "wue": 1.8, "ewif": 3.1}
+_OVERRIDES = {"carbon_intensity": 475.0, "wue": 1.8, "ewif": 3.1}  # PUE: the tier's, with its range
 _FACTORS = resolve_factors(ImpactConfig(**_OVERRIDES), "WORLD", "datacenter")
 FAIL_EVERY = 33  # about 3% of runs fail
 
 
 def _figures(
-    rng: random.Random, params: float, hw_factor: float, p_factor: float, dataset: str
+    rng: random.Random, params: float, hw_factor: float, p_factor: float, dataset: str, estimated: bool
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """A job's metrics, and the tags its impact stage sets."""
+    """A job's metrics, and the tags its stages set; `estimated`: some energy source is a model."""
     per_1k = (5.0 + params / 2e5) * hw_factor * p_factor * rng.uniform(0.95, 1.05)
     idle = per_1k * rng.uniform(0.2, 0.4)
     samples, trials = 1000 * rng.randint(2, 10), 5
@@ -94,11 +96,20 @@ def _figures(
         m[f"{prefix}.total"] = run
     m |= {f"idle_power_w.{c}": w for c, w in (("gpu", 60.0), ("cpu", 40.0), ("ram", 8.0))}
     m["idle_power_w.total"] = 108.0
+    # Each energy figure's band, as a job logs it: an estimate's is wide, a measurement's its CI.
+    low, high = (0.75, 1.4) if estimated else (0.97, 1.03)
+    banded = ("energy_per_1k_gross_j", "energy_per_1k_net_j", "energy_gross_j.", "energy_net_j.",
+              "energy_per_1k_tokens_", "idle_power_w.")  # fmt: skip
+    ends = (("_low", low), ("_high", high))
+    figures = [(k, v) for k, v in m.items() if k.startswith(banded) and not k.endswith(("_ci95_j", "_cv"))]
+    m |= {f"{k}{end}": v * f for k, v in figures for end, f in ends}
+    m["other_cpu_load"] = 0.02
     quality = _QUALITY.get(dataset, "accuracy")
     m[f"quality.{quality}"] = {"perplexity": 30.0, "wer": 0.08}.get(quality, 0.9) * rng.uniform(0.97, 1.03)
     # Impact, ESS and headline figures from the job's own stages, fed this run's energy: never a copy.
     impact, _, stage_metrics = footprint_stages(m, _FACTORS, params, None, None)
-    return m | stage_metrics, report.impact_tags(impact)
+    tags = report.impact_tags(impact) | {FIGURES_TAG: ESTIMATE if estimated else MEASURED}
+    return m | stage_metrics, tags | {"ecopipe.trials_stop": TrialsStop.TARGET.value}
 
 
 def _params(model: str, dataset: str, precision: str, hw_key: str) -> dict[str, str]:
@@ -153,7 +164,8 @@ def _log_run(
         },
         **{f"env.package_{j}": f"1.{j}.0" for j in range(12)},
     }
-    metrics, impact_tags = _figures(rng, params, hw_factor, _PRECISIONS[precision], dataset)
+    estimated = any(s not in ("none", "fake") and not Source(s).is_measurement for s in sources)
+    metrics, impact_tags = _figures(rng, params, hw_factor, _PRECISIONS[precision], dataset, estimated)
     failed = i % FAIL_EVERY == FAIL_EVERY - 1
     if failed:  # measured before the failure, nothing after
         metrics = {k: v for k, v in metrics.items() if k.startswith(("energy_per_1k", "samples", "window"))}

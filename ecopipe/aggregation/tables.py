@@ -387,7 +387,11 @@ def build(jobs: pd.DataFrame) -> Tables:
                 titles[spec.name + RUNS_SUFFIX] = f"{spec.title}: FINISHED runs per cell"
                 titles[spec.name + SPREAD_SUFFIX] = f"{spec.title}: between-run coefficient of variation"
         for suffix in (LOW_SUFFIX, HIGH_SUFFIX):  # named <table>_low / _high: render writes the band
-            if spec.energy and f"{spec.metric}{suffix}" in cells and cells[f"{spec.metric}{suffix}"].notna().any():
+            if (
+                spec.energy
+                and f"{spec.metric}{suffix}" in cells
+                and cells[f"{spec.metric}{suffix}"].notna().any()
+            ):
                 tables[spec.name + suffix] = pivot(cells, dims, f"{spec.metric}{suffix}", hardware)
                 titles[spec.name + suffix] = f"{spec.title}: band, {suffix.strip('_')} end"
     tables[SOURCE_TABLE] = pivot(cells, dims, "source", hardware)

@@ -3,8 +3,9 @@
 Order: GPU: NVML counter > NVML power polling > nothing (warned). CPU: RAPL packages > the job's
 threads' share of a server, from SPECpower watts per thread of the CPU's microarchitecture. RAM: RAPL
 dram (only where every package has one) > the memory the job holds x W/GB (or the machine's installed
-memory, on request), beyond what a SPECpower CPU figure already counts. Each degradation is logged as a warning,
-one line saying what is missing and why, because a degraded source changes what the numbers mean.
+memory, on request), beyond what a SPECpower CPU figure already counts. Each degradation is logged as a
+warning, one line saying what is missing and why, because a degraded source changes what the numbers
+mean.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ecopipe.sensors.estimated import (
     CpuShare,
     EstimatedCpuSensor,
     EstimatedRamSensor,
+)
+from ecopipe.sensors.estimated import (
     cpu_power as this_cpu_power,
 )
 from ecopipe.sensors.fake import FakeGpuSensor

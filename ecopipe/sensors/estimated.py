@@ -1,4 +1,4 @@
-"""Estimates for machines without RAPL: the job's share of the server its CPUs sit in, and the memory it holds.
+"""Estimates for machines without RAPL: the job's share of the server its CPUs sit in, and its memory.
 
 These are models, not measurements (Source.is_measurement is False): every figure from them carries
 the source `estimated_specpower` / `estimated_rss` / `estimated_per_gb` into MLflow and the tables,
@@ -44,7 +44,9 @@ Band3 = tuple[float, float, float]
 # load, the one the other tools use. Low: measured DRAM background power, 0.02-0.08 W/GB (Green
 # Algorithms calculator issue #14 and pull request #38), its low end.
 RAM_W_PER_GB: Band3 = (0.02, 3 / 8, 3 / 8)
-RAM_SOURCE = "0.02 W/GB measured DRAM background (Green Algorithms #14, #38) to 0.375 W/GB (Crucial, CodeCarbon v2)"
+RAM_SOURCE = (
+    "0.02 W/GB measured DRAM background (Green Algorithms #14, #38) to 0.375 W/GB (Crucial, CodeCarbon v2)"
+)
 
 BYTES_PER_GB = 1024**3  # GiB, as CodeCarbon's ram_total_size
 
@@ -81,6 +83,15 @@ def _tdp_check(model_name: str, coefficients: CpuPowerCoefficients) -> str:
     )
 
 
+# The vendor_id a named CPU's brand implies, for identification by name (hardware.cpu_model).
+_VENDOR_WORDS = {
+    "intel": "GenuineIntel",
+    "xeon": "GenuineIntel",
+    "amd": "AuthenticAMD",
+    "epyc": "AuthenticAMD",
+}
+
+
 def cpu_power(cpu_model: str | None = None, microarch: str | None = None) -> CpuPower:
     """This machine's CPU, identified from /proc/cpuinfo, and its SPECpower coefficients.
 
@@ -89,8 +100,10 @@ def cpu_power(cpu_model: str | None = None, microarch: str | None = None) -> Cpu
     An unknown name raises ValueError from cpu_identity.identify.
     """
     info = read_cpuinfo()
-    if cpu_model is not None:
-        info = CpuInfo("", None, None, None, frozenset(), cpu_model, None, None)
+    if cpu_model is not None:  # the named CPU alone: its vendor from its name, no ids, no flags
+        words = cpu_model.lower()
+        vendor = next((v for k, v in _VENDOR_WORDS.items() if k in words), "")
+        info = CpuInfo(vendor, None, None, None, frozenset(), cpu_model, None, None)
     identity = identify(info, microarch)
     coefficients = cpu_power_coefficients(identity)
     return CpuPower(identity, coefficients, _tdp_check(info.model_name, coefficients))
@@ -256,7 +269,9 @@ class EstimatedRamSensor(_ModelSensor):
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if min(watts_per_gb) < 0 or allowance_gb < 0:
-            raise ValueError(f"need non-negative watts_per_gb and allowance, got {watts_per_gb}, {allowance_gb}")
+            raise ValueError(
+                f"need non-negative watts_per_gb and allowance, got {watts_per_gb}, {allowance_gb}"
+            )
         super().__init__(clock)
         self.watts_per_gb, self._gigabytes, self.source = watts_per_gb, gigabytes, source
         self.allowance_gb = allowance_gb

@@ -74,7 +74,7 @@ class ArmResult:
 @dataclass(frozen=True)
 class InferenceResult:
     device: str
-    sources: dict[str, str]  # component -> nvml_counter | nvml_power_polling | rapl | estimated_tdp ...
+    sources: dict[str, str]  # component -> nvml_counter | nvml_power_polling | rapl | estimated_specpower ...
     measured: dict[str, bool]  # component -> a measurement (True) or an estimate (False)
     methods: dict[str, str]  # component -> how its estimate is made (components with a model only)
     resolution_s: dict[str, float]  # component -> the coarsest refresh period of its sensors
@@ -167,7 +167,9 @@ class InferenceResult:
         """The windows drew less than the idle baseline: net figures (and a net ESS) mean nothing."""
         return self.idle_measured and self.net.total < 0
 
-    def trial_energy(self, trial: TrialResult, attribution: Attribution, bound: Bound = Bound.POINT) -> Energy:
+    def trial_energy(
+        self, trial: TrialResult, attribution: Attribution, bound: Bound = Bound.POINT
+    ) -> Energy:
         gross = trial.window.at(bound)
         if attribution is Attribution.gross:
             return gross
