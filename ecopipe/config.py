@@ -421,8 +421,8 @@ def validate(cfg: Config) -> None:
     if cfg.monitor.target_rel_ci is not None and cfg.monitor.max_trials < max(cfg.monitor.trials, 2):
         raise ConfigError(
             f"monitor.max_trials={cfg.monitor.max_trials} is below monitor.trials={cfg.monitor.trials} "
-            "(or 2, the fewest a CI needs): with monitor.target_rel_ci set, trials run from monitor.trials up to "
-            "monitor.max_trials; raise max_trials, or set monitor.target_rel_ci=null."
+            "(or 2, the fewest a CI needs): with monitor.target_rel_ci set, trials run from monitor.trials "
+            "up to monitor.max_trials; raise max_trials, or set monitor.target_rel_ci=null."
         )
     if cfg.monitor.min_hz > cfg.monitor.max_hz:
         raise ConfigError(f"monitor.min_hz={cfg.monitor.min_hz} exceeds monitor.max_hz={cfg.monitor.max_hz}.")
