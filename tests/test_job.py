@@ -13,20 +13,28 @@ from ecopipe.monitor.energy import machine_meter
 from ecopipe.reference import UnknownRegionError
 from ecopipe.sensors import discovery
 from ecopipe.sensors.base import Source
+from ecopipe.sensors.cpu_share import visible_cpus
+from ecopipe.sensors.estimated import cpu_power
 from tests.conftest import powercap_with_dram, run_cli
+
+
+def render_summary(result) -> str:
+    """The aggregation's summary.md as a reader opens it."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        result.write(Path(folder))
+        return (Path(folder) / "summary.md").read_text()
+
 
 # WORLD's grid (Ember 2025, lifecycle) and EWIF (WRI 2020); a data-centre tier's PUE and on-site WUE.
 WORLD_G_PER_KWH, WORLD_EWIF_L_PER_KWH = 473.01, 4.81
 DATACENTER_PUE, DATACENTER_WUE_L_PER_KWH = 1.56, 0.55
 
 
-def cpu_share_w(tags: dict[str, str]) -> float:
-    """The job's share of CPU package power, as the estimate states it (`... 8 W share on the ...`)."""
-    return float(re.search(r"(\d+(?:\.\d+)?) W share", tags["energy_method.cpu"]).group(1))
-
-
-def assert_on_load_curve(joules: float, seconds: float, share_w: float) -> None:
-    assert 0.12 * share_w * seconds * (1 - 1e-9) <= joules <= 1.02 * share_w * seconds * (1 + 1e-9)
+def between(joules: float, seconds: float, low_w: float, high_w: float) -> bool:
+    return low_w * seconds * (1 - 1e-9) <= joules <= high_w * seconds * (1 + 1e-9)
 
 
 def test_default_job_end_to_end(make_cfg, client):
@@ -45,19 +53,27 @@ def test_default_job_end_to_end(make_cfg, client):
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
     assert {"config.yaml", "environment.json", "summary.txt"} <= artifacts
 
-    # The CPU estimate is the job's thread share on the load curve, between its idle floor (12% of the
-    # share) and its peak (102%), in every phase; RAM is what this process holds x 0.375 W/GB.
-    share_w = cpu_share_w(tags)
-    assert_on_load_curve(metrics["energy_gross_j.cpu"], metrics["window_s"], share_w)
-    assert_on_load_curve(metrics["idle_power_w.cpu"], 1.0, share_w)
+    # The CPU estimate is the job's threads x SPECpower watts per thread of this CPU, between the idle
+    # and the full-load figure, at each bound and in every phase.
+    cpu = cpu_power()
+    threads = visible_cpus().count
+    idle, full = (
+        tuple(w * threads for w in ends) for ends in (cpu.coefficients.idle_w, cpu.coefficients.full_w)
+    )
+    for i, end in enumerate(("_low", "", "_high")):
+        assert between(metrics[f"energy_gross_j.cpu{end}"], metrics["window_s"], idle[i], full[i]), end
+        assert between(metrics[f"idle_power_w.cpu{end}"], 1.0, idle[i], full[i]), end
+    # RAM: what this process holds beyond the SPECpower servers' memory for these threads, x 0.375 W/GB.
     held_gb = psutil.Process().memory_info().rss / 2**30
-    assert metrics["energy_gross_j.ram"] == pytest.approx(0.375 * held_gb * metrics["window_s"], rel=0.5)
-    # Loading and fitting (CPU + RAM): at least the share's idle floor, at most its peak plus RAM at up to
-    # 1.5x what this process holds now. A phase charged more than the share could draw falls outside.
+    beyond = max(0.0, held_gb - cpu.coefficients.memory_gb_per_thread * threads)
+    assert metrics["energy_gross_j.ram"] == pytest.approx(
+        0.375 * beyond * metrics["window_s"], rel=0.5, abs=1e-9
+    )
+    # Loading and fitting (CPU + RAM): at least the idle figure, at most the full-load one plus RAM at up
+    # to 1.5x what this process holds now. A phase charged more than the share could draw falls outside.
     ram_w = 0.375 * 1.5 * held_gb
     for phase in ("load", "fit"):
-        seconds, joules = metrics[f"{phase}_s"], metrics[f"{phase}_energy_j"]
-        assert 0.12 * share_w * seconds * (1 - 1e-9) <= joules <= (1.02 * share_w + ram_w) * seconds, phase
+        assert between(metrics[f"{phase}_energy_j"], metrics[f"{phase}_s"], idle[1], full[1] + ram_w), phase
 
     # CO2e, water and ESS from the job's energy by hand, with the published WORLD and tier factors.
     assert tags["ecopipe.tier"] == "datacenter"  # a server CPU (EPYC, Xeon): this machine's, and CI's
@@ -104,6 +120,42 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "headline/" in experiment.tags["mlflow.note.content"]
+
+
+def test_an_estimate_carries_its_band_and_its_name_everywhere(make_cfg, client, store):
+    """No counter here: every headline figure is an estimate with a band, in MLflow, the summary and the
+    aggregated tables, and nothing the job writes calls it measured."""
+    from ecopipe.aggregate import aggregate
+
+    outcome = run_job(make_cfg())
+    run = client.get_run(outcome.run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+    assert tags["ecopipe.figures"] == "ESTIMATE"
+    assert tags["hardware.cpu_microarch_identified_by"] in ("name", "table", "flags", "unknown")
+    assert tags["hardware.cpu_microarch"] == (cpu_power().identity.microarch or "unknown")
+    for name in (
+        "energy_J_per_1M_inferences",
+        "co2e_mg_per_1M_inferences",
+        "water_mL_per_1M_inferences",
+        "ess",
+    ):
+        low, point, high = (metrics[f"headline/{name}{end}"] for end in ("_low", "", "_high"))
+        assert low < point < high, name  # the coefficients' range is never zero
+    for name in ("energy_per_1k_gross_j", "energy_per_1k_net_j", "energy_per_1k_gross_j.cpu", "co2e_g_per_1k",
+                 "water_l_per_1k", "ess", "energy_gross_j.total"):  # fmt: skip
+        assert metrics[f"{name}_low"] < metrics[name] < metrics[f"{name}_high"], name
+    lines = {line.split()[0]: line for line in outcome.summary.splitlines()[1:]}
+    for key in ("energy", "CO2e", "water", "ESS"):
+        assert ", ESTIMATE" in lines[key] and "–" in lines[key], lines[key]
+    for text in (outcome.summary, tags["mlflow.note.content"]):
+        assert not re.search(r"\bmeasured\b", text, re.IGNORECASE), text
+    result = aggregate(store, "ecopipe")
+    hardware = tags["ecopipe.hardware"]
+    assert result.tables["energy_gross_low"].loc[0, hardware] == metrics["energy_per_1k_gross_j_low"]
+    summary_md = render_summary(result)
+    assert "| energy source |  | estimated_specpower+estimated_rss |" in summary_md
+    cell = [line for line in summary_md.splitlines() if line.startswith("| logistic_regression | fp32 |")][0]
+    assert "–" in cell and "(" in cell  # the first table's cell: the value and its band
 
 
 def test_summary_states_source_and_region(make_cfg):
@@ -171,9 +223,10 @@ def test_failure_after_start_marks_run_failed_and_keeps_measurements(make_cfg, c
     (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
     assert run.info.status == "FAILED"
     assert "impact exploded" in run.data.tags["ecopipe.error"]
-    # Measured before the failure, kept: the window's CPU estimate is on the load curve.
-    metrics = run.data.metrics
-    assert_on_load_curve(metrics["energy_gross_j.cpu"], metrics["window_s"], cpu_share_w(run.data.tags))
+    # Measured before the failure, kept: the window's CPU estimate, between its idle and full figures.
+    metrics, coefficients, threads = run.data.metrics, cpu_power().coefficients, visible_cpus().count
+    idle, full = coefficients.idle_w[1] * threads, coefficients.full_w[1] * threads
+    assert between(metrics["energy_gross_j.cpu"], metrics["window_s"], idle, full)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +291,8 @@ def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeyp
     (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
     assert run.info.status == "FAILED" and "trial 2" in run.data.tags["ecopipe.error"]
     metrics = run.data.metrics
-    (load, fit), (power,), ((first, _, _),) = windows, idle, trials
+    (load, fit), (idle_window,), ((first, _, _),) = windows, idle, trials
+    power = idle_window.power
     assert (metrics["load_s"], metrics["load_energy_j"]) == (load.duration_s, load.energy.total)
     assert (metrics["fit_s"], metrics["fit_energy_j"]) == (fit.duration_s, fit.energy.total)
     assert {k: metrics[f"idle_power_w.{k}"] for k in ("gpu", "cpu", "ram", "total")} == power.as_dict()

@@ -60,11 +60,16 @@ def test_cli_refusals_are_one_line(tmp_path):
     for args, needle in (
         (["+monitor.trails=5", "+batch_sise=3"], "did you mean monitor.trials?"),
         (["tracking.uri=sqlite:////proc/nonexist/mlflow.db"], "cannot be written"),
+        # The named microarchitecture must be one the coefficient table knows; the message lists them.
+        (["hardware.cpu_microarch=pentium4"], "hardware.cpu_microarch=pentium4"),
+        (["monitor.target_rel_ci=0.05", "monitor.trials=5", "monitor.max_trials=4"], "monitor.max_trials=4"),
     ):
         done = run_cli(*args, cwd=tmp_path)
         assert done.returncode == 2, done.stderr[-2000:]
         assert needle in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        if "cpu_microarch" in needle:
+            assert "sapphire_rapids" in done.stderr and "zen3" in done.stderr  # the allowed values
     assert not (tmp_path / "mlflow.db").exists()
 
 

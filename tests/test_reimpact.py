@@ -63,20 +63,20 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
     same = client.get_run(reimpact_run(client, original, []))
     for key in ("co2e_g_per_1k", "water_l_per_1k", "ess", "ess_run", "ecep_wh_per_mparam", "co2e_g_per_hour"):
         assert same.data.metrics[key] == pytest.approx(o[key], rel=1e-12), key
-    # In France with its grid: the original's PUE override travels, the grid is FRA's.
+    # In France with its grid: the original's WUE override travels, the grid is FRA's, the PUE its tier's.
     france = client.get_run(reimpact_run(client, original, ["region=FRA", "impact.carbon_intensity=null"]))
-    expected = o["energy_per_1k_gross_j"] / 3.6e6 * 1.58 * FRA_G_PER_KWH
+    expected = o["energy_per_1k_gross_j"] / 3.6e6 * tier_pue("datacenter").value * FRA_G_PER_KWH
     assert france.data.metrics["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-12)
     assert france.info.experiment_id == original.info.experiment_id
     assert france.info.run_name == f"{original.info.run_name}@FRA"
     assert france.info.status == "FINISHED"
     tags, params = france.data.tags, france.data.params
     assert tags[REIMPACT_TAG] == original.info.run_id and tags["ecopipe.region"] == "FRA"
-    assert tags["ecopipe.source.carbon_intensity"] != "override" and tags["ecopipe.source.pue"] == "override"
+    assert tags["ecopipe.source.carbon_intensity"] != "override" and tags["ecopipe.source.wue"] == "override"
     assert not {"ecopipe.config_hash", "ecopipe.host", "ecopipe.pid", "ecopipe.pid_started"} & set(tags)
     assert tags["ecopipe.model"] == original.data.tags["ecopipe.model"]
     assert params["region"] == "FRA" and params["impact.carbon_intensity"] == "None"
-    assert params["impact.pue"] == "1.58" and params["model.name"] == original.data.params["model.name"]
+    assert params["impact.wue"] == "1.8" and params["model.name"] == original.data.params["model.name"]
     # Inference figures are copied; impact figures recomputed (never the original's, kept by mistake).
     for key in ("energy_per_1k_gross_j", "samples", "window_s", "quality.accuracy", "effective_parameters"):
         assert france.data.metrics[key] == o[key], key

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -643,5 +644,24 @@ def test_study_job_end_to_end(make_cfg, client):
     assert run.data.tags["ecopipe.workload.reference"] in run.data.params["pool.members"]
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "selection")}
     assert artifacts == {"selection/pareto.csv", "selection/pareto.png", "selection/selection.json"}
-    # This machine estimates energy: the summary says the savings are then time savings.
+    # This machine estimates energy: the summary says the savings are then time savings, names the
+    # reference's energy an ESTIMATE, and calls nothing measured (the pareto plot's axis is built from
+    # the same label: test_pareto_axis_names_what_the_markers_are).
     assert "savings vs reference" in outcome.summary and "time savings" in outcome.summary
+    assert "(ESTIMATE, gross)" in outcome.summary
+    assert not re.search(r"\bmeasured\b", outcome.summary, re.IGNORECASE), outcome.summary
+
+
+def test_pareto_axis_names_what_the_markers_are(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from ecopipe.selection.pareto import CurvePoint, MeasuredPoint, plot_study
+
+    labels: list[str] = []
+    real = Axes.set_xlabel
+    monkeypatch.setattr(Axes, "set_xlabel", lambda ax, text, *a, **k: labels.append(text) or real(ax, text))
+    frontier = (np.array([0.0, 0.9]), np.array([0.001, 0.002]))
+    curve = [CurvePoint(0.5, 0.9, 0.002, True)]
+    points = {"member:a": MeasuredPoint(2.0, 0.1, 0.9, True)}
+    plot_study(tmp_path / "p.png", frontier, curve, points, "member:a", "t", "n", "ESTIMATE")
+    assert labels == ["energy per 1,000 inferences (J, log scale); markers: ESTIMATE, 95% interval"]
