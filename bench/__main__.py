@@ -14,8 +14,11 @@ SUITE = [
         "Observer effect: throughput with the monitor on and off",
         observer,
         [
-            "Medians of 5 alternating 2-s windows; the sampler runs in its own process at low priority. "
-            "Targets: >= 99% of unmonitored throughput; sampler < 1% of a core."
+            "Throughput: medians of 5 alternating 2-s windows, monitor off and on. The sampler runs in its "
+            "own process at low priority, at the default rate (conf/monitor/default.yaml); its share of one "
+            "core is the CPU time its threads ran over the window's wall time, median (min-max) of 5 "
+            "windows, in 2-s windows (the rate's fast start) and over a default job's sampled span. "
+            "Targets: >= 99% of unmonitored throughput; sampler <= 1% of a core."
         ],
     ),
     (
@@ -38,13 +41,10 @@ SUITE = [
     ),
     (
         "codecarbon",
-        "ecopipe beside CodeCarbon 3.3.2 on the default job's workload (gross energy per 1,000 inferences)",
+        "ecopipe beside CodeCarbon 3.3.2 on the default job's workload: gross energy per 1,000 inferences, "
+        f"median (min–max) of {codecarbon_compare.REPEATS} interleaved repeats",
         codecarbon_compare,
-        [
-            "Same workload, built and warmed up the same way; CodeCarbon runs for as long as ecopipe's "
-            "measured windows, sampling power every second. Neither tool measures anything here (no "
-            "RAPL, no GPU): every figure is an estimate, and they differ by their models, named beside them."
-        ],
+        [],
     ),
 ]
 
@@ -60,7 +60,9 @@ def main() -> None:
         if frame.empty:
             print(f"## {title}\n\nskipped: needs {getattr(module, 'NEEDS', 'CUDA')}\n")
             continue
-        print(write_table(name, title, frame, notes))
+        # A bench may add what only its run knows: versions, repeats (header) and findings (notes).
+        header, extra = frame.attrs.get("header", []), frame.attrs.get("notes", [])
+        print(write_table(name, title, frame, [*notes, *extra], header))
 
 
 if __name__ == "__main__":

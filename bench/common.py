@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import platform
 import statistics
 from collections.abc import Sequence
@@ -40,22 +41,28 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def write_table(name: str, title: str, frame: pd.DataFrame, notes: Sequence[str] = ()) -> str:
-    """Write bench/results/<name>.md with the machine and command, and return its text."""
+def write_table(
+    name: str, title: str, frame: pd.DataFrame, notes: Sequence[str] = (), header: Sequence[str] = ()
+) -> str:
+    """Write bench/results/<name>.md with the date, the machine and command, and return its text.
+
+    `header`: lines after the machine's (versions, repeats); `notes`: paragraphs after the table."""
     from ecopipe.aggregation.render import markdown
 
-    command = "make bench"
+    command = f"make bench (python -m bench {name})"
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join(
         [
             f"## {title}",
             "",
+            f"Date: {date}  ",
             f"Machine: {machine()}  ",
+            *(f"{line}  " for line in header),
             f"Command: `{command}`",
             "",
             markdown(frame),
             "",
-            *notes,
-            "",
+            *(line for note in notes for line in (note, "")),
         ]
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
