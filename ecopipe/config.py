@@ -238,7 +238,7 @@ class MonitorConfig:
     idle_s: float = bounded(2.0, SECONDS)  # idle baseline length; 0 disables it
     cooldown_s: float = bounded(0.0, SECONDS)
     min_hz: float = bounded(1.0, SAMPLING_HZ)
-    max_hz: float = bounded(50.0, SAMPLING_HZ)
+    max_hz: float = bounded(10.0, SAMPLING_HZ)  # ~10 samples/s: the sampler within 1% of a core
     frequency_hz: float | None = bounded(None, SAMPLING_HZ)  # pins the sampler's rate
     fake_gpu_watts: float | None = bounded(None, NON_NEGATIVE)  # CI only: a simulated GPU drawing this power
     gpu_sensor: GpuSensor = GpuSensor.auto

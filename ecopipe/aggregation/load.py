@@ -49,6 +49,19 @@ METRICS = (
     "carbon_intensity_g_per_kwh",
     "pue",
 )
+# The tables' figures that carry a band (report.band_metrics), and the PUE's range: their ends too.
+BANDED = (
+    "energy_per_1k_gross_j",
+    "energy_per_1k_net_j",
+    "energy_per_1k_tokens_gross_j",
+    "energy_per_1k_tokens_net_j",
+    "co2e_g_per_1k",
+    "water_l_per_1k",
+    "ess",
+    "ess_run",
+    "pue",
+)
+METRICS += tuple(f"{name}{end}" for name in BANDED for end in ("_low", "_high"))
 METRIC_PREFIXES = ("quality.", "selection.")
 TAG_PREFIXES = ("ecopipe.", "energy_source.", "energy_measured.")
 TAGS = ("mlflow.parentRunId",)

@@ -44,9 +44,7 @@ Band3 = tuple[float, float, float]
 # load, the one the other tools use. Low: measured DRAM background power, 0.02-0.08 W/GB (Green
 # Algorithms calculator issue #14 and pull request #38), its low end.
 RAM_W_PER_GB: Band3 = (0.02, 3 / 8, 3 / 8)
-RAM_SOURCE = (
-    "0.02 W/GB measured DRAM background (Green Algorithms #14, #38) to 0.375 W/GB (Crucial, CodeCarbon v2)"
-)
+RAM_SOURCE = "0.02 W/GB, DRAM background on a meter (Green Algorithms #14, #38), to 0.375 (Crucial)"
 
 BYTES_PER_GB = 1024**3  # GiB, as CodeCarbon's ram_total_size
 
