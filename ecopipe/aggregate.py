@@ -100,10 +100,12 @@ def _notes(
         + (f"; {built.superseded} earlier runs superseded" if built.superseded else ""),
         "energy source: the last row of each energy table names each column's, and a cell whose source "
         "differs names its own; nvml_counter, nvml_power_polling, nvml_avg_power_polling and rapl are "
-        "measured, estimated_* are estimates (their energy follows wall time, not what the hardware "
-        "drew), fake is simulated; CO2e, water and ESS inherit their energy's source",
-        "± is the 95% CI over one run's trials; where a cell has several runs, CV is the spread between "
-        "them (run to run), which the within-run CI does not cover",
+        "measured, estimated_* are estimates (their energy follows the job's CPU time and memory, not "
+        "what the hardware drew), fake is simulated; CO2e, water and ESS inherit their energy's source",
+        "(low–high) after a value is its band: for an estimate, the coefficients' range and the 95% CI over "
+        "the run's trials; for a measurement, that CI; CO2e and water add the PUE's range. ± is a 95% CI "
+        "where no band was logged. Where a cell has several runs, CV is the spread between them (run to "
+        "run), which the within-run CI does not cover",
         _stores_note(jobs, uris),
     ]
     if filter_string:

@@ -96,6 +96,9 @@ def ess_bars(
     pages = -(-len(shown) // ROWS_PER_PAGE)
     colours = {h: f"C{i % 10}" for i, h in enumerate(hardware)}
     lo, hi = values[values > 0].min().min(), values[values > 0].max().max()
+    for end in (e for e in (lows, highs) if e is not None):  # the bands fit on the axis too
+        ends = numbers(end).where(values > 0)
+        lo, hi = min(lo, ends[ends > 0].min().min()), max(hi, ends[ends > 0].max().max())
     written = []
     for page, out in enumerate(_page_paths(path, pages)):
         rows = shown.iloc[page * ROWS_PER_PAGE : (page + 1) * ROWS_PER_PAGE]
@@ -143,7 +146,7 @@ def ess_bars(
         if pages > 1:
             title += f", page {page + 1} of {pages} ({len(shown)} rows)"
         ax.set_title(title, fontsize=10)
-        ax.legend(title="hardware", fontsize=7, title_fontsize=7, loc="lower right")
+        ax.legend(title="hardware", fontsize=7, title_fontsize=7, loc="best")
         fig.savefig(out, dpi=110)
         written.append(out)
     return written
