@@ -187,6 +187,27 @@ def parse_cpuinfo(text: str) -> CpuInfo:
     )
 
 
+# Brand words of a CPU named by hand (hardware.cpu_model): the vendor its identification starts from.
+_BRAND_WORDS = {
+    "intel": "GenuineIntel",
+    "xeon": "GenuineIntel",
+    "amd": "AuthenticAMD",
+    "epyc": "AuthenticAMD",
+    "ryzen": "AuthenticAMD",
+}
+_ARM_WORDS = ("ampere", "altra", "graviton", "neoverse", "arm")
+ARM_LTD = 0x41  # "CPU implementer" of Arm Ltd's own cores (Neoverse), as Graviton and Altra report
+
+
+def named_cpu(model_name: str) -> CpuInfo:
+    """A CPU known only by its name (a what-if estimate): the vendor its brand words imply, no ids or
+    flags, so that identification goes by the SKU in the name or gives the vendor's range."""
+    words = model_name.lower()
+    vendor = next((v for k, v in _BRAND_WORDS.items() if k in words), "")
+    arm = not vendor and any(w in words for w in _ARM_WORDS)
+    return CpuInfo(vendor, None, None, None, frozenset(), model_name, ARM_LTD if arm else None, None)
+
+
 def read_cpuinfo(path: str | Path = "/proc/cpuinfo") -> CpuInfo:
     """parse_cpuinfo of the file; an unreadable one gives empty fields and the platform's processor name."""
     try:

@@ -128,6 +128,7 @@ class DeviceProfile:
     tdp_w: float | None
     embodied_kgco2e: float | None
     source: str
+    tier_assumed: bool = False  # the tier is a default for an unlisted device, not the table's or the user's
 
 
 def _from_table(key: str, row: HardwareProfile, detected: str, tier: str | None) -> DeviceProfile:
@@ -168,7 +169,10 @@ def device_profile(cfg: HardwareConfig, device: str, simulated_gpu: bool = False
     # A CUDA device missing from the table is most likely a data-centre card (the table lists the
     # common consumer ones): assuming a desktop would drop the PUE and on-site water (CO2e 36% low).
     server = index is not None or any(word in detected.lower() for word in _SERVER_CPU_WORDS)
-    tier = cfg.tier or ("datacenter" if server else "desktop")
+    if cfg.tier is not None:
+        source = f"not in the hardware table; tier '{cfg.tier}' set by hardware.tier"
+        return DeviceProfile("unknown", detected, detected, cfg.tier, None, None, source)
+    tier = "datacenter" if server else "desktop"
     log.warning(
         "%s %r is not in the hardware table: tier %s assumed (set hardware.profile or "
         "hardware.tier to change it).",
@@ -176,21 +180,8 @@ def device_profile(cfg: HardwareConfig, device: str, simulated_gpu: bool = False
         detected,
         tier,
     )
-    return DeviceProfile(
-        "unknown",
-        detected,
-        detected,
-        tier,
-        None,
-        None,
-        f"not in the hardware table; tier '{tier}' assumed from the device name",
-    )
-
-
-def cpu_table_row(model: str) -> HardwareProfile | None:
-    """The hardware table's row for a CPU model string (TDP, threads per package), if it lists one."""
-    row = match_hardware(model)
-    return row if row is not None and row.kind == "cpu" else None
+    source = f"not in the hardware table; tier '{tier}' assumed from the device name"
+    return DeviceProfile("unknown", detected, detected, tier, None, None, source, tier_assumed=True)
 
 
 def environment() -> dict[str, object]:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 REIMPACT_TAG = "ecopipe.reimpact_of"
 # Figures the impact and ESS stages produce: recomputed, never copied from the original.
 _STAGE_PREFIXES = (
+    "headline/",
     "energy_it_j_",
     "energy_facility_j_",
     "co2e_",
@@ -114,11 +115,15 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
     inference_only = {k: v for k, v in metrics.items() if not k.startswith(_STAGE_PREFIXES)}
     out.log_metrics(inference_only | stage_metrics)
     client.set_terminated(new.info.run_id, "FINISHED")
+    co2e = report.metric_band(stage_metrics, "co2e_g_per_1k")
     log.info(
-        "re-impact of %s in %s: %.4g gCO2e per 1,000 inferences, ESS %.4g (run %s)",
+        "re-impact of %s in %s: %.4g gCO2e (%.3g-%.3g) per 1,000 inferences, %s; ESS %.4g (run %s)",
         run.info.run_id,
         factors.region,
-        impact.per_1k.co2e_g,
+        co2e.point,
+        co2e.low,
+        co2e.high,
+        tags.get(report.FIGURES_TAG, "source not recorded"),
         ess.ess,
         new.info.run_id,
     )

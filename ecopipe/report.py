@@ -27,9 +27,12 @@ def band_metrics(name: str, band: Band) -> dict[str, float]:
 
 
 def metric_band(metrics: Mapping[str, float], name: str) -> Band:
-    """A logged figure's band; a run logged before bands existed reads as its point alone."""
+    """A logged figure's band; a run logged before bands existed reads as its point alone, and a low end
+    logged without a high one (an ESS whose low end's CO2e is zero) has no upper bound."""
     point = metrics[name]
-    return spread((metrics.get(f"{name}{LOW}", point), point, metrics.get(f"{name}{HIGH}", point)))
+    if f"{name}{LOW}" not in metrics:
+        return Band(point, point, point)
+    return spread((metrics[f"{name}{LOW}"], point, metrics.get(f"{name}{HIGH}", math.inf)))
 
 
 def _at(metrics: Mapping[str, float], name: str, bound: Bound) -> float:
@@ -167,6 +170,9 @@ def stage_metrics(stages: Mapping[Bound, tuple[ImpactResult, SustainabilityResul
         values = [per_bound[b][key] for b in Bound]
         if all(math.isfinite(v) for v in values):
             metrics |= band_metrics(key, spread(values))
+        elif key in _ESS and math.isfinite(values[1]) and math.isfinite(values[2]):
+            # The low end's CO2e is zero: the ESS has a lowest value and no upper bound (no `_high`).
+            metrics[f"{key}{LOW}"] = values[2]
     pue = stages[Bound.POINT][0].factors.pue
     if pue.low is not None and pue.high is not None:
         metrics |= {f"pue{LOW}": pue.low, f"pue{HIGH}": pue.high}
@@ -315,9 +321,9 @@ def _quoted(band: Band, unit: str, per: str, label: str) -> str:
 def _trials_text(result: InferenceResult, target: float | None) -> str:
     n = len(result.trials)
     if result.trials_stop is TrialsStop.TARGET:
-        return f"{n} trials, stopped once the CI was within {target:.0%} of the mean"
+        return f"{n} trials, stopped once the CI was within {target * 100:g}% of the mean"
     if result.trials_stop is TrialsStop.MAX_TRIALS:
-        return f"{n} trials: the CI target {target:.0%} was NOT reached (monitor.max_trials)"
+        return f"{n} trials: the CI target {target * 100:g}% was NOT reached (monitor.max_trials)"
     return f"{n} trials"
 
 
@@ -326,6 +332,10 @@ def _ess_text(metrics: Mapping[str, float], label: str, impact: ImpactResult) ->
         band = metric_band(metrics, "ess")
         if band.exact:
             return f"{band.point:.4g}, {label}"
+        if math.isinf(band.high):
+            return (
+                f"{band.point:.4g} (at least {band.low:.3g}: no upper bound, CO2e's band reaches 0), {label}"
+            )
         return f"{band.point:.4g} ({band.low:.3g}–{band.high:.3g}), {label}"
     f = impact.factors
     return (
@@ -381,8 +391,11 @@ def summary(
         f"  throughput  {eng(result.throughput.mean)} inferences/s  (batch {result.batch_size})",
         f"  quality     {quality}",
     ]
-    if profile.key == "unknown":
-        lines.append(f"  tier        {profile.tier}, an ASSUMPTION: {profile.source}")
+    if profile.tier_assumed:
+        lines.append(
+            f"  tier        {profile.tier}, an ASSUMPTION: {profile.source} (hardware.tier or "
+            "hardware.profile sets it)"
+        )
     if cpu is not None:
         lines.append(
             f"  cpu         {cpu.identity.microarch or 'unknown microarchitecture'} "

@@ -129,14 +129,15 @@ def test_per_1k_band_and_net_band_by_hand():
     result = _estimated([_trial(1.0, 2.0, 4.0), _trial(2.0, 3.0, 5.0), _trial(3.0, 4.0, 6.0)], idle)
     assert result.figures_label == "ESTIMATE"
     gross = result.per_1k_bands(Attribution.gross)["total"]
-    assert gross.point == pytest.approx(3.0) and gross.low == pytest.approx(2.0 - T3)
+    # the low end's mean less its CI is 2 - 2.48 < 0: a gross energy stops at zero
+    assert gross.point == pytest.approx(3.0) and gross.low == 0.0
     assert gross.high == pytest.approx(5.0 + T3)
     # net per trial = gross - idle W x 2 s, at each bound: low 1-1, 2-1, 3-1; high 4-4, 5-4, 6-4
     net = result.per_1k_bands(Attribution.net)["cpu"]
     assert net.point == pytest.approx(1.0)
     assert net.low == pytest.approx(1.0 - T3) and net.high == pytest.approx(1.0 + T3)
     metrics = inference_metrics(result)
-    assert metrics["energy_per_1k_gross_j_low"] == pytest.approx(2.0 - T3)
+    assert metrics["energy_per_1k_gross_j_low"] == 0.0
     assert metrics["energy_per_1k_gross_j.cpu_high"] == pytest.approx(5.0 + T3)
     # Whole run: 3 trials, 9 J at the point, 6 J low, 15 J high; per 1,000 of its 1,500 tokens
     assert (metrics["energy_gross_j.total_low"], metrics["energy_gross_j.total_high"]) == (6.0, 15.0)
@@ -187,3 +188,24 @@ def test_factors_without_a_range_keep_their_point():
                           Factor(0.5, "t", None), Factor(3.0, "t", None), Attribution.gross)  # fmt: skip
     assert point.at(Bound.LOW) is point and FACTORS.at(Bound.HIGH).pue.value == 2.0
     assert math.isclose(FACTORS.at(Bound.LOW).pue.value, 1.2)
+
+
+def test_a_gross_band_never_goes_below_zero_and_an_ess_over_zero_co2e_has_no_upper_bound():
+    # Two trials, far apart: mean 2, 95% half-width 12.7 x 1/sqrt(2) x sqrt(2) = 12.7; gross stops at 0.
+    result = _estimated([_trial(0.5, 1.0, 1.5), _trial(2.5, 3.0, 3.5)])
+    gross = result.per_1k_bands(Attribution.gross)["total"]
+    assert gross.low == 0.0 and gross.point == pytest.approx(2.0)
+    metrics = inference_metrics(result) | {"samples": 1000, "window_s": 4.0}
+    _, _, stage = footprint_stages(metrics, FACTORS, 2e8, None, None)
+    assert stage["co2e_g_per_1k_low"] == 0.0
+    # ESS = parameters / CO2e: infinite at the low end, so only its lowest value is logged
+    assert stage["ess_low"] == pytest.approx(200 / stage["co2e_g_per_1k_high"])
+    assert "ess_high" not in stage and math.isinf(metric_band(stage, "ess").high)
+    assert "headline/ess_high" not in headline_metrics({**metrics, **stage})
+
+
+def test_a_named_arm_cpu_is_identified_by_its_sku():
+    from ecopipe.sensors.estimated import cpu_power
+
+    altra = cpu_power("Ampere Altra Q80-30")  # hardware.cpu_model: no /proc/cpuinfo of its own
+    assert (altra.identity.microarch, altra.identity.how) == ("neoverse_n1", "name")

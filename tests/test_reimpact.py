@@ -86,6 +86,10 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
     assert again.data.params["region"] == "FRA" and again.data.tags["ecopipe.region"] == "FRA"
     expected = o["energy_per_1k_gross_j"] / 3.6e6 * 1.2 * FRA_G_PER_KWH
     assert again.data.metrics["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-12)
+    # A zero-carbon grid: no ESS, and no headline ESS or band kept from the original by mistake.
+    clean = client.get_run(reimpact_run(client, original, ["impact.carbon_intensity=0"])).data.metrics
+    assert not {k for k in clean if k.startswith(("ess", "headline/ess"))}
+    assert clean["headline/co2e_mg_per_1M_inferences"] == 0.0
 
 
 def test_reimpact_takes_the_runs_tier_and_a_missing_region_is_the_world_grid(bench):
@@ -187,7 +191,10 @@ def test_reimpact_command_prints_the_new_run_and_logs_its_figures(bench, capsys,
     printed = capsys.readouterr()
     new = client.get_run(printed.out.strip())
     figures = new.data.metrics
+    # The CO2e with its band, and what the energy behind it is (the run's ecopipe.figures tag).
+    low, high = figures["co2e_g_per_1k_low"], figures["co2e_g_per_1k_high"]
+    co2e = f"{figures['co2e_g_per_1k']:.4g} gCO2e ({low:.3g}-{high:.3g})"
     assert (
-        f"re-impact of {original} in FRA: {figures['co2e_g_per_1k']:.4g} gCO2e per 1,000 inferences, "
+        f"re-impact of {original} in FRA: {co2e} per 1,000 inferences, {new.data.tags['ecopipe.figures']}; "
         f"ESS {figures['ess']:.4g} (run {new.info.run_id})"
     ) in printed.err.splitlines()

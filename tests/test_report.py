@@ -68,9 +68,11 @@ def components(prefix: str, gpu: float, cpu: float, ram: float) -> dict[str, flo
 
 
 def band(name: str, a: float, b: float) -> dict[str, float]:
-    """A per-trial figure of measured windows: its band is its mean less and plus its 95% CI."""
+    """A per-trial figure of measured windows: its band is its mean less and plus its 95% CI; a gross
+    energy's band stops at zero (two trials make a wide CI)."""
     mean, ci = two(a, b)[""], two(a, b)["ci95"]
-    return {name: mean, f"{name}_low": mean - ci, f"{name}_high": mean + ci}
+    low = max(0.0, mean - ci) if "gross" in name else mean - ci
+    return {name: mean, f"{name}_low": low, f"{name}_high": mean + ci}
 
 
 def exact(values: dict[str, float]) -> dict[str, float]:
@@ -321,13 +323,23 @@ def test_summary_and_run_description_by_hand():
         "stated; PUE 1.5)",
         "  water       176 µL (-250–600 µL) per 1,000 inferences, ESTIMATE  (on-site WUE 2 L/kWh, "
         "EWIF 3 L/kWh; basis unknown)",
-        # the low end's CO2e is negative, where an ESS is not defined: the point alone
-        f"  ESS         {0.5 / co2e:.4g}, ESTIMATE  (0.5 M effective parameters)",
+        # the low end's CO2e is below zero: the ESS has a lowest value (from the highest CO2e) and no
+        # upper bound
+        f"  ESS         {0.5 / co2e:.4g} (at least {0.5 / (high * 600 / 3.6e6):.3g}: no upper bound, CO2e's "
+        "band reaches 0), ESTIMATE  (0.5 M effective parameters)",
         "  throughput  833 inferences/s  (batch 8)",
         "  quality     accuracy 0.9123",
         "  estimates   cpu: 8 W share; ram: 0.375 W/GB. Estimated energy follows the job's CPU time and "
         "memory, not what the hardware drew.",
     ]
+    # An unlisted device's tier is an assumption, and the summary says so (a listed one's is the table's).
+    unlisted = replace(PROFILE, key="unknown", tier_assumed=True, source="not in the hardware table; tier x")
+    metrics = report.inference_metrics(result())
+    impact, _, stage = footprint_stages(
+        metrics, resolve_factors(FACTORS, "WORLD", "datacenter"), 1.0, None, None
+    )
+    tier_line = report.summary("m", unlisted, result(), impact, metrics | stage, "d").splitlines()[-2]
+    assert tier_line.startswith("  tier        datacenter, an ASSUMPTION: not in the hardware table; tier x")
     # The run page's note: a heading, the hardware, then one table row per summary line.
     assert report.description(text).splitlines()[:7] == [
         "### m-d-fp16-bs8",

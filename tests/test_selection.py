@@ -641,6 +641,10 @@ def test_study_job_end_to_end(make_cfg, client):
     ):
         assert f"selection.{key}" in metrics and f"selection.{key}_ci95_high" in metrics
     assert "savings_vs_heaviest" not in " ".join(metrics)
+    # Every arm's energy carries its band, here an estimate's: wider than its CI alone.
+    for arm in ("router_balanced", "member_svc_rbf"):
+        low, point, high = (metrics[f"selection.{arm}.energy_per_1k_j{end}"] for end in ("_low", "", "_high"))
+        assert 0 <= low < point < high, arm
     assert run.data.tags["ecopipe.workload.reference"] in run.data.params["pool.members"]
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "selection")}
     assert artifacts == {"selection/pareto.csv", "selection/pareto.png", "selection/selection.json"}
@@ -662,6 +666,6 @@ def test_pareto_axis_names_what_the_markers_are(tmp_path, monkeypatch):
     monkeypatch.setattr(Axes, "set_xlabel", lambda ax, text, *a, **k: labels.append(text) or real(ax, text))
     frontier = (np.array([0.0, 0.9]), np.array([0.001, 0.002]))
     curve = [CurvePoint(0.5, 0.9, 0.002, True)]
-    points = {"member:a": MeasuredPoint(2.0, 0.1, 0.9, True)}
+    points = {"member:a": MeasuredPoint(2.0, 1.5, 2.5, 0.9, True)}
     plot_study(tmp_path / "p.png", frontier, curve, points, "member:a", "t", "n", "ESTIMATE")
-    assert labels == ["energy per 1,000 inferences (J, log scale); markers: ESTIMATE, 95% interval"]
+    assert labels == ["energy per 1,000 inferences (J, log scale); markers: ESTIMATE, with their band"]

@@ -894,9 +894,14 @@ def test_unknown_cuda_device_defaults_to_datacenter(monkeypatch, caplog):
     monkeypatch.setattr(hardware, "gpu_model_name", lambda index: "NVIDIA B300 SXM6 AC")
     with caplog.at_level(logging.WARNING):
         profile = device_profile(HardwareConfig(), "cuda:0")
-    assert (profile.key, profile.tier) == ("unknown", "datacenter")
+    assert (profile.key, profile.tier, profile.tier_assumed) == ("unknown", "datacenter", True)
     assert "CUDA device 'NVIDIA B300 SXM6 AC' is not in the hardware table" in caplog.text
-    assert device_profile(HardwareConfig(tier="desktop"), "cuda:0").tier == "desktop"
+    # A tier the user set is theirs, not an assumption: the summary then says nothing about it.
+    chosen = device_profile(HardwareConfig(tier="desktop"), "cuda:0")
+    assert (chosen.tier, chosen.tier_assumed) == (
+        "desktop",
+        False,
+    ) and "set by hardware.tier" in chosen.source
 
 
 def test_cpu_model_override_picks_the_profile():

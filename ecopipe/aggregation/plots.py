@@ -26,7 +26,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^", "int4": "v"}
 FRONTIER_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
 ESTIMATE_NOTE = "hollow markers: energy ESTIMATED (no power sensor read), not measured"
-BAND_NOTE = "bars: each figure's band (an estimate's coefficient range and the 95% CI over trials)"
+BAND_NOTE = "error bars: each figure's band (an estimate's coefficient range and the 95% CI over trials)"
 ESTIMATED = "estimat|fake|unknown"  # a source label that is not a plain measurement
 # Quality metrics the energy-quality plot knows the direction of (True: higher is better).
 QUALITY_DIRECTION = {
@@ -120,10 +120,11 @@ def ess_bars(
                 hatched |= bool(guessed[v.notna()].any())
             ax.barh(at, v, height, color=colours[hw], label=hw, hatch=hatch, edgecolor="white")
             if lows is not None and highs is not None:
-                lo_v = numbers(lows.loc[rows.index, [hw]])[hw].where(v.notna())
-                hi_v = numbers(highs.loc[rows.index, [hw]])[hw].where(v.notna())
-                err = np.array([(v - lo_v).clip(lower=0).fillna(0), (hi_v - v).clip(lower=0).fillna(0)])
-                ax.errorbar(v, at, xerr=err, fmt="none", ecolor="0.15", elinewidth=0.9, capsize=2)
+                lo_v = numbers(lows.loc[rows.index, [hw]])[hw]
+                hi_v = numbers(highs.loc[rows.index, [hw]])[hw]
+                both = (v.notna() & lo_v.notna() & hi_v.notna()).to_numpy()  # no error bar without both ends
+                err = np.array([(v - lo_v)[both].clip(lower=0), (hi_v - v)[both].clip(lower=0)])
+                ax.errorbar(v[both], at[both], xerr=err, fmt="none", ecolor="0.15", elinewidth=0.9, capsize=2)
         ax.set_yticks(y, [_label(r, keys) for _, r in rows.iterrows()], fontsize=8)
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.set_xscale("log")
@@ -249,7 +250,7 @@ def energy_quality(
     if everything["estimated"].any():
         title += "\n" + ESTIMATE_NOTE
     if bands is not None:
-        title += "\nhorizontal " + BAND_NOTE
+        title += "\nhorizontal lines: " + BAND_NOTE.removeprefix("error bars: ")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
     return [path]

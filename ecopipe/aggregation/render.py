@@ -90,10 +90,11 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         for i, value in enumerate(frame[column]):
             text = fmt(value)
             band = [t[column].iat[i] if t is not None and column in t else None for t in (low, high)]
-            if text and all(b is not None and pd.notna(b) for b in band) and band[0] != band[1]:
-                text += (
-                    f" ({eng_range(band[0], band[1], unit) if unit else f'{fmt(band[0])}–{fmt(band[1])}'})"
-                )
+            has = [b is not None and pd.notna(b) for b in band]
+            if text and all(has) and band[0] != band[1]:
+                text += f" ({eng_range(*band, unit) if unit else f'{fmt(band[0])}–{fmt(band[1])}'})"
+            elif text and has[0] and not has[1]:  # a low end without a high one: no upper bound
+                text += f" (at least {eng(band[0], unit) if unit else fmt(band[0])})"
             elif text and ci95 is not None and column in ci95 and pd.notna(ci95[column].iat[i]):
                 text += f" ±{eng(ci95[column].iat[i], unit, 2)}"
             if text and runs is not None and column in runs and runs[column].iat[i] >= 2:

@@ -270,6 +270,9 @@ def selection_study(cells: pd.DataFrame) -> pd.DataFrame:
                     "accuracy vs reference": run[metric + "accuracy_delta_vs_reference"],
                     "energy per 1,000 (J)": run[metric + "energy_per_1k_j"],
                     "energy 95% CI (J)": run[metric + "energy_per_1k_ci95_j"],
+                    # the band (an estimate's coefficient range and the CI); runs logged before it: none
+                    "energy low (J)": run.get(metric + "energy_per_1k_j_low"),
+                    "energy high (J)": run.get(metric + "energy_per_1k_j_high"),
                     "source": run["source"],
                     "savings vs reference": run[metric + "savings_measured_vs_reference"],
                     "savings vs reference, 95% low": run[metric + "savings_measured_vs_reference_ci95_low"],

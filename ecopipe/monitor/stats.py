@@ -52,8 +52,8 @@ class Band:
     high: float
 
     def __post_init__(self) -> None:
-        finite = [v for v in (self.low, self.point, self.high) if math.isfinite(v)]
-        if len(finite) == 3 and not self.low <= self.point <= self.high:
+        ordered = self.low <= self.point <= self.high  # an unbounded end (inf) still has an order
+        if not ordered and not any(math.isnan(v) for v in (self.low, self.point, self.high)):
             raise ValueError(f"a band needs low <= point <= high, got {self}")
 
     def scaled(self, factor: float) -> Band:
@@ -61,13 +61,9 @@ class Band:
         ends = sorted((self.low * factor, self.high * factor))
         return Band(ends[0], self.point * factor, ends[1])
 
-    def map(self, function: object) -> Band:
-        """The band of a monotone function of the figure (decreasing ones swap the ends)."""
-        values = [function(v) for v in (self.low, self.point, self.high)]  # type: ignore[operator]
-        finite = [v for v in values if math.isfinite(v)]
-        if len(finite) < 3:
-            return Band(values[1], values[1], values[1]) if math.isfinite(values[1]) else Band(*values)
-        return Band(min(values), values[1], max(values))
+    def floored(self, floor: float = 0.0) -> Band:
+        """The band with its low end raised to a physical floor (a gross energy is never below 0)."""
+        return Band(max(self.low, floor), max(self.point, floor), max(self.high, floor))
 
     @property
     def exact(self) -> bool:

@@ -38,10 +38,11 @@ class CurvePoint:
 
 @dataclass(frozen=True)
 class MeasuredPoint:
-    """One arm as its windows measured it."""
+    """One arm as its windows metered it: its energy and that figure's band (report.band_metrics)."""
 
     energy_per_1k_j: float
-    ci95_per_1k_j: float
+    low_per_1k_j: float
+    high_per_1k_j: float
     accuracy: float
     member: bool  # a member alone (else a strategy)
 
@@ -126,9 +127,11 @@ def plot_study(
             ax.errorbar(
                 [point.energy_per_1k_j],
                 [point.accuracy],
-                xerr=[[min(point.ci95_per_1k_j, 0.999 * point.energy_per_1k_j)], [point.ci95_per_1k_j]]
-                if np.isfinite(point.ci95_per_1k_j)
-                else None,
+                # the band, its low end kept above zero on the log axis
+                xerr=[
+                    [min(point.energy_per_1k_j - point.low_per_1k_j, 0.999 * point.energy_per_1k_j)],
+                    [point.high_per_1k_j - point.energy_per_1k_j],
+                ],
                 ls="none",
                 color=colours[i % len(colours)],
                 mec="k" if name == reference else None,
@@ -144,7 +147,7 @@ def plot_study(
             max(0.0, lowest - 0.05),
             min(1.0, max(accuracy.max(), *(p.accuracy for p in measured.values())) + 0.02),
         )
-        ax.set_xlabel(f"energy per 1,000 inferences (J, log scale); markers: {label}, 95% interval")
+        ax.set_xlabel(f"energy per 1,000 inferences (J, log scale); markers: {label}, with their band")
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")

@@ -431,6 +431,8 @@ class SelectionWorkload(Workload):
     def findings(self, result: InferenceResult, folder: Path) -> Findings:
         measured = {name: arm.per_1k_samples() for name, arm in result.arms.items()}
         measured[self.headline] = result.per_1k_samples(Attribution.gross)
+        bands = {name: arm.per_1k_band() for name, arm in result.arms.items()}
+        bands[self.headline] = result.per_1k_bands(Attribution.gross)["total"]
         seconds = {name: arm.seconds_per_1k_samples() for name, arm in result.arms.items()}
         seconds[self.headline] = estimate([t.window.duration_s * 1000 / t.samples for t in result.trials])
         accuracy = {name: arm.quality["accuracy"] for name, arm in result.arms.items()}
@@ -449,6 +451,8 @@ class SelectionWorkload(Workload):
                 "accuracy": accuracy[name],
                 "energy_per_1k_j": measured[name].mean,
                 "energy_per_1k_ci95_j": measured[name].ci95,
+                "energy_per_1k_j_low": bands[name].low,  # the band: coefficients' range and the CI
+                "energy_per_1k_j_high": bands[name].high,
                 "accuracy_delta_vs_reference": delta,
                 "savings_measured_vs_reference": vs_reference,
                 "savings_measured_vs_costliest": vs_costliest,
@@ -470,7 +474,7 @@ class SelectionWorkload(Workload):
             "selection.reference_energy_per_1k_j": measured[reference].mean,
             "selection.pareto_auc": areas[0],
             "selection.oracle_pareto_auc": areas[1],
-            "selection.energy_estimated": float(not all(result.measured.values())),
+            "selection.energy_estimated": float(result.is_estimate),
         }
         summary = self._summary(result, rows, reference, costliest)
         files = self._write_files(folder, rows, curve, frontier, areas, reference, result)
@@ -525,8 +529,8 @@ class SelectionWorkload(Workload):
             f"  reference   {reference.removeprefix(MEMBER_PREFIX)}: the most accurate member on "
             f"validation B ({self.validation_b.correct[self.reference].mean():.4f}); on test accuracy "
             f"{ref['accuracy']:.4f}, "
-            f"{ref['energy_per_1k_j']:.4g} J per 1,000 ±{ref['energy_per_1k_ci95_j']:.2g} "
-            f"({result.figures_label}, gross)"
+            f"{ref['energy_per_1k_j']:.4g} J per 1,000 ({ref['energy_per_1k_j_low']:.3g}–"
+            f"{ref['energy_per_1k_j_high']:.3g}, {result.figures_label}, gross)"
         ]
 
         def describe(row: dict[str, Any]) -> str:
@@ -570,7 +574,8 @@ class SelectionWorkload(Workload):
         points = {
             r["arm"]: MeasuredPoint(
                 r["energy_per_1k_j"],
-                r["energy_per_1k_ci95_j"],
+                r["energy_per_1k_j_low"],
+                r["energy_per_1k_j_high"],
                 r["accuracy"],
                 r["arm"].startswith(MEMBER_PREFIX),
             )

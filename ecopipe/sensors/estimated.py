@@ -26,10 +26,10 @@ import psutil
 
 from ecopipe.cpu_identity import (
     CpuIdentity,
-    CpuInfo,
     CpuPowerCoefficients,
     cpu_power_coefficients,
     identify,
+    named_cpu,
     power_per_thread_w,
     read_cpuinfo,
 )
@@ -81,15 +81,6 @@ def _tdp_check(model_name: str, coefficients: CpuPowerCoefficients) -> str:
     )
 
 
-# The vendor_id a named CPU's brand implies, for identification by name (hardware.cpu_model).
-_VENDOR_WORDS = {
-    "intel": "GenuineIntel",
-    "xeon": "GenuineIntel",
-    "amd": "AuthenticAMD",
-    "epyc": "AuthenticAMD",
-}
-
-
 def cpu_power(cpu_model: str | None = None, microarch: str | None = None) -> CpuPower:
     """This machine's CPU, identified from /proc/cpuinfo, and its SPECpower coefficients.
 
@@ -99,9 +90,7 @@ def cpu_power(cpu_model: str | None = None, microarch: str | None = None) -> Cpu
     """
     info = read_cpuinfo()
     if cpu_model is not None:  # the named CPU alone: its vendor from its name, no ids, no flags
-        words = cpu_model.lower()
-        vendor = next((v for k, v in _VENDOR_WORDS.items() if k in words), "")
-        info = CpuInfo(vendor, None, None, None, frozenset(), cpu_model, None, None)
+        info = named_cpu(cpu_model)
     identity = identify(info, microarch)
     coefficients = cpu_power_coefficients(identity)
     return CpuPower(identity, coefficients, _tdp_check(info.model_name, coefficients))

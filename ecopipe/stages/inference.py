@@ -67,6 +67,11 @@ class ArmResult:
         """Gross joules per 1,000 inferences over the trials: mean and 95% interval."""
         return estimate([t.window.energy.total * 1000 / t.samples for t in self.trials])
 
+    def per_1k_band(self) -> Band:
+        """The same with its band (stats.band_of): an estimate's coefficient range and the CI."""
+        per_bound = ([t.window.at(b).total * 1000 / t.samples for t in self.trials] for b in Bound)
+        return band_of(*per_bound).floored(0.0)
+
     def seconds_per_1k_samples(self) -> Estimate:
         return estimate([t.window.duration_s * 1000 / t.samples for t in self.trials])
 
@@ -189,10 +194,13 @@ class InferenceResult:
     def per_1k_bands(self, attribution: Attribution) -> dict[str, Band]:
         """Per component and total: joules per 1,000 inferences with the band to quote (stats.band_of)."""
         per_bound = {b: [e.as_dict() for e in self._per_1k(attribution, b)] for b in Bound}
-        return {
+        bands = {
             key: band_of(*([trial[key] for trial in per_bound[b]] for b in Bound))
             for key in per_bound[Bound.POINT][0]
         }
+        if attribution is Attribution.gross:  # what the devices drew is never below zero; net may be
+            bands = {key: band.floored(0.0) for key, band in bands.items()}
+        return bands
 
     @property
     def throughput(self) -> Estimate:
