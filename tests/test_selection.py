@@ -652,7 +652,7 @@ def test_study_job_end_to_end(make_cfg, client):
     # reference's energy an ESTIMATE, and calls nothing measured (the pareto plot's axis is built from
     # the same label: test_pareto_axis_names_what_the_markers_are).
     assert "savings vs reference" in outcome.summary and "time savings" in outcome.summary
-    assert "(ESTIMATE, gross)" in outcome.summary
+    assert ", ESTIMATE, gross)" in outcome.summary
     assert not re.search(r"\bmeasured\b", outcome.summary, re.IGNORECASE), outcome.summary
 
 
