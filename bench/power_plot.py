@@ -54,15 +54,26 @@ def plot_power(
     for s in series:
         style = {"color": s.color, "linestyle": "--" if s.dashed else "-", "linewidth": 2}
         cpu.plot(*steps(s.segments, "cpu_w"), label=s.label, **style)
-        ram.plot(*steps(s.segments, "ram_w"), label=s.label, **style)
+        ram_x, ram_y = steps(s.segments, "ram_w")
+        # A zero has no place on the log axis: say so in the legend rather than drop the line silently.
+        zero = all(y == 0 for y in ram_y if not math.isnan(y))
+        ram.plot(ram_x, ram_y, label=s.label + (" (0 W throughout: not drawn)" if zero else ""), **style)
         if not s.load.empty:
             load.plot(s.load["t_s"], s.load["pct"], label=s.load_label, marker=".", markersize=4, **style)
     cpu.set_ylabel("CPU power, W (estimate)")
     cpu.set_ylim(bottom=0)
-    cpu.set_title("CPU: each tool's model of the package power it charges the job", fontsize=10)
+    cpu.set_title(
+        "CPU: each tool's model of the power it charges the job (ecopipe: its threads' share of a "
+        "SPECpower server, memory up to the servers' GB per thread included)",
+        fontsize=10,
+    )
     ram.set_ylabel("RAM power, W (estimate, log scale)")
     ram.set_yscale("log")
-    ram.set_title("RAM: per GB held or installed (ecopipe), per DIMM guessed (CodeCarbon)", fontsize=10)
+    ram.set_title(
+        "RAM: per GB held or installed beyond the CPU figure's memory (ecopipe), "
+        "per DIMM guessed (CodeCarbon)",
+        fontsize=10,
+    )
     load.set_ylabel("CPU load read, % of all CPUs")
     load.set_ylim(0, 105)
     load.set_xlabel("time since the run's measured span began, s (each tool's own run of the same workload)")
