@@ -426,3 +426,24 @@ def test_rapl_set_aside_on_request_is_named_in_tags_and_summary():
         "[gpu nvml_counter, cpu estimated_specpower (ESTIMATE: rapl set aside on request), "
         "ram estimated_rss (ESTIMATE: rapl set aside on request)]" in energy_line(aside)
     )
+
+
+def test_the_summary_says_what_ended_the_trials():
+    from ecopipe.stages.inference import TrialsStop
+
+    metrics = report.inference_metrics(result())
+    impact, _, stage = footprint_stages(
+        metrics, resolve_factors(FACTORS, "WORLD", "datacenter"), 1.0, None, None
+    )
+
+    def energy(stop: TrialsStop, target: float | None) -> str:
+        text = report.summary("m", PROFILE, result(trials_stop=stop), impact, metrics | stage, "d", target)
+        return text.splitlines()[2]
+
+    assert "; 2 trials, stopped once the CI was within 2.5% of the mean, net)" in energy(
+        TrialsStop.TARGET, 0.025
+    )
+    assert "; 2 trials: the CI target 5% was NOT reached (monitor.max_trials), net)" in energy(
+        TrialsStop.MAX_TRIALS, 0.05
+    )
+    assert "; 2 trials, net)" in energy(TrialsStop.FIXED, None)
