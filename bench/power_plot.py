@@ -63,8 +63,8 @@ def plot_power(
     cpu.set_ylabel("CPU power, W (estimate)")
     cpu.set_ylim(bottom=0)
     cpu.set_title(
-        "CPU: each tool's model of the power it charges the job (ecopipe: its threads' share of a "
-        "SPECpower server, memory up to the servers' GB per thread included)",
+        "CPU: each tool's model of the power it charges the job\n(ecopipe: its threads' share of a "
+        "SPECpower server, that server's memory per thread included)",
         fontsize=10,
     )
     ram.set_ylabel("RAM power, W (estimate, log scale)")
