@@ -127,6 +127,10 @@ class EnergyMeter:
         self._synchronize = synchronize
         self.clock = clock
         self.unmetered = dict(unmetered or {})
+        # Wall time of an edge = its monotonic reading + one offset, so that end - start of two
+        # edges is the window's duration exactly; reading time.time() at each edge would add the
+        # scheduling gap between the two clock reads (milliseconds on a busy machine).
+        self._unix_offset_s = time.time() - clock()
 
     @property
     def set_aside(self) -> dict[str, str]:
@@ -186,7 +190,7 @@ class EnergyMeter:
         point = tuple(r[1] for r in reads)
         low, high = tuple(r[0] for r in reads), tuple(r[2] for r in reads)
         banded = low != point or high != point
-        return Snapshot(now, time.time(), point, low if banded else None, high if banded else None)
+        return Snapshot(now, now + self._unix_offset_s, point, low if banded else None, high if banded else None)
 
     def since(self, start: Snapshot) -> Window:
         end = self.snapshot()
