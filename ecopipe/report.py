@@ -96,6 +96,10 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
     }
     if math.isfinite(result.other_cpu_load):
         metrics["other_cpu_load"] = result.other_cpu_load
+    if result.shared:  # a whole-machine counter charged at the job's share: the whole figure beside it
+        metrics["job_cpu_share"] = result.job_cpu_share
+        machine = result.machine_energy.as_dict()
+        metrics |= {f"energy_machine_j.{c}": machine[c] for c in result.shared}
     if result.fit is not None:
         metrics |= {"fit_s": result.fit.duration_s, "fit_energy_j": result.fit.energy.total}
     # Net and idle figures exist only where an idle baseline was taken: never net = gross by default.

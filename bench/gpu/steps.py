@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -41,12 +40,8 @@ from bench.gpu.counter import (
     nvml_reader,
     simulated_reader,
 )
+from ecopipe.monitor.settle import SETTLE_TOLERANCE, SETTLE_WINDOWS, settle
 from ecopipe.report import UNMETERED_TAG
-
-# The idle step calls power settled when its last SETTLE_WINDOWS readings lie within this share of
-# their mean (a GPU's idle draw falls for seconds after work as clocks and fans come down).
-SETTLE_TOLERANCE = 0.05
-SETTLE_WINDOWS = 3
 
 
 def _counter_mj(ctx: Context) -> Callable[[], float]:
@@ -117,47 +112,6 @@ def counter(ctx: Context, result: StepResult) -> None:
 # --- idle: power settles, without and then with a CUDA context ---------------------------------------------
 
 
-@dataclass(frozen=True)
-class Settling:
-    watts: tuple[float, ...]  # one mean power per window, in the order read
-    seconds: float
-
-    @property
-    def settled(self) -> bool:
-        return is_flat(self.watts)
-
-    @property
-    def settled_w(self) -> float:
-        last = self.watts[-SETTLE_WINDOWS:]
-        return sum(last) / len(last)
-
-
-def is_flat(watts: list[float] | tuple[float, ...]) -> bool:
-    """The last SETTLE_WINDOWS readings within SETTLE_TOLERANCE of their mean."""
-    last = watts[-SETTLE_WINDOWS:]
-    if len(last) < SETTLE_WINDOWS:
-        return False
-    mean = sum(last) / len(last)
-    return mean > 0 and (max(last) - min(last)) <= SETTLE_TOLERANCE * mean
-
-
-def settle(
-    read_mj: Callable[[], float],
-    window_s: float,
-    max_s: float,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.perf_counter,
-) -> Settling:
-    """Mean power over consecutive windows until it is flat, or until `max_s` has passed."""
-    watts: list[float] = []
-    start = clock()
-    while not is_flat(watts) and clock() - start < max_s:
-        before, t0 = read_mj(), clock()
-        sleep(window_s)
-        watts.append((read_mj() - before) / 1000.0 / (clock() - t0))
-    return Settling(tuple(watts), clock() - start)
-
-
 def idle(ctx: Context, result: StepResult) -> None:
     read = _counter_mj(ctx)
     for label in ("no CUDA context", "CUDA context open"):
@@ -166,7 +120,7 @@ def idle(ctx: Context, result: StepResult) -> None:
 
             torch.zeros(1, device="cuda")
             torch.cuda.synchronize()
-        found = settle(read, ctx.shape.idle_window_s, ctx.shape.idle_max_s)
+        found = settle(lambda: read() / 1000, ctx.shape.idle_window_s, ctx.shape.idle_max_s)
         unsettled = "" if found.settled else f" (NOT settled: mean of the last {SETTLE_WINDOWS} windows)"
         result.figure(f"idle power, {label}{unsettled}", found.settled_w, "W")
         result.figure(f"idle power, {label}: seconds to settle", round(found.seconds, 1), "s")

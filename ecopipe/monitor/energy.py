@@ -13,7 +13,8 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from ecopipe.sensors.base import GPU_SOURCES, Component, EnergySensor, Source
+from ecopipe.monitor.busy import CpuReading, CpuTimes, job_share
+from ecopipe.sensors.base import GPU_SOURCES, JOB_SHARE_SUFFIX, Component, EnergySensor, Source
 
 if TYPE_CHECKING:
     from ecopipe.sensors.estimated import CpuPower
@@ -51,6 +52,13 @@ class Energy:
     def __truediv__(self, divisor: float) -> Energy:
         return self._scale(1.0 / divisor)
 
+    def with_share(self, share: float, components: Iterable[str]) -> Energy:
+        """The named components multiplied by `share`, the others as they are."""
+        named = set(components)
+        return Energy(
+            **{f.name: getattr(self, f.name) * (share if f.name in named else 1.0) for f in fields(self)}
+        )
+
     def as_dict(self) -> dict[str, float]:
         """Components and total, in the unit of the instance (J, or W for a power)."""
         return {"gpu": self.gpu, "cpu": self.cpu, "ram": self.ram, "total": self.total}
@@ -78,6 +86,9 @@ class Window:
 
     `low` / `high`: the energy at the ends of the estimates' coefficient ranges; None where every
     sensor measures (the window then reads `energy` at every bound).
+    `job_share`: the job's share of the machine's busy CPU time over the window, by which the `shared`
+    components (read from whole-machine counters: RAPL) are charged; `machine` is the window's energy
+    with those components whole. None / () where no whole-machine counter was shared.
     """
 
     energy: Energy
@@ -87,6 +98,15 @@ class Window:
     end_unix_s: float = float("nan")
     low: Energy | None = None
     high: Energy | None = None
+    job_share: float | None = None
+    shared: tuple[str, ...] = ()
+    machine: Energy | None = None
+
+    def baseline(self, idle_power: Power) -> Energy:
+        """An idle baseline (a whole-machine power) over this window, charged as the window's energy
+        is: the shared components at the job's share, so that net = share x (machine - idle)."""
+        idle = idle_power * self.duration_s
+        return idle if self.job_share is None else idle.with_share(self.job_share, self.shared)
 
     def at(self, bound: Bound) -> Energy:
         other = {Bound.LOW: self.low, Bound.HIGH: self.high}.get(bound)
@@ -108,12 +128,15 @@ class Snapshot:
     # The same reads at the low and high ends of each sensor's range; None: equal to `joules`.
     low: tuple[float, ...] | None = None
     high: tuple[float, ...] | None = None
+    cpu: CpuReading | None = None  # the job's and the machine's CPU time, where a counter is shared
 
 
 class EnergyMeter:
     """Reads every sensor of a job at once; windows are differences of two snapshots.
 
     `unmetered`: component -> why the job's device of it has no sensor (one line, e.g. a MIG GPU).
+    `cpu_times`: given, a whole-machine counter (RAPL) charges each window the job's share of the
+    machine's busy CPU time (busy.job_share); the whole figure stays in `Window.machine`.
     """
 
     def __init__(
@@ -122,8 +145,11 @@ class EnergyMeter:
         synchronize: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.perf_counter,
         unmetered: Mapping[str, str] | None = None,
+        cpu_times: CpuTimes | None = None,
     ) -> None:
         self.sensors = list(sensors)
+        self._shared = [s.whole_machine and cpu_times is not None for s in self.sensors]
+        self._cpu_times = cpu_times if any(self._shared) else None
         self._synchronize = synchronize
         self.clock = clock
         self.unmetered = dict(unmetered or {})
@@ -141,10 +167,11 @@ class EnergyMeter:
     def sources(self) -> dict[str, str]:
         """Component -> how its energy was obtained; '+'-joined where sensors of one component differ."""
         found: dict[str, list[str]] = {c.value: [] for c in Component}
-        for sensor in self.sensors:
+        for sensor, shared in zip(self.sensors, self._shared, strict=True):
             names = found[sensor.component.value]
-            if sensor.source.value not in names:
-                names.append(sensor.source.value)
+            name = sensor.source.value + (JOB_SHARE_SUFFIX if shared else "")
+            if name not in names:
+                names.append(name)
         return {component: "+".join(names) if names else "none" for component, names in found.items()}
 
     @property
@@ -190,30 +217,49 @@ class EnergyMeter:
         point = tuple(r[1] for r in reads)
         low, high = tuple(r[0] for r in reads), tuple(r[2] for r in reads)
         banded = low != point or high != point
-        return Snapshot(now, now + self._unix_offset_s, point, low if banded else None, high if banded else None)
+        cpu = self._cpu_times.read() if self._cpu_times is not None else None
+        return Snapshot(
+            now, now + self._unix_offset_s, point, low if banded else None, high if banded else None, cpu
+        )
+
+    @property
+    def shared_components(self) -> tuple[str, ...]:
+        """Components read from a whole-machine counter that windows charge at the job's share."""
+        found = {s.component.value for s, shared in zip(self.sensors, self._shared, strict=True) if shared}
+        return tuple(c.value for c in Component if c.value in found)
 
     def since(self, start: Snapshot) -> Window:
         end = self.snapshot()
         return self.between(start, end)
 
-    def _difference(self, before: tuple[float, ...], after: tuple[float, ...]) -> Energy:
+    def _difference(
+        self, before: tuple[float, ...], after: tuple[float, ...], share: float | None = None
+    ) -> Energy:
+        """Per component, the sensors' joules between two reads; a shared sensor's at `share`."""
         per_component = {c.value: 0.0 for c in Component}
-        for sensor, first, last in zip(self.sensors, before, after, strict=True):
-            per_component[sensor.component.value] += last - first
+        for sensor, shared, first, last in zip(self.sensors, self._shared, before, after, strict=True):
+            factor = share if shared and share is not None else 1.0
+            per_component[sensor.component.value] += (last - first) * factor
         return Energy(**per_component)
 
-    def between(self, start: Snapshot, end: Snapshot) -> Window:
+    def between(self, start: Snapshot, end: Snapshot, attribute: bool = True) -> Window:
+        """The window between two snapshots; `attribute=False` leaves whole-machine counters whole (the
+        idle baseline: the machine's idle draw, charged to each trial at that trial's share)."""
+        share = job_share(start.cpu, end.cpu) if attribute and start.cpu and end.cpu else None
         ends: dict[str, Energy | None] = {"low": None, "high": None}
         for bound in ends:
             first, last = getattr(start, bound), getattr(end, bound)
             if first is not None or last is not None:
-                ends[bound] = self._difference(first or start.joules, last or end.joules)
+                ends[bound] = self._difference(first or start.joules, last or end.joules, share)
         return Window(
-            self._difference(start.joules, end.joules),
+            self._difference(start.joules, end.joules, share),
             end.time_s - start.time_s,
             start.unix_s,
             end.unix_s,
             **ends,
+            job_share=share,
+            shared=self.shared_components if share is not None else (),
+            machine=self._difference(start.joules, end.joules) if share is not None else None,
         )
 
 
@@ -226,6 +272,7 @@ def machine_meter(
     ram_estimate: str = "job",
     rapl: bool = True,
     unmetered_gpu: str | None = None,
+    rapl_job_share: bool = True,
 ) -> EnergyMeter:
     """A meter over the best sensors this machine has for the given GPUs, its CPU and its RAM (not opened).
 
@@ -233,7 +280,8 @@ def machine_meter(
     what a CPU estimate charges (default: this machine's CPU, identified; hardware.cpu_model and
     hardware.cpu_microarch change it); `ram_estimate` is monitor.ram_estimate (job | machine);
     `rapl=False` (monitor.rapl) estimates CPU and RAM even where RAPL is readable; `unmetered_gpu`
-    says why the job's own GPU is not among `gpu_indices`.
+    says why the job's own GPU is not among `gpu_indices`; `rapl_job_share` (monitor.rapl_attribution
+    = job_share) charges RAPL at the job's share of the machine's busy CPU time, else whole.
     """
     from ecopipe.sensors.discovery import discover_sensors
 
@@ -249,4 +297,5 @@ def machine_meter(
         sensors,
         synchronize=synchronize,
         unmetered={Component.GPU.value: unmetered_gpu} if unmetered_gpu else None,
+        cpu_times=CpuTimes() if rapl_job_share else None,
     )

@@ -42,6 +42,9 @@ _MEASUREMENTS = frozenset(
 )
 
 
+# A whole-machine source charged by the job's share of busy CPU time carries this suffix (rapl_job_share).
+JOB_SHARE_SUFFIX = "_job_share"
+
 # The NVML sources a GPU is metered by, best first: the counter, else integrated instantaneous power.
 GPU_SOURCES = (Source.NVML_COUNTER, Source.NVML_POWER_POLLING)
 
@@ -59,6 +62,9 @@ class EnergySensor(ABC):
     resolution_s: float  # how often the underlying value refreshes
     method: str = ""  # for a model (an estimate): how its figure is made, in one line
     set_aside: str = ""  # the readable source this estimate stands in for on request (monitor.rapl=false)
+    # Counts every process on the machine (a RAPL zone), not the job's device alone: a meter charges the
+    # job its share of it (EnergyMeter, monitor.rapl_attribution)
+    whole_machine: bool = False
 
     def open(self) -> None:  # noqa: B027 - optional hook: polling sensors start their thread here
         """Start whatever the sensor needs before its first read."""

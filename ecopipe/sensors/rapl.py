@@ -69,6 +69,7 @@ class RaplSensor(EnergySensor):
 
     source = Source.RAPL
     resolution_s = 0.001  # RAPL updates about every millisecond
+    whole_machine = True  # a package counts every process that runs on it
 
     def __init__(
         self,

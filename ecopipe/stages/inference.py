@@ -9,6 +9,7 @@ sensor refreshes; the accelerator is synchronised at both edges of every window.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,24 @@ class InferenceResult:
         return sum(t.window.duration_s for t in self.trials)
 
     @property
+    def shared(self) -> tuple[str, ...]:
+        """Components read from a whole-machine counter and charged at the job's share (RAPL)."""
+        return self.trials[0].window.shared if self.trials else ()
+
+    @property
+    def machine_energy(self) -> Energy:
+        """The trials' gross energy with the shared components whole: what the machine drew."""
+        return sum((t.window.machine or t.window.energy for t in self.trials), Energy())
+
+    @property
+    def job_cpu_share(self) -> float:
+        """The job's share of the machine's busy CPU time over the trials (duration-weighted); nan
+        where no counter was shared."""
+        shared = [t.window for t in self.trials if t.window.job_share is not None]
+        seconds = sum(w.duration_s for w in shared)
+        return sum(w.job_share * w.duration_s for w in shared) / seconds if seconds else math.nan  # type: ignore[operator]
+
+    @property
     def idle_measured(self) -> bool:
         return self.idle_window is not None
 
@@ -150,10 +169,7 @@ class InferenceResult:
 
     def run_energy(self, attribution: Attribution, bound: Bound = Bound.POINT) -> Energy:
         """Energy of all the measured windows, gross or less the idle baseline over their duration."""
-        gross = sum((t.window.at(bound) for t in self.trials), Energy())
-        if attribution is Attribution.gross:
-            return gross
-        return gross - self.idle_power_at(bound) * self.duration_s
+        return sum((self.trial_energy(t, attribution, bound) for t in self.trials), Energy())
 
     @property
     def gross(self) -> Energy:
@@ -161,7 +177,8 @@ class InferenceResult:
 
     @property
     def idle(self) -> Energy:
-        return self.idle_power * self.duration_s
+        """The idle baseline over the trials, charged as they were (a shared counter at the job's share)."""
+        return sum((t.window.baseline(self.idle_power) for t in self.trials), Energy())
 
     @property
     def net(self) -> Energy:
@@ -178,7 +195,7 @@ class InferenceResult:
         gross = trial.window.at(bound)
         if attribution is Attribution.gross:
             return gross
-        return gross - self.idle_power_at(bound) * trial.window.duration_s
+        return gross - trial.window.baseline(self.idle_power_at(bound))
 
     def _per_1k(self, attribution: Attribution, bound: Bound) -> list[Energy]:
         return [self.trial_energy(t, attribution, bound) * (1000 / t.samples) for t in self.trials]
@@ -224,6 +241,7 @@ def trial_metrics(trial: TrialResult) -> dict[str, float]:
         "trial_start_unix_s": trial.window.start_unix_s,
         "trial_end_unix_s": trial.window.end_unix_s,
         "trial_samples": trial.samples,
+        **({"trial_job_cpu_share": trial.window.job_share} if trial.window.job_share is not None else {}),
         "trial_energy_per_1k_j": trial.window.energy.total * 1000 / trial.samples,
     }
 
@@ -238,7 +256,8 @@ def measure_idle(
     if key not in _IDLE_CACHE:
         start = meter.snapshot()
         sleep(seconds)
-        _IDLE_CACHE[key] = meter.since(start)
+        # The machine's whole idle draw: each trial is charged it at that trial's share (Window.baseline).
+        _IDLE_CACHE[key] = meter.between(start, meter.snapshot(), attribute=False)
         log.info("idle baseline (%s): %.1f W", state, _IDLE_CACHE[key].power.total)
     return _IDLE_CACHE[key]
 
