@@ -103,6 +103,13 @@ class GpuSensor(Enum):
         return forced.get(self.value, GPU_SOURCES)
 
 
+class RaplAttribution(Enum):
+    """What a RAPL counter, which counts every process on the machine, charges the job."""
+
+    job_share = "job_share"  # the job's CPU time over the machine's busy CPU time in each window
+    whole_machine = "whole_machine"  # all of it: right only where nothing else runs
+
+
 class RamEstimate(Enum):
     """What an estimated RAM figure charges the job for, where RAPL has no dram zone."""
 
@@ -245,7 +252,11 @@ class MonitorConfig:
     ram_estimate: RamEstimate = RamEstimate.job  # without RAPL dram: charge held or installed memory
     # false: readable RAPL is set aside and CPU and RAM are estimated (an estimate beside the counter)
     rapl: bool = True
-    allow_shared_cpu: bool = False
+    rapl_attribution: RaplAttribution = RaplAttribution.job_share
+    # Before the idle baseline: wait until power is flat within settle_tolerance, at most settle_max_s
+    settle_max_s: float = bounded(30.0, SECONDS)
+    settle_tolerance: float = bounded(0.05, Range(0, 1, low_open=True, why="a fraction of the mean power"))
+    allow_shared_cpu: bool = False  # SLURM and joblib jobs may share a node's CPUs (warned)
 
 
 @dataclass

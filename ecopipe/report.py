@@ -96,6 +96,8 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
     }
     if math.isfinite(result.other_cpu_load):
         metrics["other_cpu_load"] = result.other_cpu_load
+    if result.settling is not None:
+        metrics |= {"settle_s": result.settling.seconds, "idle_settled": float(result.settling.settled)}
     if result.shared:  # a whole-machine counter charged at the job's share: the whole figure beside it
         metrics["job_cpu_share"] = result.job_cpu_share
         machine = result.machine_energy.as_dict()
@@ -247,6 +249,7 @@ def ess_metrics(ess: SustainabilityResult) -> dict[str, float]:
 # does not know), and the source set aside on request (monitor.rapl=false: rapl).
 UNMETERED_TAG = "energy_unmetered."
 SET_ASIDE_TAG = "energy_set_aside."
+FALLBACK_TAG = "energy_fallback."  # per component: the counter its estimate stands in for, and why
 
 
 def meter_tags(meter: EnergyMeter | InferenceResult, device: str) -> dict[str, str]:
@@ -260,6 +263,7 @@ def meter_tags(meter: EnergyMeter | InferenceResult, device: str) -> dict[str, s
     tags |= {f"energy_method.{c}": m for c, m in meter.methods.items()}
     tags |= {f"{UNMETERED_TAG}{c}": why for c, why in meter.unmetered.items()}
     tags |= {f"{SET_ASIDE_TAG}{c}": source for c, source in meter.set_aside.items()}
+    tags |= {f"{FALLBACK_TAG}{c}": why for c, why in meter.fallbacks.items()}
     return tags
 
 
@@ -276,8 +280,10 @@ def _qualifier(result: InferenceResult, component: str, source: str) -> str:
         return f" {SIMULATED}"
     if result.measured[component]:
         return ""
-    aside = result.set_aside.get(component)
-    return f" (ESTIMATE: {aside} set aside on request)" if aside else " (ESTIMATE)"
+    aside, fallback = result.set_aside.get(component), result.fallbacks.get(component)
+    if aside:
+        return f" (ESTIMATE: {aside} set aside on request)"
+    return f" (ESTIMATE: {fallback})" if fallback else " (ESTIMATE)"
 
 
 def _energy_label(result: InferenceResult) -> str:
@@ -411,6 +417,17 @@ def summary(
             "  estimates   "
             + "; ".join(f"{c}: {m}" for c, m in estimated.items())
             + ". Estimated energy follows the job's CPU time and memory, not what the hardware drew."
+        )
+    if result.idle_measured:
+        settled = result.settling.describe() if result.settling is not None else "no wait for power to settle"
+        lines.append(f"  idle        {eng(result.idle_power.total, 'W')} baseline; {settled}")
+    if result.shared:
+        whole = result.machine_energy.as_dict()
+        drew = ", ".join(f"{c} {eng(whole[c], 'J')}" for c in result.shared)
+        lines.append(
+            f"  attribution {' and '.join(result.shared)} from RAPL, which counts every process: charged the "
+            f"job's {result.job_cpu_share:.0%} of the machine's busy CPU time; the whole machine drew {drew} "
+            "over the trials (energy_machine_j.*)"
         )
     if result.other_cpu_load > BUSY_WARNING:
         lines.append(

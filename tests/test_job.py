@@ -298,7 +298,7 @@ def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeyp
     assert run.info.status == "FAILED" and "trial 2" in run.data.tags["ecopipe.error"]
     metrics = run.data.metrics
     (load, fit), (idle_window,), ((first, _, _),) = windows, idle, trials
-    power = idle_window.power
+    power = idle_window.window.power
     assert (metrics["load_s"], metrics["load_energy_j"]) == (load.duration_s, load.energy.total)
     assert (metrics["fit_s"], metrics["fit_energy_j"]) == (fit.duration_s, fit.energy.total)
     assert {k: metrics[f"idle_power_w.{k}"] for k in ("gpu", "cpu", "ram", "total")} == power.as_dict()

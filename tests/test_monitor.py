@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,15 +15,18 @@ import pytest
 
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.job import run_job
+from ecopipe.monitor.busy import CpuTimes, machine_busy_s
 from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Snapshot, Window
 from ecopipe.monitor.sampler import SAMPLES_PER_E_FOLD, PowerSampler, sampling_period
 from ecopipe.monitor.settle import is_flat, settle
 from ecopipe.monitor.stats import estimate
 from ecopipe.sensors.estimated import CpuShare, EstimatedCpuSensor, EstimatedRamSensor, cpu_power
 from ecopipe.sensors.fake import FakeGpuSensor
+from ecopipe.sensors.rapl import RaplSensor
 from ecopipe.stages import inference
 from ecopipe.stages.inference import InferenceResult, TrialResult, TrialsStop, measure_idle, run_inference
 from ecopipe.workloads.base import ModelFacts, Workload
+from tests.conftest import make_zone
 
 
 class ScriptedClock:
@@ -217,9 +221,48 @@ def test_idle_baseline_cached_per_state(monkeypatch):
     again = measure_idle(meter, 2.0, "cuda:0:model_loaded", sleep)
     other = measure_idle(meter, 2.0, "cpu:model_loaded", sleep)
     assert first is again  # served from the cache
-    assert first.power.gpu == pytest.approx(80.0) and other.power.gpu == pytest.approx(80.0)
+    assert first.window.power.gpu == pytest.approx(80.0) and other.window.power.gpu == pytest.approx(80.0)
     assert sleeps == [2.0, 2.0]  # the repeated state was served from the cache
+    assert first.settling is None  # no wait asked (settle_max_s 0)
     assert measure_idle(meter, 0.0, "x", sleep) is None
+
+
+def _decaying_gpu_meter(watts):
+    """A simulated GPU whose power after warm-up is `watts(t)`, on a clock the test's sleeps move."""
+    clock = ScriptedClock()
+    meter = EnergyMeter([FakeGpuSensor(watts, clock=clock)], clock=clock)
+    meter.open()
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    return meter, sleep
+
+
+def test_idle_baseline_waits_for_power_to_settle(monkeypatch):
+    monkeypatch.setattr(inference, "_IDLE_CACHE", {})
+    # 100 W falling to 60 W with a 1-s time constant: flat within 5% once the excess is ~1 W.
+    meter, sleep = _decaying_gpu_meter(lambda t: 60.0 + 40.0 * math.exp(-t))
+    baseline = measure_idle(meter, 2.0, "cuda:0", sleep, settle_max_s=30.0, settle_tolerance=0.05)
+    settling = baseline.settling
+    assert settling.settled and 1.0 < settling.seconds < 30.0
+    assert settling.window_s == 0.2  # the floor: the fake refreshes continuously
+    # Windows read from the meter: each the mean of the curve over its 0.2 s, in order.
+    t = np.arange(len(settling.watts)) * 0.2
+    expected = 60.0 + 40.0 * (np.exp(-t) - np.exp(-(t + 0.2))) / 0.2
+    assert settling.watts == pytest.approx(tuple(expected), rel=1e-6)
+    # Without the wait, the baseline would read the tail of the work: over 60 W by more than 5%.
+    assert baseline.window.power.gpu == pytest.approx(60.0, rel=0.05)
+    assert "settled in" in settling.describe() and "NOT" not in settling.describe()
+
+
+def test_idle_baseline_says_when_power_did_not_settle(monkeypatch):
+    monkeypatch.setattr(inference, "_IDLE_CACHE", {})
+    # Halving every 1.4 s: three 0.2-s windows always differ by about 18% of their mean.
+    meter, sleep = _decaying_gpu_meter(lambda t: 100.0 * math.exp(-t / 2))
+    settling = measure_idle(meter, 1.0, "cuda:0", sleep, settle_max_s=3.0).settling
+    assert not settling.settled and settling.seconds == pytest.approx(3.0)
+    assert len(settling.watts) == 15 and "did NOT settle in 3.0 s" in settling.describe()
 
 
 def test_sampling_period_adapts():
@@ -316,7 +359,9 @@ def test_idle_baseline_keyed_on_model_and_precision(monkeypatch):
     monitor = MonitorConfig(trials=1, min_window_s=0.1, warmup_batches=0, idle_s=0.5)
     for key in ("logistic_regression:fp32", "svc:fp32", "logistic_regression:fp32", "svc:int8"):
         run_inference(ClockedWorkload(clock), meter, monitor, batch_size=3, sleep=sleep, idle_key=key)
-    assert sleeps == [0.5, 0.5, 0.5]  # the third job repeats the first's model and precision
+    # Each new baseline: three 0.2-s settle windows (a flat 80 W), then the 0.5-s baseline; the third
+    # job repeats the first's model and precision, so it neither settles nor sleeps again.
+    assert sleeps == [0.2, 0.2, 0.2, 0.5] * 3
 
 
 def test_negative_net_is_flagged_and_ess_not_defined(monkeypatch, caplog):
@@ -326,11 +371,12 @@ def test_negative_net_is_flagged_and_ess_not_defined(monkeypatch, caplog):
     from ecopipe.report import impact_tags, inference_metrics, source_tags, summary
     from ecopipe.stages.impact import resolve_factors
 
-    # The GPU draws 100 W while idle is measured, then 50 W in the windows: net is negative.
+    # The GPU draws 100 W while idle is measured (no settle: something else ran then), then 50 W in the
+    # windows: net is negative.
     clock = ScriptedClock()
     meter = EnergyMeter([FakeGpuSensor(lambda t: 100.0 if t < 0.5 else 50.0, clock=clock)], clock=clock)
     meter.open()
-    monitor = MonitorConfig(trials=2, min_window_s=0.4, warmup_batches=0, idle_s=0.5)
+    monitor = MonitorConfig(trials=2, min_window_s=0.4, warmup_batches=0, idle_s=0.5, settle_max_s=0.0)
     with caplog.at_level("WARNING"):
         result = run_inference(
             ClockedWorkload(clock), meter, monitor, 3, sleep=lambda s: setattr(clock, "now", clock.now + s)
@@ -425,3 +471,82 @@ def test_idle_settles_when_three_readings_agree_or_says_it_did_not():
     assert (
         not is_flat([70.0, 70.0]) and is_flat([100.0, 70.0, 71.0, 72.0]) and not is_flat([70.0, 71.0, 74.0])
     )
+
+
+# --- a whole-machine counter charged at the job's share ----------------------------------------------------
+
+PROC_STAT = Path(__file__).parent / "data" / "proc_stat"
+
+
+def test_proc_stat_busy_time_by_hand():
+    text = (PROC_STAT / "busy_end").read_text()
+    # user + nice + system + irq + softirq + steal: 8544 + 7 + 2836 + 0 + 52 + 4 ticks at 100 Hz
+    assert machine_busy_s(text, ticks_per_s=100) == pytest.approx(114.43)
+    with pytest.raises(ValueError, match="no aggregate 'cpu' line"):
+        machine_busy_s("cpu0 1 2 3 4\n")
+
+
+class RecordedMachine:
+    """A RAPL package (a fake powercap zone) and /proc/stat as recorded, moved on by the test."""
+
+    def __init__(self, folder: Path, stat: str) -> None:
+        self.zone = make_zone(folder / "intel-rapl:0", "package-0", 1_000_000)
+        self.stat = folder / "stat"
+        self.stat.write_text((PROC_STAT / f"{stat}_start").read_text())
+        self.job_s = 10.0
+        self.clock = ScriptedClock()
+
+    def meter(self, share: bool = True) -> EnergyMeter:
+        cpu_times = CpuTimes(self.stat, job_seconds=lambda: self.job_s) if share else None
+        meter = EnergyMeter([RaplSensor(self.zone, clock=self.clock)], clock=self.clock, cpu_times=cpu_times)
+        meter.open()
+        return meter
+
+    def run(self, stat_end: str, joules: float, job_s: float, seconds: float) -> None:
+        """`seconds` pass in which the package counts `joules` and the job uses `job_s` of CPU."""
+        energy = int((self.zone / "energy_uj").read_text())
+        (self.zone / "energy_uj").write_text(f"{energy + int(joules * 1e6)}\n")
+        self.stat.write_text((PROC_STAT / stat_end).read_text())
+        self.job_s += job_s
+        self.clock.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("machine", "busy_ticks"),
+    [("busy", 390), ("idle", 194)],  # the files' busy ticks over the 2 s: see tests/data/proc_stat
+)
+def test_rapl_charges_the_jobs_share_of_busy_cpu_time(tmp_path, machine, busy_ticks):
+    recorded = RecordedMachine(tmp_path, machine)
+    meter = recorded.meter()
+    start = meter.snapshot()
+    recorded.run(f"{machine}_end", joules=60.0, job_s=1.9, seconds=2.0)
+    window = meter.since(start)
+    share = 1.9 / (busy_ticks / 100)
+    assert window.job_share == pytest.approx(share)
+    assert window.energy.cpu == pytest.approx(60.0 * share) and window.machine.cpu == pytest.approx(60.0)
+    assert window.shared == ("cpu",) and meter.sources["cpu"] == "rapl_job_share"
+    # A 10-W idle baseline is charged at the window's share too: net = share x (machine - idle).
+    assert window.baseline(Power(cpu=10.0)).cpu == pytest.approx(share * 20.0)
+    if machine == "idle":  # nothing else ran: the job's figure and the machine's agree within 3%
+        assert window.energy.cpu == pytest.approx(window.machine.cpu, rel=0.03)
+    else:  # another process kept a CPU busy: the job is charged about half
+        assert 0.45 < window.energy.cpu / window.machine.cpu < 0.5
+    meter.close()
+
+
+def test_rapl_whole_machine_on_request_and_baseline_unshared(tmp_path):
+    recorded = RecordedMachine(tmp_path, "busy")
+    whole = recorded.meter(share=False)  # monitor.rapl_attribution=whole_machine
+    start = whole.snapshot()
+    recorded.run("busy_end", joules=60.0, job_s=1.9, seconds=2.0)
+    window = whole.since(start)
+    assert window.energy.cpu == pytest.approx(60.0) and window.job_share is None and window.machine is None
+    assert whole.sources["cpu"] == "rapl" and window.baseline(Power(cpu=10.0)).cpu == pytest.approx(20.0)
+    whole.close()
+    shared = RecordedMachine(tmp_path / "again", "busy")
+    meter = shared.meter()
+    start = meter.snapshot()
+    shared.run("busy_end", joules=60.0, job_s=1.9, seconds=2.0)
+    idle = meter.between(start, meter.snapshot(), attribute=False)  # what measure_idle takes
+    assert idle.energy.cpu == pytest.approx(60.0) and idle.job_share is None
+    meter.close()

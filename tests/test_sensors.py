@@ -927,3 +927,40 @@ def test_machine_meter_takes_the_cpu_power_given():
     if not isinstance(cpu, EstimatedCpuSensor):
         pytest.skip("this machine has readable RAPL: no estimate to check")
     assert cpu.share.power is given and cpu.method.startswith("Zen 3 (EPYC)")
+
+
+def test_unreadable_dram_keeps_the_package_measured_and_says_why(monkeypatch, caplog, tmp_path):
+    """A dram file that cannot be read leaves RAM estimated, with the reason in the tags and the
+    summary's label; the readable packages stay measured (before: the whole of RAPL was thrown away)."""
+    from ecopipe.monitor.energy import EnergyMeter
+    from ecopipe.report import FALLBACK_TAG, meter_tags
+
+    root = powercap_with_dram(tmp_path)
+    real = rapl._read_text
+
+    def deny_dram(path: Path) -> str:
+        if (
+            path.name == "energy_uj"
+            and path.parent.name.count(":") == 2
+            and real(path.parent / "name") == "dram"
+        ):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(rapl, "_read_text", deny_dram)
+    with caplog.at_level(logging.WARNING):
+        sensors = discover_sensors([], powercap_root=root)
+    assert [(s.component, s.source) for s in sensors] == [
+        (Component.CPU, Source.RAPL),
+        (Component.CPU, Source.RAPL),
+        (Component.RAM, Source.ESTIMATED_RSS),
+    ]
+    assert "the package stays measured" in caplog.text
+    ram = sensors[-1]
+    assert ram.fallback.startswith("RAPL dram unreadable: ") and "chmod" in ram.fallback
+    meter = EnergyMeter(sensors)
+    tags = meter_tags(meter, "cpu")
+    assert tags[f"{FALLBACK_TAG}ram"] == ram.fallback and f"{FALLBACK_TAG}cpu" not in tags
+    assert tags["energy_measured.cpu"] == "true" and tags["energy_measured.ram"] == "false"
+    for sensor in sensors:
+        sensor.close()

@@ -164,6 +164,11 @@ class EnergyMeter:
         return {s.component.value: s.set_aside for s in self.sensors if s.set_aside}
 
     @property
+    def fallbacks(self) -> dict[str, str]:
+        """Component -> why its estimate stands in for a counter the machine has but could not read."""
+        return {s.component.value: s.fallback for s in self.sensors if s.fallback}
+
+    @property
     def sources(self) -> dict[str, str]:
         """Component -> how its energy was obtained; '+'-joined where sensors of one component differ."""
         found: dict[str, list[str]] = {c.value: [] for c in Component}

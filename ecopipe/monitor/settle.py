@@ -14,6 +14,14 @@ from dataclasses import dataclass
 
 SETTLE_TOLERANCE = 0.05  # the last readings' spread, max - min, as a share of their mean
 SETTLE_WINDOWS = 3  # readings that must agree
+# A job's settle windows span this many refreshes of its coarsest sensor, and at least the minimum.
+REFRESHES_PER_WINDOW = 5
+MIN_WINDOW_S = 0.2
+
+
+def window_for(resolution_s: float) -> float:
+    """A settle window long enough for a sensor refreshing every `resolution_s` to move."""
+    return max(MIN_WINDOW_S, REFRESHES_PER_WINDOW * resolution_s)
 
 
 def is_flat(watts: list[float] | tuple[float, ...], tolerance: float = SETTLE_TOLERANCE) -> bool:
@@ -29,6 +37,7 @@ def is_flat(watts: list[float] | tuple[float, ...], tolerance: float = SETTLE_TO
 class Settling:
     watts: tuple[float, ...]  # one mean power per window, in the order read
     seconds: float
+    window_s: float
     tolerance: float = SETTLE_TOLERANCE
 
     @property
@@ -40,9 +49,11 @@ class Settling:
         last = self.watts[-SETTLE_WINDOWS:]
         return sum(last) / len(last) if last else float("nan")
 
-    def describe(self, window_s: float) -> str:
+    def describe(self) -> str:
         """One line for the summary: how long the device took to settle, or that it did not."""
-        rule = f"{SETTLE_WINDOWS} windows of {window_s:g} s within {100 * self.tolerance:g}% of their mean"
+        rule = (
+            f"{SETTLE_WINDOWS} windows of {self.window_s:g} s within {100 * self.tolerance:g}% of their mean"
+        )
         if self.settled:
             return f"power settled in {self.seconds:.1f} s ({rule})"
         readings = ", ".join(f"{w:.3g}" for w in self.watts[-SETTLE_WINDOWS:])
@@ -68,4 +79,4 @@ def settle(
         before, t0 = read_joules(), clock()
         sleep(window_s)
         watts.append((read_joules() - before) / (clock() - t0))
-    return Settling(tuple(watts), clock() - start, tolerance)
+    return Settling(tuple(watts), clock() - start, window_s, tolerance)

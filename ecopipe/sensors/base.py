@@ -62,6 +62,7 @@ class EnergySensor(ABC):
     resolution_s: float  # how often the underlying value refreshes
     method: str = ""  # for a model (an estimate): how its figure is made, in one line
     set_aside: str = ""  # the readable source this estimate stands in for on request (monitor.rapl=false)
+    fallback: str = ""  # why this estimate stands in for a counter the machine has (it could not be read)
     # Counts every process on the machine (a RAPL zone), not the job's device alone: a meter charges the
     # job its share of it (EnergyMeter, monitor.rapl_attribution)
     whole_machine: bool = False

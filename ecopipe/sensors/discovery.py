@@ -62,9 +62,9 @@ def _dram_on_every_package(zones: Sequence[RaplSensor]) -> bool:
     return packages > 0 and sum(z.component is Component.RAM for z in zones) == packages
 
 
-def _readable_rapl(powercap_root: str | Path) -> list[RaplSensor]:
+def _readable_rapl(powercap_root: str | Path, unreadable_dram: dict[str, str]) -> list[RaplSensor]:
     try:
-        return discover_rapl_zones(powercap_root)
+        return discover_rapl_zones(powercap_root, unreadable_dram=unreadable_dram)
     except SensorUnavailable as err:
         log.warning("RAPL unusable: %s", err)
         return []
@@ -104,7 +104,8 @@ def discover_sensors(
             sensors.append(gpu)
 
     root = POWERCAP_ROOT if powercap_root is None else powercap_root  # read per call: tests may point it
-    readable = _readable_rapl(root)
+    unreadable_dram: dict[str, str] = {}
+    readable = _readable_rapl(root, unreadable_dram)
     # Set aside only what is there: on a host without RAPL, monitor.rapl=false changes nothing.
     aside_cpu = not rapl and any(z.component is Component.CPU for z in readable)
     aside_ram = aside_cpu and _dram_on_every_package(readable)
@@ -141,7 +142,9 @@ def discover_sensors(
         else:
             sensor = EstimatedRamSensor.held_by_job(allowance_gb)
         sensor.set_aside = Source.RAPL.value if aside_ram else ""
-        why = RAPL_SET_ASIDE if aside_ram else "no RAPL dram zone"
+        if rapl and unreadable_dram:
+            sensor.fallback = "RAPL dram unreadable: " + "; ".join(unreadable_dram.values())
+        why = RAPL_SET_ASIDE if aside_ram else sensor.fallback or "no RAPL dram zone"
         log.warning("RAM energy is an ESTIMATE (%s), %s: %s", sensor.source.value, why, sensor.method)
         sensors.append(sensor)
     return sensors

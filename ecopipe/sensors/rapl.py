@@ -185,12 +185,15 @@ def _subzones(root: Path, package: Path, index: str) -> list[Path]:
 
 
 def discover_rapl_zones(
-    root: str | Path = POWERCAP_ROOT, clock: Callable[[], float] = time.perf_counter
+    root: str | Path = POWERCAP_ROOT,
+    clock: Callable[[], float] = time.perf_counter,
+    unreadable_dram: dict[str, str] | None = None,
 ) -> list[RaplSensor]:
     """Package zones (CPU) and their dram subzones (RAM); [] when there is no RAPL.
 
-    Raises SensorUnavailable when zones exist but energy_uj cannot be read (permission denied), so
-    the caller can say why it falls back to an estimate.
+    Raises SensorUnavailable when a package's energy_uj cannot be read (permission denied), so the
+    caller can say why it falls back to an estimate. A dram zone that cannot be read is left out
+    (its path and why go into `unreadable_dram`): the packages stay measured, only RAM is estimated.
     """
     root = Path(root)
     if not root.is_dir():
@@ -213,7 +216,12 @@ def discover_rapl_zones(
             except OSError:
                 continue
             if sub_name == "dram":
-                sensors.append(RaplSensor(sub, clock=clock))
+                try:
+                    sensors.append(RaplSensor(sub, clock=clock))
+                except SensorUnavailable as err:
+                    log.warning("RAPL dram zone %s left out, the package stays measured: %s", sub, err)
+                    if unreadable_dram is not None:
+                        unreadable_dram[str(sub)] = str(err)
             else:  # core, uncore: already inside the package figure
                 log.debug("RAPL subzone %s (%s) skipped: inside the package", sub, sub_name)
     return sensors

@@ -21,6 +21,7 @@ from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.monitor.busy import MachineLoad
 from ecopipe.monitor.energy import Bound, Energy, EnergyMeter, Power, Snapshot, Window
 from ecopipe.monitor.sampler import PowerSampler, Trace
+from ecopipe.monitor.settle import SETTLE_TOLERANCE, Settling, settle, window_for
 from ecopipe.monitor.stats import Band, Estimate, band_of, estimate
 from ecopipe.stages.progress import JobProgress
 from ecopipe.workloads.base import ModelFacts, PassStats, Workload
@@ -32,7 +33,7 @@ SHORTEST_WINDOW_REFRESHES = 10
 
 # The idle window per (sensors, device state with the model and precision), kept for a sweep's process:
 # another model or precision holds other memory and clocks, so it gets its own baseline.
-_IDLE_CACHE: dict[tuple[str, ...], Window] = {}
+_IDLE_CACHE: dict[tuple[str, ...], IdleBaseline] = {}
 
 
 # What a job's figures are, by the sources of their energy: every word that describes a figure, in the
@@ -96,9 +97,11 @@ class InferenceResult:
     arms: dict[str, ArmResult] = field(default_factory=dict)
     unmetered: dict[str, str] = field(default_factory=dict)  # component -> why the job's device has no sensor
     set_aside: dict[str, str] = field(default_factory=dict)  # component -> source set aside on request
+    fallbacks: dict[str, str] = field(default_factory=dict)  # component -> the counter it could not read
     trials_stop: TrialsStop = TrialsStop.FIXED
     # Other processes' share of the machine's CPUs over the trials (/proc/stat less the job's own)
     other_cpu_load: float = float("nan")
+    settling: Settling | None = None  # the wait for power to settle before the idle baseline
 
     # Whole-run sums over the measured windows.
     @property
@@ -246,19 +249,43 @@ def trial_metrics(trial: TrialResult) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class IdleBaseline:
+    window: Window  # the machine's whole idle draw over the baseline
+    settling: Settling | None  # the wait for power to settle before it; None: no wait asked
+
+
 def measure_idle(
-    meter: EnergyMeter, seconds: float, state: str, sleep: Callable[[float], None] = time.sleep
-) -> Window | None:
-    """The baseline window in the workload's state (its power at each bound); None when disabled."""
+    meter: EnergyMeter,
+    seconds: float,
+    state: str,
+    sleep: Callable[[float], None] = time.sleep,
+    settle_max_s: float = 0.0,
+    settle_tolerance: float = SETTLE_TOLERANCE,
+) -> IdleBaseline | None:
+    """The baseline in the workload's state, after power has settled (at most `settle_max_s`); None
+    when disabled. A sweep's process takes it once per state and sensors, and reuses it."""
     if seconds <= 0:
         return None
     key = (state, *sorted(s.label for s in meter.sensors))
     if key not in _IDLE_CACHE:
+        settling = None
+        if settle_max_s > 0:
+            window_s = window_for(max(meter.resolution_s.values(), default=0.0))
+            settling = settle(
+                lambda: sum(meter.snapshot().joules),
+                window_s,
+                settle_max_s,
+                sleep,
+                meter.clock,
+                settle_tolerance,
+            )
+            log.info("idle baseline (%s): %s", state, settling.describe())
         start = meter.snapshot()
         sleep(seconds)
         # The machine's whole idle draw: each trial is charged it at that trial's share (Window.baseline).
-        _IDLE_CACHE[key] = meter.between(start, meter.snapshot(), attribute=False)
-        log.info("idle baseline (%s): %.1f W", state, _IDLE_CACHE[key].power.total)
+        _IDLE_CACHE[key] = IdleBaseline(meter.between(start, meter.snapshot(), attribute=False), settling)
+        log.info("idle baseline (%s): %.1f W", state, _IDLE_CACHE[key].window.power.total)
     return _IDLE_CACHE[key]
 
 
@@ -374,7 +401,15 @@ def run_inference(
         sampler.start()
         try:
             progress.next_phase(f"idle baseline ({monitor.idle_s:g} s)")
-            idle = measure_idle(meter, monitor.idle_s, f"{workload.device}:{idle_key}:model_loaded", sleep)
+            baseline = measure_idle(
+                meter,
+                monitor.idle_s,
+                f"{workload.device}:{idle_key}:model_loaded",
+                sleep,
+                monitor.settle_max_s,
+                monitor.settle_tolerance,
+            )
+            idle = baseline.window if baseline is not None else None
             if idle is not None:
                 record({f"idle_power_w.{k}": v for k, v in idle.power.as_dict().items()}, 0)
             load_of_others.start()
@@ -417,10 +452,12 @@ def run_inference(
         methods=meter.methods,
         unmetered=meter.unmetered,
         set_aside=meter.set_aside,
+        fallbacks=meter.fallbacks,
         facts=facts,
         load=load,
         fit=fit,
         idle_window=idle,
+        settling=baseline.settling if baseline is not None else None,
         trials=tuple(trials),
         quality=quality,
         batch_latencies_s=tuple(latencies),
