@@ -15,6 +15,7 @@ from ecopipe.config import (
     Config,
     ConfigError,
     Phase,
+    RaplAttribution,
     StrategyName,
     TrackingConfig,
     check_known_keys,
@@ -144,6 +145,7 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
         ram_estimate=cfg.monitor.ram_estimate.value,
         rapl=cfg.monitor.rapl,
         unmetered_gpu=plan.gpus.unmetered,
+        rapl_job_share=cfg.monitor.rapl_attribution is RaplAttribution.job_share,
     )
     meter.open()
     run.set_tags(report.meter_tags(meter, plan.workload.device))

@@ -10,7 +10,12 @@ string is applied by the store in the second reader and evaluated on the frame i
 the frame cannot evaluate (datasets, unusual attributes) sends the read to the search reader.
 
 Only what aggregation needs is kept: the metrics in `METRICS` and every `quality.*`, the tags under
-`TAG_PREFIXES`, and the params in `PARAMS`.
+`TAG_PREFIXES`, the params in `PARAMS`, and every param that tells the FINISHED job runs apart: a key
+whose value differs among them, or that some of them lack. A job logs its whole resolved config as
+params (`model.config_overrides.num_hidden_layers`...), so these are the config keys in which the runs
+differ, from which tables.py derives the row key; the keys all runs share, most of a job's sixty, stay
+in the store. The SQL reader asks the store for them first (one GROUP BY over the selected job runs'
+params), then reads those; both readers then apply the same rule to the runs the filter kept.
 """
 
 from __future__ import annotations
@@ -63,11 +68,14 @@ BANDED = (
 )
 METRICS += tuple(f"{name}{end}" for name in BANDED for end in ("_low", "_high"))
 METRIC_PREFIXES = ("quality.", "selection.")
-TAG_PREFIXES = ("ecopipe.", "energy_source.", "energy_measured.")
-TAGS = ("mlflow.parentRunId",)
+TAG_PREFIXES = ("ecopipe.", "energy_source.", "energy_measured.", "energy_unmetered.")
+TAGS = ("mlflow.parentRunId", "energy_complete")
 PARAMS = ("batch_size", "model.max_new_tokens")
 RUN_COLUMNS = ("run_id", "run_name", "experiment_id", "status", "user_id", "start_time", "end_time")
 SWEEP_TAGS = ("ecopipe.sweep_id", "mlflow.parentRunId")
+# A job run, as tables.tidy takes it: an ecopipe model tag, not a sweep's parent. A re-impact counts
+# (it keeps the measured run's tags and params but not its config hash).
+JOB_TAG, KIND_TAG, SWEEP_KIND = "ecopipe.model", "ecopipe.kind", "sweep"
 
 
 def wanted_metric(key: str) -> bool:
@@ -218,6 +226,17 @@ def _frame(long: _Long) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _telling_params(long: _Long) -> set[str]:
+    """The param keys whose value differs among the FINISHED job runs, or that some of them lack."""
+    tags = long.tags
+    jobs = set(tags.loc[tags["key"] == JOB_TAG, "run_id"])
+    jobs -= set(tags.loc[(tags["key"] == KIND_TAG) & (tags["value"] == SWEEP_KIND), "run_id"])
+    jobs &= set(long.runs.loc[long.runs["status"] == "FINISHED", "run_id"])
+    params = long.params[long.params["run_id"].isin(jobs)]
+    counts = params.groupby("key")["value"].agg(["nunique", "size"])
+    return set(counts.index[(counts["nunique"] > 1) | (counts["size"] < len(jobs))])
+
+
 def _assemble(long: _Long, filt: Filter) -> pd.DataFrame:
     """The flat frame of the runs the filter keeps, with a column per wanted key any of them has."""
     if filt.clauses:
@@ -230,10 +249,11 @@ def _assemble(long: _Long, filt: Filter) -> pd.DataFrame:
     def only(part: pd.DataFrame, wanted: Callable[[str], bool]) -> pd.DataFrame:
         return part[part["key"].isin([k for k in part["key"].unique() if wanted(k)])]
 
+    telling = _telling_params(long)
     long = _Long(
         long.runs,
         only(long.tags, wanted_tag),
-        only(long.params, lambda key: key in PARAMS),
+        only(long.params, lambda key: key in PARAMS or key in telling),
         only(long.metrics, wanted_metric),
     )
     frame = _frame(long).sort_values(["start_time", "run_id"], kind="stable")
