@@ -81,13 +81,15 @@ class MeteredGpus:
     """The GPUs a job's meter reads, by NVML index, and why the job's own GPU is left out if it is."""
 
     indices: tuple[int, ...] = ()
-    unmetered: str | None = None  # one line: the job's GPU is not metered as its own, and why
+    unmetered: str | None = None  # one line: the job's GPU is not metered at all, and why
+    whole_gpu: str | None = None  # one line: the meter reads the whole physical GPU (MIG), and why
+    mig_share: float | None = None  # the MIG instance's share of that GPU, where NVML says
 
 
 def metered_gpus(device: str, fake_gpu_watts: float | None) -> MeteredGpus:
     """The job's own GPU, matched by UUID (CUDA's and NVML's numbering may differ), never by index; or
-    device 0 simulated (CI only) for a job on the CPU with fake_gpu_watts. A GPU NVML cannot match, or
-    a MIG one (NVML meters the whole physical GPU), is left unmetered with a warning saying why."""
+    device 0 simulated (CI only) for a job on the CPU with fake_gpu_watts. A GPU NVML cannot match is
+    left unmetered, and a MIG one is metered as the whole physical GPU, each with a warning saying why."""
     index = gpu_index(device)
     if index is None:
         return MeteredGpus(() if fake_gpu_watts is None else (0,))
@@ -97,6 +99,9 @@ def metered_gpus(device: str, fake_gpu_watts: float | None) -> MeteredGpus:
     if not gpu.metered:
         log.warning("GPU energy NOT measured: %s", gpu.reason)
         return MeteredGpus((), gpu.reason)
+    if gpu.whole_gpu:
+        log.warning("GPU energy is the WHOLE GPU's, not the job's own: %s", gpu.reason)
+        return MeteredGpus((gpu.index,), whole_gpu=gpu.reason, mig_share=gpu.share)
     return MeteredGpus((gpu.index,))
 
 

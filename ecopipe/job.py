@@ -146,9 +146,10 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
         rapl=cfg.monitor.rapl,
         unmetered_gpu=plan.gpus.unmetered,
         rapl_job_share=cfg.monitor.rapl_attribution is RaplAttribution.job_share,
+        whole_gpu=plan.gpus.whole_gpu,
     )
     meter.open()
-    run.set_tags(report.meter_tags(meter, plan.workload.device))
+    run.set_tags(report.meter_tags(meter, plan.workload.device) | report.mig_tags(plan.gpus.mig_share, meter))
     try:
         return run_inference(
             plan.workload,

@@ -250,6 +250,8 @@ def ess_metrics(ess: SustainabilityResult) -> dict[str, float]:
 UNMETERED_TAG = "energy_unmetered."
 SET_ASIDE_TAG = "energy_set_aside."
 FALLBACK_TAG = "energy_fallback."  # per component: the counter its estimate stands in for, and why
+WHOLE_GPU_TAG = "energy_whole_gpu."  # per component: why its reading is the whole GPU's (MIG)
+MIG_SHARE_TAG = "ecopipe.gpu_mig_share"  # the MIG instance's share of the GPU it runs on, or "unknown"
 
 
 def meter_tags(meter: EnergyMeter | InferenceResult, device: str) -> dict[str, str]:
@@ -264,7 +266,15 @@ def meter_tags(meter: EnergyMeter | InferenceResult, device: str) -> dict[str, s
     tags |= {f"{UNMETERED_TAG}{c}": why for c, why in meter.unmetered.items()}
     tags |= {f"{SET_ASIDE_TAG}{c}": source for c, source in meter.set_aside.items()}
     tags |= {f"{FALLBACK_TAG}{c}": why for c, why in meter.fallbacks.items()}
+    tags |= {f"{WHOLE_GPU_TAG}{c}": why for c, why in meter.whole_gpu.items()}
     return tags
+
+
+def mig_tags(share: float | None, meter: EnergyMeter) -> dict[str, str]:
+    """Where the GPU is metered whole under MIG: the share of it the job's instance holds."""
+    if not meter.whole_gpu:
+        return {}
+    return {MIG_SHARE_TAG: f"{share:.4g}" if share is not None else "unknown"}
 
 
 def source_tags(result: InferenceResult) -> dict[str, str]:
@@ -278,6 +288,8 @@ def _qualifier(result: InferenceResult, component: str, source: str) -> str:
     """What a component's figure is when it is not a plain measurement: a simulation or an estimate."""
     if "fake" in source:
         return f" {SIMULATED}"
+    if component in result.whole_gpu:
+        return f" (the WHOLE GPU, not the job's own: {result.whole_gpu[component]})"
     if result.measured[component]:
         return ""
     aside, fallback = result.set_aside.get(component), result.fallbacks.get(component)
@@ -298,7 +310,8 @@ def _energy_label(result: InferenceResult) -> str:
     return ", ".join(parts)
 
 
-FIGURES_TAG = "ecopipe.figures"  # InferenceResult.figures_label: measured, ESTIMATE or SIMULATED
+# InferenceResult.figures_label: measured, ESTIMATE, SIMULATED or "measured, WHOLE GPU"
+FIGURES_TAG = "ecopipe.figures"
 
 
 def result_tags(result: InferenceResult) -> dict[str, str]:

@@ -331,6 +331,7 @@ def test_summary_and_run_description_by_hand():
         "  quality     accuracy 0.9123",
         "  estimates   cpu: 8 W share; ram: 0.375 W/GB. Estimated energy follows the job's CPU time and "
         "memory, not what the hardware drew.",
+        "  idle        26 W baseline; no wait for power to settle",  # a result made without a settle
     ]
     # An unlisted device's tier is an assumption, and the summary says so (a listed one's is the table's).
     unlisted = replace(PROFILE, key="unknown", tier_assumed=True, source="not in the hardware table; tier x")
@@ -338,7 +339,11 @@ def test_summary_and_run_description_by_hand():
     impact, _, stage = footprint_stages(
         metrics, resolve_factors(FACTORS, "WORLD", "datacenter"), 1.0, None, None
     )
-    tier_line = report.summary("m", unlisted, result(), impact, metrics | stage, "d").splitlines()[-2]
+    (tier_line,) = [
+        line
+        for line in report.summary("m", unlisted, result(), impact, metrics | stage, "d").splitlines()
+        if line.startswith("  tier ")
+    ]
     assert tier_line.startswith("  tier        datacenter, an ASSUMPTION: not in the hardware table; tier x")
     # The run page's note: a heading, the hardware, then one table row per summary line.
     assert report.description(text).splitlines()[:7] == [
@@ -370,7 +375,7 @@ def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
         "  ESS         not defined (gross CO2e 0 g per 1,000 inferences: the windows drew no more than "
         "the idle baseline)  (1e-06 M effective parameters)"
     )
-    assert lines[-1] == "  quality     none (random weights)" and not any(
+    assert lines[-2] == "  quality     none (random weights)" and not any(
         "estimates" in line for line in lines
     )
     # Gross attribution: the summary's figure is the gross mean, (105 + 155) / 2 J per 1,000.
@@ -394,7 +399,10 @@ def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
     assert "[cpu rapl]" in cpu_job and "none for this model and data set" in cpu_job
 
 
-MIG_REASON = "cuda:0 is MIG instance MIG-dddd of NVML GPU 1: NVML's counter covers the whole GPU"
+UNMETERED_REASON = "cuda:0: NVML knows no GPU or MIG instance with UUID cccc"
+WHOLE_GPU_REASON = (
+    "cuda:0 is MIG instance MIG-dddd of NVML GPU 0, holding 43% of it: NVML's counter covers ..."
+)
 
 
 def energy_line(inference: InferenceResult) -> str:
@@ -403,19 +411,38 @@ def energy_line(inference: InferenceResult) -> str:
 
 
 def test_a_gpu_left_unmetered_says_why_in_tags_and_summary():
-    """The job's GPU is left out on purpose (a MIG instance): the run is incomplete, and says why.
+    """The job's GPU is left out on purpose (a UUID NVML does not know): the run is incomplete, and says why.
 
     The meter is the job's real one on this machine (its CPU and RAM sensors, whatever they are).
     """
-    meter = machine_meter([], unmetered_gpu=MIG_REASON)
+    meter = machine_meter([], unmetered_gpu=UNMETERED_REASON)
     tags = report.meter_tags(meter, "cuda:0")
     assert (tags["energy_source.gpu"], tags["energy_complete"]) == ("none", "false")
-    assert tags["energy_unmetered.gpu"] == MIG_REASON
+    assert tags["energy_unmetered.gpu"] == UNMETERED_REASON
     assert not any(key.startswith("energy_set_aside.") for key in tags)
     assert "energy_unmetered.gpu" not in report.meter_tags(machine_meter([]), "cuda:0")
     blind = result(sources=meter.sources, measured=meter.measured, unmetered=meter.unmetered)
-    assert report.source_tags(blind)["energy_unmetered.gpu"] == MIG_REASON
-    assert f"[gpu NOT MEASURED ({MIG_REASON}: the total leaves the GPU out), cpu " in energy_line(blind)
+    assert report.source_tags(blind)["energy_unmetered.gpu"] == UNMETERED_REASON
+    assert f"[gpu NOT MEASURED ({UNMETERED_REASON}: the total leaves the GPU out), cpu " in energy_line(blind)
+
+
+def test_a_whole_gpu_counter_is_never_called_the_jobs_own():
+    """Under MIG the counter is the whole GPU's: measured, but labelled WHOLE GPU wherever it is shown."""
+    whole = result(
+        sources={"gpu": "nvml_counter_whole_gpu", "cpu": "rapl", "ram": "rapl"},
+        measured={"gpu": True, "cpu": True, "ram": True},
+        whole_gpu={"gpu": WHOLE_GPU_REASON},
+    )
+    assert whole.figures_label == "measured, WHOLE GPU"
+    assert report.result_tags(whole)[report.FIGURES_TAG] == "measured, WHOLE GPU"
+    assert report.source_tags(whole)["energy_whole_gpu.gpu"] == WHOLE_GPU_REASON
+    line = energy_line(whole)
+    assert (
+        f"[gpu nvml_counter_whole_gpu (the WHOLE GPU, not the job's own: {WHOLE_GPU_REASON}), cpu rapl"
+        in line
+    )
+    assert ", measured, WHOLE GPU (" in line and ", measured (" not in line
+    assert all("measured, WHOLE GPU" in row for row in summarise(whole).splitlines()[3:6])  # CO2e, water, ESS
 
 
 def test_rapl_set_aside_on_request_is_named_in_tags_and_summary():
@@ -447,3 +474,21 @@ def test_the_summary_says_what_ended_the_trials():
         TrialsStop.MAX_TRIALS, 0.05
     )
     assert "; 2 trials, net)" in energy(TrialsStop.FIXED, None)
+
+
+def test_the_summary_says_how_long_power_took_to_settle_or_that_it_did_not():
+    from ecopipe.monitor.settle import Settling
+
+    settled = result(settling=Settling((30.0, 26.2, 26.0, 26.1), 0.8, 0.2))
+    assert (
+        "  idle        26 W baseline; power settled in 0.8 s (3 windows of 0.2 s within 5% of their mean)"
+        in (summarise(settled).splitlines())
+    )
+    metrics = report.inference_metrics(settled)
+    assert (metrics["settle_s"], metrics["idle_settled"]) == (0.8, 1.0)
+    unsettled = result(settling=Settling((40.0, 35.0, 30.0), 30.0, 0.2))
+    line = next(row for row in summarise(unsettled).splitlines() if row.startswith("  idle"))
+    assert (
+        "power did NOT settle in 30.0 s" in line and "last: 40, 35, 30 W" in line and "may be biased" in line
+    )
+    assert report.inference_metrics(unsettled)["idle_settled"] == 0.0

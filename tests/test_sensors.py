@@ -567,9 +567,10 @@ class FakeNvmlGpus(FakeNvml):
     index -> current MIG mode (a GPU missing from it is not MIG-capable: NVML answers NotSupported).
     """
 
-    def __init__(self, monkeypatch, gpus, instances=None, mig_mode=None):
-        super().__init__(monkeypatch)
+    def __init__(self, monkeypatch, gpus, instances=None, mig_mode=None, slices=None, **counters):
+        super().__init__(monkeypatch, **counters)
         self.gpus, self.instances, self.mig_mode = gpus, instances or {}, mig_mode or {}
+        self.slices = slices or {}  # MIG instance UUID -> its GPU slices (of 7); missing: NotSupported
         self.looked_up: list[str] = []
         for name in (
             "nvmlDeviceGetHandleByUUID",
@@ -577,8 +578,18 @@ class FakeNvmlGpus(FakeNvml):
             "nvmlDeviceIsMigDeviceHandle",
             "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
             "nvmlDeviceGetMigMode",
+            "nvmlDeviceGetAttributes",
+            "nvmlDeviceGetMaxMigDeviceCount",
         ):
             monkeypatch.setattr(pynvml, name, getattr(self, name))
+
+    def nvmlDeviceGetAttributes(self, handle):
+        if handle[0] != "mig" or handle[1] not in self.slices:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return SimpleNamespace(gpuInstanceSliceCount=self.slices[handle[1]])
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle):
+        return 7  # A100 and H100: seven 1g instances at most
 
     def nvmlDeviceGetHandleByUUID(self, uuid: bytes):
         self.looked_up.append(uuid.decode())
@@ -636,26 +647,58 @@ def test_cuda_device_maps_to_its_nvml_index_by_uuid(monkeypatch, caplog):
 
 
 @needs_pynvml
-def test_a_mig_instance_is_not_metered_as_the_jobs_own(monkeypatch):
-    """CUDA's device is a MIG instance (torch prints its UUID bare): NVML's counter is the whole GPU's."""
-    FakeNvmlGpus(monkeypatch, {"GPU-eeee": 1}, instances={"MIG-dddd": 1}, mig_mode={1: 1})
+def test_a_mig_instance_is_metered_as_the_whole_gpu_and_labelled_so(monkeypatch, tmp_path):
+    """CUDA's device is a MIG instance (torch prints its UUID bare): NVML's counter is the whole GPU's,
+    so the job reads it under nvml_counter_whole_gpu, with the instance's share, never as its own."""
+    from ecopipe.monitor.energy import EnergyMeter
+    from ecopipe.report import MIG_SHARE_TAG, WHOLE_GPU_TAG, meter_tags, mig_tags
+
+    FakeNvmlGpus(
+        monkeypatch,
+        {"GPU-eeee": 0},
+        instances={"MIG-dddd": 0},
+        mig_mode={0: 1},
+        slices={"MIG-dddd": 3},
+        energy_mj=[1_000, 5_000],
+    )
     torch_uuids(monkeypatch, {0: "dddd"})
     gpu = resolve_cuda_gpu(0)
-    assert (gpu.uuid, gpu.index, gpu.mig, gpu.metered) == ("MIG-dddd", None, True, False)
-    assert gpu.reason == "cuda:0 is MIG instance MIG-dddd of NVML GPU 1: NVML's counter covers the whole GPU"
-    assert metered_gpus("cuda:0", None) == MeteredGpus((), gpu.reason)
+    assert (gpu.uuid, gpu.index, gpu.mig, gpu.whole_gpu) == ("MIG-dddd", 0, True, True)
+    assert gpu.share == pytest.approx(3 / 7)
+    assert gpu.reason == (
+        "cuda:0 is MIG instance MIG-dddd of NVML GPU 0, holding 43% of it: NVML's counter covers the whole "
+        "GPU, every instance's work included"
+    )
     assert resolve_gpu(0, "MIG-dddd") == gpu  # the same instance, named with its prefix
+    plan = metered_gpus("cuda:0", None)
+    assert plan == MeteredGpus((0,), whole_gpu=gpu.reason, mig_share=pytest.approx(3 / 7))
+    sensors = discover_sensors(
+        plan.indices, powercap_root=tmp_path, gpu_sources=(Source.NVML_COUNTER,), whole_gpu=plan.whole_gpu
+    )
+    meter = EnergyMeter(sensors)
+    tags = meter_tags(meter, "cuda:0") | mig_tags(plan.mig_share, meter)
+    assert tags["energy_source.gpu"] == "nvml_counter_whole_gpu" and tags[f"{WHOLE_GPU_TAG}gpu"] == gpu.reason
+    assert tags[MIG_SHARE_TAG] == "0.4286"
+    for sensor in sensors:
+        sensor.close()
 
 
 @needs_pynvml
-def test_a_gpu_in_mig_mode_is_not_metered_as_the_jobs_own(monkeypatch):
+def test_a_mig_share_nvml_cannot_tell_is_unknown(monkeypatch):
+    FakeNvmlGpus(monkeypatch, {"GPU-eeee": 0}, instances={"MIG-dddd": 0}, mig_mode={0: 1})
+    gpu = resolve_gpu(0, "dddd")
+    assert gpu.whole_gpu and gpu.share is None and "holding an unknown share of it" in gpu.reason
+
+
+@needs_pynvml
+def test_a_gpu_in_mig_mode_is_metered_as_the_whole_gpu(monkeypatch):
     """A driver naming the whole GPU to CUDA while it is in MIG mode: the counter covers every instance."""
     nvml = FakeNvmlGpus(monkeypatch, {"GPU-eeee": 1}, mig_mode={1: pynvml.NVML_DEVICE_MIG_ENABLE})
     torch_uuids(monkeypatch, {0: "eeee"})
     gpu = resolve_cuda_gpu(0)
-    assert (gpu.uuid, gpu.index, gpu.mig) == ("GPU-eeee", None, True)
+    assert (gpu.uuid, gpu.index, gpu.mig, gpu.whole_gpu, gpu.share) == ("GPU-eeee", 1, True, True, None)
     assert gpu.reason == "cuda:0 is NVML GPU 1 (GPU-eeee) in MIG mode: its counter covers every MIG instance"
-    assert metered_gpus("cuda:0", None) == MeteredGpus((), gpu.reason)
+    assert metered_gpus("cuda:0", None) == MeteredGpus((1,), whole_gpu=gpu.reason)
     nvml.mig_mode[1] = pynvml.NVML_DEVICE_MIG_DISABLE  # MIG-capable, MIG off: the job's own GPU
     assert resolve_cuda_gpu(0) == ResolvedGpu(0, "GPU-eeee", 1, False)
 

@@ -24,16 +24,17 @@ def main() -> None:
     from ecopipe.sensors.nvml import resolve_cuda_gpu
 
     gpu = resolve_cuda_gpu(0)
+    own = gpu.metered and not gpu.whole_gpu  # under MIG, jobs meter the whole GPU: the check does not
     found: dict[str, object] = {
         **environment(),
         "gpu": torch.cuda.get_device_name(0),
         "cuda device": "cuda:0",
         "uuid": gpu.uuid,
         "MIG": mig_state(gpu.mig, gpu.metered or gpu.mig),
-        "nvml_index": gpu.index,
-        "metered as the job's own": "yes" if gpu.metered else f"no: {gpu.reason}",
+        "nvml_index": gpu.index if own else None,
+        "metered as the job's own": "yes" if own else f"no: {gpu.reason}",
     }
-    if gpu.metered:
+    if own:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(gpu.index)
         found |= {

@@ -14,7 +14,14 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from ecopipe.monitor.busy import CpuReading, CpuTimes, job_share
-from ecopipe.sensors.base import GPU_SOURCES, JOB_SHARE_SUFFIX, Component, EnergySensor, Source
+from ecopipe.sensors.base import (
+    GPU_SOURCES,
+    JOB_SHARE_SUFFIX,
+    WHOLE_GPU_SUFFIX,
+    Component,
+    EnergySensor,
+    Source,
+)
 
 if TYPE_CHECKING:
     from ecopipe.sensors.estimated import CpuPower
@@ -164,6 +171,11 @@ class EnergyMeter:
         return {s.component.value: s.set_aside for s in self.sensors if s.set_aside}
 
     @property
+    def whole_gpu(self) -> dict[str, str]:
+        """Component -> why its reading is the whole physical GPU's (MIG), not the job's instance's."""
+        return {s.component.value: s.whole_gpu for s in self.sensors if s.whole_gpu}
+
+    @property
     def fallbacks(self) -> dict[str, str]:
         """Component -> why its estimate stands in for a counter the machine has but could not read."""
         return {s.component.value: s.fallback for s in self.sensors if s.fallback}
@@ -175,6 +187,7 @@ class EnergyMeter:
         for sensor, shared in zip(self.sensors, self._shared, strict=True):
             names = found[sensor.component.value]
             name = sensor.source.value + (JOB_SHARE_SUFFIX if shared else "")
+            name += WHOLE_GPU_SUFFIX if sensor.whole_gpu else ""
             if name not in names:
                 names.append(name)
         return {component: "+".join(names) if names else "none" for component, names in found.items()}
@@ -278,6 +291,7 @@ def machine_meter(
     rapl: bool = True,
     unmetered_gpu: str | None = None,
     rapl_job_share: bool = True,
+    whole_gpu: str | None = None,
 ) -> EnergyMeter:
     """A meter over the best sensors this machine has for the given GPUs, its CPU and its RAM (not opened).
 
@@ -286,7 +300,8 @@ def machine_meter(
     hardware.cpu_microarch change it); `ram_estimate` is monitor.ram_estimate (job | machine);
     `rapl=False` (monitor.rapl) estimates CPU and RAM even where RAPL is readable; `unmetered_gpu`
     says why the job's own GPU is not among `gpu_indices`; `rapl_job_share` (monitor.rapl_attribution
-    = job_share) charges RAPL at the job's share of the machine's busy CPU time, else whole.
+    = job_share) charges RAPL at the job's share of the machine's busy CPU time, else whole;
+    `whole_gpu` says why the GPU sensors read the whole physical GPU (a MIG instance's job).
     """
     from ecopipe.sensors.discovery import discover_sensors
 
@@ -297,6 +312,7 @@ def machine_meter(
         gpu_sources=gpu_sources,
         ram_estimate=ram_estimate,
         rapl=rapl,
+        whole_gpu=whole_gpu,
     )
     return EnergyMeter(
         sensors,

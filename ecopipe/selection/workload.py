@@ -581,7 +581,7 @@ class SelectionWorkload(Workload):
             )
             for r in rows
         }
-        from ecopipe.stages.inference import ESTIMATE, MEASURED  # at call: the stage imports workloads
+        from ecopipe.stages.inference import ESTIMATE, MEASURED, WHOLE_GPU  # at call: stage imports workloads
 
         label = result.figures_label
         title = (
@@ -591,6 +591,7 @@ class SelectionWorkload(Workload):
         note = {
             MEASURED: "energy measured by counters",
             ESTIMATE: "energy ESTIMATED (no counter): it follows the CPU time and memory of each arm",
+            WHOLE_GPU: "energy of the WHOLE GPU (MIG): every instance's work included, not the arms' own",
         }.get(label, f"energy {label}: from a simulated sensor")
         png = plot_study(out / "pareto.png", frontier, curve, points, reference, title, note, label)
         csv = out / "pareto.csv"

@@ -44,6 +44,8 @@ _MEASUREMENTS = frozenset(
 
 # A whole-machine source charged by the job's share of busy CPU time carries this suffix (rapl_job_share).
 JOB_SHARE_SUFFIX = "_job_share"
+# A GPU counter that covers the whole physical GPU while the job holds a MIG instance of it.
+WHOLE_GPU_SUFFIX = "_whole_gpu"
 
 # The NVML sources a GPU is metered by, best first: the counter, else integrated instantaneous power.
 GPU_SOURCES = (Source.NVML_COUNTER, Source.NVML_POWER_POLLING)
@@ -63,6 +65,8 @@ class EnergySensor(ABC):
     method: str = ""  # for a model (an estimate): how its figure is made, in one line
     set_aside: str = ""  # the readable source this estimate stands in for on request (monitor.rapl=false)
     fallback: str = ""  # why this estimate stands in for a counter the machine has (it could not be read)
+    # Under MIG, why the GPU reading is the whole physical GPU's, every instance's work included; "": own
+    whole_gpu: str = ""
     # Counts every process on the machine (a RAPL zone), not the job's device alone: a meter charges the
     # job its share of it (EnergyMeter, monitor.rapl_attribution)
     whole_machine: bool = False

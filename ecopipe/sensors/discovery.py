@@ -80,6 +80,7 @@ def discover_sensors(
     job_cpus: float | None = None,
     ram_estimate: str = "job",
     rapl: bool = True,
+    whole_gpu: str | None = None,
 ) -> list[EnergySensor]:
     """Sensors for the given GPUs, the CPU and the RAM, best source first.
 
@@ -90,7 +91,8 @@ def discover_sensors(
     the cgroup quota) `cpu_power`'s watts per thread (default: this machine's CPU, identified from
     /proc/cpuinfo). `ram_estimate` is `job` (the memory the job holds) or `machine` (installed
     memory). `rapl=False` sets readable RAPL aside (monitor.rapl=false), so CPU and RAM are estimated:
-    an estimate beside the counter on one host. `powercap_root` (default POWERCAP_ROOT) exists for tests.
+    an estimate beside the counter on one host. `whole_gpu` (MIG) says why the GPUs' sensors read the
+    whole physical GPU. `powercap_root` (default POWERCAP_ROOT) exists for tests.
     """
     if ram_estimate not in RAM_ESTIMATES:
         raise ValueError(f"ram_estimate={ram_estimate!r}; allowed: {', '.join(RAM_ESTIMATES)}")
@@ -101,6 +103,7 @@ def discover_sensors(
             continue
         gpu = _gpu_sensor(index, gpu_sources)
         if gpu is not None:
+            gpu.whole_gpu = whole_gpu or ""
             sensors.append(gpu)
 
     root = POWERCAP_ROOT if powercap_root is None else powercap_root  # read per call: tests may point it

@@ -366,13 +366,20 @@ class ResolvedGpu:
 
     cuda_index: int
     uuid: str  # NVML's name for it (GPU-... or MIG-...) when NVML knows it, else torch's
-    index: int | None  # the NVML index the meter reads; None: not metered as the job's own
+    index: int | None  # the NVML index the meter reads (under MIG, the whole GPU's); None: unmetered
     mig: bool  # a MIG instance, or a GPU in MIG mode: NVML documents its counter per physical GPU
     reason: str | None = None  # one line: why the GPU is not metered as the job's own
+    # A MIG instance's share of its GPU: its slices over the most instances the GPU holds; None: unknown
+    share: float | None = None
 
     @property
     def metered(self) -> bool:
         return self.index is not None
+
+    @property
+    def whole_gpu(self) -> bool:
+        """Metered, but by the whole physical GPU's counter (MIG): never the job's own energy."""
+        return self.mig and self.index is not None
 
 
 def _nvml_names(uuid: str) -> tuple[str, str]:
@@ -418,14 +425,31 @@ def _resolve(nv: ModuleType, cuda_index: int, uuid: str) -> ResolvedGpu:
         return ResolvedGpu(cuda_index, uuid, None, False, why)
     name, handle = found
     if _flag(nv, nv.nvmlDeviceIsMigDeviceHandle, handle):
-        parent = int(nv.nvmlDeviceGetIndex(nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)))
-        why = f"{device} is MIG instance {name} of NVML GPU {parent}: NVML's counter covers the whole GPU"
-        return ResolvedGpu(cuda_index, name, None, True, why)
+        gpu = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+        parent = int(nv.nvmlDeviceGetIndex(gpu))
+        share = _mig_share(nv, handle, gpu)
+        holds = f"{share:.0%} of it" if share is not None else "an unknown share of it"
+        why = (
+            f"{device} is MIG instance {name} of NVML GPU {parent}, holding {holds}: NVML's counter covers "
+            "the whole GPU, every instance's work included"
+        )
+        return ResolvedGpu(cuda_index, name, parent, True, why, share)
     index = int(nv.nvmlDeviceGetIndex(handle))
     if _mig_enabled(nv, handle):
         why = f"{device} is NVML GPU {index} ({name}) in MIG mode: its counter covers every MIG instance"
-        return ResolvedGpu(cuda_index, name, None, True, why)
+        return ResolvedGpu(cuda_index, name, index, True, why)
     return ResolvedGpu(cuda_index, name, index, False)
+
+
+def _mig_share(nv: ModuleType, instance: Any, gpu: Any) -> float | None:
+    """The instance's GPU slices over the most MIG devices its GPU can hold (7 on A100 and H100: one per
+    compute slice, per NVIDIA's MIG User Guide); None where NVML cannot say."""
+    try:
+        slices = nv.nvmlDeviceGetAttributes(instance).gpuInstanceSliceCount
+        most = nv.nvmlDeviceGetMaxMigDeviceCount(gpu)
+    except nv.NVMLError:
+        return None
+    return slices / most if most else None
 
 
 def resolve_gpu(cuda_index: int, uuid: str) -> ResolvedGpu:
@@ -436,10 +460,10 @@ def resolve_gpu(cuda_index: int, uuid: str) -> ResolvedGpu:
     through GRES), and "the NVML index may not correlate with other APIs, such as the CUDA device
     index" (NVML reference, nvmlDeviceGetIndex, which recommends looking devices up by PCI id or UUID),
     so the same number can name another card: a UUID NVML does not know leaves the GPU unmetered
-    rather than metering a guess. So does MIG: NVML documents the
-    energy counter and power fields per physical device, with no per-instance energy query, so they
-    would count every instance (as documented; not checked on a GPU by this project). Needs pynvml
-    only; NVML is released before returning.
+    rather than metering a guess. Under MIG, NVML documents the energy counter and power fields per
+    physical device, with no per-instance energy query, so they count every instance (as documented;
+    not checked on a GPU by this project): the whole GPU is metered (`whole_gpu`) and labelled so, with
+    the instance's share. Needs pynvml only; NVML is released before returning.
     """
     try:
         nv = _import_pynvml()

@@ -39,6 +39,8 @@ _IDLE_CACHE: dict[tuple[str, ...], IdleBaseline] = {}
 # What a job's figures are, by the sources of their energy: every word that describes a figure, in the
 # summary, the tables, the plots and the selection, follows it.
 MEASURED, ESTIMATE, SIMULATED = "measured", "ESTIMATE", "SIMULATED"
+# Measured, but by a counter of the whole physical GPU while the job held a MIG instance of it.
+WHOLE_GPU = "measured, WHOLE GPU"
 
 
 class TrialsStop(StrEnum):
@@ -98,6 +100,7 @@ class InferenceResult:
     unmetered: dict[str, str] = field(default_factory=dict)  # component -> why the job's device has no sensor
     set_aside: dict[str, str] = field(default_factory=dict)  # component -> source set aside on request
     fallbacks: dict[str, str] = field(default_factory=dict)  # component -> the counter it could not read
+    whole_gpu: dict[str, str] = field(default_factory=dict)  # component -> why it is the whole GPU (MIG)
     trials_stop: TrialsStop = TrialsStop.FIXED
     # Other processes' share of the machine's CPUs over the trials (/proc/stat less the job's own)
     other_cpu_load: float = float("nan")
@@ -165,10 +168,13 @@ class InferenceResult:
 
     @property
     def figures_label(self) -> str:
-        """measured (every metered component measured), ESTIMATE (any estimated), SIMULATED (a fake GPU)."""
+        """measured (every metered component measured), ESTIMATE (any estimated), SIMULATED (a fake GPU),
+        measured, WHOLE GPU (measured, the GPU by its whole counter under MIG)."""
         if any("fake" in source for source in self.sources.values()):
             return SIMULATED
-        return ESTIMATE if self.is_estimate else MEASURED
+        if self.is_estimate:
+            return ESTIMATE
+        return WHOLE_GPU if self.whole_gpu else MEASURED
 
     def run_energy(self, attribution: Attribution, bound: Bound = Bound.POINT) -> Energy:
         """Energy of all the measured windows, gross or less the idle baseline over their duration."""
@@ -453,6 +459,7 @@ def run_inference(
         unmetered=meter.unmetered,
         set_aside=meter.set_aside,
         fallbacks=meter.fallbacks,
+        whole_gpu=meter.whole_gpu,
         facts=facts,
         load=load,
         fit=fit,
