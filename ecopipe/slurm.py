@@ -1,8 +1,9 @@
 """SLURM (`hydra/launcher=slurm`): which node resources a job may share, and which SLURM job it was.
 
-A measured device is never shared: a CPU job gets its node to itself (`--exclusive`), since the CPU
-and RAM sensors see the whole node; a GPU job gets exactly one GPU (SLURM binds it to the job) and its
-GPU energy is its own. `monitor.allow_shared_cpu=true` lets CPU jobs share nodes, with a warning.
+A measured device is never shared: every job gets its node to itself (`--exclusive`) and at most one
+GPU. A GPU job's GPU is bound to it by SLURM, but the node's RAPL counters see every job on the node,
+and its CPU-side work (data loading, tokenising) slows beside other jobs. `monitor.allow_shared_cpu=true`
+lets jobs share nodes, with a warning of what that does to the figures (README, "On SLURM").
 """
 
 from __future__ import annotations
@@ -47,8 +48,16 @@ def gpus_per_job(launcher: DictConfig) -> int:
     return int(launcher.get("gpus_per_node") or 0) * int(launcher.get("nodes") or 1)
 
 
+SHARED_NODE_WARNING = (
+    "monitor.allow_shared_cpu=true: SLURM jobs may share a node. RAPL counts every job on it: each job is "
+    "charged its share of busy CPU time (monitor.rapl_attribution=job_share), which apportions the node's "
+    "energy by CPU time only; estimates charge each job's own CPU time; a GPU stays the job's own, but "
+    "its throughput, and so its energy per inference, moves with what the other jobs do."
+)
+
+
 def restrict_sharing(config: DictConfig) -> None:
-    """Refuse GPU jobs of more than one GPU; make CPU jobs exclusive unless sharing is allowed."""
+    """Refuse jobs of more than one GPU; give every job its node (--exclusive) unless sharing is allowed."""
     launcher = config.hydra.launcher
     gpus = gpus_per_job(launcher)
     if gpus > 1 or (gpus and int(launcher.get("tasks_per_node") or 1) > 1):
@@ -57,14 +66,12 @@ def restrict_sharing(config: DictConfig) -> None:
             "ecopipe job measures one GPU in one task, so each job takes one "
             "(hydra.launcher.gpus_per_node=1 hydra.launcher.tasks_per_node=1), or 0 for CPU jobs."
         )
-    if gpus == 1 and config.hardware.device != "cpu":
-        return  # SLURM binds the job to its own GPU
     if config.monitor.allow_shared_cpu:
-        log.warning("monitor.allow_shared_cpu=true: SLURM CPU jobs may share a node; their CPU energy mixes.")
+        log.warning(SHARED_NODE_WARNING)
         return
     with read_write(config.hydra), open_dict(launcher):
         launcher.additional_parameters = {**(launcher.get("additional_parameters") or {}), "exclusive": True}
-    log.info("SLURM CPU jobs run with --exclusive: CPU jobs side by side share the CPU sensors.")
+    log.info("SLURM jobs run with --exclusive: jobs side by side would share the node's sensors.")
 
 
 _ACTIVE = {

@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from ecopipe import slurm
-from ecopipe.config import CONFIG_DIR, TrackingConfig
+from ecopipe.config import CONFIG_DIR, ConfigError, TrackingConfig
 from ecopipe.job import run_job
 from ecopipe.sweep import _restrict_parallelism, sweep_size
 from ecopipe.tracking import PARENT_RUN_ENV, open_experiment, open_run, reap_dead_runs, sqlite_path
@@ -253,6 +253,24 @@ def test_joblib_never_shares_a_measured_device(monkeypatch, caplog):
     # Jobs pinned to the CPU on a GPU machine follow the CPU rule.
     assert n_jobs_after_guard("hardware.device=cpu", "monitor.allow_shared_cpu=true", cuda=True) == 2
     assert n_jobs_after_guard("hardware.device=cpu", cuda=True) == 1
+
+
+def test_slurm_jobs_get_their_node_unless_told_they_may_share(caplog):
+    """--exclusive for GPU and CPU jobs alike (RAPL sees the whole node); a key turns it off, warned."""
+    from ecopipe.slurm import SHARED_NODE_WARNING, restrict_sharing
+
+    def exclusive(*overrides: str) -> bool:
+        cfg = _sweep_config("hydra/launcher=slurm", *overrides)
+        restrict_sharing(cfg)
+        return bool((cfg.hydra.launcher.get("additional_parameters") or {}).get("exclusive"))
+
+    assert exclusive("hardware.device=cuda")  # one GPU (the launcher's default), and the node to itself
+    assert exclusive("hardware.device=cpu", "hydra.launcher.gpus_per_node=0")
+    with caplog.at_level("WARNING"):
+        assert not exclusive("hardware.device=cuda", "monitor.allow_shared_cpu=true")
+    assert SHARED_NODE_WARNING in caplog.text and "RAPL counts every job" in SHARED_NODE_WARNING
+    with pytest.raises(ConfigError, match="measures one GPU in one task"):
+        exclusive("hydra.launcher.gpus_per_node=2")
 
 
 def test_a_joblib_sweep_runs_one_job_at_a_time_unless_told_they_may_share(tmp_path, store, client):
