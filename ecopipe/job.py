@@ -48,6 +48,7 @@ from ecopipe.tracking import (
     link_reused_run,
     open_experiment,
     open_run,
+    repeat_hash,
     resolve_uri,
 )
 from ecopipe.workloads.base import Findings, Workload
@@ -76,11 +77,19 @@ class JobPlan:
     cpu: CpuPower  # what a CPU estimate charges: the CPU identified, its SPECpower coefficients
 
 
-def job_name(cfg: Config) -> str:
+# Run names end in this many hex digits of the config's repeat hash: runs of different configs (an
+# override the name's parts do not show) get different names, the seeds of one config the same.
+NAME_HASH_DIGITS = 6
+
+
+def job_name(cfg: Config, raw: DictConfig) -> str:
+    suffix = repeat_hash(raw)[:NAME_HASH_DIGITS]
     if cfg.strategy.name is not StrategyName.single:
-        return f"{identity_tags(cfg)['ecopipe.strategy']}-{cfg.pool.name}-bs{cfg.batch_size}"
+        return f"{identity_tags(cfg)['ecopipe.strategy']}-{cfg.pool.name}-bs{cfg.batch_size}-{suffix}"
     phase = "-prefill" if cfg.model.phase is Phase.prefill else ""
-    return f"{cfg.model.name}{phase}-{cfg.dataset.name}-{cfg.precision.name.value}-bs{cfg.batch_size}"
+    return (
+        f"{cfg.model.name}{phase}-{cfg.dataset.name}-{cfg.precision.name.value}-bs{cfg.batch_size}-{suffix}"
+    )
 
 
 def identity_tags(cfg: Config) -> dict[str, str]:
@@ -104,9 +113,10 @@ def record_refusal(raw: DictConfig, error: Exception) -> str:
     tracking: TrackingConfig = OmegaConf.to_object(raw.tracking)  # type: ignore[assignment]
     try:
         cfg: Config = OmegaConf.to_object(raw)  # type: ignore[assignment]
-        name, tags = job_name(cfg), identity_tags(cfg) | {"ecopipe.precision": cfg.precision.name.value}
+        name, tags = job_name(cfg, raw), identity_tags(cfg) | {"ecopipe.precision": cfg.precision.name.value}
     except Exception:  # the config itself is what was refused: name the job from its raw keys
         name = f"{raw.model.name}-{raw.dataset.name}-{raw.precision.name}-bs{raw.batch_size}"
+        name += f"-{repeat_hash(raw)[:NAME_HASH_DIGITS]}"
         tags = {
             "ecopipe.model": raw.model.name,
             "ecopipe.dataset": raw.dataset.name,
@@ -233,11 +243,12 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         client, experiment = open_experiment(cfg.tracking)
         done = finished_run_with_hash(client, experiment, digest, profile.detected_name)
         if done is not None:
-            log.info("%s already measured in run %s: reused (rerun=true measures again)", job_name(cfg), done)
-            link_reused_run(client, done, job_name(cfg))
+            name = job_name(cfg, raw)
+            log.info("%s already measured in run %s: reused (rerun=true measures again)", name, done)
+            link_reused_run(client, done, name)
             return JobOutcome(done, f"skipped: already measured in run {done}", {}, skipped=True)
     env = environment() | gpu_environment(plan.gpus.indices)
-    name = job_name(cfg)
+    name = job_name(cfg, raw)
     tags = {
         **identity_tags(cfg),
         "ecopipe.precision": cfg.precision.name.value,

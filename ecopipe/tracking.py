@@ -287,15 +287,25 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float
     return reaped
 
 
-def config_hash(cfg: DictConfig) -> str:
+# Top-level keys that do not change a result: where runs are logged, and how a sweep treats earlier runs.
+NOT_A_RESULT_KEYS = ("tracking", "hydra", "rerun", "skip_mismatched")
+# Keys whose runs are repeats of one config: they share a table cell and a run name, and their spread
+# is the between-run spread (the aggregation's tables, `repeat_hash`).
+REPEAT_KEYS = ("seed",)
+
+
+def config_hash(cfg: DictConfig, leave_out: tuple[str, ...] = ()) -> str:
     """Stable hash of the resolved job config; keys that do not change a result (tracking, sweep
-    behaviour) are left out."""
+    behaviour) are left out, and the top-level keys in `leave_out`."""
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(resolved, dict)
-    resolved = {
-        k: v for k, v in resolved.items() if k not in ("tracking", "hydra", "rerun", "skip_mismatched")
-    }
+    resolved = {k: v for k, v in resolved.items() if k not in (*NOT_A_RESULT_KEYS, *leave_out)}
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def repeat_hash(cfg: DictConfig) -> str:
+    """The same hash without the repeat keys: equal for the seeds of one config, different otherwise."""
+    return config_hash(cfg, REPEAT_KEYS)
 
 
 def git_commit() -> str | None:

@@ -383,3 +383,17 @@ def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeyp
     assert tags["energy_source.cpu"] in ("rapl", "estimated_specpower")
     assert tags["energy_measured.cpu"] == str(tags["energy_source.cpu"] == "rapl").lower()
     assert tags["energy_source.ram"] in ("rapl", "estimated_rss") and "energy_method.cpu" in tags
+
+
+def test_run_names_tell_different_configs_apart_and_keep_repeats_together(make_cfg, client):
+    """The name's parts (model, data, precision, batch) do not show every key: a hash of the config
+    without its repeat keys ends it, so that an override the parts miss gets another name, and the
+    seeds of one config share theirs."""
+    first = run_job(make_cfg("dataset.limit=100"))
+    other = run_job(make_cfg("dataset.limit=200"))
+    seed = run_job(make_cfg("dataset.limit=100", "seed=1"))
+    names = [client.get_run(o.run_id).info.run_name for o in (first, other, seed)]
+    assert all(re.fullmatch(r"logistic_regression-digits-fp32-bs64-[0-9a-f]{6}", n) for n in names)
+    assert names[0] != names[1] and names[0] == names[2]
+    hashes = [client.get_run(o.run_id).data.tags["ecopipe.config_hash"] for o in (first, seed)]
+    assert hashes[0] != hashes[1]  # a seed is still its own config for resuming sweeps
