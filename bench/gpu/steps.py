@@ -301,17 +301,22 @@ def rapl(ctx: Context, result: StepResult) -> None:
         return
     base = [*ctx.grid(), "hardware.device=cpu", f"model={ctx.shape.small}", "precision=fp32"]
     base.append("model.max_new_tokens=8")  # two CPU jobs within the step's limit, as busy as longer ones
-    per_1k = {}
+    per_1k, cpu = {}, "energy_per_1k_gross_j.cpu"
     for label, rapl_on in (("RAPL", "true"), ("estimate (RAPL hidden)", "false")):
         metrics, tags, _, cmd = run_job(ctx, f"monitor.rapl={rapl_on}", base=base)
-        per_1k[label] = metrics["energy_per_1k_gross_j.cpu"]
-        result.figure(f"{label}: CPU energy per 1,000 inferences", per_1k[label], "J", cmd)
+        per_1k[label] = metrics
+        result.figure(f"{label}: CPU energy per 1,000 inferences", metrics[cpu], "J", cmd)
         result.note(
             f"{label}: cpu source {tags.get('energy_source.cpu')}, ram source {tags.get('energy_source.ram')}"
         )
-    result.figure("estimate / RAPL", per_1k["estimate (RAPL hidden)"] / per_1k["RAPL"])
+    counter, estimate = per_1k["RAPL"], per_1k["estimate (RAPL hidden)"]
+    result.figure("estimate / RAPL", estimate[cpu] / counter[cpu])
+    low, high = estimate.get(f"{cpu}_low", estimate[cpu]), estimate.get(f"{cpu}_high", estimate[cpu])
+    result.figure("the estimate's band covers RAPL", "yes" if low <= counter[cpu] <= high else "NO", "")
+    share = counter.get("job_cpu_share", float("nan"))
     result.note(
-        "the estimate is a point until issue 27 makes it a band: whether a band covers RAPL is not tested yet"
+        f"RAPL charged at the job's share of busy CPU time ({share:.0%}); the estimate's band "
+        f"{low:.4g}-{high:.4g} J per 1,000 (its coefficients' range and the trials' CI)"
     )
 
 
