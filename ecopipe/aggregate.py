@@ -1,10 +1,12 @@
 """`python -m ecopipe.aggregate`: comparison tables, precision gains and plots over any set of runs.
 
 Runs from any number of machines and sweeps sharing one tracking store are read, one row per job run;
-tables have rows model x precision (x dataset, strategy, batch size, region, attribution where more than
-one is present) and one column per hardware. Where several FINISHED runs share a cell (repeats,
-resumed sweeps), the latest started one fills it. Written as CSV, Markdown, HTML and PNG, and logged
-to a sweep's parent run by the Hydra callback at the end of every multirun.
+tables have a row per config (model x precision, x every other dimension or config key in which the
+runs differ, x `energy` where some run's energy is incomplete; see ecopipe.aggregation.tables) and one
+column per hardware. Where several FINISHED runs share a cell (repeats of one config: seeds, re-runs,
+resumed sweeps), the latest started one fills it. Every table has the same rows; a figure a run lacks
+reads why ("not logged"). Written as CSV, Markdown, HTML and PNG, and logged to a sweep's parent run by
+the Hydra callback at the end of every multirun.
 
     python -m ecopipe.aggregate                      # the latest sweep in the store, named
     python -m ecopipe.aggregate --experiment ecopipe  # every run of an experiment
@@ -92,22 +94,40 @@ def _notes(
     status = jobs["status"].value_counts()
     failed = int(status.get("FAILED", 0) + status.get("KILLED", 0))
     other = len(jobs) - int(status.get("FINISHED", 0)) - failed
+    repeats = " and ".join(tab.REPEAT_KEYS)
     notes = [
         f"{len(jobs)} job runs: {int(status.get('FINISHED', 0))} FINISHED, {failed} FAILED or KILLED"
         + (f", {other} still running or scheduled (left out)" if other else ""),
-        f"rows: {' x '.join(built.dims)}; columns: hardware ({', '.join(built.hardware) or 'none'})",
+        f"rows: one per config, {' x '.join(built.dims)} (a dotted name is a config key in which the runs "
+        f"differ; runs whose configs differ in {repeats} only are repeats, in one cell); columns: hardware "
+        f"({', '.join(built.hardware) or 'none'})",
         "each cell is the latest started FINISHED run for its row and hardware"
         + (f"; {built.superseded} earlier runs superseded" if built.superseded else ""),
         "energy source: the last row of each energy table names each column's, and a cell whose source "
-        "differs names its own; nvml_counter, nvml_power_polling, nvml_avg_power_polling and rapl are "
-        "measured, estimated_* are estimates (their energy follows the job's CPU time and memory, not "
-        "what the hardware drew), fake is simulated; CO2e, water and ESS inherit their energy's source",
+        "differs names its own; nvml_counter, nvml_power_polling, nvml_avg_power_polling, rapl and "
+        "rapl_job_share are measured (nvml_counter_whole_gpu: a MIG instance's whole GPU), estimated_* "
+        "are estimates (their energy follows the job's CPU time and memory, not what the hardware drew), "
+        "fake is simulated, NOT METERED is a device left out of the total; CO2e, water and ESS inherit "
+        "their energy's source",
         "(low–high) after a value is its band: for an estimate, the coefficients' range and the 95% CI over "
         "the run's trials; for a measurement, that CI; CO2e and water add the PUE's range. ± is a 95% CI "
         "where no band was logged. Where a cell has several runs, CV is the spread between them (run to "
         "run), which the within-run CI does not cover",
         _stores_note(jobs, uris),
     ]
+    finished = jobs[jobs["status"] == "FINISHED"]
+    incomplete = int((finished[tab.ENERGY] != tab.COMPLETE).sum())
+    if incomplete:
+        notes.append(
+            f"{incomplete} FINISHED runs have INCOMPLETE energy (column energy: a device not metered, its "
+            "energy missing from all their figures): rows of their own, never counted with complete runs, "
+            "and left out of the plots"
+        )
+    if any(table.isin([tab.NOT_LOGGED]).any().any() for table in built.tables.values()):
+        notes.append(
+            f"{tab.NOT_LOGGED}: the run has no such figure (logged before it existed, or a stage that "
+            "failed); a blank cell: no run of that row on that hardware"
+        )
     if filter_string:
         notes.append(f"filter: {filter_string}")
     return notes

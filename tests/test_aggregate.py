@@ -168,12 +168,15 @@ def test_tables_hold_the_childrens_metrics_one_column_per_hardware(runs, store):
         assert math.isnan(cell(table, T4, precision="fp32"))  # never run: blank, not zero
 
 
-def test_precision_gain_is_the_exact_ess_ratio_and_blank_without_fp32(runs, store):
+def test_precision_gain_is_the_exact_ess_ratio_and_says_when_there_is_no_fp32(runs, store):
     logged = grid(runs)
-    gain = aggregate(store, EXPERIMENT).tables["precision_gain_ess"]
-    assert list(gain["precision"]) == ["fp16", "int8"]
+    result = aggregate(store, EXPERIMENT)
+    gain = result.tables["precision_gain_ess"]
+    assert gain[["model", "precision"]].equals(result.tables["ess"][["model", "precision"]])  # same rows
     assert cell(gain, H100, precision="fp16") == logged[("fp16", H100)]["ess"] / logged[("fp32", H100)]["ess"]
-    assert math.isnan(cell(gain, T4, precision="int8"))  # no fp32 on the T4
+    assert cell(gain, H100, precision="fp32") == 1.0
+    assert cell(gain, T4, precision="int8") == "no fp32 run to compare with"  # no fp32 on the T4
+    assert math.isnan(cell(gain, T4, precision="fp16"))  # no fp16 run on the T4: blank
 
 
 def test_energy_sources_sit_beside_every_energy_figure(runs, store, tmp_path):
@@ -435,14 +438,14 @@ def test_an_ess_that_is_not_defined_says_so_in_every_table_and_plot(make_cfg, cl
     assert "| logistic_regression | digits | fp32 | not defined |" in (tmp_path / "summary.md").read_text()
     assert "not defined" in (tmp_path / "tables" / "ess.csv").read_text()
     assert (tmp_path / "plots" / "ess.png").exists()  # the defined value drawn, the other counted out
-    # No gain over an fp32 ESS that is not defined, and none of one: blank.
+    # No gain over an fp32 ESS that is not defined, and none of one: each cell says which.
     frame = pd.DataFrame(
         {"model": ["m"] * 3, "precision": ["fp32", "fp16", "int8"], H100: ["not defined", 4.0, "not defined"]}
     )
     gain = precision_gain(frame, ["model", "precision"], [H100])
-    assert gain[H100].isna().all()
+    assert list(gain[H100]) == ["not defined", "fp32 ESS not defined", "not defined"]
     frame.loc[0, H100] = 2.0
-    assert list(precision_gain(frame, ["model", "precision"], [H100])[H100].fillna(-1)) == [2.0, -1]
+    assert list(precision_gain(frame, ["model", "precision"], [H100])[H100]) == [1.0, 2.0, "not defined"]
 
 
 def test_synthetic_store_logs_and_copies_consistent_runs(tmp_path, client):

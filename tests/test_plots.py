@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ecopipe.aggregation import plots
+from ecopipe.aggregation.tables import COMPLETE, ENERGY, KEYS, NOT_LOGGED
 
 HARDWARE = ("NVIDIA H100 SXM 80GB", "NVIDIA T4", "AMD EPYC")
 MODELS = ("gpt2", "opt-125m", "opt-1.3b", "qwen2.5-0.5b", "logistic_regression", "resnet-50", "svc")
@@ -29,6 +30,7 @@ def table(rows: int, seed: int = 0, spread: float = 1e4) -> pd.DataFrame:
         if rows > 3:
             values[j] = np.nan
         frame[hw] = values
+    frame.attrs[KEYS] = ["model", "dataset", "precision"]  # as tables.pivot records a table's row key
     return frame
 
 
@@ -67,6 +69,22 @@ def test_energy_quality_one_frontier_per_dataset(tmp_path, rows):
     ]
     (path,) = plots.energy_quality(energy, {"accuracy": accuracy}, tmp_path / "eq.png", sources)
     assert is_png(path)
+
+
+def test_text_cells_are_not_drawn_and_incomplete_energy_rows_are_left_out(tmp_path):
+    energy = table(4, seed=1).astype({HARDWARE[0]: "object"})
+    energy.loc[1, HARDWARE[0]] = NOT_LOGGED  # a run without the figure: text, never a point
+    energy.insert(3, ENERGY, [COMPLETE, COMPLETE, COMPLETE, "INCOMPLETE: gpu not metered (MIG instance)"])
+    energy.attrs[KEYS] = [*energy.attrs[KEYS], ENERGY]
+    accuracy = energy.copy()
+    accuracy[list(HARDWARE)] = 0.9
+    (path,) = plots.energy_quality(energy, {"accuracy": accuracy}, tmp_path / "eq.png")
+    assert is_png(path)
+    assert len(plots.ess_bars(energy, tmp_path / "ess.png")) == 1
+    # A table whose only rows with values are INCOMPLETE: nothing to draw.
+    energy.loc[:2, list(HARDWARE)] = np.nan
+    assert plots.ess_bars(energy, tmp_path / "none.png") == []
+    assert plots.energy_quality(energy, {"accuracy": accuracy}, tmp_path / "none_eq.png") == []
 
 
 def test_pareto_keeps_the_points_nothing_beats():

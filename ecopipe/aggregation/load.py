@@ -342,7 +342,19 @@ def _read_sql(
             [],
         )
         tags = long("tags", "value", [*TAGS, *filt.keys("tag")], TAG_PREFIXES)
-        params = long("params", "value", [*PARAMS, *filt.keys("parameter")], [])
+        # The keys that tell the FINISHED job runs apart (_telling_params), found by the store: the
+        # keys all of them share are never read. A filter may keep fewer runs: _assemble narrows these.
+        jobs = (
+            f"{selected} AND status = 'FINISHED' AND run_uuid IN (SELECT run_uuid FROM tags WHERE key = :job)"
+            " AND run_uuid NOT IN (SELECT run_uuid FROM tags WHERE key = :kind AND value = :sweep_kind)"
+        )
+        telling = query(
+            f"SELECT key FROM params WHERE run_uuid IN ({jobs}) GROUP BY key HAVING COUNT(DISTINCT value) > 1"
+            f" OR COUNT(*) < (SELECT COUNT(*) FROM runs WHERE run_uuid IN ({jobs}))",
+            {"job": JOB_TAG, "kind": KIND_TAG, "sweep_kind": SWEEP_KIND},
+            [],
+        )
+        params = long("params", "value", [*PARAMS, *filt.keys("parameter"), *telling["key"]], [])
         metrics = long(
             "latest_metrics",
             "CASE WHEN is_nan THEN NULL ELSE value END",
@@ -387,7 +399,9 @@ def _read_search(
             )
         )
         tag_rows += [(run_id, k, v) for k, v in data.tags.items() if wanted_tag(k)]
-        param_rows += [(run_id, k, v) for k, v in data.params.items() if k in PARAMS]
+        param_rows += [
+            (run_id, k, v) for k, v in data.params.items()
+        ]  # _assemble keeps what tells runs apart
         metric_rows += [(run_id, k, v) for k, v in data.metrics.items() if wanted_metric(k)]
     columns = ["run_id", "key", "value"]
     return _Long(

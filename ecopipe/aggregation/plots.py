@@ -2,7 +2,9 @@
 
 Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas: no pyplot, no global state, no
 display needed. A plot whose data is missing is skipped (nothing is returned), never drawn empty. Every
-row is drawn: a long table is split into numbered pages (`ess.png`, `ess_2.png`...), never cut short.
+row is drawn: a long table is split into numbered pages (`ess.png`, `ess_2.png`...), never cut short;
+but rows whose energy is INCOMPLETE (a device not metered, the tables' `energy` column), whose figures
+leave that device out, are left out of the plots with a note saying how many.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
 
-from ecopipe.aggregation.tables import ROW_DIMS, numbers
+from ecopipe.aggregation.tables import COMPLETE, ENERGY, KEYS, key_columns, numbers
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ FRONTIER_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
 ESTIMATE_NOTE = "hollow markers: energy ESTIMATED (no power sensor read), not measured"
 BAND_NOTE = "error bars: each figure's band (an estimate's coefficient range and the 95% CI over trials)"
 ESTIMATED = "estimat|fake|unknown"  # a source label that is not a plain measurement
+INCOMPLETE_NOTE = "{} rows with INCOMPLETE energy (a device not metered) left out: see the tables"
 # Quality metrics the energy-quality plot knows the direction of (True: higher is better).
 QUALITY_DIRECTION = {
     "accuracy": True,
@@ -45,8 +48,15 @@ QUALITY_DIRECTION = {
 }
 
 
-def key_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c in ROW_DIMS]
+def _complete(table: pd.DataFrame | None) -> tuple[pd.DataFrame | None, int]:
+    """The table's rows whose energy is complete, without the ENERGY column (the same in all of them),
+    and how many rows it has that are not."""
+    if table is None or ENERGY not in key_columns(table):
+        return table, 0
+    complete = table[ENERGY] == COMPLETE
+    kept = table[complete].drop(columns=ENERGY)
+    kept.attrs[KEYS] = [k for k in key_columns(table) if k != ENERGY]
+    return kept, int((~complete).sum())
 
 
 def family(model: str) -> str:
@@ -83,6 +93,8 @@ def ess_bars(
     in its own colour, all on one logarithmic ESS axis so that 0.08 and 1,400 look as different as
     they are; each bar's band (`low`, `high` tables) as an error bar, and a bar hatched where its
     energy is estimated (`sources`). Rows beyond ROWS_PER_PAGE go to further numbered files."""
+    ess, incomplete = _complete(ess)
+    low, high, sources = (_complete(table)[0] for table in (low, high, sources))
     keys = key_columns(ess)
     hardware = [c for c in ess.columns if c not in keys]
     values = numbers(ess[hardware]) if hardware else ess
@@ -132,8 +144,11 @@ def ess_bars(
         label = "ESS: effective parameters (M) per g CO2e per 1,000 inferences (log scale)"
         if dropped:  # under the axis label, where the layout makes room for it
             label += (
-                f"\n{dropped} not defined or <= 0 (no place on a log axis): left out here, in tables/ess.csv"
+                f"\n{dropped} not defined, not logged or <= 0 (no place on a log axis): left out here, "
+                "in tables/ess.csv"
             )
+        if incomplete:
+            label += "\n" + INCOMPLETE_NOTE.format(incomplete)
         if lows is not None:
             label += "\n" + BAND_NOTE
         if hatched:
@@ -165,24 +180,27 @@ def _pareto(points: pd.DataFrame, higher_better: bool) -> pd.DataFrame:
     return ordered.loc[front]
 
 
+def _melted(table: pd.DataFrame, name: str, as_numbers: bool = True) -> pd.DataFrame:
+    """A table as (row key..., hardware, `name`) rows, its key as text; cells as numbers (text: NaN)."""
+    keys = key_columns(table)
+    cells = table.drop(columns=keys)
+    wide = table[keys].astype("str").join(numbers(cells) if as_numbers else cells)
+    return wide.melt(id_vars=keys, var_name="hardware", value_name=name).astype({"hardware": "str"})
+
+
 def _points(
     energy: pd.DataFrame,
     quality: pd.DataFrame,
     sources: pd.DataFrame | None,
     bands: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    keys = key_columns(energy)
-    e = energy.melt(id_vars=keys, var_name="hardware", value_name="energy").dropna()
-    q = quality.melt(id_vars=key_columns(quality), var_name="hardware", value_name="quality").dropna()
-    points = e.merge(q, on=[*keys, "hardware"])
+    on = [*key_columns(energy), "hardware"]
+    points = _melted(energy, "energy").dropna().merge(_melted(quality, "quality").dropna(), on=on)
     for name, table in zip(("low", "high"), bands, strict=True) if bands else ():
-        end = table.melt(id_vars=key_columns(table), var_name="hardware", value_name=name)
-        points = points.merge(end.astype({k: "str" for k in keys}), on=[*keys, "hardware"], how="left")
+        points = points.merge(_melted(table, name), on=on, how="left")
     points["estimated"] = False
     if sources is not None and not points.empty:
-        s = sources.melt(id_vars=key_columns(sources), var_name="hardware", value_name="source")
-        points = points.merge(s.astype({k: "str" for k in keys}).astype({"hardware": "str"}),
-                              on=[*keys, "hardware"], how="left")  # fmt: skip
+        points = points.merge(_melted(sources, "source", as_numbers=False), on=on, how="left")
         points["estimated"] = points["source"].fillna("unknown").str.contains(ESTIMATED)
     return points[points["energy"] > 0]
 
@@ -198,6 +216,10 @@ def energy_quality(
     family, marker by precision, hollow where the energy is estimated, each energy's band (`bands`:
     the low and high tables) as a horizontal bar; one Pareto frontier per data set, its points
     labelled (every point when few)."""
+    energy, incomplete = _complete(energy)
+    quality = {name: _complete(table)[0] for name, table in quality.items()}
+    sources = _complete(sources)[0]
+    bands = (_complete(bands[0])[0], _complete(bands[1])[0]) if bands else None
     keys = key_columns(energy)
     panels = []
     for name, table in quality.items():
@@ -251,6 +273,8 @@ def energy_quality(
         title += "\n" + ESTIMATE_NOTE
     if bands is not None:
         title += "\nhorizontal lines: " + BAND_NOTE.removeprefix("error bars: ")
+    if incomplete:
+        title += "\n" + INCOMPLETE_NOTE.format(incomplete)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
     return [path]

@@ -1,7 +1,8 @@
 """Tables as files: numeric CSV (one per table, the energy sources in their own), and a Markdown and an
 HTML summary whose cells read as engineering notation with SI prefixes (`29.4 mJ ±2.1 mJ`), the unit in
 each heading, the energy source once per column (and beside a cell only where it differs), and
-percentages as percentages. Folders: tables/, plots/, data/ (every run read, failed jobs).
+percentages as percentages; a cell's text (why a run has no figure: "not logged") as it is. Folders:
+tables/, plots/, data/ (every run read, failed jobs).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ecopipe.aggregation.tables import (
     SPECS,
     SPREAD_SUFFIX,
     UNITS,
+    key_columns,
+    numbers,
 )
 from ecopipe.units import eng, eng_range, percent
 
@@ -70,16 +73,19 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     where a cell has several, and for energy figures a last row with each column's source (a cell
     whose source differs from its column's says so itself)."""
     frame = tables[name]
-    keys = plots.key_columns(frame)
+    keys = key_columns(frame)
     out = frame[keys].astype("str").copy()
 
-    def lookup(other: pd.DataFrame | None) -> pd.DataFrame | None:
+    def lookup(other: pd.DataFrame | None, as_numbers: bool = True) -> pd.DataFrame | None:
+        """`other`'s cells in this table's rows; as numbers, its text ("not logged") blank."""
         if other is None:
             return None
-        return frame[keys].astype("str").merge(other.astype({k: "str" for k in keys}), on=keys, how="left")
+        merged = frame[keys].astype("str").merge(other.astype({k: "str" for k in keys}), on=keys, how="left")
+        cells = merged.drop(columns=keys)
+        return numbers(cells) if as_numbers else cells
 
     ci95, runs, spread, low, high = (lookup(tables.get(name + suffix)) for suffix in _HIDDEN)
-    sources = lookup(tables.get(SOURCE_TABLE)) if name in _ENERGY and keys else None
+    sources = lookup(tables.get(SOURCE_TABLE), as_numbers=False) if name in _ENERGY and keys else None
     footer = {}
     for column in (c for c in frame.columns if c not in keys):
         fmt = _formatter(name, str(column))
@@ -88,6 +94,9 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         footer[column] = usual
         cells = []
         for i, value in enumerate(frame[column]):
+            if isinstance(value, str):  # why the run has no figure: nothing to add to it
+                cells.append(value)
+                continue
             text = fmt(value)
             band = [t[column].iat[i] if t is not None and column in t else None for t in (low, high)]
             has = [b is not None and pd.notna(b) for b in band]

@@ -77,6 +77,8 @@ def _figures(
         "parameters": params,
         "effective_parameters": params,
         "idle_measured": 1.0,
+        "settle_s": 3.0,  # the wait for flat power before the idle baseline
+        "idle_settled": 1.0,
         "energy_per_1k_tokens_gross_j": per_1k / 80,
         "energy_per_1k_tokens_net_j": (per_1k - idle) / 80,
         "monitor_overhead_frac": 0.003,

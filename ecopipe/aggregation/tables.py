@@ -1,13 +1,29 @@
-"""Comparison tables from the runs frame: rows model x precision (x what else varies), a column per hardware.
+"""Comparison tables from the runs frame: a row per config, a column per hardware.
 
-A cell is one run: when several FINISHED runs share a cell (repeats, resumed or re-run sweeps), the
-latest started wins and the others are counted as superseded, never averaged with it. FAILED and
-KILLED runs never fill a cell; they are listed apart.
+The row key. FINISHED runs share a row (and, on one hardware, a cell) only when their resolved configs
+are the same but for the repeat keys (REPEAT_KEYS) and the keys that never change a result
+(NOT_A_RESULT). It is derived from the runs, never from a list of the keys that matter: a job logs its
+whole config as params (flattened with dots), and load.py reads every key in which the runs differ.
+The key's columns are the named dimensions (ROW_DIMS: model and precision always, the others where
+they vary), then each config key that tells apart runs which those and the hardware column leave
+together, headed by its dotted key (`model.config_overrides.num_hidden_layers`; `(not set)` for a run
+without it), then `energy` wherever some run's energy is INCOMPLETE (a device not metered), so that
+such runs have rows of their own. A key that only follows a dimension already chosen (each model's
+own `model.*`) or the hardware (`hardware.*`) adds nothing.
+
+A cell is one run: when several FINISHED runs share a cell (repeats: seeds, re-runs, resumed sweeps),
+the latest started fills it and the others are counted as superseded, their number and spread shown
+beside it, never averaged with it. FAILED and KILLED runs never fill a cell; they are listed apart.
+
+Every table has the same rows in the same order, one per row key (the decode and selection tables,
+built on other keys, aside). A figure a run lacks is text saying why (NOT_LOGGED, "not defined",
+NO_BASELINE), never a missing row; a blank cell is a hardware on which the row has no run.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +59,7 @@ COMPONENTS = ("gpu", "cpu", "ram")
 BASELINE = Precision.fp32.value
 _PRECISION_ORDER = {p.value: i for i, p in enumerate(Precision)}
 
-# Row dimensions in display order; model and precision always, the others when they vary.
+# Named row dimensions in display order; model and precision always, the others when they vary.
 ROW_DIMS = (
     "model",
     "dataset",
@@ -57,6 +73,20 @@ ROW_DIMS = (
     "attribution",
 )
 _ALWAYS = ("model", "precision")
+# Config keys (top-level names) whose values never make two runs different configs. Runs that differ
+# in the repeat keys only are repeats of one config, counted in one cell: `seed` (the same measurement
+# with other random draws) and `rerun` (the flag that measured a config again).
+REPEAT_KEYS = ("seed", "rerun")
+# Keys that change where or how a run is logged, never its result (ecopipe.tracking.config_hash leaves
+# them out too).
+NOT_A_RESULT = ("tracking", "hydra", "skip_mismatched")
+PARAM = "params."  # a config key's column in the tidy frame: the param as the job logged it
+NOT_SET = "(not set)"  # a row key's config key that the run has no value for (logged before it existed)
+ENERGY, COMPLETE = "energy", "complete"  # the dimension that sets runs with incomplete energy apart
+NOT_LOGGED = "not logged"  # a FINISHED run without the figure: an older schema, a stage that failed
+NOT_DEFINED = "not defined"
+NO_BASELINE = f"no {BASELINE} run to compare with"
+KEYS = "keys"  # a table's attrs entry: its row key columns; its other columns are hardware
 
 
 @dataclass(frozen=True)
@@ -130,30 +160,25 @@ def quality_specs(tidy: pd.DataFrame) -> list[TableSpec]:
     ]
 
 
-def source_label(tags: pd.DataFrame) -> pd.Series:
-    """`nvml_counter+rapl`: each component's energy source; an estimate says so, a simulation is `fake`.
+_ENERGY_TAGS = tuple(f"tags.energy_{t}" for t in ("source.", "measured.", "unmetered.", "complete"))
 
-    `estimated_*` sources carry the word in their name; any other unmeasured source gets `estimated:`.
-    A run without source tags is `source unknown`, never presented as measured.
-    """
 
-    def one(row: pd.Series) -> str:
-        parts: list[str] = []
-        for component in COMPONENTS:
-            source = row.get(f"tags.energy_source.{component}")
-            if not isinstance(source, str) or source in ("", "none"):
-                continue
-            measured = row.get(f"tags.energy_measured.{component}")
-            if measured == "false" and "estimat" not in source and "fake" not in source:
-                source = f"estimated:{source}"
-            if source not in parts:
-                parts.append(source)
-        return "+".join(parts) or "source unknown"
+def unmetered(row: Mapping[str, str]) -> dict[str, str]:
+    """Component -> why its energy is missing from an incomplete run's total (`energy_complete=false`:
+    a CUDA job whose GPU had no sensor): the `energy_unmetered.*` reasons, else each component without
+    a source. Runs logged before the tag existed count as complete."""
+    if row.get("tags.energy_complete") != "false":
+        return {}
+    reasons = {c: why for c in COMPONENTS if (why := row.get(f"tags.energy_unmetered.{c}"))}
+    sourceless = [c for c in COMPONENTS if row.get(f"tags.energy_source.{c}") in (None, "", "none")]
+    return reasons or dict.fromkeys(sourceless, "no reason recorded")
 
-    columns = [c for c in tags.columns if c.startswith(("tags.energy_source.", "tags.energy_measured."))]
+
+def _energy_tags_label(tags: pd.DataFrame, one: Callable[[pd.Series], str]) -> pd.Series:
+    """`one` of each run's energy tags, computed once per distinct combination: few among thousands."""
+    columns = [c for c in tags.columns if c.startswith(_ENERGY_TAGS)]
     if not columns:
-        return pd.Series("source unknown", index=tags.index, dtype="str")
-    # Few distinct combinations among thousands of runs: label each once.
+        return pd.Series(one(pd.Series(dtype="str")), index=tags.index, dtype="str")
     combos = tags[columns].fillna("")
     unique = combos.drop_duplicates()
     labels = pd.Series([one(row) for _, row in unique.iterrows()], index=pd.MultiIndex.from_frame(unique))
@@ -162,10 +187,50 @@ def source_label(tags: pd.DataFrame) -> pd.Series:
     )
 
 
+def source_label(tags: pd.DataFrame) -> pd.Series:
+    """`nvml_counter+rapl`: each component's energy source; an estimate says so, a simulation is `fake`,
+    a device an incomplete run could not meter is `gpu NOT METERED`.
+
+    `estimated_*` sources carry the word in their name; any other unmeasured source gets `estimated:`.
+    A run without source tags is `source unknown`, never presented as measured.
+    """
+
+    def one(row: pd.Series) -> str:
+        parts: list[str] = []
+        missing = unmetered(row)
+        for component in COMPONENTS:
+            source = row.get(f"tags.energy_source.{component}")
+            if component in missing:
+                source = f"{component} NOT METERED"
+            elif not isinstance(source, str) or source in ("", "none"):
+                continue
+            measured = row.get(f"tags.energy_measured.{component}")
+            if measured == "false" and not any(w in source for w in ("estimat", "fake", "NOT METERED")):
+                source = f"estimated:{source}"
+            if source not in parts:
+                parts.append(source)
+        return "+".join(parts) or "source unknown"
+
+    return _energy_tags_label(tags, one)
+
+
+def energy_label(tags: pd.DataFrame) -> pd.Series:
+    """COMPLETE, or `INCOMPLETE: gpu not metered (MIG instance ...)`: the ENERGY dimension's values."""
+
+    def one(row: pd.Series) -> str:
+        missing = unmetered(row)
+        if not missing:
+            return COMPLETE
+        return "INCOMPLETE: " + ", ".join(f"{c} not metered ({why})" for c, why in missing.items())
+
+    return _energy_tags_label(tags, one)
+
+
 def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per job run (sweep parents and runs not logged by an ecopipe job left out), plain names."""
     if runs.empty or "tags.ecopipe.model" not in runs:
-        return pd.DataFrame(columns=["run_id", "run_name", "status", "start_time", *_TAG_COLUMNS, "source"])
+        columns = ["run_id", "run_name", "status", "start_time", *_TAG_COLUMNS, "source", ENERGY]
+        return pd.DataFrame(columns=columns)
     kind = runs.get("tags.ecopipe.kind", pd.Series(np.nan, index=runs.index))
     jobs = runs[(kind != "sweep") & runs["tags.ecopipe.model"].notna()]
     out = jobs[["run_id", "run_name", "status", "start_time"]].copy()
@@ -177,53 +242,93 @@ def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     out["batch_size"] = jobs.get("params.batch_size", np.nan)
     out["max_new_tokens"] = pd.to_numeric(jobs.get("params.model.max_new_tokens", np.nan), errors="coerce")
     out["source"] = source_label(jobs)
+    out[ENERGY] = energy_label(jobs)
+    params = jobs[[c for c in jobs.columns if c.startswith(PARAM)]]
     metrics = jobs[[c for c in jobs.columns if c.startswith("metrics.")]]
     metrics.columns = [c.removeprefix("metrics.") for c in metrics.columns]
-    return pd.concat([out, metrics], axis=1).reset_index(drop=True)
+    return pd.concat([out, params, metrics], axis=1).reset_index(drop=True)
 
 
-def row_dims(finished: pd.DataFrame) -> list[str]:
-    """model and precision, plus every other dimension with more than one value among the runs."""
-    return [d for d in ROW_DIMS if d in _ALWAYS or finished[d].fillna("").nunique() > 1]
+def _config_key(column: str, frame: pd.DataFrame) -> bool:
+    """A params column that may tell configs apart: not a repeat key, not one that changes no result,
+    and not one a named column already reads (batch_size, region, engine)."""
+    key = column.removeprefix(PARAM)
+    return (
+        column.startswith(PARAM)
+        and key.split(".")[0] not in (*REPEAT_KEYS, *NOT_A_RESULT)
+        and key not in frame.columns
+    )
+
+
+def keyed(finished: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The FINISHED runs with their row key's columns as text, and those columns in display order.
+
+    Named dimensions where they vary; then each config key whose values differ among runs that the
+    key so far and the hardware put in one cell (a key that splits nothing more is left out), in key
+    order; then ENERGY where some run's energy is incomplete. The most specific keys are tried first:
+    an empty section (`model.config_overrides`, logged as {}) says less than the entry another run has
+    in it (`model.config_overrides.num_hidden_layers`), which splits the same runs.
+    """
+    named = [d for d in ROW_DIMS if d in _ALWAYS or finished[d].fillna("").nunique() > 1]
+    energy = [ENERGY] if finished[ENERGY].ne(COMPLETE).any() else []
+    keys = {d: finished[d].fillna("").astype("str") for d in [*named, *energy]}
+    cell = finished.groupby([*keys.values(), finished["hardware"]]).ngroup()
+    params = {}
+    candidates = (c for c in finished.columns if _config_key(c, finished))
+    for column in sorted(candidates, key=lambda c: (-c.count("."), c)):
+        values = finished[column].fillna(NOT_SET).astype("str")
+        if values.groupby(cell).nunique().gt(1).any():
+            params[column.removeprefix(PARAM)] = values
+            cell = values.groupby([cell, values]).ngroup()
+    return finished.assign(**keys, **params), [*named, *sorted(params), *energy]
 
 
 def latest(finished: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
     """The cell's run: the latest started FINISHED run per row key and hardware."""
-    keyed = finished.copy()
-    keyed[dims] = keyed[dims].fillna("").astype("str")
-    keyed = keyed.sort_values(["start_time", "run_id"], kind="stable")
-    return keyed.drop_duplicates([*dims, "hardware"], keep="last")
+    ordered = finished.sort_values(["start_time", "run_id"], kind="stable")
+    return ordered.drop_duplicates([*dims, "hardware"], keep="last")
 
 
 def _sort_rows(frame: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
+    """Precisions from fp32 down, numbers (a batch size, a config key's values) by value, then text."""
+
     def key(column: pd.Series) -> pd.Series:
         if column.name == "precision":
             return column.map(lambda p: (_PRECISION_ORDER.get(p, len(_PRECISION_ORDER)), p))
-        return column
+        values = pd.to_numeric(column, errors="coerce")
+        return pd.Series(
+            [(0, v, "") if pd.notna(v) else (1, 0.0, str(t)) for v, t in zip(values, column, strict=True)],
+            index=column.index,
+        )
 
     return frame.sort_values(dims, key=key, kind="stable").reset_index(drop=True)
 
 
+def key_columns(table: pd.DataFrame) -> list[str]:
+    """A table's row key columns (pivot records them); a table without them (selection) has none."""
+    return list(table.attrs.get(KEYS, ()))
+
+
 def pivot(cells: pd.DataFrame, dims: list[str], value: str, hardware: list[str]) -> pd.DataFrame:
-    """Row key columns, then one column per hardware; rows without any value dropped."""
+    """Row key columns, then one column per hardware: every row key of `cells`, blank where the row has
+    no run on that hardware."""
     wide = cells.pivot(index=dims, columns="hardware", values=value).reindex(columns=hardware)
-    wide = wide.dropna(how="all").reset_index()
+    wide = wide.reset_index()
     wide.columns.name = None
+    wide.attrs[KEYS] = list(dims)
     return _sort_rows(wide, dims)
 
 
-NOT_DEFINED = "not defined"
-
-
-def with_undefined(cells: pd.DataFrame, spec: TableSpec) -> pd.Series:
-    """The spec's metric, with "not defined" where the run has no value and its tag says why."""
-    values = cells[spec.metric] if spec.metric in cells else pd.Series(np.nan, index=cells.index)
-    if spec.undefined is None:
+def figure(cells: pd.DataFrame, metric: str, undefined: str | None = None) -> pd.Series:
+    """Each cell's run's `metric`; where the run has none, why: "not defined" where its `undefined` tag
+    column says so (ESS over a CO2e <= 0), else NOT_LOGGED."""
+    values = cells[metric] if metric in cells else pd.Series(np.nan, index=cells.index)
+    if values.notna().all():
         return values
-    undefined = cells[spec.undefined].fillna("").astype("str").str.startswith(NOT_DEFINED) & values.isna()
-    if not undefined.any():
-        return values
-    return values.astype("object").where(~undefined, NOT_DEFINED)
+    why = pd.Series(NOT_LOGGED, index=cells.index)
+    if undefined is not None:
+        why = why.mask(cells[undefined].fillna("").astype("str").str.startswith(NOT_DEFINED), NOT_DEFINED)
+    return values.astype("object").where(values.notna(), why)
 
 
 def numbers(frame: pd.DataFrame) -> pd.DataFrame:
@@ -232,18 +337,25 @@ def numbers(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def precision_gain(ess: pd.DataFrame, dims: list[str], hardware: list[str]) -> pd.DataFrame:
-    """ESS of each non-fp32 precision over fp32's for the same row key and hardware; no fp32: blank."""
+    """ESS of each row over its fp32 row's (the same key but for precision) on the same hardware, so
+    fp32 rows read 1. A cell whose row has a run there but no ratio says why: its own ESS's text,
+    `fp32 ESS <text>`, or NO_BASELINE."""
     others = [d for d in dims if d != "precision"]
-    base = ess[ess["precision"] == BASELINE].set_index(others)[hardware]
-    rest = ess[ess["precision"] != BASELINE]
-    if rest.empty:
-        return pd.DataFrame(columns=[*dims, *hardware])
-    reference = base.reindex(pd.MultiIndex.from_frame(rest[others]) if len(others) > 1 else rest[others[0]])
-    # An ESS that is not defined has no gain: its cell stays blank.
-    ratio = numbers(rest[hardware]).to_numpy() / numbers(reference).to_numpy()
-    gain = rest[dims].reset_index(drop=True)
-    gain[hardware] = ratio
-    return _sort_rows(gain, dims)
+    base = ess.loc[ess["precision"] == BASELINE, [*others, *hardware]]
+    text = {k: "str" for k in others}
+    reference = ess[others].astype(text).merge(base.astype(text), on=others, how="left")
+
+    def one(own: object, fp32: object) -> object:
+        if isinstance(own, str) or pd.isna(own):  # a reason, or no run: as the ESS table has it
+            return own
+        if isinstance(fp32, str):
+            return f"{BASELINE} ESS {fp32}"
+        return NO_BASELINE if pd.isna(fp32) else own / fp32
+
+    gain = ess[dims].copy()
+    for hw in hardware:
+        gain[hw] = [one(own, fp32) for own, fp32 in zip(ess[hw], reference[hw], strict=True)]
+    return gain.infer_objects()
 
 
 def selection_study(cells: pd.DataFrame) -> pd.DataFrame:
@@ -310,13 +422,12 @@ def run_spread(
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Runs per cell and their between-run coefficient of variation, where any cell has repeats.
 
-    A cell's runs (the same row key and hardware: repeats of one config hash, or seeds and re-runs
-    that differ in no row dimension) measure the same thing; their spread shows what a single run's
-    95% CI (over its trials only) cannot: drift between runs on a shared or throttling machine.
+    A cell's runs (the same row key and hardware: one config, measured again or with another seed)
+    measure the same thing; their spread shows what a single run's 95% CI (over its trials only)
+    cannot: drift between runs on a shared or throttling machine. Every row key has its row; a count
+    of runs with the figure, 0 where none has it.
     """
-    keyed = finished[finished[metric].notna()].copy()
-    keyed[dims] = keyed[dims].fillna("").astype("str")
-    stats = keyed.groupby([*dims, "hardware"])[metric].agg(["count", "mean", "std"]).reset_index()
+    stats = finished.groupby([*dims, "hardware"])[metric].agg(["count", "mean", "std"]).reset_index()
     if stats.empty or stats["count"].max() < 2:
         return None
     stats["cv"] = stats["std"] / stats["mean"].abs()
@@ -369,42 +480,49 @@ def build(jobs: pd.DataFrame) -> Tables:
     finished = jobs[jobs["status"] == "FINISHED"]
     if finished.empty:
         return Tables({}, {}, list(_ALWAYS), [], finished, 0)
-    dims = row_dims(finished)
+    finished, dims = keyed(finished)
     cells = latest(finished, dims)
     hardware = sorted(cells["hardware"].unique())
     tables: dict[str, pd.DataFrame] = {}
     titles: dict[str, str] = {}
+
+    def add(name: str, values: pd.Series, title: str) -> None:
+        tables[name] = pivot(cells.assign(value=values), dims, "value", hardware)
+        titles[name] = title
+
+    def logged(metric: str) -> bool:
+        return metric in cells and cells[metric].notna().any()
+
     for spec in (*SPECS, *quality_specs(cells)):
-        values = with_undefined(cells, spec)
-        if values.isna().all():
+        values = figure(cells, spec.metric, spec.undefined)
+        if values.eq(NOT_LOGGED).all():
             continue
-        tables[spec.name] = pivot(cells.assign(**{spec.metric: values}), dims, spec.metric, hardware)
-        titles[spec.name] = spec.title
-        if spec.ci95 and spec.ci95 in cells and cells[spec.ci95].notna().any():
+        add(spec.name, values, spec.title)
+        if spec.ci95 and logged(spec.ci95):
             # Named <table>_ci95: render puts each half-width beside its value.
-            tables[f"{spec.name}_ci95"] = pivot(cells, dims, spec.ci95, hardware)
-            titles[f"{spec.name}_ci95"] = f"{spec.title}: 95% CI half-width"
+            add(f"{spec.name}_ci95", figure(cells, spec.ci95), f"{spec.title}: 95% CI half-width")
             spread = run_spread(finished, dims, spec.metric, hardware)
             if spread is not None:  # named <table>_runs and <table>_spread: render writes them beside it
                 tables[spec.name + RUNS_SUFFIX], tables[spec.name + SPREAD_SUFFIX] = spread
                 titles[spec.name + RUNS_SUFFIX] = f"{spec.title}: FINISHED runs per cell"
                 titles[spec.name + SPREAD_SUFFIX] = f"{spec.title}: between-run coefficient of variation"
         for suffix in (LOW_SUFFIX, HIGH_SUFFIX):  # named <table>_low / _high: render writes the band
-            if (
-                spec.energy
-                and f"{spec.metric}{suffix}" in cells
-                and cells[f"{spec.metric}{suffix}"].notna().any()
-            ):
-                tables[spec.name + suffix] = pivot(cells, dims, f"{spec.metric}{suffix}", hardware)
-                titles[spec.name + suffix] = f"{spec.title}: band, {suffix.strip('_')} end"
-    tables[SOURCE_TABLE] = pivot(cells, dims, "source", hardware)
-    titles[SOURCE_TABLE] = "Energy source of each cell (estimated_* = estimate, fake = simulated)"
+            if spec.energy and logged(f"{spec.metric}{suffix}"):
+                band = figure(cells, f"{spec.metric}{suffix}")
+                add(spec.name + suffix, band, f"{spec.title}: band, {suffix.strip('_')} end")
+    add(
+        SOURCE_TABLE,
+        cells["source"],
+        "Energy source of each cell (estimated_* = estimate, fake = simulated, NOT METERED = left out of "
+        "the total)",
+    )
     factors = impact_factors(cells)
     if factors.notna().any():
-        tables[FACTORS_TABLE] = pivot(cells.assign(factors=factors), dims, "factors", hardware)
-        titles[FACTORS_TABLE] = (
+        add(
+            FACTORS_TABLE,
+            factors.fillna(NOT_LOGGED),
             "Factors behind each cell's CO2e and water: carbon intensity (basis, year), PUE (range), "
-            "water basis"
+            "water basis",
         )
     decode = decode_energy(cells, dims, hardware)
     if not decode.empty:
@@ -420,9 +538,7 @@ def build(jobs: pd.DataFrame) -> Tables:
             "Dynamic selection: members alone and strategies, in the same protocol (gross J; the source "
             "column says whether the energy was measured or estimated)"
         )
-    if "ess" in tables:
-        gain = precision_gain(tables["ess"], dims, hardware)
-        if not gain.empty:
-            tables[GAIN_TABLE] = gain
-            titles[GAIN_TABLE] = f"Precision gain: ESS relative to {BASELINE} on the same hardware [x]"
+    if "ess" in tables and (tables["ess"]["precision"] != BASELINE).any():
+        tables[GAIN_TABLE] = precision_gain(tables["ess"], dims, hardware)
+        titles[GAIN_TABLE] = f"Precision gain: ESS relative to {BASELINE} on the same hardware [x]"
     return Tables(tables, titles, dims, hardware, cells, len(finished) - len(cells))

@@ -1,0 +1,92 @@
+"""A table's row is one config: real jobs aggregated through `python -m ecopipe.aggregate`, as a user runs it.
+
+Runs share a row only when their logged configs differ in nothing but the repeat keys (seed, rerun);
+any other key in which they differ is a column of the row key, whatever its name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ecopipe.aggregation.tables import NOT_SET
+from tests.conftest import run_cli
+
+EXPERIMENT = "ecopipe"  # the experiment jobs log to by default
+
+
+def run_jobs(make_cfg, *configs: tuple[str, ...]) -> list[str]:
+    from ecopipe.job import run_job
+
+    return [run_job(make_cfg(*overrides)).run_id for overrides in configs]
+
+
+def aggregated(store: str, out: Path) -> dict[str, pd.DataFrame]:
+    """`python -m ecopipe.aggregate` over the experiment; its CSV tables by name."""
+    args = ["--experiment", EXPERIMENT, "--tracking-uri", store, "--out", str(out)]
+    done = run_cli(*args, cwd=out.parent, module="ecopipe.aggregate")
+    assert done.returncode == 0, done.stderr
+    return {path.stem: pd.read_csv(path, dtype=str) for path in (out / "tables").glob("*.csv")}
+
+
+def hardware_of(client, run_id: str) -> str:
+    return client.get_run(run_id).data.tags["ecopipe.hardware"]
+
+
+def test_two_configs_that_differ_in_an_unlisted_key_are_two_rows_not_repeats(
+    make_cfg, client, store, tmp_path
+):
+    small, large = run_jobs(make_cfg, ("dataset.limit=100",), ("dataset.limit=200",))
+    tables = aggregated(store, tmp_path / "out")
+    hardware = hardware_of(client, small)
+    energy = tables["energy_gross"]
+    assert list(energy.columns) == ["model", "precision", "dataset.limit", hardware]
+    assert list(energy["dataset.limit"]) == ["100", "200"]
+    for run_id, limit in ((small, "100"), (large, "200")):
+        logged = client.get_run(run_id).data.metrics["energy_per_1k_gross_j"]
+        assert float(energy.loc[energy["dataset.limit"] == limit, hardware].item()) == pytest.approx(logged)
+    assert not any(name.endswith(("_runs", "_spread")) for name in tables)  # no repeats, no spread
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert f"| model | precision | dataset.limit | {hardware} |" in summary
+    assert "(runs: " not in summary
+    assert "rows: one per config, model x precision x dataset.limit" in summary
+    # Only the params that tell runs apart are read: the config keys both jobs share stay in the store.
+    runs = pd.read_csv(tmp_path / "out" / "data" / "runs.csv")
+    assert "params.dataset.limit" in runs and "params.monitor.trials" not in runs
+
+
+def test_a_key_one_run_adds_is_a_column_and_keys_that_follow_the_model_are_not(
+    make_cfg, client, store, tmp_path
+):
+    # ridge differs from logistic_regression in every model.* and dataset.* key: the model says it all.
+    plain, tuned, ridge = run_jobs(make_cfg, (), ("+model.params.C=0.5",), ("model=ridge",))
+    tables = aggregated(store, tmp_path / "out")
+    hardware = hardware_of(client, plain)
+    energy = tables["energy_gross"]
+    assert list(energy.columns) == ["model", "dataset", "precision", "model.params.C", hardware]
+    rows = energy.set_index(["model", "model.params.C"])[hardware].astype(float)
+    assert rows.index.tolist() == [
+        ("logistic_regression", "0.5"),
+        ("logistic_regression", NOT_SET),
+        ("ridge", NOT_SET),
+    ]
+    for run_id, key in ((plain, ("logistic_regression", NOT_SET)), (tuned, ("logistic_regression", "0.5"))):
+        assert rows[key] == pytest.approx(client.get_run(run_id).data.metrics["energy_per_1k_gross_j"])
+    assert not any(name.endswith("_runs") for name in tables)
+
+
+def test_seeds_of_one_config_are_repeats_in_one_cell(make_cfg, client, store, tmp_path):
+    run_ids = run_jobs(make_cfg, ("seed=0",), ("seed=1",), ("seed=2",))
+    tables = aggregated(store, tmp_path / "out")
+    hardware = hardware_of(client, run_ids[0])
+    for name in ("energy_gross", "energy_gross_runs", "energy_gross_spread"):
+        assert list(tables[name].columns) == ["model", "precision", hardware], name  # no seed column
+        assert len(tables[name]) == 1, name
+    assert tables["energy_gross_runs"][hardware].astype(float).item() == 3
+    # The cell is the latest seed's run, the other two superseded.
+    latest = client.get_run(run_ids[-1]).data.metrics["energy_per_1k_gross_j"]
+    assert float(tables["energy_gross"][hardware].item()) == pytest.approx(latest)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "(runs: 3, CV " in summary and "2 earlier runs superseded" in summary
