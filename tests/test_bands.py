@@ -86,7 +86,7 @@ def test_ram_estimate_charges_only_memory_beyond_the_cpu_figure():
 
 
 def test_meter_windows_carry_both_ends():
-    clock = iter([0.0, 4.0])
+    clock = iter([0.0, 0.0, 4.0])  # built (the meter's wall-clock offset), then the window's two edges
     ram = EstimatedRamSensor.held_by_job(0.0, clock=lambda: 0.0, gigabytes=lambda _exclude: 8.0)
     meter = EnergyMeter([ram], clock=lambda: next(clock))
     meter.open()
