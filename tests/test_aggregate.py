@@ -227,6 +227,78 @@ def test_repeated_runs_show_their_spread_beside_the_within_run_ci(runs, store, t
     assert "| mlp | fp32 | 1 J ±50 mJ |" in text
 
 
+def test_a_run_without_some_figures_keeps_its_row_in_every_table(runs, store, tmp_path):
+    runs.job(metrics=figures(120.0), hardware=H100)
+    runs.job(metrics=figures(300.0), hardware=T4)
+    # An older schema's FINISHED run: throughput and quality, no energy, CO2e, water or ESS.
+    kept = ("throughput_per_s", "quality.accuracy", "samples", "window_s")
+    older = {k: v for k, v in figures(80.0).items() if k in kept}
+    runs.job("mlp", hardware=H100, metrics=older)
+    result = aggregate(store, EXPERIMENT, out_dir=tmp_path)
+    rows = result.tables["energy_gross"][["model", "precision"]]
+    assert list(rows["model"]) == ["logistic_regression", "mlp"]
+    for name, table in result.tables.items():
+        assert table[["model", "precision"]].equals(rows), name  # the same rows, in the same order
+    for name in ("energy_gross", "energy_gross_ci95", "energy_net", "co2e", "water", "ess"):
+        assert cell(result.tables[name], H100, model="mlp") == "not logged", name
+        assert math.isnan(cell(result.tables[name], T4, model="mlp")), name  # no mlp run on the T4: blank
+    assert cell(result.tables["throughput"], H100, model="mlp") == older["throughput_per_s"]
+    csv = pd.read_csv(tmp_path / "tables" / "energy_gross.csv")
+    assert csv.loc[csv["model"] == "mlp", H100].item() == "not logged"
+    text = (tmp_path / "summary.md").read_text()
+    assert "| mlp | fp32 | not logged |  |" in text  # every energy table: gross, net, CO2e, water, ESS
+    assert text.count("| mlp | fp32 | not logged |  |") == 5
+    assert any(note.startswith("not logged: the run has no such figure") for note in result.notes)
+    assert (tmp_path / "plots" / "ess.png").exists()
+
+
+def test_a_run_whose_gpu_was_not_metered_has_rows_of_its_own_marked_in_every_table(runs, store, tmp_path):
+    mig = "MIG instance MIG-4f6c: NVML meters the whole GPU, not the instance"
+    runs.job(metrics=figures(100.0), extra_tags={"energy_complete": "true"})
+    runs.job(metrics=figures(110.0))  # logged before the tag existed: complete, a repeat of the first
+    unmetered = {"gpu": "none", "cpu": "rapl", "ram": "estimated_per_gb"}
+    tags = {"energy_complete": "false", "energy_unmetered.gpu": mig}
+    runs.job(metrics=figures(40.0), sources=unmetered, extra_tags=tags)  # the same config, GPU left out
+    result = aggregate(store, EXPERIMENT, out_dir=tmp_path)
+    incomplete = f"INCOMPLETE: gpu not metered ({mig})"
+    assert result.tables["energy_gross"].columns[2] == "energy"
+    for name, table in result.tables.items():
+        assert list(table["energy"]) == ["complete", incomplete], name  # marked in every table
+    energy, counted = result.tables["energy_gross"], result.tables["energy_gross_runs"]
+    assert cell(energy, H100, energy="complete") == 110.0  # the latest complete run
+    assert cell(energy, H100, energy=incomplete) == 40.0
+    assert (cell(counted, H100, energy="complete"), cell(counted, H100, energy=incomplete)) == (2, 1)
+    label = cell(result.tables["energy_source"], H100, energy=incomplete)
+    assert label == "gpu NOT METERED+rapl+estimated_per_gb"
+    csv = pd.read_csv(tmp_path / "tables" / "co2e.csv")
+    assert list(csv["energy"]) == ["complete", incomplete]
+    text = (tmp_path / "summary.md").read_text()
+    assert f"| logistic_regression | fp32 | {incomplete} | 40 J ±2 J ({label}) |" in text
+    assert "| logistic_regression | fp32 | complete | 110 J ±5.5 J (runs: 2, CV 6.7%) |" in text
+    assert any(note.startswith("1 FINISHED runs have INCOMPLETE energy") for note in result.notes)
+    assert (tmp_path / "plots" / "ess.png").exists()  # the complete row drawn, the other left out
+
+
+def test_both_readers_keep_the_params_that_tell_finished_job_runs_apart(runs, client):
+    runs.job(metrics=figures(1.0))
+    tuned = runs.job(
+        metrics=figures(2.0), extra_tags={"energy_complete": "false", "energy_unmetered.gpu": "MIG"}
+    )
+    client.log_param(tuned, "model.params.C", "0.5")  # a key the other run lacks
+    failed = runs.job("mlp", status="FAILED", error="RuntimeError: x")  # never tells configs apart
+    client.log_param(failed, "dataset.limit", "7")
+    experiment = [runs.experiment_id]
+    for filter_string, expected in [
+        (None, ["params.batch_size", "params.model.params.C"]),  # model.name: the same in both FINISHED
+        ("metrics.energy_per_1k_gross_j > 1.5", ["params.batch_size"]),  # one run: nothing to tell apart
+    ]:
+        sql = read_runs(client, experiment, filter_string=filter_string, reader="sql")
+        search = read_runs(client, experiment, filter_string=filter_string, reader="search")
+        pd.testing.assert_frame_equal(sql, search, obj=str(filter_string))
+        assert [c for c in sql if c.startswith("params.")] == expected, filter_string
+        assert {"tags.energy_complete", "tags.energy_unmetered.gpu"} <= set(sql.columns)
+
+
 def test_latest_finished_run_fills_a_shared_cell(runs, store):
     runs.job(metrics=figures(100.0))
     runs.job(metrics=figures(90.0))  # a repeat, later: it wins

@@ -63,8 +63,9 @@ def _formatter(name: str, column: str = ""):
 
 def _column_sources(sources: pd.DataFrame, column: str) -> tuple[pd.Series, str]:
     cells = sources[column] if column in sources else pd.Series("source unknown", index=sources.index)
+    runs = cells.dropna().value_counts(sort=False)  # the cells with a run vote; a tie: the first row's
     cells = cells.where(cells.notna(), "source unknown")
-    return cells, (cells.mode().iat[0] if not cells.empty else "")
+    return cells, (str(runs.idxmax()) if not runs.empty else "")
 
 
 def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

@@ -290,11 +290,14 @@ def latest(finished: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
 
 
 def _sort_rows(frame: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
-    """Precisions from fp32 down, numbers (a batch size, a config key's values) by value, then text."""
+    """Precisions from fp32 down, complete energy first, numbers (a batch size, a config key's values)
+    by value, then text."""
 
     def key(column: pd.Series) -> pd.Series:
         if column.name == "precision":
             return column.map(lambda p: (_PRECISION_ORDER.get(p, len(_PRECISION_ORDER)), p))
+        if column.name == ENERGY:
+            return column.map(lambda e: (e != COMPLETE, e))
         values = pd.to_numeric(column, errors="coerce")
         return pd.Series(
             [(0, v, "") if pd.notna(v) else (1, 0.0, str(t)) for v, t in zip(values, column, strict=True)],
