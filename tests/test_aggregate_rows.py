@@ -90,3 +90,27 @@ def test_seeds_of_one_config_are_repeats_in_one_cell(make_cfg, client, store, tm
     assert float(tables["energy_gross"][hardware].item()) == pytest.approx(latest)
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "(runs: 3, CV " in summary and "2 earlier runs superseded" in summary
+
+
+@pytest.mark.parametrize("reader", ["sql", "search"])
+def test_a_reimpact_with_another_carbon_intensity_is_its_own_row(tmp_path, reader):
+    """A re-impact drops the config hash but keeps the run's params, overrides applied: it is a job
+    run whose config differs from the measured run's in impact.carbon_intensity, not a repeat of it."""
+    from mlflow.tracking import MlflowClient
+
+    from ecopipe.aggregate import aggregate
+    from ecopipe.aggregation.synthetic import synthetic_store
+    from ecopipe.reimpact import reimpact_run
+
+    uri = f"sqlite:///{tmp_path / 'bench.db'}"
+    sweep = synthetic_store(uri, 1, logged=1)
+    client = MlflowClient(uri)
+    (measured,) = client.search_runs(
+        [client.get_experiment_by_name("ecopipe-bench").experiment_id], f"tags.`ecopipe.sweep_id` = '{sweep}'"
+    )
+    reimpact_run(client, measured, ["impact.carbon_intensity=100"])
+    result = aggregate(uri, "ecopipe-bench", reader=reader)
+    co2e = result.tables["co2e"]
+    assert list(co2e.columns[:3]) == ["model", "precision", "impact.carbon_intensity"]
+    assert list(co2e["impact.carbon_intensity"]) == ["100.0", "475.0"]
+    assert "co2e_runs" not in result.tables and not any("superseded" in note for note in result.notes)
