@@ -3,7 +3,7 @@
 Two readers return the same frame. For a `sqlite:///` or `postgresql://` store (also the PostgreSQL
 database behind a tracking server, given as `store_uri`) the tables are read directly with SQL
 (`runs`, `tags`, `params`, `latest_metrics`; schema of mlflow 3.17's `store/tracking/dbmodels/models.py`),
-three queries over the selected runs, pivoted in pandas: seconds for 10,000 runs, where
+a query per table over the selected runs, pivoted in pandas: seconds for 10,000 runs, where
 `search_runs` builds a Python object per metric, param and tag of every run (57 s for 10,000 through
 a server). Any other store is read through `MlflowClient.search_runs`, page by page. An MLflow filter
 string is applied by the store in the second reader and evaluated on the frame in the first; a filter
@@ -399,9 +399,8 @@ def _read_search(
             )
         )
         tag_rows += [(run_id, k, v) for k, v in data.tags.items() if wanted_tag(k)]
-        param_rows += [
-            (run_id, k, v) for k, v in data.params.items()
-        ]  # _assemble keeps what tells runs apart
+        # Every param: _assemble keeps those that tell the runs apart, as it does the SQL reader's.
+        param_rows += [(run_id, k, v) for k, v in data.params.items()]
         metric_rows += [(run_id, k, v) for k, v in data.metrics.items() if wanted_metric(k)]
     columns = ["run_id", "key", "value"]
     return _Long(
