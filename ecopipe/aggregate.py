@@ -41,6 +41,7 @@ from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.tracking import (
     NOTE_TAG,
+    REPEAT_KEYS,
     check_tracking_uri,
     check_writable_folder,
     reap_dead_runs,
@@ -94,12 +95,13 @@ def _notes(
     status = jobs["status"].value_counts()
     failed = int(status.get("FAILED", 0) + status.get("KILLED", 0))
     other = len(jobs) - int(status.get("FINISHED", 0)) - failed
-    repeats = " and ".join(tab.REPEAT_KEYS)
+    repeats = " and ".join(REPEAT_KEYS)
     notes = [
         f"{len(jobs)} job runs: {int(status.get('FINISHED', 0))} FINISHED, {failed} FAILED or KILLED"
         + (f", {other} still running or scheduled (left out)" if other else ""),
         f"rows: one per config, {' x '.join(built.dims)} (a dotted name is a config key in which the runs "
-        f"differ; runs whose configs differ in {repeats} only are repeats, in one cell); columns: hardware "
+        f"differ; runs whose configs differ in {repeats} only, or re-runs, are repeats, in one cell); "
+        "columns: hardware "
         f"({', '.join(built.hardware) or 'none'})",
         "each cell is the latest started FINISHED run for its row and hardware"
         + (f"; {built.superseded} earlier runs superseded" if built.superseded else ""),

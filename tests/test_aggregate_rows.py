@@ -1,7 +1,8 @@
 """A table's row is one config: real jobs aggregated through `python -m ecopipe.aggregate`, as a user runs it.
 
-Runs share a row only when their logged configs differ in nothing but the repeat keys (seed, rerun);
-any other key in which they differ is a column of the row key, whatever its name.
+Runs share a row only when their logged configs differ in nothing but the repeat keys (seed) and keys
+that change no result (rerun, tracking...); any other key in which they differ is a column of the row
+key, whatever its name.
 """
 
 from __future__ import annotations

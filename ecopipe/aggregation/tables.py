@@ -1,9 +1,10 @@
 """Comparison tables from the runs frame: a row per config, a column per hardware.
 
 The row key. FINISHED runs share a row (and, on one hardware, a cell) only when their resolved configs
-are the same but for the repeat keys (REPEAT_KEYS) and the keys that never change a result
-(NOT_A_RESULT). It is derived from the runs, never from a list of the keys that matter: a job logs its
-whole config as params (flattened with dots), and load.py reads every key in which the runs differ.
+are the same but for the repeat keys (REPEAT_KEYS: seed) and the keys that never change a result
+(NOT_A_RESULT_KEYS: tracking, hydra, rerun...), both from ecopipe.tracking, which hashes and names runs
+by the same rule. It is derived from the runs, never from a list of the keys that matter: a job logs
+its whole config as params (flattened with dots), and load.py reads every key in which the runs differ.
 The key's columns are the named dimensions (ROW_DIMS: model and precision always, the others where
 they vary), then each config key that tells apart runs which those and the hardware column leave
 together, headed by its dotted key (`model.config_overrides.num_hidden_layers`; `(not set)` for a run
@@ -31,6 +32,7 @@ import pandas as pd
 
 from ecopipe.config import Precision
 from ecopipe.report import HEADLINE_QUALITY
+from ecopipe.tracking import NOT_A_RESULT_KEYS, REPEAT_KEYS
 
 # Tags read into the tidy frame, by the column name they get there.
 _TAG_COLUMNS = {
@@ -73,13 +75,6 @@ ROW_DIMS = (
     "attribution",
 )
 _ALWAYS = ("model", "precision")
-# Config keys (top-level names) whose values never make two runs different configs. Runs that differ
-# in the repeat keys only are repeats of one config, counted in one cell: `seed` (the same measurement
-# with other random draws) and `rerun` (the flag that measured a config again).
-REPEAT_KEYS = ("seed", "rerun")
-# Keys that change where or how a run is logged, never its result (ecopipe.tracking.config_hash leaves
-# them out too).
-NOT_A_RESULT = ("tracking", "hydra", "skip_mismatched")
 PARAM = "params."  # a config key's column in the tidy frame: the param as the job logged it
 NOT_SET = "(not set)"  # a row key's config key that the run has no value for (logged before it existed)
 ENERGY, COMPLETE = "energy", "complete"  # the dimension that sets runs with incomplete energy apart
@@ -255,7 +250,7 @@ def _config_key(column: str, frame: pd.DataFrame) -> bool:
     key = column.removeprefix(PARAM)
     return (
         column.startswith(PARAM)
-        and key.split(".")[0] not in (*REPEAT_KEYS, *NOT_A_RESULT)
+        and key.split(".")[0] not in (*REPEAT_KEYS, *NOT_A_RESULT_KEYS)
         and key not in frame.columns
     )
 
