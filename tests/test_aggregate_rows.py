@@ -58,6 +58,27 @@ def test_two_configs_that_differ_in_an_unlisted_key_are_two_rows_not_repeats(
     assert "params.dataset.limit" in runs and "params.monitor.trials" not in runs
 
 
+def test_every_key_two_configs_differ_in_is_shown_not_just_one_that_separates_them(
+    make_cfg, client, store, tmp_path
+):
+    """Two protocol keys changed together: either would tell the runs apart, and the row shows both,
+    so that no reader takes the second for the same in both rows."""
+    quick, slow = run_jobs(make_cfg, (), ("monitor.min_iterations=2", "monitor.warmup_batches=3"))
+    energy = aggregated(store, tmp_path / "out")["energy_gross"]
+    hardware = hardware_of(client, quick)
+    assert list(energy.columns) == [
+        "model",
+        "precision",
+        "monitor.min_iterations",
+        "monitor.warmup_batches",
+        hardware,
+    ]
+    assert energy[["monitor.min_iterations", "monitor.warmup_batches"]].values.tolist() == [
+        ["1", "1"],
+        ["2", "3"],
+    ]
+
+
 def test_a_key_one_run_adds_is_a_column_and_keys_that_follow_the_model_are_not(
     make_cfg, client, store, tmp_path
 ):

@@ -76,6 +76,7 @@ ROW_DIMS = (
 )
 _ALWAYS = ("model", "precision")
 PARAM = "params."  # a config key's column in the tidy frame: the param as the job logged it
+EMPTY_SECTION = "{}"  # how MLflow logs a config section without entries
 NOT_SET = "(not set)"  # a row key's config key that the run has no value for (logged before it existed)
 ENERGY, COMPLETE = "energy", "complete"  # the dimension that sets runs with incomplete energy apart
 NOT_LOGGED = "not logged"  # a FINISHED run without the figure: an older schema, a stage that failed
@@ -258,23 +259,27 @@ def _config_key(column: str, frame: pd.DataFrame) -> bool:
 def keyed(finished: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The FINISHED runs with their row key's columns as text, and those columns in display order.
 
-    Named dimensions where they vary; then each config key whose values differ among runs that the
-    key so far and the hardware put in one cell (a key that splits nothing more is left out), in key
-    order; then ENERGY where some run's energy is incomplete. The most specific keys are tried first:
-    an empty section (`model.config_overrides`, logged as {}) says less than the entry another run has
-    in it (`model.config_overrides.num_hidden_layers`), which splits the same runs.
+    Named dimensions where they vary; then every config key whose values differ among runs that the
+    named dimensions and the hardware put in one cell, in key order (a key that only follows a named
+    dimension, as each model's own `model.*` does, or the hardware, is left out); then ENERGY where
+    some run's energy is incomplete. An empty section (`model.config_overrides`, logged as {}) says
+    nothing that the entry another run has in it (`model.config_overrides.num_hidden_layers`) does not.
     """
     named = [d for d in ROW_DIMS if d in _ALWAYS or finished[d].fillna("").nunique() > 1]
     energy = [ENERGY] if finished[ENERGY].ne(COMPLETE).any() else []
     keys = {d: finished[d].fillna("").astype("str") for d in [*named, *energy]}
     cell = finished.groupby([*keys.values(), finished["hardware"]]).ngroup()
     params = {}
-    candidates = (c for c in finished.columns if _config_key(c, finished))
-    for column in sorted(candidates, key=lambda c: (-c.count("."), c)):
+    for column in (c for c in finished.columns if _config_key(c, finished)):
         values = finished[column].fillna(NOT_SET).astype("str")
         if values.groupby(cell).nunique().gt(1).any():
             params[column.removeprefix(PARAM)] = values
-            cell = values.groupby([cell, values]).ngroup()
+    empty = {EMPTY_SECTION, NOT_SET}
+    params = {
+        key: values
+        for key, values in params.items()
+        if not (set(values) <= empty and any(other.startswith(f"{key}.") for other in params))
+    }
     return finished.assign(**keys, **params), [*named, *sorted(params), *energy]
 
 
