@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
+from ecopipe.monitor.settle import SETTLE_TOLERANCE
 from ecopipe.reference import TIERS
 from ecopipe.sensors.base import GPU_SOURCES, Source
 
@@ -255,7 +256,9 @@ class MonitorConfig:
     rapl_attribution: RaplAttribution = RaplAttribution.job_share
     # Before the idle baseline: wait until power is flat within settle_tolerance, at most settle_max_s
     settle_max_s: float = bounded(30.0, SECONDS)
-    settle_tolerance: float = bounded(0.05, Range(0, 1, low_open=True, why="a fraction of the mean power"))
+    settle_tolerance: float = bounded(
+        SETTLE_TOLERANCE, Range(0, 1, low_open=True, why="a fraction of the mean power")
+    )
     allow_shared_cpu: bool = False  # SLURM and joblib jobs may share a node's CPUs (warned)
 
 

@@ -96,8 +96,9 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
     }
     if math.isfinite(result.other_cpu_load):
         metrics["other_cpu_load"] = result.other_cpu_load
-    if result.settling is not None:
-        metrics |= {"settle_s": result.settling.seconds, "idle_settled": float(result.settling.settled)}
+    baseline = result.baseline
+    if baseline is not None and baseline.settling is not None and not baseline.reused:  # this job's wait
+        metrics |= {"settle_s": baseline.settling.seconds, "idle_settled": float(baseline.settling.settled)}
     if result.shared:  # a whole-machine counter charged at the job's share: the whole figure beside it
         metrics["job_cpu_share"] = result.job_cpu_share
         machine = result.machine_energy.as_dict()
@@ -310,7 +311,7 @@ def _energy_label(result: InferenceResult) -> str:
     return ", ".join(parts)
 
 
-# InferenceResult.figures_label: measured, ESTIMATE, SIMULATED or "measured, WHOLE GPU"
+# InferenceResult.figures_label: measured, ESTIMATE or SIMULATED; ", WHOLE GPU" added under MIG
 FIGURES_TAG = "ecopipe.figures"
 
 
@@ -378,6 +379,16 @@ def _pue_text(impact: ImpactResult) -> str:
     return f"PUE {pue.value:.3g} ({pue.low:.3g}–{pue.high:.3g})"
 
 
+def _baseline_text(result: InferenceResult) -> str:
+    """How the idle baseline was taken: the wait for power to settle, or an earlier job's baseline."""
+    baseline = result.baseline
+    if baseline is not None and baseline.reused:
+        return "reused from an earlier job of this process (the same device, model and precision)"
+    if baseline is None or baseline.settling is None:
+        return "no wait for power to settle"
+    return baseline.settling.describe()
+
+
 def summary(
     name: str,
     profile: DeviceProfile,
@@ -392,7 +403,7 @@ def summary(
     with its band and a word saying what it is (measured, ESTIMATE, SIMULATED)."""
     f = impact.factors
     label = result.figures_label
-    what = "95% CI" if label == MEASURED else "band: the coefficients' range and the 95% CI"
+    what = "95% CI" if label.startswith(MEASURED) else "band: the coefficients' range and the 95% CI"
     shown = {k: v for k, v in result.quality.items() if k in HEADLINE_QUALITY}
     quality = ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) or (
         "none (random weights)" if result.facts.weights == "random" else "none for this model and data set"
@@ -432,16 +443,21 @@ def summary(
             + ". Estimated energy follows the job's CPU time and memory, not what the hardware drew."
         )
     if result.idle_measured:
-        settled = result.settling.describe() if result.settling is not None else "no wait for power to settle"
-        lines.append(f"  idle        {eng(result.idle_power.total, 'W')} baseline; {settled}")
+        lines.append(f"  idle        {eng(result.idle_power.total, 'W')} baseline; {_baseline_text(result)}")
     if result.shared:
         whole = result.machine_energy.as_dict()
         drew = ", ".join(f"{c} {eng(whole[c], 'J')}" for c in result.shared)
         lines.append(
             f"  attribution {' and '.join(result.shared)} from RAPL, which counts every process: charged the "
             f"job's {result.job_cpu_share:.0%} of the machine's busy CPU time; the whole machine drew {drew} "
-            "over the trials (energy_machine_j.*)"
+            "over the trials (energy_machine_j.*); the idle baseline is the machine's, charged at that share"
         )
+        baseline = result.baseline
+        if baseline is not None and baseline.other_cpu_load > BUSY_WARNING:
+            lines.append(
+                f"  WARNING     other processes used {baseline.other_cpu_load:.0%} of the CPUs during the "
+                "idle baseline: their draw is in it, so net figures charged at the job's share are too low."
+            )
     if result.other_cpu_load > BUSY_WARNING:
         lines.append(
             f"  WARNING     other processes used {result.other_cpu_load:.0%} of this machine's CPUs during "

@@ -28,7 +28,7 @@ EXPERIMENT = "agg"
 H100, T4 = "NVIDIA H100 SXM 80GB", "NVIDIA T4"
 GPU_SOURCES = {"gpu": "nvml_counter", "cpu": "rapl", "ram": "none"}
 CPU_SOURCES = {"gpu": "none", "cpu": "estimated_specpower", "ram": "none"}
-MEASURED = {"nvml_counter", "nvml_power_polling", "rapl"}
+MEASURED = {"nvml_counter", "nvml_power_polling", "rapl", "rapl_job_share", "nvml_counter_whole_gpu"}
 
 
 def figures(energy: float, quality: float | None = 0.9, params: float = 650.0) -> dict[str, float]:
@@ -277,6 +277,24 @@ def test_a_run_whose_gpu_was_not_metered_has_rows_of_its_own_marked_in_every_tab
     assert "| logistic_regression | fp32 | complete | 110 J ±5.5 J (runs: 2, CV 6.7%) |" in text
     assert any(note.startswith("1 FINISHED runs have INCOMPLETE energy") for note in result.notes)
     assert (tmp_path / "plots" / "ess.png").exists()  # the complete row drawn, the other left out
+
+
+def test_a_whole_gpu_run_under_mig_is_never_a_repeat_of_a_run_on_its_own_gpu(runs, store, tmp_path):
+    """Under MIG the counter covers the whole GPU: such a run has a row of its own, says so, and is left
+    out of the plots; never the latest of a cell the job's own GPU filled, never in its spread."""
+    why = "cuda:0 is MIG instance MIG-dddd of NVML GPU 0, holding 43% of it: NVML's counter covers ..."
+    runs.job(metrics=figures(100.0), extra_tags={"energy_complete": "true"})
+    whole = {"gpu": "nvml_counter_whole_gpu", "cpu": "rapl", "ram": "estimated_per_gb"}
+    tags = {"energy_complete": "true", "energy_whole_gpu.gpu": why, "ecopipe.gpu_mig_share": "0.4286"}
+    runs.job(metrics=figures(300.0), sources=whole, extra_tags=tags)  # later, the same config
+    result = aggregate(store, EXPERIMENT, out_dir=tmp_path)
+    label = "WHOLE GPU (MIG instance holding 43% of it)"
+    for name, table in result.tables.items():
+        assert list(table["energy"]) == ["complete", label], name
+    energy = result.tables["energy_gross"]
+    assert (cell(energy, H100, energy="complete"), cell(energy, H100, energy=label)) == (100.0, 300.0)
+    assert "energy_gross_runs" not in result.tables  # one run per cell: no spread mixes the two
+    assert cell(result.tables["energy_source"], H100, energy=label).startswith("nvml_counter_whole_gpu")
 
 
 def test_both_readers_keep_the_params_that_tell_finished_job_runs_apart(runs, client):

@@ -79,6 +79,23 @@ def test_every_key_two_configs_differ_in_is_shown_not_just_one_that_separates_th
     ]
 
 
+def test_configs_that_differ_on_two_machines_are_two_rows_not_one_row_of_two_columns(
+    make_cfg, client, store, tmp_path
+):
+    """Another CPU (a what-if by hardware.cpu_model: its own column) with another data limit: side by
+    side in one row they would read as one config on two machines."""
+    here, there = run_jobs(
+        make_cfg,
+        ("dataset.limit=100",),
+        ("dataset.limit=200", "hardware.cpu_model=AMD EPYC 7763 64-Core Processor"),
+    )
+    energy = aggregated(store, tmp_path / "out")["energy_gross"]
+    columns = [hardware_of(client, run_id) for run_id in (here, there)]
+    assert "hardware.cpu_model" not in energy  # it makes the column: not a key of the row as well
+    assert list(energy["dataset.limit"]) == ["100", "200"]
+    assert energy[columns].notna().values.tolist() == [[True, False], [False, True]]
+
+
 def test_a_key_one_run_adds_is_a_column_and_keys_that_follow_the_model_are_not(
     make_cfg, client, store, tmp_path
 ):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -220,10 +221,10 @@ def test_idle_baseline_cached_per_state(monkeypatch):
     first = measure_idle(meter, 2.0, "cuda:0:model_loaded", sleep)
     again = measure_idle(meter, 2.0, "cuda:0:model_loaded", sleep)
     other = measure_idle(meter, 2.0, "cpu:model_loaded", sleep)
-    assert first is again  # served from the cache
+    assert again == replace(first, reused=True)  # served from the cache, and said to be
     assert first.window.power.gpu == pytest.approx(80.0) and other.window.power.gpu == pytest.approx(80.0)
     assert sleeps == [2.0, 2.0]  # the repeated state was served from the cache
-    assert first.settling is None  # no wait asked (settle_max_s 0)
+    assert first.settling is None and not first.reused  # no wait asked (settle_max_s 0)
     assert measure_idle(meter, 0.0, "x", sleep) is None
 
 

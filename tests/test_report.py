@@ -443,6 +443,14 @@ def test_a_whole_gpu_counter_is_never_called_the_jobs_own():
     )
     assert ", measured, WHOLE GPU (" in line and ", measured (" not in line
     assert all("measured, WHOLE GPU" in row for row in summarise(whole).splitlines()[3:6])  # CO2e, water, ESS
+    # MIG on a machine without RAPL: an estimate, and still the whole GPU's.
+    estimated = replace(
+        whole,
+        sources={"gpu": "nvml_counter_whole_gpu", "cpu": "estimated_specpower", "ram": "estimated_rss"},
+        measured={"gpu": True, "cpu": False, "ram": False},
+    )
+    assert estimated.figures_label == "ESTIMATE, WHOLE GPU"
+    assert all("ESTIMATE, WHOLE GPU" in row for row in summarise(estimated).splitlines()[2:7])
 
 
 def test_rapl_set_aside_on_request_is_named_in_tags_and_summary():
@@ -478,17 +486,71 @@ def test_the_summary_says_what_ended_the_trials():
 
 def test_the_summary_says_how_long_power_took_to_settle_or_that_it_did_not():
     from ecopipe.monitor.settle import Settling
+    from ecopipe.stages.inference import IdleBaseline
 
-    settled = result(settling=Settling((30.0, 26.2, 26.0, 26.1), 0.8, 0.2))
+    def taken(settling: Settling, **changes) -> InferenceResult:
+        return result(baseline=IdleBaseline(result().idle_window, settling, **changes))
+
+    settled = taken(Settling((30.0, 26.2, 26.0, 26.1), 0.8, 0.2))
     assert (
-        "  idle        26 W baseline; power settled in 0.8 s (3 windows of 0.2 s within 5% of their mean)"
-        in (summarise(settled).splitlines())
+        "  idle        26 W baseline; power settled in 0.8 s (3 windows of 0.2 s, their spread within 5% "
+        "of their mean)" in summarise(settled).splitlines()
     )
     metrics = report.inference_metrics(settled)
     assert (metrics["settle_s"], metrics["idle_settled"]) == (0.8, 1.0)
-    unsettled = result(settling=Settling((40.0, 35.0, 30.0), 30.0, 0.2))
+    unsettled = taken(Settling((40.0, 35.0, 30.0), 30.0, 0.2))
     line = next(row for row in summarise(unsettled).splitlines() if row.startswith("  idle"))
     assert (
         "power did NOT settle in 30.0 s" in line and "last: 40, 35, 30 W" in line and "may be biased" in line
     )
     assert report.inference_metrics(unsettled)["idle_settled"] == 0.0
+    # An earlier job's baseline, served from the sweep's cache: its wait is not this job's.
+    reused = taken(Settling((40.0, 35.0, 30.0), 30.0, 0.2), reused=True)
+    assert "settle_s" not in report.inference_metrics(reused)
+    line = next(row for row in summarise(reused).splitlines() if row.startswith("  idle"))
+    assert line == (
+        "  idle        26 W baseline; reused from an earlier job of this process (the same device, model "
+        "and precision)"
+    )
+
+
+def test_a_busy_idle_baseline_is_said_to_make_shared_net_figures_too_low():
+    from ecopipe.stages.inference import IdleBaseline
+
+    shared = tuple(
+        replace(t, window=replace(t.window, job_share=0.5, shared=("cpu",), machine=t.window.energy))
+        for t in result().trials
+    )
+    for load, warned in ((0.4, True), (0.02, False)):
+        busy = result(trials=shared, baseline=IdleBaseline(result().idle_window, None, other_cpu_load=load))
+        text = summarise(busy)
+        assert ("during the idle baseline: their draw is in it" in text) is warned
+        assert "charged the job's 50% of the machine's busy CPU time" in text
+
+
+def test_net_under_a_shared_counter_is_the_share_of_the_machine_less_its_idle_by_hand():
+    """Trials at a 50% share of a RAPL package: the machine's idle baseline (5 W of cpu) is charged at
+    the same share, so net cpu = share x (machine - idle x seconds), trial by trial; gpu and ram whole."""
+    shared = tuple(
+        replace(
+            t,
+            window=replace(
+                t.window,
+                energy=t.window.energy.with_share(0.5, ("cpu",)),
+                job_share=0.5,
+                shared=("cpu",),
+                machine=t.window.energy,
+            ),
+        )
+        for t in result().trials
+    )
+    split = result(trials=shared)
+    # Trial 1: machine cpu 2 J over 0.1 s, trial 2: 3 J over 0.15 s; idle 20 W gpu, 5 W cpu, 1 W ram.
+    nets = [split.trial_energy(t, Attribution.net) for t in split.trials]
+    assert [n.cpu for n in nets] == pytest.approx([0.5 * (2.0 - 5.0 * 0.1), 0.5 * (3.0 - 5.0 * 0.15)])
+    assert [n.gpu for n in nets] == pytest.approx([8.0 - 20.0 * 0.1, 12.0 - 20.0 * 0.15])
+    assert split.idle.cpu == pytest.approx(0.5 * 5.0 * 0.25) and split.idle.ram == pytest.approx(0.25)
+    metrics = report.inference_metrics(split)
+    assert metrics["energy_idle_j.cpu"] == pytest.approx(0.625) and metrics["idle_power_w.cpu"] == 5.0
+    assert metrics["job_cpu_share"] == 0.5 and metrics["energy_machine_j.cpu"] == pytest.approx(5.0)
+    assert metrics["energy_net_j.cpu"] == pytest.approx(0.5 * (5.0 - 5.0 * 0.25))

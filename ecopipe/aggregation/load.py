@@ -68,7 +68,14 @@ BANDED = (
 )
 METRICS += tuple(f"{name}{end}" for name in BANDED for end in ("_low", "_high"))
 METRIC_PREFIXES = ("quality.", "selection.")
-TAG_PREFIXES = ("ecopipe.", "energy_source.", "energy_measured.", "energy_unmetered.")
+TAG_PREFIXES = (
+    "ecopipe.",
+    "energy_source.",
+    "energy_measured.",
+    "energy_unmetered.",
+    "energy_whole_gpu.",
+    "energy_fallback.",
+)
 TAGS = ("mlflow.parentRunId", "energy_complete")
 PARAMS = ("batch_size", "model.max_new_tokens")
 RUN_COLUMNS = ("run_id", "run_name", "experiment_id", "status", "user_id", "start_time", "end_time")

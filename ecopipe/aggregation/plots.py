@@ -4,7 +4,8 @@ Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas: no pyplot, 
 display needed. A plot whose data is missing is skipped (nothing is returned), never drawn empty. Every
 row is drawn: a long table is split into numbered pages (`ess.png`, `ess_2.png`...), never cut short;
 but rows whose energy is INCOMPLETE (a device not metered, the tables' `energy` column), whose figures
-leave that device out, are left out of the plots with a note saying how many.
+leave that device out, or a WHOLE GPU's (MIG: every instance's work), are left out of the plots with a
+note saying how many.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ FRONTIER_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
 ESTIMATE_NOTE = "hollow markers: energy ESTIMATED (no power sensor read), not measured"
 BAND_NOTE = "error bars: each figure's band (an estimate's coefficient range and the 95% CI over trials)"
 ESTIMATED = "estimat|fake|unknown"  # a source label that is not a plain measurement
-INCOMPLETE_NOTE = "{} rows with INCOMPLETE energy (a device not metered) left out: see the tables"
+INCOMPLETE_NOTE = (
+    "{} rows with INCOMPLETE energy (a device not metered) or a WHOLE GPU's (MIG) left out: see the tables"
+)
 # Quality metrics the energy-quality plot knows the direction of (True: higher is better).
 QUALITY_DIRECTION = {
     "accuracy": True,

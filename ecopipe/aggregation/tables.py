@@ -76,6 +76,8 @@ ROW_DIMS = (
 )
 _ALWAYS = ("model", "precision")
 PARAM = "params."  # a config key's column in the tidy frame: the param as the job logged it
+# Config keys that make the hardware column: the device and its profile, a simulated GPU's watts.
+HARDWARE_KEYS = ("hardware.", "monitor.fake_gpu_watts")
 EMPTY_SECTION = "{}"  # how MLflow logs a config section without entries
 NOT_SET = "(not set)"  # a row key's config key that the run has no value for (logged before it existed)
 ENERGY, COMPLETE = "energy", "complete"  # the dimension that sets runs with incomplete energy apart
@@ -156,7 +158,10 @@ def quality_specs(tidy: pd.DataFrame) -> list[TableSpec]:
     ]
 
 
-_ENERGY_TAGS = tuple(f"tags.energy_{t}" for t in ("source.", "measured.", "unmetered.", "complete"))
+_ENERGY_TAGS = tuple(
+    f"tags.energy_{t}" for t in ("source.", "measured.", "unmetered.", "whole_gpu.", "complete")
+)
+MIG_SHARE = "tags.ecopipe.gpu_mig_share"  # report.MIG_SHARE_TAG, as a column of the runs frame
 
 
 def unmetered(row: Mapping[str, str]) -> dict[str, str]:
@@ -172,7 +177,7 @@ def unmetered(row: Mapping[str, str]) -> dict[str, str]:
 
 def _energy_tags_label(tags: pd.DataFrame, one: Callable[[pd.Series], str]) -> pd.Series:
     """`one` of each run's energy tags, computed once per distinct combination: few among thousands."""
-    columns = [c for c in tags.columns if c.startswith(_ENERGY_TAGS)]
+    columns = [c for c in tags.columns if c.startswith(_ENERGY_TAGS) or c == MIG_SHARE]
     if not columns:
         return pd.Series(one(pd.Series(dtype="str")), index=tags.index, dtype="str")
     combos = tags[columns].fillna("")
@@ -211,13 +216,19 @@ def source_label(tags: pd.DataFrame) -> pd.Series:
 
 
 def energy_label(tags: pd.DataFrame) -> pd.Series:
-    """COMPLETE, or `INCOMPLETE: gpu not metered (MIG instance ...)`: the ENERGY dimension's values."""
+    """The ENERGY dimension's values: COMPLETE; `INCOMPLETE: gpu not metered (why)`; or `WHOLE GPU
+    (MIG instance holding 43% of it)`, a counter that covers more than the job's device: neither is
+    ever a repeat of a run metered on its own device."""
 
     def one(row: pd.Series) -> str:
         missing = unmetered(row)
-        if not missing:
-            return COMPLETE
-        return "INCOMPLETE: " + ", ".join(f"{c} not metered ({why})" for c, why in missing.items())
+        if missing:
+            return "INCOMPLETE: " + ", ".join(f"{c} not metered ({why})" for c, why in missing.items())
+        if any(row.get(f"tags.energy_whole_gpu.{c}") for c in COMPONENTS):
+            share = row.get(MIG_SHARE)
+            holds = f"{float(share):.0%} of it" if share not in (None, "", "unknown") else "an unknown share"
+            return f"WHOLE GPU (MIG instance holding {holds})"
+        return COMPLETE
 
     return _energy_tags_label(tags, one)
 
@@ -256,24 +267,34 @@ def _config_key(column: str, frame: pd.DataFrame) -> bool:
     )
 
 
+def _defines_hardware(key: str) -> bool:
+    """A config key that makes the hardware column (the profile, a simulated GPU's watts): it follows the
+    column, so it is a key of the row only where it differs within one column."""
+    return key.startswith(HARDWARE_KEYS)
+
+
 def keyed(finished: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The FINISHED runs with their row key's columns as text, and those columns in display order.
 
     Named dimensions where they vary; then every config key whose values differ among runs that the
-    named dimensions and the hardware put in one cell, in key order (a key that only follows a named
-    dimension, as each model's own `model.*` does, or the hardware, is left out); then ENERGY where
-    some run's energy is incomplete. An empty section (`model.config_overrides`, logged as {}) says
-    nothing that the entry another run has in it (`model.config_overrides.num_hidden_layers`) does not.
+    named dimensions put in one row, in key order: a key that only follows a named dimension (each
+    model's own `model.*`) is left out, and so is a key that makes the hardware column (`hardware.*`)
+    where it only follows the column; a key that differs between two columns is a key of the row, so
+    that a row never holds different configs side by side. Then ENERGY where some run's energy is
+    incomplete or a whole GPU's. An empty section (`model.config_overrides`, logged as {}) says nothing
+    that the entry another run has in it (`model.config_overrides.num_hidden_layers`) does not.
     """
     named = [d for d in ROW_DIMS if d in _ALWAYS or finished[d].fillna("").nunique() > 1]
     energy = [ENERGY] if finished[ENERGY].ne(COMPLETE).any() else []
     keys = {d: finished[d].fillna("").astype("str") for d in [*named, *energy]}
+    row = finished.groupby(list(keys.values())).ngroup()
     cell = finished.groupby([*keys.values(), finished["hardware"]]).ngroup()
     params = {}
     for column in (c for c in finished.columns if _config_key(c, finished)):
         values = finished[column].fillna(NOT_SET).astype("str")
-        if values.groupby(cell).nunique().gt(1).any():
-            params[column.removeprefix(PARAM)] = values
+        key = column.removeprefix(PARAM)
+        if values.groupby(cell if _defines_hardware(key) else row).nunique().gt(1).any():
+            params[key] = values
     empty = {EMPTY_SECTION, NOT_SET}
     params = {
         key: values

@@ -51,9 +51,8 @@ class Settling:
 
     def describe(self) -> str:
         """One line for the summary: how long the device took to settle, or that it did not."""
-        rule = (
-            f"{SETTLE_WINDOWS} windows of {self.window_s:g} s within {100 * self.tolerance:g}% of their mean"
-        )
+        spread = f"their spread within {100 * self.tolerance:g}% of their mean"
+        rule = f"{SETTLE_WINDOWS} windows of {self.window_s:g} s, {spread}"
         if self.settled:
             return f"power settled in {self.seconds:.1f} s ({rule})"
         readings = ", ".join(f"{w:.3g}" for w in self.watts[-SETTLE_WINDOWS:])

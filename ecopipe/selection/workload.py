@@ -591,8 +591,9 @@ class SelectionWorkload(Workload):
         note = {
             MEASURED: "energy measured by counters",
             ESTIMATE: "energy ESTIMATED (no counter): it follows the CPU time and memory of each arm",
-            WHOLE_GPU: "energy of the WHOLE GPU (MIG): every instance's work included, not the arms' own",
-        }.get(label, f"energy {label}: from a simulated sensor")
+        }.get(label.removesuffix(WHOLE_GPU), f"energy {label}: from a simulated sensor")
+        if label.endswith(WHOLE_GPU):
+            note += "; the GPU's is the WHOLE GPU's (MIG): every instance's work, not the arms' own"
         png = plot_study(out / "pareto.png", frontier, curve, points, reference, title, note, label)
         csv = out / "pareto.csv"
         csv.write_text(curve_csv(curve))

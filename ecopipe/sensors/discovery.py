@@ -145,7 +145,7 @@ def discover_sensors(
         else:
             sensor = EstimatedRamSensor.held_by_job(allowance_gb)
         sensor.set_aside = Source.RAPL.value if aside_ram else ""
-        if rapl and unreadable_dram:
+        if unreadable_dram and not aside_ram:
             sensor.fallback = "RAPL dram unreadable: " + "; ".join(unreadable_dram.values())
         why = RAPL_SET_ASIDE if aside_ram else sensor.fallback or "no RAPL dram zone"
         log.warning("RAM energy is an ESTIMATE (%s), %s: %s", sensor.source.value, why, sensor.method)

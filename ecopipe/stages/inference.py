@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -21,7 +21,7 @@ from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.monitor.busy import MachineLoad
 from ecopipe.monitor.energy import Bound, Energy, EnergyMeter, Power, Snapshot, Window
 from ecopipe.monitor.sampler import PowerSampler, Trace
-from ecopipe.monitor.settle import SETTLE_TOLERANCE, Settling, settle, window_for
+from ecopipe.monitor.settle import SETTLE_TOLERANCE, SETTLE_WINDOWS, Settling, settle, window_for
 from ecopipe.monitor.stats import Band, Estimate, band_of, estimate
 from ecopipe.stages.progress import JobProgress
 from ecopipe.workloads.base import ModelFacts, PassStats, Workload
@@ -39,8 +39,9 @@ _IDLE_CACHE: dict[tuple[str, ...], IdleBaseline] = {}
 # What a job's figures are, by the sources of their energy: every word that describes a figure, in the
 # summary, the tables, the plots and the selection, follows it.
 MEASURED, ESTIMATE, SIMULATED = "measured", "ESTIMATE", "SIMULATED"
-# Measured, but by a counter of the whole physical GPU while the job held a MIG instance of it.
-WHOLE_GPU = "measured, WHOLE GPU"
+# Added to the label where the GPU is read by a counter of the whole physical GPU (the job held a MIG
+# instance of it): "measured, WHOLE GPU", "ESTIMATE, WHOLE GPU".
+WHOLE_GPU = ", WHOLE GPU"
 
 
 class TrialsStop(StrEnum):
@@ -104,7 +105,7 @@ class InferenceResult:
     trials_stop: TrialsStop = TrialsStop.FIXED
     # Other processes' share of the machine's CPUs over the trials (/proc/stat less the job's own)
     other_cpu_load: float = float("nan")
-    settling: Settling | None = None  # the wait for power to settle before the idle baseline
+    baseline: IdleBaseline | None = None  # how the idle baseline was taken (its window is idle_window)
 
     # Whole-run sums over the measured windows.
     @property
@@ -169,12 +170,11 @@ class InferenceResult:
     @property
     def figures_label(self) -> str:
         """measured (every metered component measured), ESTIMATE (any estimated), SIMULATED (a fake GPU),
-        measured, WHOLE GPU (measured, the GPU by its whole counter under MIG)."""
+        with ", WHOLE GPU" where the GPU is read by its whole counter under MIG."""
         if any("fake" in source for source in self.sources.values()):
             return SIMULATED
-        if self.is_estimate:
-            return ESTIMATE
-        return WHOLE_GPU if self.whole_gpu else MEASURED
+        label = ESTIMATE if self.is_estimate else MEASURED
+        return label + WHOLE_GPU if self.whole_gpu else label
 
     def run_energy(self, attribution: Attribution, bound: Bound = Bound.POINT) -> Energy:
         """Energy of all the measured windows, gross or less the idle baseline over their duration."""
@@ -259,6 +259,9 @@ def trial_metrics(trial: TrialResult) -> dict[str, float]:
 class IdleBaseline:
     window: Window  # the machine's whole idle draw over the baseline
     settling: Settling | None  # the wait for power to settle before it; None: no wait asked
+    # Other processes' share of the CPUs during the baseline: their draw is in it (busy.MachineLoad)
+    other_cpu_load: float = math.nan
+    reused: bool = False  # served from the cache: taken by an earlier job of this process
 
 
 def measure_idle(
@@ -274,24 +277,36 @@ def measure_idle(
     if seconds <= 0:
         return None
     key = (state, *sorted(s.label for s in meter.sensors))
-    if key not in _IDLE_CACHE:
-        settling = None
-        if settle_max_s > 0:
-            window_s = window_for(max(meter.resolution_s.values(), default=0.0))
-            settling = settle(
-                lambda: sum(meter.snapshot().joules),
-                window_s,
+    if key in _IDLE_CACHE:
+        return replace(_IDLE_CACHE[key], reused=True)
+    settling = None
+    if settle_max_s > 0:
+        window_s = window_for(max(meter.resolution_s.values(), default=0.0))
+        if settle_max_s < SETTLE_WINDOWS * window_s:
+            log.warning(
+                "monitor.settle_max_s=%g is shorter than the %d settle windows of %g s this meter needs: "
+                "power cannot be seen to settle.",
                 settle_max_s,
-                sleep,
-                meter.clock,
-                settle_tolerance,
+                SETTLE_WINDOWS,
+                window_s,
             )
-            log.info("idle baseline (%s): %s", state, settling.describe())
-        start = meter.snapshot()
-        sleep(seconds)
-        # The machine's whole idle draw: each trial is charged it at that trial's share (Window.baseline).
-        _IDLE_CACHE[key] = IdleBaseline(meter.between(start, meter.snapshot(), attribute=False), settling)
-        log.info("idle baseline (%s): %.1f W", state, _IDLE_CACHE[key].window.power.total)
+        settling = settle(
+            lambda: sum(meter.snapshot().joules),
+            window_s,
+            settle_max_s,
+            sleep,
+            meter.clock,
+            settle_tolerance,
+        )
+        log.info("idle baseline (%s): %s", state, settling.describe())
+    others = MachineLoad()
+    others.start()
+    start = meter.snapshot()
+    sleep(seconds)
+    # The machine's whole idle draw: each trial is charged it at that trial's share (Window.baseline).
+    window = meter.between(start, meter.snapshot(), attribute=False)
+    _IDLE_CACHE[key] = IdleBaseline(window, settling, others.stop())
+    log.info("idle baseline (%s): %.1f W", state, window.power.total)
     return _IDLE_CACHE[key]
 
 
@@ -464,7 +479,7 @@ def run_inference(
         load=load,
         fit=fit,
         idle_window=idle,
-        settling=baseline.settling if baseline is not None else None,
+        baseline=baseline,
         trials=tuple(trials),
         quality=quality,
         batch_latencies_s=tuple(latencies),
