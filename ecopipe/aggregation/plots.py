@@ -11,6 +11,7 @@ note saying how many.
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,12 @@ QUALITY_DIRECTION = {
     "rmse": False,
     "loss": False,
 }
+
+
+def _wrapped(text: str, width: int = 110) -> str:
+    """Each line of a title or axis label folded to the figure's width: a row key of many config keys
+    would run off the image."""
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
 def _complete(table: pd.DataFrame | None) -> tuple[pd.DataFrame | None, int]:
@@ -156,7 +163,7 @@ def ess_bars(
             label += "\n" + BAND_NOTE
         if hatched:
             label += "\nhatched bars: ESTIMATE (energy from a model, no power sensor read), not measured"
-        ax.set_xlabel(label)
+        fig.supxlabel(_wrapped(label), fontsize=10)  # the figure's width: long row labels narrow the axes
         # Plain numbers (3, 40, 0.5), not 3x10^0; minor labels only where the range is narrow.
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
@@ -164,7 +171,7 @@ def ess_bars(
         title = "ESS by " + " x ".join(keys) + " and hardware (higher is better)"
         if pages > 1:
             title += f", page {page + 1} of {pages} ({len(shown)} rows)"
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(_wrapped(title), fontsize=10)
         ax.legend(title="hardware", fontsize=7, title_fontsize=7, loc="best")
         fig.savefig(out, dpi=110)
         written.append(out)
@@ -278,7 +285,7 @@ def energy_quality(
         title += "\nhorizontal lines: " + BAND_NOTE.removeprefix("error bars: ")
     if incomplete:
         title += "\n" + INCOMPLETE_NOTE.format(incomplete)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_wrapped(title, 110 * len(panels)), fontsize=10)
     fig.savefig(path, dpi=110)
     return [path]
 
