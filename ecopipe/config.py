@@ -173,8 +173,15 @@ NON_NEGATIVE = Range(0)
 SHARE = Range(0, 1, low_open=True, high_open=True)  # a fraction of the rows, neither none nor all
 SEED = Range(0, 2**32 - 1, why="NumPy and scikit-learn take seeds below 2**32")
 SECONDS = Range(0, 86_400, why="seconds")
-# The sampler polls sensors that refresh every 1 to 100 ms: faster polling only costs CPU.
-SAMPLING_HZ = Range(0, 1000, low_open=True, why="samples per second")
+# The sampler polls sensors that refresh every 1 to 100 ms: faster polling only costs CPU, and every
+# sample is a row in the store.
+SAMPLING_HZ = Range(0, 100, low_open=True, why="samples per second written to the store")
+# Practical upper bounds: a finite typo (1e12 passes) must not become an endless or out-of-memory job.
+TRIALS = Range(1, 1000, why="measured windows per job")
+PASSES = Range(1, 10_000, why="passes over the data per window")
+SAMPLES = Range(1, 10_000_000, why="samples held in memory")
+TOKENS = Range(1, 131_072, why="tokens per prompt; longer than any model's context here")
+GRID = Range(2, 10_000, why="thresholds tried per member")
 
 
 def bounded(default: Any, allowed: Range) -> Any:
@@ -191,7 +198,7 @@ class ModelConfig:
     hf_id: str | None = None  # hub id or local directory of a save_pretrained model
     weights: Weights = Weights.pretrained
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments (estimators)
-    max_new_tokens: int = bounded(32, POSITIVE)  # text generation: tokens generated per prompt
+    max_new_tokens: int = bounded(32, TOKENS)  # text generation: tokens generated per prompt
     # mixture-of-experts: share of parameters one token uses
     active_params_fraction: float = bounded(1.0, Range(0, 1, low_open=True))
     phase: Phase = Phase.generate  # text generation: which part of generation the window measures
@@ -207,14 +214,14 @@ class DatasetConfig:
     hf_id: str | None = None
     hf_config: str | None = None
     split: str = "test"
-    limit: int | None = bounded(None, POSITIVE)  # samples in the measured pass; None takes the whole split
+    limit: int | None = bounded(None, SAMPLES)  # samples in the measured pass; None takes the whole split
     seed: int = bounded(0, SEED)
     test_fraction: float = bounded(0.25, SHARE)  # tabular sets: share held out for inference
     # tokens per prompt: synthetic prompts have exactly this many, real text is cut to it
-    seq_len: int = bounded(64, POSITIVE)
-    image_size: int = bounded(224, POSITIVE)
-    audio_seconds: float = bounded(5.0, POSITIVE)
-    sampling_rate: int = bounded(16000, POSITIVE)
+    seq_len: int = bounded(64, TOKENS)
+    image_size: int = bounded(224, Range(1, 4096, why="pixels per side"))
+    audio_seconds: float = bounded(5.0, Range(0, 600, low_open=True, why="seconds of audio per sample"))
+    sampling_rate: int = bounded(16000, Range(1, 384_000, why="audio samples per second"))
     input_column: str | None = None  # huggingface sets: the text, image or audio column; None guesses
     label_column: str | None = None  # huggingface sets: class label or transcript; None guesses
 
@@ -235,20 +242,22 @@ class HardwareConfig:
 
 @dataclass
 class MonitorConfig:
-    trials: int = bounded(3, POSITIVE)  # the trials run, or with target_rel_ci the fewest
+    trials: int = bounded(3, TRIALS)  # the trials run, or with target_rel_ci the fewest
     # trials go on until the 95% CI's half-width is within this fraction of the mean (None: `trials`)
     target_rel_ci: float | None = bounded(None, Range(0, 1, low_open=True, why="a fraction of the mean"))
-    max_trials: int = bounded(10, POSITIVE)  # with target_rel_ci: the most trials run
+    max_trials: int = bounded(10, TRIALS)  # with target_rel_ci: the most trials run
     # sensors refresh every ~100 ms: shorter windows are noise
     min_window_s: float = bounded(2.0, SECONDS)
-    min_iterations: int = bounded(1, POSITIVE)  # passes over the data per trial, at least
-    warmup_batches: int = bounded(2, NON_NEGATIVE)
+    min_iterations: int = bounded(1, PASSES)  # passes over the data per trial, at least
+    warmup_batches: int = bounded(2, Range(0, 10_000, why="batches"))
     idle_s: float = bounded(2.0, SECONDS)  # idle baseline length; 0 disables it
     cooldown_s: float = bounded(0.0, SECONDS)
     min_hz: float = bounded(1.0, SAMPLING_HZ)
     max_hz: float = bounded(10.0, SAMPLING_HZ)  # ~10 samples/s: the sampler within 1% of a core
     frequency_hz: float | None = bounded(None, SAMPLING_HZ)  # pins the sampler's rate
-    fake_gpu_watts: float | None = bounded(None, NON_NEGATIVE)  # CI only: a simulated GPU drawing this power
+    fake_gpu_watts: float | None = bounded(
+        None, Range(0, 5000, why="watts of one simulated GPU")
+    )  # CI only: a simulated GPU drawing this power
     gpu_sensor: GpuSensor = GpuSensor.auto
     ram_estimate: RamEstimate = RamEstimate.job  # without RAPL dram: charge held or installed memory
     # false: readable RAPL is set aside and CPU and RAM are estimated (an estimate beside the counter)
@@ -270,14 +279,17 @@ class TrackingConfig:
 
 @dataclass
 class ImpactConfig:
-    carbon_intensity: float | None = bounded(None, NON_NEGATIVE)  # gCO2e/kWh; overrides the region's
-    pue: float | None = bounded(None, Range(1, why="facility energy over IT energy"))
-    wue: float | None = bounded(None, NON_NEGATIVE)  # on-site L/kWh of IT energy
-    ewif: float | None = bounded(None, NON_NEGATIVE)  # L/kWh of electricity generated
+    # gCO2e/kWh; overrides the region's. Physical bounds: no grid or plant emits 2,000 (coal ~1,000)
+    carbon_intensity: float | None = bounded(
+        None, Range(0, 2000, why="gCO2e per kWh; coal, the most carbon-intensive source, is about 1,000")
+    )
+    pue: float | None = bounded(None, Range(1, 5, why="facility energy over IT energy; surveys average ~1.6"))
+    wue: float | None = bounded(None, Range(0, 20, why="on-site litres per kWh of IT energy"))
+    ewif: float | None = bounded(None, Range(0, 1000, why="litres per kWh of electricity generated"))
     attribution: Attribution = Attribution.gross
     embodied: bool = False
     # required when embodied is on: no default is sourced
-    lifetime_years: float | None = bounded(None, POSITIVE)
+    lifetime_years: float | None = bounded(None, Range(0, 50, low_open=True, why="years of hardware service"))
 
 
 @dataclass
@@ -295,7 +307,7 @@ class StrategyConfig:
     tolerance: float | None = bounded(None, Range(0, 1, high_open=True))
     # target=energy_budget: joules per 1,000 inferences
     energy_budget_j_per_1k: float | None = bounded(None, POSITIVE)
-    threshold_grid: int = bounded(21, Range(2))  # thresholds tried per member for tuning and the Pareto curve
+    threshold_grid: int = bounded(21, GRID)  # thresholds tried per member for tuning and the Pareto curve
 
     def resolved_tolerance(self) -> float:
         """The parity tolerance in force: the explicit one, else the preset's (balanced by default)."""
@@ -321,12 +333,12 @@ class PoolConfig:
     dataset: str | None = None  # digits (scikit-learn, offline) | fashion_mnist (Hugging Face datasets)
     hf_id: str | None = None  # hub id of a Hugging Face pool data set
     # stratified cap on the rows drawn before splitting; None: all
-    max_samples: int | None = bounded(None, POSITIVE)
+    max_samples: int | None = bounded(None, SAMPLES)
     validation_a_fraction: float = bounded(0.15, SHARE)  # router fit and temperature scaling
     validation_b_fraction: float = bounded(0.15, SHARE)  # threshold tuning
     test_fraction: float = bounded(0.25, SHARE)  # the measured, reported split
     # window measuring each member's energy per sample (>= 1 s on a GPU)
-    cost_window_s: float = bounded(1.0, POSITIVE)
+    cost_window_s: float = bounded(1.0, Range(0, 3600, low_open=True, why="seconds"))
 
 
 @dataclass
@@ -342,7 +354,7 @@ class Config:
     pool: PoolConfig = field(default_factory=PoolConfig)
     engine: Engine = Engine.eager
     region: str = "WORLD"  # grid zone: WORLD, FRA, FR, US-CA, aws/us-east-1...
-    batch_size: int = bounded(64, POSITIVE)
+    batch_size: int = bounded(64, Range(1, 1_000_000, why="inferences per batch"))
     seed: int = bounded(0, SEED)
     rerun: bool = False  # re-measure jobs whose config already has a FINISHED run (resume skips them)
     # Sweeps over model x dataset: skip the pairs whose task and data do not fit instead of failing them.

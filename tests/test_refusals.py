@@ -28,6 +28,18 @@ def no_runs(client) -> bool:
         ("monitor.min_hz=nan", "monitor.min_hz=nan"),
         ("+model.params.bogus=1", "bogus"),
         ("+model.params.max_iters=5", "did you mean max_iter?"),
+        # Finite, but beyond a physical or practical bound: an overflow, an endless or out-of-memory job.
+        (
+            "impact.pue=1e308",
+            "impact.pue=1e\\+308 is invalid: it must be a finite number, 1 or more and at most 5",
+        ),
+        ("impact.carbon_intensity=1e308", "impact.carbon_intensity=1e\\+308 is invalid"),
+        ("monitor.min_iterations=1000000000000", "monitor.min_iterations=1000000000000 is invalid"),
+        ("monitor.trials=100000", "at most 1000 \\(measured windows per job\\)"),
+        ("dataset.limit=1000000000", "dataset.limit=1000000000 is invalid"),
+        ("monitor.frequency_hz=1000", "at most 100 \\(samples per second written to the store\\)"),
+        ("dataset.image_size=100000", "dataset.image_size=100000 is invalid"),
+        ("model.max_new_tokens=1000000", "model.max_new_tokens=1000000 is invalid"),
     ],
 )
 def test_bad_value_opens_no_run(make_cfg, client, override, needle):
