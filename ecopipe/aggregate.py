@@ -213,7 +213,10 @@ def _read_store(
         raise AggregationError(f"no experiment named {experiment!r} in {redact(uri)}")
     reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
     store_uri = _backend_store(uri, found.experiment_id, experiment, store_uri)
-    reused = reused_runs(client, sweep_id) if sweep_id else {}
+    try:
+        reused = reused_runs(client, sweep_id) if sweep_id else {}
+    except MlflowException as error:  # no such run: said in one line, as every other refusal
+        raise AggregationError(f"--sweep {sweep_id}: {error.message} in {redact(uri)}") from error
     try:
         runs = read_runs(
             client, [found.experiment_id], sweep_id, filter_string, reader, store_uri, list(reused)

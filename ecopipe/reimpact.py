@@ -52,6 +52,9 @@ _STAGE_PREFIXES = (
 
 def _impact_settings(run: Run, overrides: Sequence[str]) -> tuple[ImpactConfig, str]:
     """The original run's impact settings and region, with the user's overrides applied and typed."""
+    bare = [o for o in overrides if "=" not in o]
+    if bare:  # OmegaConf reads a bare key as null: `region` would become region None
+        raise ConfigError(f"{', '.join(bare)} needs =VALUE: region=ZONE or impact.<key>=VALUE.")
     params = run.data.params
     base = OmegaConf.structured(ImpactConfig)
     for key in ImpactConfig.__dataclass_fields__:

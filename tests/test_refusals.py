@@ -103,8 +103,30 @@ def test_reimpact_refuses_non_finite_factors(make_cfg, store, client, capsys):
         assert override.split("=")[0] in capsys.readouterr().err
     assert reimpact.main(["--run-id", run_id, "--tracking-uri", "foo://x", "region=FRA"]) == 2
     assert "tracking.uri=foo://x is not supported" in capsys.readouterr().err
+    # A bare key: OmegaConf would read it as null, and the region as None.
+    assert reimpact.main(["--run-id", run_id, "--tracking-uri", store, "region"]) == 2
+    assert "region needs =VALUE: region=ZONE or impact.<key>=VALUE." in capsys.readouterr().err
     experiment = client.get_experiment_by_name("ecopipe").experiment_id
     assert len(client.search_runs([experiment])) == 1  # nothing was logged
+
+
+def test_aggregate_refuses_a_sweep_that_is_not_there_in_one_line(make_cfg, store, tmp_path):
+    run_job(make_cfg())
+    args = [
+        "--experiment",
+        "ecopipe",
+        "--tracking-uri",
+        store,
+        "--sweep",
+        "BADID",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    done = run_cli(*args, cwd=tmp_path, module="ecopipe.aggregate")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"ecopipe.aggregate: error: --sweep BADID: Run with id=BADID not found in {store}"
+    ]
 
 
 def test_aggregate_refuses_an_unwritable_out_folder(make_cfg, store, capsys):
