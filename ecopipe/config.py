@@ -441,9 +441,25 @@ def validate_impact(impact: ImpactConfig) -> None:
         raise ConfigError("impact.embodied=true needs impact.lifetime_years (the hardware's service life).")
 
 
+# MLflow makes a folder of artifacts named after the experiment: a file name holds at most 255 bytes.
+EXPERIMENT_NAME_BYTES = 200
+
+
+def check_experiment_name(name: str) -> None:
+    """An experiment name MLflow can store and name a folder after: not empty, not too long."""
+    if not name.strip():
+        raise ConfigError("tracking.experiment is empty: name the experiment (default: ecopipe).")
+    if len(name.encode()) > EXPERIMENT_NAME_BYTES:
+        raise ConfigError(
+            f"tracking.experiment is {len(name.encode())} bytes long: at most {EXPERIMENT_NAME_BYTES} (its "
+            "artifacts' folder is named after it)."
+        )
+
+
 def validate(cfg: Config) -> None:
     """Checks a type cannot express; raises ConfigError naming the key and the allowed values."""
     check_ranges(cfg)
+    check_experiment_name(cfg.tracking.experiment)
     if cfg.monitor.target_rel_ci is not None and cfg.monitor.max_trials < max(cfg.monitor.trials, 2):
         raise ConfigError(
             f"monitor.max_trials={cfg.monitor.max_trials} is below monitor.trials={cfg.monitor.trials} "

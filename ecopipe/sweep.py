@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from tqdm import tqdm
 
-from ecopipe.config import ConfigError, TrackingConfig
+from ecopipe.config import ConfigError, TrackingConfig, check_experiment_name
 from ecopipe.hardware import cuda_available
 from ecopipe.logs import logs_above_progress, warn_once
 from ecopipe.slurm import is_slurm_launcher, restrict_sharing
@@ -122,6 +122,7 @@ class SweepCallback(Callback):
         try:
             _restrict_parallelism(config)
             check_tracking_uri(resolve_uri(tracking))
+            check_experiment_name(tracking.experiment)
             check_writable_folder(Path(config.hydra.sweep.dir).resolve(), "hydra.sweep.dir")
         except ConfigError as error:
             print(f"ecopipe: error: {error}", file=sys.stderr)

@@ -98,10 +98,14 @@ def check_tracking_uri(uri: str) -> None:
         if not uri.startswith("sqlite:///"):
             raise ConfigError(f"tracking.uri={uri}: a SQLite store is written sqlite:///PATH, three slashes.")
         path = sqlite_path(uri)
-        if path is not None:
-            check_writable_folder(path.parent.resolve(), f"tracking.uri={uri}")
-            if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
-                raise ConfigError(f"tracking.uri={uri}: {path} is not a database file this user can write.")
+        if path is None:  # sqlite:///:memory: or no file at all: the runs would die with the process
+            raise ConfigError(
+                f"tracking.uri={uri}: an in-memory store loses every run when the process ends; name a "
+                "file, sqlite:///PATH."
+            )
+        check_writable_folder(path.parent.resolve(), f"tracking.uri={uri}")
+        if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
+            raise ConfigError(f"tracking.uri={uri}: {path} is not a database file this user can write.")
         return
     parsed = urlparse(uri)
     if scheme in ("http", "https"):

@@ -75,6 +75,11 @@ def test_cli_refusals_are_one_line(tmp_path):
         # The named microarchitecture must be one the coefficient table knows; the message lists them.
         (["hardware.cpu_microarch=pentium4"], "hardware.cpu_microarch = 'pentium4' is not a known"),
         (["monitor.target_rel_ci=0.05", "monitor.trials=5", "monitor.max_trials=4"], "monitor.max_trials=4"),
+        # A store that dies with the process, and experiment names MLflow cannot hold.
+        (["tracking.uri=sqlite:///:memory:"], "an in-memory store loses every run when the process ends"),
+        (["tracking.experiment="], "tracking.experiment is empty"),
+        ([f"tracking.experiment={'x' * 300}"], "tracking.experiment is 300 bytes long: at most 200"),
+        (["-m", "seed=0,1", "tracking.experiment="], "tracking.experiment is empty"),
     ):
         done = run_cli(*args, cwd=tmp_path)
         assert done.returncode == 2, done.stderr[-2000:]
