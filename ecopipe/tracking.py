@@ -6,6 +6,7 @@ possibly in other processes, never depend on a process-global "active run".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -13,6 +14,7 @@ import math
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -84,6 +86,19 @@ def check_writable_folder(folder: Path, what: str) -> None:
         raise ConfigError(f"{what}: the folder {folder} cannot be written ({reason}).") from None
 
 
+def _check_sqlite_opens(uri: str, path: Path) -> None:
+    """A SQLite file whose header and schema can be read (read-only, so nothing is created or locked):
+    a corrupt or truncated store is refused in one line before the model is built."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as error:
+        raise ConfigError(
+            f"tracking.uri={uri}: {path} cannot be read as a database ({error}): restore it from a copy, "
+            "or name another file."
+        ) from None
+
+
 def check_tracking_uri(uri: str) -> None:
     """Refuse a tracking store that cannot work, before anything loads: an unknown scheme, a SQLite
     folder that cannot be written, a server that does not answer within a few seconds."""
@@ -106,6 +121,8 @@ def check_tracking_uri(uri: str) -> None:
         check_writable_folder(path.parent.resolve(), f"tracking.uri={uri}")
         if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
             raise ConfigError(f"tracking.uri={uri}: {path} is not a database file this user can write.")
+        if path.exists():
+            _check_sqlite_opens(uri, path)
         return
     parsed = urlparse(uri)
     if scheme in ("http", "https"):

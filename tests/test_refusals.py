@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,21 @@ def test_sweep_with_a_bad_store_or_folder_stops_in_one_line(tmp_path, store, bad
     )
     assert done.returncode == 2 and needle in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "job 1 of 2" not in done.stdout + done.stderr
+
+
+def test_a_corrupt_or_truncated_store_is_refused_before_the_model_is_built(make_cfg, store, tmp_path):
+    run_job(make_cfg())  # a real store, then a copy cut short, and a file of noise
+    real = Path(store.removeprefix("sqlite:///"))
+    cut = tmp_path / "cut.db"
+    cut.write_bytes(real.read_bytes()[:50])
+    noise = tmp_path / "noise.db"
+    noise.write_bytes(bytes(range(256)) * 20)
+    for path, why in ((cut, "database disk image is malformed"), (noise, "file is not a database")):
+        for module, args in (
+            ("ecopipe", [f"tracking.uri=sqlite:///{path}"]),
+            ("ecopipe.aggregate", ["--tracking-uri", f"sqlite:///{path}"]),
+        ):
+            done = run_cli(*args, cwd=tmp_path, module=module)
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+            (line,) = done.stderr.strip().splitlines()
+            assert f"{path} cannot be read as a database ({why})" in line
