@@ -83,6 +83,7 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
         "tokens": result.tokens,
         "trials": len(result.trials),
         "window_s": result.duration_s,
+        "batch_size_used": result.batch_size,  # below the batch_size param where the data held fewer
         "throughput_per_s": result.throughput.mean,
         "throughput_ci95_per_s": result.throughput.ci95,
         "latency_p50_s": result.latency_s(50),
@@ -379,6 +380,13 @@ def _pue_text(impact: ImpactResult) -> str:
     return f"PUE {pue.value:.3g} ({pue.low:.3g}–{pue.high:.3g})"
 
 
+def _batch_text(result: InferenceResult) -> str:
+    asked = result.batch_size_asked
+    if asked is None or asked == result.batch_size:
+        return str(result.batch_size)
+    return f"{result.batch_size}: every sample of the data; batch_size={asked} is larger"
+
+
 def _baseline_text(result: InferenceResult) -> str:
     """How the idle baseline was taken: the wait for power to settle, or an earlier job's baseline."""
     baseline = result.baseline
@@ -422,7 +430,7 @@ def summary(
         f"basis {water_basis(f.wue, f.ewif)})",
         f"  ESS         {_ess_text(metrics, label, impact)}  "
         f"({metrics['effective_params_m']:.4g} M effective parameters)",
-        f"  throughput  {eng(result.throughput.mean)} inferences/s  (batch {result.batch_size})",
+        f"  throughput  {eng(result.throughput.mean)} inferences/s  (batch {_batch_text(result)})",
         f"  quality     {quality}",
     ]
     if profile.tier_assumed:

@@ -398,3 +398,11 @@ def test_run_names_tell_different_configs_apart_and_keep_repeats_together(make_c
     assert names[0] != names[1] and names[0] == names[2]
     hashes = [client.get_run(o.run_id).data.tags["ecopipe.config_hash"] for o in (first, seed)]
     assert hashes[0] != hashes[1]  # a seed is still its own config for resuming sweeps
+
+
+def test_a_batch_larger_than_the_data_is_reported_as_the_batch_that_ran(make_cfg, client):
+    outcome = run_job(make_cfg("batch_size=100000"))  # digits' test split: 450 rows
+    run = client.get_run(outcome.run_id).data
+    assert run.params["batch_size"] == "100000" and run.metrics["batch_size_used"] == 450
+    assert "(batch 450: every sample of the data; batch_size=100000 is larger)" in outcome.summary
+    assert client.get_run(run_job(make_cfg()).run_id).data.metrics["batch_size_used"] == 64

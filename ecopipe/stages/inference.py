@@ -95,7 +95,7 @@ class InferenceResult:
     trials: tuple[TrialResult, ...]
     quality: dict[str, float]
     batch_latencies_s: tuple[float, ...] = field(repr=False)
-    batch_size: int
+    batch_size: int  # the largest batch that ran: batch_size, or the whole split where it is smaller
     trace: Trace | None = field(repr=False)
     arms: dict[str, ArmResult] = field(default_factory=dict)
     unmetered: dict[str, str] = field(default_factory=dict)  # component -> why the job's device has no sensor
@@ -106,6 +106,7 @@ class InferenceResult:
     # Other processes' share of the machine's CPUs over the trials (/proc/stat less the job's own)
     other_cpu_load: float = float("nan")
     baseline: IdleBaseline | None = None  # how the idle baseline was taken (its window is idle_window)
+    batch_size_asked: int | None = None  # the configured batch_size, where the data held fewer samples
 
     # Whole-run sums over the measured windows.
     @property
@@ -465,6 +466,16 @@ def run_inference(
 
     facts = workload.facts()
     quality = workload.quality(quality_outputs) if facts.weights != "random" else {}
+    # A batch_size beyond the data runs all of it as one batch: report the batch that really ran.
+    held = sum(workload.batch_samples(b) for b in workload.batches())
+    if 0 < held < batch_size:
+        log.warning(
+            "batch_size=%d is larger than the data's %d samples: they ran as one batch of %d, reported as "
+            "the batch size.",
+            batch_size,
+            held,
+            held,
+        )
     result = InferenceResult(
         device=workload.device,
         sources=meter.sources,
@@ -483,7 +494,8 @@ def run_inference(
         trials=tuple(trials),
         quality=quality,
         batch_latencies_s=tuple(latencies),
-        batch_size=batch_size,
+        batch_size=min(batch_size, held) if held else batch_size,
+        batch_size_asked=batch_size,
         trace=trace,
         arms={
             name: ArmResult(tuple(arm_trials[name]), arm.quality(arm_outputs[name]))
