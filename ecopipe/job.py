@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -203,6 +204,10 @@ def _log_inference(
     return metrics, findings
 
 
+# The impact stage's headline figures: each must be a number, or the run fails saying why.
+FOOTPRINT_FIGURES = ("co2e_g_per_1k", "water_l_per_1k")
+
+
 def footprint_stages(
     metrics: Mapping[str, float],
     factors: ImpactFactors,
@@ -219,6 +224,15 @@ def footprint_stages(
         stages[bound] = (impact, run_ess(effective_parameters, impact))
     stage_metrics = report.stage_metrics(stages)
     impact, ess = stages[Bound.POINT]
+    # A figure that is not a number (an overflow, an energy reading that is not one) would be dropped by
+    # the store and read as missing: fail with the reason.
+    overflowed = [k for k in FOOTPRINT_FIGURES if not math.isfinite(stage_metrics.get(k, 0.0))]
+    if overflowed:
+        raise ValueError(
+            f"{', '.join(overflowed)} not finite: {factors.carbon_intensity.value:g} g/kWh, PUE "
+            f"{factors.pue.value:g}, WUE {factors.wue.value:g} L/kWh, EWIF {factors.ewif.value:g} L/kWh "
+            "give no number with this energy."
+        )
     return impact, ess, stage_metrics | report.headline_metrics({**metrics, **stage_metrics})
 
 
