@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,11 @@ def end_stopped_sweep(stop: Stopped) -> None:
     print(f"sweep: {stop}; parent run {parent} ended KILLED", file=sys.stderr)
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}"[:2000]
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
@@ -132,6 +137,25 @@ class SweepCallback(Callback):
             log.warning(
                 "Hugging Face hub unreachable (%s): jobs that need it load from the cache only.", unreachable
             )
+        try:  # Hydra turns anything but SystemExit into a warning, and the sweep would run without a parent
+            self._open_parent(config, tracking)
+        except Exception as error:
+            print(
+                f"ecopipe: error: the sweep could not start its MLflow run: {_one_line(error)}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        # Every job, in this process or another, logs to the same store under this parent.
+        os.environ["MLFLOW_TRACKING_URI"] = resolve_uri(tracking)
+        os.environ[PARENT_RUN_ENV] = self.parent_run_id
+        os.environ[SWEEP_SIZE_ENV] = str(sweep_size(config))
+        warn_once()
+        log.info("sweep of %s jobs, parent MLflow run %s", os.environ[SWEEP_SIZE_ENV], self.parent_run_id)
+        self.progress = tqdm(total=int(os.environ[SWEEP_SIZE_ENV]), desc="sweep", unit="job", file=sys.stderr,
+                             disable=None, bar_format=SWEEP_FORMAT, postfix={"failed": 0})  # fmt: skip
+        self.sweep_logs.enter_context(logs_above_progress())
+
+    def _open_parent(self, config: DictConfig, tracking: TrackingConfig) -> None:
         client, experiment = open_experiment(tracking)
         reap_dead_runs(client, experiment)
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
@@ -146,15 +170,6 @@ class SweepCallback(Callback):
             },
         )
         self.parent_run_id = parent.info.run_id
-        # Every job, in this process or another, logs to the same store under this parent.
-        os.environ["MLFLOW_TRACKING_URI"] = resolve_uri(tracking)
-        os.environ[PARENT_RUN_ENV] = self.parent_run_id
-        os.environ[SWEEP_SIZE_ENV] = str(sweep_size(config))
-        warn_once()
-        log.info("sweep of %s jobs, parent MLflow run %s", os.environ[SWEEP_SIZE_ENV], self.parent_run_id)
-        self.progress = tqdm(total=int(os.environ[SWEEP_SIZE_ENV]), desc="sweep", unit="job", file=sys.stderr,
-                             disable=None, bar_format=SWEEP_FORMAT, postfix={"failed": 0})  # fmt: skip
-        self.sweep_logs.enter_context(logs_above_progress())
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if self.progress is None or self.parent_run_id is None:
@@ -179,12 +194,25 @@ class SweepCallback(Callback):
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ecopipe.aggregate import aggregate, log_to_run
-
         assert self.parent_run_id is not None
         if self.progress is not None:
             self.sweep_logs.close()
             self.progress.close()
+        try:  # Hydra turns anything but SystemExit into a warning: the sweep would exit 0, its parent RUNNING
+            self._end(config)
+        except Exception as error:
+            why = f"the sweep's end failed: {_one_line(error)}"
+            with suppress(Exception):  # the store itself may be what failed
+                client = MlflowClient(resolve_uri(self._tracking(config)))
+                client.set_tag(self.parent_run_id, "ecopipe.error", why[:5000])
+                client.set_terminated(self.parent_run_id, status="FAILED")
+            print(f"ecopipe: error: {why}", file=sys.stderr)
+            sys.exit(1)
+
+    def _end(self, config: DictConfig) -> None:
+        """Aggregate the sweep, log its tables to the parent, end it; exit with the failed jobs' count."""
+        from ecopipe.aggregate import aggregate, log_to_run
+
         tracking = self._tracking(config)
         client, experiment = open_experiment(tracking)
         children = client.search_runs(
