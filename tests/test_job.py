@@ -249,7 +249,12 @@ def test_rapl_charges_the_job_its_share_and_logs_the_whole_machine(make_cfg, cli
     assert 0 < share <= 1
     # The job's gross CPU energy is its share of the whole package's, trial by trial.
     assert metrics["energy_gross_j.cpu"] <= metrics["energy_machine_j.cpu"]
-    assert metrics["energy_gross_j.cpu"] == pytest.approx(share * metrics["energy_machine_j.cpu"], rel=0.05)
+    history = {
+        key: [m.value for m in sorted(client.get_metric_history(shared.run_id, key), key=lambda m: m.step)]
+        for key in ("trial_energy_j.cpu", "trial_job_cpu_share", "trial_energy_machine_j.cpu")
+    }
+    for job, part, whole_machine in zip(*history.values(), strict=True):
+        assert 0 < part <= 1 and job == pytest.approx(part * whole_machine, rel=1e-9)
     assert (
         "attribution cpu and ram from RAPL, which counts every process: charged the job's" in shared.summary
     )

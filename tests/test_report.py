@@ -90,6 +90,7 @@ def test_inference_metrics_by_hand():
         "tokens": 800,  # a generating model: its generated tokens
         "trials": 2,
         "window_s": 0.25,
+        "batch_size_used": 8,
         "throughput_per_s": throughput[""],
         "throughput_ci95_per_s": throughput["ci95"],
         "latency_p50_s": 0.025,

@@ -244,16 +244,21 @@ def trial_metrics(trial: TrialResult) -> dict[str, float]:
     The wall-clock edges let another process's readings (an independent NVML counter trace) be
     compared with the job's over exactly the same window.
     """
-    return {
-        "trial_energy_j": trial.window.energy.total,
-        **{f"trial_energy_j.{k}": v for k, v in trial.window.energy.as_dict().items() if k != "total"},
-        "trial_window_s": trial.window.duration_s,
-        "trial_start_unix_s": trial.window.start_unix_s,
-        "trial_end_unix_s": trial.window.end_unix_s,
+    window = trial.window
+    metrics = {
+        "trial_energy_j": window.energy.total,
+        **{f"trial_energy_j.{k}": v for k, v in window.energy.as_dict().items() if k != "total"},
+        "trial_window_s": window.duration_s,
+        "trial_start_unix_s": window.start_unix_s,
+        "trial_end_unix_s": window.end_unix_s,
         "trial_samples": trial.samples,
-        **({"trial_job_cpu_share": trial.window.job_share} if trial.window.job_share is not None else {}),
-        "trial_energy_per_1k_j": trial.window.energy.total * 1000 / trial.samples,
+        "trial_energy_per_1k_j": window.energy.total * 1000 / trial.samples,
     }
+    if window.job_share is not None and window.machine is not None:  # a shared counter: the whole beside it
+        whole = window.machine.as_dict()
+        metrics |= {"trial_job_cpu_share": window.job_share}
+        metrics |= {f"trial_energy_machine_j.{c}": whole[c] for c in window.shared}
+    return metrics
 
 
 @dataclass(frozen=True)
