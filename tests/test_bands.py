@@ -16,7 +16,7 @@ from ecopipe.reference import Factor
 from ecopipe.report import band_metrics, headline_metrics, inference_metrics, metric_band
 from ecopipe.sensors.estimated import CpuPower, CpuShare, EstimatedCpuSensor, EstimatedRamSensor
 from ecopipe.stages.impact import ImpactFactors
-from ecopipe.stages.inference import InferenceResult, TrialResult
+from ecopipe.stages.inference import IdleBaseline, InferenceResult, TrialResult
 from ecopipe.workloads.base import ModelFacts
 
 T3 = 2.484138  # t(0.975, 2) / sqrt(3) x a sample std of 1: the 95% half-width of (1, 2, 3)
@@ -115,7 +115,7 @@ def _estimated(trials, idle: Window | None = None) -> InferenceResult:
         facts=ModelFacts(1_000_000, 1_000_000.0, "float32", "fitted"),
         load=Window(Energy(), 0.0),
         fit=None,
-        idle_window=idle,
+        baseline=IdleBaseline(idle, None),
         trials=tuple(trials),
         quality={},
         batch_latencies_s=(),

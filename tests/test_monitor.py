@@ -25,7 +25,14 @@ from ecopipe.sensors.estimated import CpuShare, EstimatedCpuSensor, EstimatedRam
 from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.sensors.rapl import RaplSensor
 from ecopipe.stages import inference
-from ecopipe.stages.inference import InferenceResult, TrialResult, TrialsStop, measure_idle, run_inference
+from ecopipe.stages.inference import (
+    IdleBaseline,
+    InferenceResult,
+    TrialResult,
+    TrialsStop,
+    measure_idle,
+    run_inference,
+)
 from ecopipe.workloads.base import ModelFacts, Workload
 from tests.conftest import make_zone
 
@@ -126,7 +133,7 @@ def _result(trials: Sequence[TrialResult], idle: Power) -> InferenceResult:
         facts=ModelFacts(10, 10.0, "float32", "fitted"),
         load=Window(Energy(), 0.0),
         fit=None,
-        idle_window=Window(idle * 1.0, 1.0),  # idle W over 1 s
+        baseline=IdleBaseline(Window(idle * 1.0, 1.0), None),  # idle W over 1 s
         trials=tuple(trials),
         quality={},
         batch_latencies_s=(),

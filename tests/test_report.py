@@ -21,7 +21,7 @@ from ecopipe.monitor.energy import Energy, Power, Window, machine_meter
 from ecopipe.monitor.sampler import Trace
 from ecopipe.stages.ess import run_ess
 from ecopipe.stages.impact import resolve_factors, run_impact
-from ecopipe.stages.inference import InferenceResult, TrialResult
+from ecopipe.stages.inference import IdleBaseline, InferenceResult, TrialResult
 from ecopipe.workloads.base import ModelFacts
 
 T_975_1 = float(stats.t.ppf(0.975, 1))  # two trials: one degree of freedom
@@ -42,7 +42,7 @@ def result(**changes) -> InferenceResult:
         facts=ModelFacts(1_000_000, 500_000.0, "float16", "pretrained", {"phase": "generate"}),
         load=Window(Energy(0.0, 1.0, 0.25), 0.5),
         fit=Window(Energy(0.0, 4.0, 0.0), 2.0),
-        idle_window=Window(Power(20.0, 5.0, 1.0) * 2.0, 2.0),  # 26 W
+        baseline=IdleBaseline(Window(Power(20.0, 5.0, 1.0) * 2.0, 2.0), None),  # 26 W
         trials=(trial(8.0, 2.0, 0.5, 0.1), trial(12.0, 3.0, 0.5, 0.15)),
         quality={"accuracy": 0.91234, "loss": 0.3},
         batch_latencies_s=(0.01, 0.02, 0.03, 0.04),
@@ -132,7 +132,7 @@ def test_inference_metrics_by_hand():
     # No baseline: gross only, no net or idle figure; no fit; a prefill window counts prompt tokens.
     bare = report.inference_metrics(
         result(
-            idle_window=None,
+            baseline=None,
             fit=None,
             facts=ModelFacts(1, 1.0, "f", "w", {"phase": "prefill"}),
         )
@@ -280,9 +280,9 @@ def test_source_tags_say_what_measured_each_component():
     assert report.source_tags(result(sources=blind))["energy_complete"] == "false"
     assert report.source_tags(result(sources=blind, device="cpu"))["energy_complete"] == "true"
     # Windows that drew less than idle are flagged; without a baseline there is no flag at all.
-    low = result(idle_window=Window(Power(200.0, 0.0, 0.0), 1.0))
+    low = result(baseline=IdleBaseline(Window(Power(200.0, 0.0, 0.0), 1.0), None))
     assert report.source_tags(low)["ecopipe.net_negative"] == "true"
-    assert "ecopipe.net_negative" not in report.source_tags(result(idle_window=None))
+    assert "ecopipe.net_negative" not in report.source_tags(result(baseline=None))
 
 
 PROFILE = DeviceProfile("h100", "NVIDIA H100 SXM 80GB", "NVIDIA H100", "datacenter", 700.0, None, "table")
@@ -487,7 +487,6 @@ def test_the_summary_says_what_ended_the_trials():
 
 def test_the_summary_says_how_long_power_took_to_settle_or_that_it_did_not():
     from ecopipe.monitor.settle import Settling
-    from ecopipe.stages.inference import IdleBaseline
 
     def taken(settling: Settling, **changes) -> InferenceResult:
         return result(baseline=IdleBaseline(result().idle_window, settling, **changes))
@@ -516,8 +515,6 @@ def test_the_summary_says_how_long_power_took_to_settle_or_that_it_did_not():
 
 
 def test_a_busy_idle_baseline_is_said_to_make_shared_net_figures_too_low():
-    from ecopipe.stages.inference import IdleBaseline
-
     shared = tuple(
         replace(t, window=replace(t.window, job_share=0.5, shared=("cpu",), machine=t.window.energy))
         for t in result().trials

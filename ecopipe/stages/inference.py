@@ -91,7 +91,6 @@ class InferenceResult:
     facts: ModelFacts
     load: Window
     fit: Window | None
-    idle_window: Window | None  # the idle baseline (its power at each bound); None when none was taken
     trials: tuple[TrialResult, ...]
     quality: dict[str, float]
     batch_latencies_s: tuple[float, ...] = field(repr=False)
@@ -105,8 +104,8 @@ class InferenceResult:
     trials_stop: TrialsStop = TrialsStop.FIXED
     # Other processes' share of the machine's CPUs over the trials (/proc/stat less the job's own)
     other_cpu_load: float = float("nan")
-    baseline: IdleBaseline | None = None  # how the idle baseline was taken (its window is idle_window)
-    batch_size_asked: int | None = None  # the configured batch_size, where the data held fewer samples
+    baseline: IdleBaseline | None = None  # the idle baseline and how it was taken; None: none was taken
+    batch_size_asked: int | None = None  # the configured batch_size (batch_size is the batch that ran)
 
     # Whole-run sums over the measured windows.
     @property
@@ -152,8 +151,13 @@ class InferenceResult:
         return sum(w.job_share * w.duration_s for w in shared) / seconds if seconds else math.nan  # type: ignore[operator]
 
     @property
+    def idle_window(self) -> Window | None:
+        """The idle baseline's window (its power at each bound); None when none was taken."""
+        return self.baseline.window if self.baseline is not None else None
+
+    @property
     def idle_measured(self) -> bool:
-        return self.idle_window is not None
+        return self.baseline is not None
 
     def idle_power_at(self, bound: Bound = Bound.POINT) -> Power:
         """Baseline watts at a bound of the estimates' range; zero when no baseline was taken."""
@@ -494,7 +498,6 @@ def run_inference(
         facts=facts,
         load=load,
         fit=fit,
-        idle_window=idle,
         baseline=baseline,
         trials=tuple(trials),
         quality=quality,
