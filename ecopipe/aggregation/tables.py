@@ -6,11 +6,12 @@ are the same but for the repeat keys (REPEAT_KEYS: seed) and the keys that never
 by the same rule. It is derived from the runs, never from a list of the keys that matter: a job logs
 its whole config as params (flattened with dots), and load.py reads every key in which the runs differ.
 The key's columns are the named dimensions (ROW_DIMS: model and precision always, the others where
-they vary), then each config key that tells apart runs which those and the hardware column leave
-together, headed by its dotted key (`model.config_overrides.num_hidden_layers`; `(not set)` for a run
-without it), then `energy` wherever some run's energy is INCOMPLETE (a device not metered), so that
-such runs have rows of their own. A key that only follows a dimension already chosen (each model's
-own `model.*`) or the hardware (`hardware.*`) adds nothing.
+they vary), then every config key in which runs that those put in one row differ, headed by its dotted
+key (`model.config_overrides.num_hidden_layers`; `(not set)` for a run without it), then `energy`
+wherever some run's energy is INCOMPLETE (a device not metered) or a WHOLE GPU's (MIG), so that such
+runs have rows of their own. A key that only follows a named dimension (each model's own `model.*`)
+adds nothing, nor does a key that makes the hardware column (HARDWARE_KEYS) where it only follows it
+(`keyed`).
 
 A cell is one run: when several FINISHED runs share a cell (repeats: seeds, re-runs, resumed sweeps),
 the latest started fills it and the others are counted as superseded, their number and spread shown
