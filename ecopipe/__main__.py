@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -14,7 +15,7 @@ from ecopipe.config import CONFIG_DIR, ConfigError, DataMismatchError, register_
 from ecopipe.job import JobOutcome, record_refusal, run_job
 from ecopipe.logs import warn_once
 from ecopipe.reference import UnknownRegionError
-from ecopipe.stops import Stopped, exit_by, stop_on_signals
+from ecopipe.stops import Stopped, exit_by, stop_on_signals, stopped_earlier
 from ecopipe.sweep import end_stopped_sweep
 from ecopipe.tracking import recorded
 
@@ -22,6 +23,7 @@ log = logging.getLogger("ecopipe")
 register_configs()
 
 USER_ERRORS = (ConfigError, UnknownRegionError)
+_cli_pid: int | None = None  # the process `main` runs in; a launcher's worker process runs `app` only
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -29,8 +31,18 @@ def app(cfg: DictConfig) -> JobOutcome | None:
     warn_once()
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    if (stop := stopped_earlier()) is not None:  # a worker whose earlier job was stopped
+        log.warning("job not started: this worker process was %s", stop)
+        return None
     try:
         return run_job(cfg, resume=in_sweep, overrides=hydra_cfg.overrides.task)
+    except Stopped as stop:
+        if os.getpid() == _cli_pid:
+            raise
+        # A launcher's worker: its run is ended KILLED. The worker lives on, so that a pool launcher
+        # (joblib) does not see a broken pool and kill the workers whose jobs are still ending theirs.
+        log.warning("job %s; its run is ended KILLED", stop)
+        return None
     except DataMismatchError as error:
         if in_sweep and cfg.skip_mismatched:  # not a point of this grid
             log.info("skipped: %s", error)
@@ -58,6 +70,8 @@ def _refuse(cfg: DictConfig, error: Exception, in_sweep: bool) -> None:
 
 
 def main() -> None:
+    global _cli_pid
+    _cli_pid = os.getpid()
     with stop_on_signals():
         try:
             app()

@@ -11,39 +11,46 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
+import psutil
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from tqdm import tqdm
 
 from ecopipe.config import ConfigError, TrackingConfig, check_experiment_name
 from ecopipe.hardware import cuda_available
 from ecopipe.logs import logs_above_progress, warn_once
+from ecopipe.monitor.sampler import remove_traces_of
 from ecopipe.slurm import is_slurm_launcher, restrict_sharing
-from ecopipe.stops import Stopped
+from ecopipe.stops import Stopped, before_stopping
 from ecopipe.tracking import (
     PARENT_RUN_ENV,
+    StopSafeClient,
     check_tracking_uri,
     check_writable_folder,
+    gone_from_this_host,
     open_experiment,
     process_tags,
     reap_dead_runs,
     redact,
     resolve_uri,
     reused_runs,
+    running_jobs_of_sweep,
 )
 from ecopipe.workloads.hub import hub_unreachable
 
 log = logging.getLogger(__name__)
 
 SWEEP_SIZE_ENV = "ECOPIPE_SWEEP_SIZE"
+JOB_STOP_GRACE_S = 60.0  # for a stopped job to end its run (its last trial and trace are logged first)
 SWEEP_FORMAT = "{desc}: {n_fmt}/{total_fmt} jobs done{postfix} [{elapsed}<{remaining}]"  # , failed=N
 
 
@@ -85,19 +92,55 @@ def _restrict_parallelism(config: DictConfig) -> None:
 def end_stopped_sweep(stop: Stopped) -> None:
     """A signal stopped the sweep this process launched: end its parent run KILLED, naming the signal.
 
-    Job processes inherit the parent's id too; only the process that created it (its pid tag) ends it.
+    A job whose worker the launcher killed before it could end its run (one that opened its run after
+    the stop was handed on, or did not end it within the grace time) is ended KILLED here, and its trace
+    folder removed. Job processes inherit the parent's id too; only the process that created it (its pid
+    tag) ends it.
     """
     parent = os.environ.get(PARENT_RUN_ENV)
     if not parent:
         return
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    client = StopSafeClient(os.environ["MLFLOW_TRACKING_URI"])
     run = client.get_run(parent)
     if run.data.tags.get("ecopipe.pid") != str(os.getpid()) or run.info.status != "RUNNING":
         return
+    for job in running_jobs_of_sweep(client, parent):
+        if gone_from_this_host(job.data.tags):
+            why = f"{stop}: the sweep's launcher ended its worker process before the job ended its run"
+            client.set_tag(job.info.run_id, "ecopipe.error", why)
+            client.set_tag(job.info.run_id, "ecopipe.status", "killed")
+            client.set_terminated(job.info.run_id, status="KILLED")
+            remove_traces_of(int(job.data.tags["ecopipe.pid"]))
     client.set_tag(parent, "ecopipe.error", str(stop))
     client.set_tag(parent, "ecopipe.status", "killed")
     client.set_terminated(parent, status="KILLED")
     print(f"sweep: {stop}; parent run {parent} ended KILLED", file=sys.stderr)
+
+
+def _hand_stop_to_jobs(signum: int) -> None:
+    """Hand a stop that reached the launcher to the jobs running in its worker processes, and wait until
+    they have ended their runs (KILLED, their traces removed), up to JOB_STOP_GRACE_S.
+
+    `kill` and Kubernetes signal only the launcher's pid, and a pool launcher (joblib) kills its workers
+    outright once the stop is raised here: without this, their runs would stay RUNNING.
+    """
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent:
+        return
+    client = StopSafeClient(os.environ["MLFLOW_TRACKING_URI"])
+    workers = {process.pid for process in psutil.Process().children(recursive=True)}
+    jobs = [r for r in running_jobs_of_sweep(client, parent) if int(r.data.tags["ecopipe.pid"]) in workers]
+    if not jobs:
+        return
+    print(f"sweep: {signal.Signals(signum).name} handed to {len(jobs)} running jobs", file=sys.stderr)
+    for job in jobs:
+        with suppress(ProcessLookupError):
+            os.kill(int(job.data.tags["ecopipe.pid"]), signum)
+    deadline = time.monotonic() + JOB_STOP_GRACE_S
+    waiting = {job.info.run_id for job in jobs}
+    while waiting and time.monotonic() < deadline:
+        time.sleep(0.2)
+        waiting = {run_id for run_id in waiting if client.get_run(run_id).info.status == "RUNNING"}
 
 
 def _one_line(error: BaseException) -> str:
@@ -145,6 +188,8 @@ class SweepCallback(Callback):
                 file=sys.stderr,
             )
             sys.exit(2)
+        if not config.hydra.launcher._target_.endswith(".BasicLauncher"):  # jobs run in other processes
+            before_stopping(_hand_stop_to_jobs)
         # Every job, in this process or another, logs to the same store under this parent.
         os.environ["MLFLOW_TRACKING_URI"] = resolve_uri(tracking)
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
@@ -203,7 +248,7 @@ class SweepCallback(Callback):
         except Exception as error:
             why = f"the sweep's end failed: {_one_line(error)}"
             with suppress(Exception):  # the store itself may be what failed
-                client = MlflowClient(resolve_uri(self._tracking(config)))
+                client = StopSafeClient(resolve_uri(self._tracking(config)))
                 client.set_tag(self.parent_run_id, "ecopipe.error", why[:5000])
                 client.set_terminated(self.parent_run_id, status="FAILED")
             print(f"ecopipe: error: {why}", file=sys.stderr)

@@ -7,6 +7,7 @@ possibly in other processes, never depend on a process-global "active run".
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -31,12 +32,14 @@ from filelock import FileLock
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import get_default_host_creds
+from mlflow.utils.rest_utils import http_request
 from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.engine import make_url
 
 from ecopipe import slurm
 from ecopipe.config import ConfigError, TrackingConfig
-from ecopipe.stops import Stopped
+from ecopipe.stops import Stopped, stops_deferred
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +129,7 @@ def check_tracking_uri(uri: str) -> None:
         return
     parsed = urlparse(uri)
     if scheme in ("http", "https"):
-        try:  # any answer, even 401 from an authenticating server, means it is there
-            requests.get(f"{uri.rstrip('/')}/health", timeout=REACHABLE_TIMEOUT_S)
-        except requests.RequestException as error:
-            raise ConfigError(
-                f"tracking.uri={uri}: no tracking server answered within {REACHABLE_TIMEOUT_S:g} s "
-                f"({type(error).__name__}); start it or check the address."
-            ) from None
+        _check_mlflow_server(uri)
         return
     port = parsed.port or {"postgresql": 5432, "mysql": 3306}[scheme]
     try:
@@ -142,6 +139,44 @@ def check_tracking_uri(uri: str) -> None:
             f"tracking.uri={uri}: the database at {parsed.hostname}:{port} did not answer within "
             f"{REACHABLE_TIMEOUT_S:g} s ({error.strerror or error})."
         ) from None
+
+
+def _check_mlflow_server(uri: str) -> None:
+    """The server answers, is an MLflow tracking server, and takes this process's credentials: one
+    read with what the client will send (MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN, TLS settings)."""
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            "/api/2.0/mlflow/experiments/search",
+            "GET",
+            max_retries=0,
+            timeout=REACHABLE_TIMEOUT_S,
+            raise_on_status=False,
+            params={"max_results": 1},
+        )
+    except (requests.RequestException, MlflowException) as error:
+        cause = error.__cause__ or error.__context__ or error  # MLflow wraps the connection's error
+        raise ConfigError(
+            f"tracking.uri={uri}: no tracking server answered within {REACHABLE_TIMEOUT_S:g} s "
+            f"({type(cause).__name__}); start it or check the address."
+        ) from None
+    status = f"HTTP {response.status_code} {response.reason}"
+    if response.status_code in (401, 403):
+        sent = "the credentials sent" if response.request.headers.get("Authorization") else "no credentials"
+        raise ConfigError(
+            f"tracking.uri={uri}: the tracking server refused {sent} ({status}); set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an "
+            "account that may read and write runs."
+        )
+    try:
+        mlflow_answer = response.ok and isinstance(response.json(), dict)
+    except ValueError:  # not JSON: a web page
+        mlflow_answer = False
+    if not mlflow_answer:
+        raise ConfigError(
+            f"tracking.uri={uri} answers, but not as an MLflow tracking server ({status} to "
+            "/api/2.0/mlflow/experiments/search); check the host, port and path."
+        )
 
 
 @contextmanager
@@ -206,11 +241,28 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+class StopSafeClient(MlflowClient):
+    """An MlflowClient whose calls a stop signal cannot cut in half: it is raised when the call ends."""
+
+    def __getattribute__(self, name: str) -> Any:
+        attribute = super().__getattribute__(name)
+        if name.startswith("_") or not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def whole(*args: Any, **kwargs: Any) -> Any:
+            with stops_deferred():
+                return attribute(*args, **kwargs)
+
+        return whole
+
+
 def open_experiment(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
     """A client on the configured store and the id of its experiment, created on first use."""
     uri = resolve_uri(cfg)
     with _schema_lock(uri):  # creating the client creates the schema; get-or-create the experiment too
-        client = MlflowClient(tracking_uri=uri)
+        with stops_deferred():  # creating the client may create the schema
+            client = StopSafeClient(tracking_uri=uri)
         return client, ensure_experiment(client, uri, cfg.experiment)
 
 
@@ -270,9 +322,23 @@ def process_tags() -> dict[str, str]:
 def _process_alive(tags: Mapping[str, str]) -> bool:
     try:
         process = psutil.Process(int(tags["ecopipe.pid"]))
-        return abs(process.create_time() - float(tags["ecopipe.pid_started"])) < 1e-2
+        same = abs(process.create_time() - float(tags["ecopipe.pid_started"])) < 1e-2  # not a reused pid
+        return same and process.status() != psutil.STATUS_ZOMBIE  # killed, not yet reaped by its parent
     except (psutil.NoSuchProcess, KeyError, ValueError):
         return False
+
+
+def running_jobs_of_sweep(client: MlflowClient, parent_id: str) -> list[Run]:
+    """The sweep's job runs still RUNNING."""
+    experiment = client.get_run(parent_id).info.experiment_id
+    return search_all(
+        client, [experiment], f"tags.`ecopipe.sweep_id` = '{parent_id}' and attributes.status = 'RUNNING'"
+    )
+
+
+def gone_from_this_host(tags: Mapping[str, str]) -> bool:
+    """Whether a run's process ran on this host and has ended (another host's process cannot be seen)."""
+    return tags.get("ecopipe.host") == socket.gethostname() and not _process_alive(tags)
 
 
 def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float = 48 * 3600) -> list[str]:
@@ -433,14 +499,16 @@ RECORDED_NOTE = "ecopipe: recorded as FAILED in MLflow run "
 
 
 def fail_run(job: JobRun, error: BaseException) -> None:
-    """End the run FAILED with the error, or KILLED when a stop signal ended it."""
-    if isinstance(error, Stopped):
-        job.set_tags({"ecopipe.error": str(error), "ecopipe.status": "killed"})
-        job.client.set_terminated(job.run_id, status="KILLED")
-        return
-    job.set_tags({"ecopipe.error": f"{type(error).__name__}: {error}"[:5000], "ecopipe.status": "failed"})
-    job.client.set_terminated(job.run_id, status="FAILED")
-    error.add_note(RECORDED_NOTE + job.run_id)
+    """End the run FAILED with the error, or KILLED when a stop signal ended it; a stop arriving
+    meanwhile waits until the run is ended."""
+    with stops_deferred():
+        if isinstance(error, Stopped):
+            job.set_tags({"ecopipe.error": str(error), "ecopipe.status": "killed"})
+            job.client.set_terminated(job.run_id, status="KILLED")
+            return
+        job.set_tags({"ecopipe.error": f"{type(error).__name__}: {error}"[:5000], "ecopipe.status": "failed"})
+        job.client.set_terminated(job.run_id, status="FAILED")
+        error.add_note(RECORDED_NOTE + job.run_id)
 
 
 def recorded(error: BaseException) -> bool:

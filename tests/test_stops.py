@@ -116,3 +116,31 @@ def test_four_jobs_at_once_on_a_new_sqlite_store(tmp_path, store):
         assert job.returncode == 0, err[-3000:]
     runs = job_runs(store)
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_stop_inside_a_store_call_is_raised_when_the_call_ends(store, monkeypatch):
+    # An exception raised in the middle of an SQLite transaction could leave the store locked for
+    # every other process; the job's client lets the call finish, then stops.
+    from ecopipe import stops
+    from ecopipe.config import TrackingConfig
+    from ecopipe.tracking import open_experiment
+
+    client, experiment = open_experiment(TrackingConfig(uri=store))
+    run_id = client.create_run(experiment).info.run_id
+    set_tag, calls = MlflowClient.set_tag, []
+
+    def signal_then_tag(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives inside the call
+        calls.append("went on after the signal")
+        return set_tag(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_tag", signal_then_tag)
+    monkeypatch.setattr(stops, "_first_stop", None)  # this test process goes on after its stop
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with stops.stop_on_signals(), pytest.raises(stops.Stopped):
+            client.set_tag(run_id, "written", "whole")
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert calls == ["went on after the signal"]
+    assert MlflowClient(store).get_run(run_id).data.tags["written"] == "whole"

@@ -6,8 +6,8 @@ separate process costs the workload nothing but a share of a core, and that shar
 
 Protocol (see PowerSampler): argv[1] is a JSON spec; the process prints "ready" once its first sample
 is taken, writes one JSON object per sample to the spec's output file, stops when the job writes
-"stop" and closes its stdin (an EOF without "stop" means the job died: the trace's folder is
-removed), and ends the file with {"sampler_cpu_s": ...}.
+"stop" and closes its stdin (an EOF without "stop", or a job process that is gone, means the job
+died: the trace's folder is removed), and ends the file with {"sampler_cpu_s": ...}.
 """
 
 from __future__ import annotations
@@ -118,7 +118,10 @@ def main() -> None:
         stop.set()
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
-    run(spec, stop)
+    try:
+        run(spec, stop)
+    except psutil.NoSuchProcess:  # the job died between two samples, before its stdin's end was seen
+        orphaned.set()
     if orphaned.is_set():  # the job died (SIGKILL, out of memory): nobody will read the trace
         shutil.rmtree(Path(spec["output"]).parent, ignore_errors=True)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,17 @@ from ecopipe.sensors.base import EnergySensor
 __all__ = ["SAMPLES_PER_E_FOLD", "PowerSampler", "Trace", "sampling_period"]
 
 _READY_TIMEOUT_S = 60.0
+
+
+def trace_folder_prefix(pid: int) -> str:
+    """A trace folder's name starts with its job's pid, so that whoever outlives a killed job (its
+    sweep's launcher) can remove what the job could not."""
+    return f"ecopipe-trace-{pid}-"
+
+
+def remove_traces_of(pid: int) -> None:
+    for folder in Path(tempfile.gettempdir()).glob(trace_folder_prefix(pid) + "*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ class PowerSampler:
 
     def start(self) -> None:
         """Start the sampling process and wait until it has taken its first sample."""
-        self._folder = tempfile.TemporaryDirectory(prefix="ecopipe-trace-")
+        self._folder = tempfile.TemporaryDirectory(prefix=trace_folder_prefix(os.getpid()))
         spec = {
             "pid": os.getpid(),
             "output": str(Path(self._folder.name) / "trace.jsonl"),

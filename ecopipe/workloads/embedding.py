@@ -24,6 +24,10 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class SentenceEmbeddingWorkload(HFWorkload):
     kernels = TEXT_KERNELS
 
+    def positions_needed(self) -> tuple[int, str, tuple[str, ...]]:
+        seq_len = self.dataset_cfg.seq_len
+        return seq_len, f"dataset.seq_len={seq_len}", ("dataset.seq_len",)
+
     def prepare(self) -> list[TensorBatch]:
         data = self.dataset_cfg
         samples = load_text(data, vocab_size(self.source.config))

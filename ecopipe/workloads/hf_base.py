@@ -62,6 +62,7 @@ class HFWorkload(Workload):
             self.kernels,
         )
         check_dataset(cfg.dataset)
+        self._check_length()
         self.model: Any = None
         self._batches: list[TensorBatch] = []
         self.extra: dict[str, Any] = {
@@ -70,6 +71,24 @@ class HFWorkload(Workload):
             "engine": cfg.engine.value,
             "phase": model.phase.value,
         }
+
+    def positions_needed(self) -> tuple[int, str, tuple[str, ...]] | None:
+        """The most token positions one sample takes, how, and the keys that set them; None: no tokens."""
+        return None
+
+    def _check_length(self) -> None:
+        """Longer inputs than the model's position table fail mid-run (GPT-2: an IndexError)."""
+        needed = self.positions_needed()
+        config = self.source.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        most = getattr(text_config, "max_position_embeddings", None)
+        if needed is None or most is None or needed[0] <= most:
+            return
+        positions, how, keys = needed
+        raise ConfigError(
+            f"one sample needs {positions} token positions ({how}), but {self.model_cfg.name} has only "
+            f"{most} (max_position_embeddings in its config): lower {' or '.join(keys)} until they fit."
+        )
 
     @property
     def real_weights(self) -> bool:

@@ -74,6 +74,14 @@ class TextGenerationWorkload(HFWorkload):
     engines = frozenset({Engine.eager, Engine.compiled})
     phases = frozenset({Phase.generate, Phase.prefill})
 
+    def positions_needed(self) -> tuple[int, str, tuple[str, ...]]:
+        seq_len = self.dataset_cfg.seq_len
+        if self.model_cfg.phase is Phase.prefill:
+            return seq_len + 1, f"dataset.seq_len={seq_len}, and one new token", ("dataset.seq_len",)
+        new = self.model_cfg.max_new_tokens
+        how = f"dataset.seq_len={seq_len} and model.max_new_tokens={new}"
+        return seq_len + new, how, ("dataset.seq_len", "model.max_new_tokens")
+
     def prepare(self) -> list[TensorBatch]:
         data = self.dataset_cfg
         self.samples: TextSamples = load_text(data, vocab_size(self.source.config))
