@@ -47,8 +47,10 @@ from ecopipe.tracking import (
     reap_dead_runs,
     redact,
     resolve_uri,
+    reused_from_other_code,
     reused_runs,
     sqlite_path,
+    store_writable,
 )
 
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
@@ -194,6 +196,8 @@ class _StoreRuns:
     uri: str
     runs: pd.DataFrame
     reused: dict[str, str]  # run id -> job name: a resumed sweep's earlier points
+    other_code: dict[str, str]  # run id -> code version: the reused runs another code version measured
+    read_only: bool  # an archived store: nothing is written to it, dead runs are not reaped
 
 
 def _read_store(
@@ -211,10 +215,13 @@ def _read_store(
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise AggregationError(f"no experiment named {experiment!r} in {redact(uri)}")
-    reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
+    read_only = not store_writable(uri)
+    if not read_only:
+        reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
     store_uri = _backend_store(uri, found.experiment_id, experiment, store_uri)
     try:
         reused = reused_runs(client, sweep_id) if sweep_id else {}
+        other_code = reused_from_other_code(client, sweep_id) if sweep_id else {}
     except MlflowException as error:  # no such run: said in one line, as every other refusal
         raise AggregationError(f"--sweep {sweep_id}: {error.message} in {redact(uri)}") from error
     try:
@@ -223,7 +230,7 @@ def _read_store(
         )
     except MlflowException as error:
         raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
-    return _StoreRuns(uri, runs.assign(store=redact(uri)), reused)
+    return _StoreRuns(uri, runs.assign(store=redact(uri)), reused, other_code, read_only)
 
 
 def _combine(reads: Sequence[_StoreRuns]) -> tuple[pd.DataFrame, list[str]]:
@@ -247,10 +254,18 @@ def _copied_note(copied: list[str]) -> str:
     )
 
 
-def _reused_note(reused: dict[str, str]) -> str:
+def _reused_note(reused: dict[str, str], other_code: dict[str, str]) -> str:
     listed = [f"{name} ({run_id})" for run_id, name in sorted(reused.items(), key=lambda item: item[1])]
     more = f"; {len(listed) - _LISTED} more in runs.csv (column reused)" if len(listed) > _LISTED else ""
-    return f"{len(reused)} reused, measured before this sweep: {', '.join(listed[:_LISTED])}{more}"
+    note = f"{len(reused)} reused, measured before this sweep: {', '.join(listed[:_LISTED])}{more}"
+    if other_code:
+        versions = ", ".join(sorted(set(other_code.values())))
+        note += (
+            f". {len(other_code)} of them were measured by another code version ({versions}) than this "
+            f"sweep's: {', '.join(reused[run_id] for run_id in sorted(other_code)[:_LISTED])}; "
+            "rerun_other_version=true measures them again"
+        )
+    return note
 
 
 def aggregate(
@@ -277,6 +292,7 @@ def aggregate(
     reads = [_read_store(uri, experiment, sweep_id, filter_string, reader, store_uri) for uri in uris]
     runs, copied = _combine(reads)
     reused = {run_id: name for read in reads for run_id, name in read.reused.items()}
+    other_code = {run_id: version for read in reads for run_id, version in read.other_code.items()}
     jobs = tab.tidy(runs)
     jobs["reused"] = jobs["run_id"].isin(reused)  # measured before this sweep, not re-run by it
     jobs["store"] = jobs["run_id"].map(runs.set_index("run_id")["store"])
@@ -284,9 +300,15 @@ def aggregate(
     heading = f"ecopipe aggregate: experiment {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
     notes = _notes(jobs, built, uris, filter_string)
     if reused:
-        notes.insert(1, _reused_note(reused))
+        notes.insert(1, _reused_note(reused, other_code))
     if copied:
         notes.insert(1, _copied_note(copied))
+    for read in reads:
+        if read.read_only:
+            notes.append(
+                f"{redact(read.uri)} is read-only, so nothing was written to it: a run that a killed job "
+                "left RUNNING stays RUNNING here (aggregating a writable copy marks it FAILED)"
+            )
     result = Aggregate(
         runs=runs,
         tables=built.tables,
@@ -424,11 +446,13 @@ def _options_error(args: argparse.Namespace, uris: Sequence[str]) -> str | None:
         )
     for uri in uris:
         try:
-            check_tracking_uri(uri)
+            check_tracking_uri(uri, read_only=True)  # an archived, read-only store can be aggregated
         except ConfigError as error:
             return str(error)
         if missing := _missing_store(uri):
             return missing
+    if args.log and not store_writable(uris[0]):
+        return f"--log writes to the sweep's parent run, but {redact(uris[0])} is read-only; leave --log out"
     return None
 
 

@@ -357,6 +357,7 @@ class Config:
     batch_size: int = bounded(64, Range(1, 1_000_000, why="inferences per batch"))
     seed: int = bounded(0, SEED)
     rerun: bool = False  # re-measure jobs whose config already has a FINISHED run (resume skips them)
+    rerun_other_version: bool = False  # re-measure those only where another code version measured them
     # Sweeps over model x dataset: skip the pairs whose task and data do not fit instead of failing them.
     skip_mismatched: bool = False
 

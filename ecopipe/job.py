@@ -38,15 +38,17 @@ from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, 
 from ecopipe.stages.inference import InferenceResult, run_inference
 from ecopipe.stops import stop_on_signals
 from ecopipe.tracking import (
+    CODE_VERSION_TAG,
     JobRun,
     check_tracking_uri,
+    code_version,
     config_hash,
     fail_run,
     finished_run_with_hash,
     flatten,
-    git_commit,
     job_run,
     link_reused_run,
+    measured_by,
     open_experiment,
     open_run,
     repeat_hash,
@@ -256,11 +258,23 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
     if resume and not cfg.rerun:
         client, experiment = open_experiment(cfg.tracking)
         done = finished_run_with_hash(client, experiment, digest, profile.detected_name)
-        if done is not None:
-            name = job_name(cfg, raw)
-            log.info("%s already measured in run %s: reused (rerun=true measures again)", name, done)
+        other_code = done is not None and measured_by(done) != code_version()
+        if other_code and cfg.rerun_other_version:
+            log.info(
+                "%s was measured in run %s by code %s; this is %s: measured again (rerun_other_version=true)",
+                job_name(cfg, raw), done.info.run_id, measured_by(done), code_version(),
+            )  # fmt: skip
+        elif done is not None:
+            name, run_id = job_name(cfg, raw), done.info.run_id
+            if other_code:
+                log.warning(
+                    "%s reused from run %s, which code %s measured (this is %s): rerun_other_version=true "
+                    "measures it again", name, run_id, measured_by(done), code_version(),
+                )  # fmt: skip
+            else:
+                log.info("%s already measured in run %s: reused (rerun=true measures again)", name, run_id)
             link_reused_run(client, done, name)
-            return JobOutcome(done, f"skipped: already measured in run {done}", {}, skipped=True)
+            return JobOutcome(run_id, f"skipped: already measured in run {run_id}", {}, skipped=True)
     env = environment() | gpu_environment(plan.gpus.indices)
     name = job_name(cfg, raw)
     tags = {
@@ -274,7 +288,7 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         "ecopipe.device": plan.workload.device,
         "ecopipe.config_hash": digest,
         "ecopipe.dataset_choice": data_choice,
-        "ecopipe.git_commit": git_commit(),
+        CODE_VERSION_TAG: code_version(),
         **report.cpu_tags(plan.cpu),
         **{f"env.{k}": v for k, v in env.items()},
     }

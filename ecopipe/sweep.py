@@ -32,16 +32,19 @@ from ecopipe.monitor.sampler import remove_traces_of
 from ecopipe.slurm import is_slurm_launcher, restrict_sharing
 from ecopipe.stops import Stopped, before_stopping
 from ecopipe.tracking import (
+    CODE_VERSION_TAG,
     PARENT_RUN_ENV,
     StopSafeClient,
     check_tracking_uri,
     check_writable_folder,
+    code_version,
     gone_from_this_host,
     open_experiment,
     process_tags,
     reap_dead_runs,
     redact,
     resolve_uri,
+    reused_from_other_code,
     reused_runs,
     running_jobs_of_sweep,
 )
@@ -211,6 +214,7 @@ class SweepCallback(Callback):
                 "ecopipe.kind": "sweep",
                 "ecopipe.sweep_dir": sweep_dir,
                 "ecopipe.overrides": redact(" ".join(config.hydra.overrides.task)),
+                CODE_VERSION_TAG: code_version(),
                 **process_tags(),
             },
         )
@@ -272,6 +276,7 @@ class SweepCallback(Callback):
         )
         log_to_run(client, self.parent_run_id, result)
         reused = reused_runs(client, self.parent_run_id)
+        other_code = reused_from_other_code(client, self.parent_run_id)
         skipped = max(int(os.environ.get(SWEEP_SIZE_ENV, "0")) - len(children) - len(reused), 0)
         for key, value in {
             "jobs": len(children),
@@ -281,11 +286,15 @@ class SweepCallback(Callback):
         }.items():
             client.log_metric(self.parent_run_id, key, value)
         client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+        older = f", {len(other_code)} of them by another code version" if other_code else ""
         print(
             f"sweep: {len(children)} jobs run, {len(failed)} failed, {len(reused)} reused (measured "
-            f"earlier; in the tables, column reused), {skipped} skipped (not fitting the grid); "
+            f"earlier{older}; in the tables, column reused), {skipped} skipped (not fitting the grid); "
             f"tables in {Path(config.hydra.sweep.dir) / 'aggregate'}"
         )
+        if other_code:
+            this = code_version()
+            print(f"  rerun_other_version=true measures again the {len(other_code)} that code {this} did not")
         for run in failed:
             print(f"  FAILED {run.info.run_name}: {run.data.tags.get('ecopipe.error', '?')}", file=sys.stderr)
         if failed:

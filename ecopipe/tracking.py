@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "mlflow.db"
 PARENT_RUN_ENV = "ECOPIPE_PARENT_RUN_ID"
 REUSED_TAG_PREFIX = "ecopipe.reused."  # on a sweep's parent run: the earlier runs it reused, by id
+REUSED_OTHER_CODE_PREFIX = "ecopipe.reused_other_code."  # ... of them, those another code version measured
 _BATCH = 500  # MLflow accepts up to 1,000 metrics per batch call and 100 params
 
 
@@ -89,6 +91,13 @@ def check_writable_folder(folder: Path, what: str) -> None:
         raise ConfigError(f"{what}: the folder {folder} cannot be written ({reason}).") from None
 
 
+def store_writable(uri: str) -> bool:
+    """Whether this process may write the store: false for a SQLite file on a read-only medium or
+    without write permission (an archived store); a server or database is taken as writable."""
+    path = sqlite_path(uri)
+    return path is None or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
 def _check_sqlite_opens(uri: str, path: Path) -> None:
     """A SQLite file whose header and schema can be read (read-only, so nothing is created or locked):
     a corrupt or truncated store is refused in one line before the model is built."""
@@ -102,9 +111,10 @@ def _check_sqlite_opens(uri: str, path: Path) -> None:
         ) from None
 
 
-def check_tracking_uri(uri: str) -> None:
+def check_tracking_uri(uri: str, read_only: bool = False) -> None:
     """Refuse a tracking store that cannot work, before anything loads: an unknown scheme, a SQLite
-    folder that cannot be written, a server that does not answer within a few seconds."""
+    folder that cannot be written, a server that does not answer within a few seconds. `read_only`
+    (a reader: the aggregation) asks only that an existing SQLite file can be read."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
     if scheme not in SUPPORTED_SCHEMES:
         raise ConfigError(
@@ -121,6 +131,10 @@ def check_tracking_uri(uri: str) -> None:
                 f"tracking.uri={uri}: an in-memory store loses every run when the process ends; name a "
                 "file, sqlite:///PATH."
             )
+        if read_only:
+            if path.is_file():  # a missing file is the reader's own one-line error
+                _check_sqlite_opens(uri, path)
+            return
         check_writable_folder(path.parent.resolve(), f"tracking.uri={uri}")
         if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
             raise ConfigError(f"tracking.uri={uri}: {path} is not a database file this user can write.")
@@ -162,9 +176,13 @@ def _check_mlflow_server(uri: str) -> None:
         ) from None
     status = f"HTTP {response.status_code} {response.reason}"
     if response.status_code in (401, 403):
-        sent = "the credentials sent" if response.request.headers.get("Authorization") else "no credentials"
+        refused = (
+            "refused the credentials sent"
+            if response.request.headers.get("Authorization")
+            else "asks for credentials and none were sent"
+        )
         raise ConfigError(
-            f"tracking.uri={uri}: the tracking server refused {sent} ({status}); set "
+            f"tracking.uri={uri}: the tracking server {refused} ({status}); set "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an "
             "account that may read and write runs."
         )
@@ -281,33 +299,46 @@ def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: s
             return runs
 
 
-def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, hardware: str) -> str | None:
-    """The id of a FINISHED job run with this config hash on this hardware, if any: the job is done.
+def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, hardware: str) -> Run | None:
+    """A FINISHED job run with this config hash on this hardware, if any: the job is done. One this
+    code version measured comes first.
 
     The hardware is part of the key: the same sweep run by a second machine against a shared store
     measures its own column instead of skipping everything.
     """
-    runs = client.search_runs(
-        [experiment],
+    done = (
         f"tags.`ecopipe.config_hash` = '{digest}' and tags.`ecopipe.hardware_detected` = '{hardware}' "
-        "and attributes.status = 'FINISHED'",
-        max_results=1,
+        "and attributes.status = 'FINISHED'"
     )
-    return runs[0].info.run_id if runs else None
+    for where in (f"{done} and tags.`{CODE_VERSION_TAG}` = '{code_version()}'", done):
+        runs = client.search_runs([experiment], where, max_results=1, order_by=["attributes.start_time DESC"])
+        if runs:
+            return runs[0]
+    return None
 
 
-def link_reused_run(client: MlflowClient, run_id: str, name: str) -> None:
+def link_reused_run(client: MlflowClient, run: Run, name: str) -> None:
     """A sweep job skipped as already measured: list its earlier run on the sweep's parent run, so the
-    sweep's tables hold every point of its grid and say which were reused."""
+    sweep's tables hold every point of its grid and say which were reused, and by which code."""
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
-        client.set_tag(parent, f"{REUSED_TAG_PREFIX}{run_id}", name)
+        client.set_tag(parent, f"{REUSED_TAG_PREFIX}{run.info.run_id}", name)
+        if measured_by(run) != code_version():
+            client.set_tag(parent, f"{REUSED_OTHER_CODE_PREFIX}{run.info.run_id}", measured_by(run))
 
 
 def reused_runs(client: MlflowClient, parent_id: str) -> dict[str, str]:
     """The earlier runs a sweep reused: run id -> job name."""
-    tags = client.get_run(parent_id).data.tags
-    return {k.removeprefix(REUSED_TAG_PREFIX): v for k, v in tags.items() if k.startswith(REUSED_TAG_PREFIX)}
+    return _tagged(client.get_run(parent_id).data.tags, REUSED_TAG_PREFIX)
+
+
+def reused_from_other_code(client: MlflowClient, parent_id: str) -> dict[str, str]:
+    """The reused runs another code version measured: run id -> that version."""
+    return _tagged(client.get_run(parent_id).data.tags, REUSED_OTHER_CODE_PREFIX)
+
+
+def _tagged(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
+    return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
 
 
 def process_tags() -> dict[str, str]:
@@ -375,7 +406,7 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float
 
 
 # Top-level keys that do not change a result: where runs are logged, and how a sweep treats earlier runs.
-NOT_A_RESULT_KEYS = ("tracking", "hydra", "rerun", "skip_mismatched")
+NOT_A_RESULT_KEYS = ("tracking", "hydra", "rerun", "rerun_other_version", "skip_mismatched")
 # Keys whose runs are repeats of one config: they share a table cell and a run name, and their spread
 # is the between-run spread (the aggregation's tables, `repeat_hash`).
 REPEAT_KEYS = ("seed",)
@@ -395,18 +426,36 @@ def repeat_hash(cfg: DictConfig) -> str:
     return config_hash(cfg, REPEAT_KEYS)
 
 
-def git_commit() -> str | None:
+CODE_VERSION_TAG = "ecopipe.code_version"
+_OLD_COMMIT_TAG = "ecopipe.git_commit"  # what runs logged before the code version was
+
+
+@functools.cache
+def code_version() -> str:
+    """The code that measures: the git commit of ecopipe's checkout, with a digest of its uncommitted
+    changes to the code and configs when there are any (`<commit>+<digest>`); outside a checkout, the
+    installed package's version."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
         )
+        changes = subprocess.run(
+            ["git", "diff", "HEAD", "--", ":/ecopipe", ":/conf", ":/pyproject.toml"],
+            cwd=here, capture_output=True, timeout=10,
+        )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        commit = None
+    if commit is None or commit.returncode != 0 or not commit.stdout.strip():
+        return f"ecopipe {importlib.metadata.version('ecopipe')}"
+    dirty = f"+{hashlib.sha256(changes.stdout).hexdigest()[:8]}" if changes.stdout else ""
+    return commit.stdout.strip()[:12] + dirty
+
+
+def measured_by(run: Run) -> str:
+    """The code version that measured a run ('unknown' for a run that logged none)."""
+    tags = run.data.tags
+    return tags.get(CODE_VERSION_TAG) or (tags.get(_OLD_COMMIT_TAG, "")[:12] or "unknown")
 
 
 class JobRun:

@@ -264,3 +264,27 @@ def test_sixteen_concurrent_jobs_lose_no_run(tmp_path, server, experiment):
     acct = sacct(parent.data.tags["ecopipe.slurm_array_job_id"])
     assert len(acct) == 16 and set(acct["state"]) == {"COMPLETED"}
     assert most_at_once(acct) > 2  # more jobs at once than the node has cores: they did overlap
+
+
+@needs_cluster
+def test_the_basic_auth_server_refuses_missing_or_wrong_credentials_in_one_line(
+    tmp_path, server, monkeypatch
+):
+    # The server answers (it is there) but refuses: the job says so before any work, not in a traceback.
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    for password, needle in (
+        (None, "asks for credentials and none were sent (HTTP 401"),
+        ("wrong", "refused the credentials"),
+    ):
+        if password:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", CLUSTER["MLFLOW_TRACKING_USERNAME"])
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        else:
+            monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+        done = subprocess.run(
+            [sys.executable, "-m", "ecopipe", "tracking=server", f"tracking.uri={server}", *FAST],
+            cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 2 and needle in done.stderr, done.stderr[-3000:]
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr

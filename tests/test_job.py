@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
@@ -404,24 +403,3 @@ def test_run_names_tell_different_configs_apart_and_keep_repeats_together(make_c
     assert names[0] != names[1] and names[0] == names[2]
     hashes = [client.get_run(o.run_id).data.tags["ecopipe.config_hash"] for o in (first, seed)]
     assert hashes[0] != hashes[1]  # a seed is still its own config for resuming sweeps
-
-
-def test_a_batch_larger_than_the_data_is_reported_as_the_batch_that_ran(make_cfg, client):
-    outcome = run_job(make_cfg("batch_size=100000"))  # digits' test split: 450 rows
-    run = client.get_run(outcome.run_id).data
-    assert run.params["batch_size"] == "100000" and run.metrics["batch_size_used"] == 450
-    assert "(batch 450: every sample of the data; batch_size=100000 is larger)" in outcome.summary
-    assert client.get_run(run_job(make_cfg()).run_id).data.metrics["batch_size_used"] == 64
-
-
-def test_a_footprint_that_overflows_fails_with_its_reason_instead_of_reading_as_missing(make_cfg):
-    """The store drops a non-finite metric: a CO2e that is not a number (here from an energy reading that
-    is not one, as a sensor glitch would give) would read as a blank, and the ESS as 0."""
-    from ecopipe.job import footprint_stages, plan_job
-
-    plan = plan_job(make_cfg("impact.carbon_intensity=2000", "impact.pue=5"))
-    measured = run_job(make_cfg()).metrics
-    huge = {k: (math.inf if k.startswith("energy_") and v > 0 else v) for k, v in measured.items()}
-    with pytest.raises(ValueError, match=r"co2e_g_per_1k, water_l_per_1k not finite: 2000 g/kWh, PUE 5"):
-        footprint_stages(huge, plan.factors, 1.0, None, None)
-    footprint_stages(measured, plan.factors, 1.0, None, None)  # the same factors on real energy: fine

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -29,18 +28,6 @@ def no_runs(client) -> bool:
         ("monitor.min_hz=nan", "monitor.min_hz=nan"),
         ("+model.params.bogus=1", "bogus"),
         ("+model.params.max_iters=5", "did you mean max_iter?"),
-        # Finite, but beyond a physical or practical bound: an overflow, an endless or out-of-memory job.
-        (
-            "impact.pue=1e308",
-            "impact.pue=1e\\+308 is invalid: it must be a finite number, 1 or more and at most 5",
-        ),
-        ("impact.carbon_intensity=1e308", "impact.carbon_intensity=1e\\+308 is invalid"),
-        ("monitor.min_iterations=1000000000000", "monitor.min_iterations=1000000000000 is invalid"),
-        ("monitor.trials=100000", "at most 1000 \\(measured windows per job\\)"),
-        ("dataset.limit=1000000000", "dataset.limit=1000000000 is invalid"),
-        ("monitor.frequency_hz=1000", "at most 100 \\(samples per second written to the store\\)"),
-        ("dataset.image_size=100000", "dataset.image_size=100000 is invalid"),
-        ("model.max_new_tokens=1000000", "model.max_new_tokens=1000000 is invalid"),
     ],
 )
 def test_bad_value_opens_no_run(make_cfg, client, override, needle):
@@ -76,11 +63,6 @@ def test_cli_refusals_are_one_line(tmp_path):
         # The named microarchitecture must be one the coefficient table knows; the message lists them.
         (["hardware.cpu_microarch=pentium4"], "hardware.cpu_microarch = 'pentium4' is not a known"),
         (["monitor.target_rel_ci=0.05", "monitor.trials=5", "monitor.max_trials=4"], "monitor.max_trials=4"),
-        # A store that dies with the process, and experiment names MLflow cannot hold.
-        (["tracking.uri=sqlite:///:memory:"], "an in-memory store loses every run when the process ends"),
-        (["tracking.experiment="], "tracking.experiment is empty"),
-        ([f"tracking.experiment={'x' * 300}"], "tracking.experiment is 300 bytes long: at most 200"),
-        (["-m", "seed=0,1", "tracking.experiment="], "tracking.experiment is empty"),
     ):
         done = run_cli(*args, cwd=tmp_path)
         assert done.returncode == 2, done.stderr[-2000:]
@@ -109,30 +91,8 @@ def test_reimpact_refuses_non_finite_factors(make_cfg, store, client, capsys):
         assert override.split("=")[0] in capsys.readouterr().err
     assert reimpact.main(["--run-id", run_id, "--tracking-uri", "foo://x", "region=FRA"]) == 2
     assert "tracking.uri=foo://x is not supported" in capsys.readouterr().err
-    # A bare key: OmegaConf would read it as null, and the region as None.
-    assert reimpact.main(["--run-id", run_id, "--tracking-uri", store, "region"]) == 2
-    assert "region needs =VALUE: region=ZONE or impact.<key>=VALUE." in capsys.readouterr().err
     experiment = client.get_experiment_by_name("ecopipe").experiment_id
     assert len(client.search_runs([experiment])) == 1  # nothing was logged
-
-
-def test_aggregate_refuses_a_sweep_that_is_not_there_in_one_line(make_cfg, store, tmp_path):
-    run_job(make_cfg())
-    args = [
-        "--experiment",
-        "ecopipe",
-        "--tracking-uri",
-        store,
-        "--sweep",
-        "BADID",
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    done = run_cli(*args, cwd=tmp_path, module="ecopipe.aggregate")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [
-        f"ecopipe.aggregate: error: --sweep BADID: Run with id=BADID not found in {store}"
-    ]
 
 
 def test_aggregate_refuses_an_unwritable_out_folder(make_cfg, store, capsys):
@@ -156,21 +116,3 @@ def test_sweep_with_a_bad_store_or_folder_stops_in_one_line(tmp_path, store, bad
     )
     assert done.returncode == 2 and needle in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "job 1 of 2" not in done.stdout + done.stderr
-
-
-def test_a_corrupt_or_truncated_store_is_refused_before_the_model_is_built(make_cfg, store, tmp_path):
-    run_job(make_cfg())  # a real store, then a copy cut short, and a file of noise
-    real = Path(store.removeprefix("sqlite:///"))
-    cut = tmp_path / "cut.db"
-    cut.write_bytes(real.read_bytes()[:50])
-    noise = tmp_path / "noise.db"
-    noise.write_bytes(bytes(range(256)) * 20)
-    for path, why in ((cut, "database disk image is malformed"), (noise, "file is not a database")):
-        for module, args in (
-            ("ecopipe", [f"tracking.uri=sqlite:///{path}"]),
-            ("ecopipe.aggregate", ["--tracking-uri", f"sqlite:///{path}"]),
-        ):
-            done = run_cli(*args, cwd=tmp_path, module=module)
-            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-            (line,) = done.stderr.strip().splitlines()
-            assert f"{path} cannot be read as a database ({why})" in line

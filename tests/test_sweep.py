@@ -314,32 +314,3 @@ def test_grid_skips_model_dataset_pairs_that_do_not_fit(tmp_path, store, client)
     )
     assert pairs == [("logistic_regression", "digits"), ("ridge", "diabetes")]
     assert parent.data.metrics["jobs_skipped"] == 2 and parent.data.metrics["jobs_failed"] == 0
-
-
-def test_a_sweep_whose_end_fails_exits_non_zero_and_ends_its_parent_failed(tmp_path, store, client):
-    """Hydra turns a callback's error into a warning: before, the sweep exited 0 with its parent RUNNING.
-    Here the tables cannot be written (a file stands where their folder goes, as a full disk would)."""
-    (tmp_path / "multirun").mkdir()
-    (tmp_path / "multirun" / "aggregate").write_text("not a folder")
-    done = sweep(tmp_path, store, "seed=0")
-    assert done.returncode == 1, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("ecopipe: error:")]
-    assert len(errors) == 1 and errors[0].startswith("ecopipe: error: the sweep's end failed: ")
-    (parent,) = parents(client)
-    assert parent.info.status == "FAILED" and "the sweep's end failed" in parent.data.tags["ecopipe.error"]
-    assert [r.info.status for r in runs_of(client, parent.info.run_id)] == ["FINISHED"]  # the job's kept
-
-
-def test_a_sweep_that_cannot_open_its_parent_run_stops_in_one_line(tmp_path, store, client):
-    """Before, Hydra's warning let the sweep run its jobs without a parent run. A deleted experiment of
-    the same name is a store that answers but refuses the run."""
-    client.delete_experiment(client.create_experiment("gone"))
-    done = sweep(tmp_path, store, "seed=0", "tracking.experiment=gone")
-    assert done.returncode == 2, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("ecopipe: error:")]
-    assert errors == [
-        "ecopipe: error: the sweep could not start its MLflow run: MlflowException: The experiment "
-        f"{client.get_experiment_by_name('gone').experiment_id} must be in the 'active' state. Current state "
-        "is deleted."
-    ]
-    assert client.search_runs([client.get_experiment_by_name("gone").experiment_id]) == []  # no job ran
