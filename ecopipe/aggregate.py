@@ -39,13 +39,13 @@ from ecopipe.aggregation import tables as tab
 from ecopipe.aggregation.load import experiment_name, read_runs, sql_store
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError, TrackingConfig
+from ecopipe.credentials import redact
 from ecopipe.tracking import (
     NOTE_TAG,
     REPEAT_KEYS,
     check_tracking_uri,
     check_writable_folder,
     reap_dead_runs,
-    redact,
     resolve_uri,
     reused_from_other_code,
     reused_runs,

@@ -50,12 +50,18 @@ _STAGE_PREFIXES = (
 )
 
 
+def _literal(stored: str) -> str:
+    """A value read from the store, as text: anyone who may write a run could plant `${oc.env:...}`,
+    which OmegaConf would resolve to the reader's own environment."""
+    return stored.replace("${", "\\${")
+
+
 def _impact_settings(run: Run, overrides: Sequence[str]) -> tuple[ImpactConfig, str]:
     """The original run's impact settings and region, with the user's overrides applied and typed."""
     bare = [o for o in overrides if "=" not in o]
     if bare:  # OmegaConf reads a bare key as null: `region` would become region None
         raise ConfigError(f"{', '.join(bare)} needs =VALUE: region=ZONE or impact.<key>=VALUE.")
-    params = run.data.params
+    params = {k: _literal(v) for k, v in run.data.params.items()}
     base = OmegaConf.structured(ImpactConfig)
     for key in ImpactConfig.__dataclass_fields__:
         value = params.get(f"impact.{key}")

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from tqdm import tqdm
 
 from ecopipe.config import ConfigError, TrackingConfig, check_experiment_name
+from ecopipe.credentials import redact
 from ecopipe.hardware import cuda_available
 from ecopipe.logs import logs_above_progress, warn_once
 from ecopipe.monitor.sampler import remove_traces_of
@@ -42,7 +43,6 @@ from ecopipe.tracking import (
     open_experiment,
     process_tags,
     reap_dead_runs,
-    redact,
     resolve_uri,
     reused_from_other_code,
     reused_runs,

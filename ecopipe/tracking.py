@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import sqlite3
 import subprocess
@@ -40,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 from ecopipe import slurm
 from ecopipe.config import ConfigError, TrackingConfig
+from ecopipe.credentials import redact
 from ecopipe.stops import Stopped, stops_deferred
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,6 @@ PARENT_RUN_ENV = "ECOPIPE_PARENT_RUN_ID"
 REUSED_TAG_PREFIX = "ecopipe.reused."  # on a sweep's parent run: the earlier runs it reused, by id
 REUSED_OTHER_CODE_PREFIX = "ecopipe.reused_other_code."  # ... of them, those another code version measured
 _BATCH = 500  # MLflow accepts up to 1,000 metrics per batch call and 100 params
-
-
-_URI_PASSWORD = re.compile(r"\b(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Passwords inside URIs (`postgresql://user:secret@host`) replaced by ***: never logged."""
-    return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
 
 
 # Stores ecopipe can write to; `postgresql+psycopg2://` and the like name the driver after the `+`.
@@ -101,12 +93,13 @@ def store_writable(uri: str) -> bool:
 def _check_sqlite_opens(uri: str, path: Path) -> None:
     """A SQLite file whose header and schema can be read (read-only, so nothing is created or locked):
     a corrupt or truncated store is refused in one line before the model is built."""
+    shown = redact(uri)
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as error:
         raise ConfigError(
-            f"tracking.uri={uri}: {path} cannot be read as a database ({error}): restore it from a copy, "
+            f"tracking.uri={shown}: {path} cannot be read as a database ({error}): restore it from a copy, "
             "or name another file."
         ) from None
 
@@ -115,29 +108,32 @@ def check_tracking_uri(uri: str, read_only: bool = False) -> None:
     """Refuse a tracking store that cannot work, before anything loads: an unknown scheme, a SQLite
     folder that cannot be written, a server that does not answer within a few seconds. `read_only`
     (a reader: the aggregation) asks only that an existing SQLite file can be read."""
+    shown = redact(uri)
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
     if scheme not in SUPPORTED_SCHEMES:
         raise ConfigError(
-            f"tracking.uri={uri} is not supported: use sqlite:///PATH (an embedded store), "
+            f"tracking.uri={shown} is not supported: use sqlite:///PATH (an embedded store), "
             "http(s)://HOST:PORT (an MLflow tracking server), postgresql://... or mysql://... (a database "
             "MLflow manages)."
         )
     if scheme == "sqlite":
         if not uri.startswith("sqlite:///"):
-            raise ConfigError(f"tracking.uri={uri}: a SQLite store is written sqlite:///PATH, three slashes.")
+            raise ConfigError(
+                f"tracking.uri={shown}: a SQLite store is written sqlite:///PATH, three slashes."
+            )
         path = sqlite_path(uri)
         if path is None:  # sqlite:///:memory: or no file at all: the runs would die with the process
             raise ConfigError(
-                f"tracking.uri={uri}: an in-memory store loses every run when the process ends; name a "
+                f"tracking.uri={shown}: an in-memory store loses every run when the process ends; name a "
                 "file, sqlite:///PATH."
             )
         if read_only:
             if path.is_file():  # a missing file is the reader's own one-line error
                 _check_sqlite_opens(uri, path)
             return
-        check_writable_folder(path.parent.resolve(), f"tracking.uri={uri}")
+        check_writable_folder(path.parent.resolve(), f"tracking.uri={shown}")
         if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
-            raise ConfigError(f"tracking.uri={uri}: {path} is not a database file this user can write.")
+            raise ConfigError(f"tracking.uri={shown}: {path} is not a database file this user can write.")
         if path.exists():
             _check_sqlite_opens(uri, path)
         return
@@ -150,7 +146,7 @@ def check_tracking_uri(uri: str, read_only: bool = False) -> None:
         socket.create_connection((parsed.hostname or "localhost", port), REACHABLE_TIMEOUT_S).close()
     except OSError as error:
         raise ConfigError(
-            f"tracking.uri={uri}: the database at {parsed.hostname}:{port} did not answer within "
+            f"tracking.uri={shown}: the database at {parsed.hostname}:{port} did not answer within "
             f"{REACHABLE_TIMEOUT_S:g} s ({error.strerror or error})."
         ) from None
 
@@ -158,6 +154,7 @@ def check_tracking_uri(uri: str, read_only: bool = False) -> None:
 def _check_mlflow_server(uri: str) -> None:
     """The server answers, is an MLflow tracking server, and takes this process's credentials: one
     read with what the client will send (MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN, TLS settings)."""
+    shown = redact(uri)
     try:
         response = http_request(
             get_default_host_creds(uri),
@@ -171,7 +168,7 @@ def _check_mlflow_server(uri: str) -> None:
     except (requests.RequestException, MlflowException) as error:
         cause = error.__cause__ or error.__context__ or error  # MLflow wraps the connection's error
         raise ConfigError(
-            f"tracking.uri={uri}: no tracking server answered within {REACHABLE_TIMEOUT_S:g} s "
+            f"tracking.uri={shown}: no tracking server answered within {REACHABLE_TIMEOUT_S:g} s "
             f"({type(cause).__name__}); start it or check the address."
         ) from None
     status = f"HTTP {response.status_code} {response.reason}"
@@ -182,7 +179,7 @@ def _check_mlflow_server(uri: str) -> None:
             else "asks for credentials and none were sent"
         )
         raise ConfigError(
-            f"tracking.uri={uri}: the tracking server {refused} ({status}); set "
+            f"tracking.uri={shown}: the tracking server {refused} ({status}); set "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an "
             "account that may read and write runs."
         )
@@ -192,7 +189,7 @@ def _check_mlflow_server(uri: str) -> None:
         mlflow_answer = False
     if not mlflow_answer:
         raise ConfigError(
-            f"tracking.uri={uri} answers, but not as an MLflow tracking server ({status} to "
+            f"tracking.uri={shown} answers, but not as an MLflow tracking server ({status} to "
             "/api/2.0/mlflow/experiments/search); check the host, port and path."
         )
 

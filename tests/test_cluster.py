@@ -22,7 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ecopipe.aggregate import aggregate
-from ecopipe.tracking import redact
+from ecopipe.credentials import redact
 from tests.conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
