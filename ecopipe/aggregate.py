@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -427,6 +428,11 @@ def _scope(client: MlflowClient, experiment: str | None, sweep: str | None) -> t
     )
 
 
+def _folder_name(name: str) -> str:
+    """A name as one folder inside ./aggregate: every character but letters, digits and - _ . becomes _."""
+    return re.sub(r"[^\w.-]", "_", name, flags=re.ASCII).lstrip(".") or "experiment"
+
+
 def _options_error(args: argparse.Namespace, uris: Sequence[str]) -> str | None:
     """Why these options and stores cannot be read together, in one paragraph; None when they can."""
     try:
@@ -473,7 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ecopipe.aggregate: error: --log needs a sweep (--sweep PARENT_RUN_ID)", file=sys.stderr)
         return 2
     print(f"aggregating {scope}" + (f" in {len(uris)} stores" if len(uris) > 1 else ""))
-    out = args.out or Path("aggregate") / (experiment + (f"-{sweep[:8]}" if sweep else ""))
+    # The experiment's name is read from the store: anyone who may write there chose it.
+    out = args.out or Path("aggregate") / _folder_name(experiment + (f"-{sweep[:8]}" if sweep else ""))
     try:
         check_writable_folder(out.resolve(), f"--out {out}")
         result = aggregate(uris, experiment, sweep, args.filter, out, store_uri=args.store_uri)

@@ -455,6 +455,12 @@ def check_experiment_name(name: str) -> None:
             f"tracking.experiment is {len(name.encode())} bytes long: at most {EXPERIMENT_NAME_BYTES} (its "
             "artifacts' folder is named after it)."
         )
+    if name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        raise ConfigError(
+            f"tracking.experiment={name!r} cannot name its artifacts' folder: a / or \\, '.' or '..', or an "
+            "unprintable character would put it outside the store's mlartifacts/ or break it; use letters, "
+            "digits, spaces and - _ ."
+        )
 
 
 def validate(cfg: Config) -> None:

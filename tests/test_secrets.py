@@ -134,3 +134,42 @@ def test_30_4_reimpact_takes_a_planted_interpolation_as_text(make_cfg, client, s
     done = run_cli("--run-id", planted, "--tracking-uri", store, cwd=tmp_path, module="ecopipe.reimpact")
     assert done.returncode == 2 and SECRET not in done.stdout + done.stderr, done.stderr[-2000:]
     assert "${oc.env:ECOPIPE_READERS_SECRET}" in done.stderr  # named as it is stored
+
+
+def test_30_5_names_never_become_paths_outside_their_folder(make_cfg, client, store, tmp_path):
+    for name in ("../../../../tmp/x", "/tmp/x"):  # wrote the run's artifacts there
+        done = run_cli(f"tracking.uri={store}", f"tracking.experiment={name}", *FAST, cwd=tmp_path)
+        assert done.returncode == 2 and "cannot name its artifacts' folder" in done.stderr, done.stderr[
+            -2000:
+        ]
+        assert len(done.stderr.strip().splitlines()) == 1
+    # A name planted in a shared store: the aggregation's default folder stays under ./aggregate.
+    run_job(make_cfg("model=decision_tree"))
+    run_job(make_cfg("model=ridge", "dataset=diabetes"))
+    original = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])[0]
+    planted = client.create_run(client.create_experiment("../../planted"), tags=original.data.tags)
+    client.log_batch(planted.info.run_id, params=[Param(k, v) for k, v in original.data.params.items()])
+    client.set_terminated(planted.info.run_id)
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    done = run_cli(
+        "--tracking-uri", store, "--experiment", "../../planted", cwd=work, module="ecopipe.aggregate"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (work / "aggregate" / "_.._planted" / "summary.md").is_file()
+    assert not (tmp_path / "planted").exists() and not (tmp_path / "work" / "planted").exists()
+    # Aggregating again into the same folder leaves no table of the earlier aggregation behind.
+    out = tmp_path / "tables"
+    both = run_cli("--tracking-uri", store, "--experiment", "ecopipe", "--out", str(out), cwd=tmp_path,
+                   module="ecopipe.aggregate")  # fmt: skip
+    assert both.returncode == 0 and (out / "tables" / "quality_r2.csv").is_file(), both.stderr[-2000:]
+    (out / "mine.txt").write_text("a file of the user's")
+    only_tree = ["--filter", "params.`model.name` = 'decision_tree'"]
+    one = run_cli("--tracking-uri", store, "--experiment", "ecopipe", "--out", str(out), *only_tree,
+                  cwd=tmp_path, module="ecopipe.aggregate")  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert (
+        not (out / "tables" / "quality_r2.csv").exists()
+        and (out / "tables" / "quality_accuracy.csv").is_file()
+    )
+    assert (out / "mine.txt").is_file()

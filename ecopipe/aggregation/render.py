@@ -190,6 +190,9 @@ def write_html(
     return path
 
 
+MANIFEST = ".ecopipe-files"  # what the last aggregation wrote into its folder
+
+
 def write_all(
     out_dir: Path,
     heading: str,
@@ -201,6 +204,7 @@ def write_all(
 ) -> list[Path]:
     """summary.md and summary.html at the top; tables/ a CSV per table; plots/ the PNGs; data/
     failed.csv and runs.csv (every job run read)."""
+    _remove_previous(out_dir)
     folders = {name: out_dir / name for name in (TABLES, PLOTS, DATA)}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
@@ -227,4 +231,17 @@ def write_all(
     files += images
     files.append(write_markdown(out_dir / "summary.md", heading, notes, sections, images))
     files.append(write_html(out_dir / "summary.html", heading, notes, sections, images))
+    (out_dir / MANIFEST).write_text("".join(f"{f.relative_to(out_dir)}\n" for f in files))
     return files
+
+
+def _remove_previous(out_dir: Path) -> None:
+    """The files an earlier aggregation wrote here (its manifest lists them), so that no stale table or
+    plot stays beside the new ones; nothing else in the folder is touched."""
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        return
+    for line in manifest.read_text().splitlines():
+        path = (out_dir / line).resolve()
+        if path.is_relative_to(out_dir.resolve()) and path.is_file():
+            path.unlink()
