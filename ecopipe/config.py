@@ -275,6 +275,10 @@ class MonitorConfig:
 class TrackingConfig:
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
     experiment: str = "ecopipe"
+    # Where a new experiment's artifacts go. None: beside a SQLite file (mlartifacts/), or where a tracking
+    # server puts them; a database store (postgresql://, mysql://) needs it: a folder every job can reach
+    # (file:///shared/mlartifacts) or an object store (s3://bucket/path).
+    artifact_location: str | None = None
 
 
 @dataclass

@@ -40,6 +40,7 @@ from ecopipe.stops import stop_on_signals
 from ecopipe.tracking import (
     CODE_VERSION_TAG,
     JobRun,
+    artifact_location,
     check_tracking_uri,
     code_version,
     config_hash,
@@ -134,6 +135,7 @@ def plan_job(raw: DictConfig) -> JobPlan:
     check_known_keys(raw)
     cfg: Config = OmegaConf.to_object(raw)  # type: ignore[assignment]
     validate(cfg)
+    artifact_location(resolve_uri(cfg.tracking), cfg.tracking.experiment, cfg.tracking.artifact_location)
     check_tracking_uri(resolve_uri(cfg.tracking))  # before the model is built: a bad store wastes it
     workload = build_workload(cfg)
     simulated_gpu = cfg.monitor.fake_gpu_watts is not None
@@ -298,6 +300,9 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         )
         tags["ecopipe.embodied"] = "unknown"
     with job_run(cfg.tracking, name, tags) as run:
+        log.info(
+            "run %s; its artifacts go to %s", run.run_id, run.client.get_run(run.run_id).info.artifact_uri
+        )
         run.log_params(flatten(OmegaConf.to_container(raw, resolve=True, enum_to_str=True)))
         run.log_text(OmegaConf.to_yaml(raw, resolve=True), "config.yaml")
         run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")

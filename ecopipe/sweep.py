@@ -36,6 +36,7 @@ from ecopipe.tracking import (
     CODE_VERSION_TAG,
     PARENT_RUN_ENV,
     StopSafeClient,
+    artifact_location,
     check_tracking_uri,
     check_writable_folder,
     code_version,
@@ -172,8 +173,9 @@ class SweepCallback(Callback):
         # line (nothing can be recorded in a store that cannot work).
         try:
             _restrict_parallelism(config)
-            check_tracking_uri(resolve_uri(tracking))
             check_experiment_name(tracking.experiment)
+            artifact_location(resolve_uri(tracking), tracking.experiment, tracking.artifact_location)
+            check_tracking_uri(resolve_uri(tracking))
             check_writable_folder(Path(config.hydra.sweep.dir).resolve(), "hydra.sweep.dir")
         except ConfigError as error:
             print(f"ecopipe: error: {error}", file=sys.stderr)

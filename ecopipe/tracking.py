@@ -206,10 +206,25 @@ def _schema_lock(uri: str) -> Iterator[None]:
         yield
 
 
-def _artifact_location(uri: str, experiment: str) -> str | None:
-    # Artifacts of an embedded store sit beside its database, not in whatever directory a job runs.
+def artifact_location(uri: str, experiment: str, configured: str | None) -> str | None:
+    """Where a new experiment's artifacts go; None: the tracking server decides.
+
+    An embedded store keeps them beside its database, not in whatever directory a job runs. A database
+    store has no place of its own: MLflow would use ./mlruns of whichever process creates the
+    experiment, which the other jobs cannot reach, so `tracking.artifact_location` must name one.
+    """
+    if configured:
+        return configured
     path = sqlite_path(uri)
-    return (path.parent / "mlartifacts" / experiment).resolve().as_uri() if path is not None else None
+    if path is not None:
+        return (path.parent / "mlartifacts" / experiment).resolve().as_uri()
+    if uri.split(":", 1)[0].split("+", 1)[0].lower() in ("postgresql", "mysql"):
+        raise ConfigError(
+            f"tracking.uri={redact(uri)} is a database without a tracking server: its runs' artifacts would "
+            "go to ./mlruns of whichever process creates the experiment. Set tracking.artifact_location to "
+            "a folder every job can reach (file:///shared/mlartifacts) or an object store (s3://bucket/path)."
+        )
+    return None
 
 
 # The MLflow UI reads these experiment tags: its description, and which page an experiment opens on
@@ -232,13 +247,18 @@ artifacts hold the comparison tables (`summary.md`, `tables/`, `plots/`, `data/`
 EXPERIMENT_TAGS = {KIND_TAG: KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION}
 
 
-def ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
+def ensure_experiment(client: MlflowClient, uri: str, name: str, artifacts: str | None = None) -> str:
     """Create the store's schema and the experiment once, with its description; return its id."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         return client.create_experiment(
-            name, artifact_location=_artifact_location(uri, name), tags=EXPERIMENT_TAGS
+            name, artifact_location=artifact_location(uri, name, artifacts), tags=EXPERIMENT_TAGS
         )
+    if artifacts and experiment.artifact_location.rstrip("/") != artifacts.rstrip("/"):
+        log.warning(
+            "tracking.artifact_location=%s, but experiment %r keeps its artifacts in %s (set when it was "
+            "created; MLflow cannot move them)", artifacts, name, experiment.artifact_location,
+        )  # fmt: skip
     for key, value in EXPERIMENT_TAGS.items():
         if key not in experiment.tags:  # an experiment made by an older ecopipe; a user's own note stays
             client.set_experiment_tag(experiment.experiment_id, key, value)
@@ -278,7 +298,7 @@ def open_experiment(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
     with _schema_lock(uri):  # creating the client creates the schema; get-or-create the experiment too
         with stops_deferred():  # creating the client may create the schema
             client = StopSafeClient(tracking_uri=uri)
-        return client, ensure_experiment(client, uri, cfg.experiment)
+        return client, ensure_experiment(client, uri, cfg.experiment, cfg.artifact_location)
 
 
 SEARCH_PAGE = 1000  # runs per search_runs call: a tracking server caps a page; SQL stores accept more

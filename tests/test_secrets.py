@@ -173,3 +173,24 @@ def test_30_5_names_never_become_paths_outside_their_folder(make_cfg, client, st
         and (out / "tables" / "quality_accuracy.csv").is_file()
     )
     assert (out / "mine.txt").is_file()
+
+
+def test_30_6_a_database_store_needs_an_artifact_location_every_job_reaches(tmp_path):
+    # MLflow put the artifacts in ./mlruns of whichever process created the experiment.
+    for args in ([], ["-m", "seed=0,1"]):
+        done = run_cli(*args, "tracking.uri=postgresql://mlflow@127.0.0.1:9/mlflow", cwd=tmp_path)
+        assert done.returncode == 2 and "Set tracking.artifact_location to" in done.stderr, done.stderr[
+            -2000:
+        ]
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_30_6_the_job_says_where_its_artifacts_go(make_cfg, store, tmp_path, caplog):
+    location = (tmp_path / "shared" / "artifacts").as_uri()
+    with caplog.at_level("INFO", logger="ecopipe.job"):
+        run_id = run_job(
+            make_cfg(f"tracking.artifact_location={location}", "tracking.experiment=placed")
+        ).run_id
+    assert f"run {run_id}; its artifacts go to {location}/" in caplog.text
+    assert (tmp_path / "shared" / "artifacts").is_dir()
