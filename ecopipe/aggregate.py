@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,16 +43,19 @@ from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import redact
 from ecopipe.tracking import (
+    FUTURE_SKEW_S,
     NOTE_TAG,
     REPEAT_KEYS,
     check_tracking_uri,
     check_writable_folder,
+    current_user,
     reap_dead_runs,
     resolve_uri,
     reused_from_other_code,
     reused_runs,
     sqlite_path,
     store_writable,
+    vouched,
 )
 
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
@@ -208,6 +212,7 @@ def _read_store(
     filter_string: str | None,
     reader: str,
     store_uri: str | None,
+    reap_after_h: float | None = None,
 ) -> _StoreRuns:
     """One store's runs of the experiment (of one sweep when `sweep_id` is given), dead runs reaped."""
     if missing := _missing_store(uri):
@@ -218,7 +223,7 @@ def _read_store(
         raise AggregationError(f"no experiment named {experiment!r} in {redact(uri)}")
     read_only = not store_writable(uri)
     if not read_only:
-        reap_dead_runs(client, found.experiment_id)  # a killed job's run must not stay RUNNING forever
+        reap_dead_runs(client, found.experiment_id, reap_after_h)  # a killed job's run must not stay RUNNING
     store_uri = _backend_store(uri, found.experiment_id, experiment, store_uri)
     try:
         reused = reused_runs(client, sweep_id) if sweep_id else {}
@@ -255,8 +260,9 @@ def _copied_note(copied: list[str]) -> str:
     )
 
 
-def _reused_note(reused: dict[str, str], other_code: dict[str, str]) -> str:
-    listed = [f"{name} ({run_id})" for run_id, name in sorted(reused.items(), key=lambda item: item[1])]
+def _reused_note(reused: dict[str, str], other_code: dict[str, str], users: dict[str, str]) -> str:
+    by = sorted(reused.items(), key=lambda item: item[1])
+    listed = [f"{name} ({run_id}, by {users.get(run_id, 'unknown')})" for run_id, name in by]
     more = f"; {len(listed) - _LISTED} more in runs.csv (column reused)" if len(listed) > _LISTED else ""
     note = f"{len(reused)} reused, measured before this sweep: {', '.join(listed[:_LISTED])}{more}"
     if other_code:
@@ -277,6 +283,7 @@ def aggregate(
     out_dir: Path | None = None,
     reader: str = "auto",
     store_uri: str | None = None,
+    reap_after_h: float | None = None,
 ) -> Aggregate:
     """Tables over the experiment's runs (one sweep's when `sweep_id` is given); files when `out_dir` is.
 
@@ -290,8 +297,13 @@ def aggregate(
     _check_stores(uris, sweep_id, store_uri)
     if len(uris) == 1:  # with several stores, which one the environment's database backs is unknown
         store_uri = store_uri or os.environ.get(STORE_URI_ENV)
-    reads = [_read_store(uri, experiment, sweep_id, filter_string, reader, store_uri) for uri in uris]
+    reads = [
+        _read_store(uri, experiment, sweep_id, filter_string, reader, store_uri, reap_after_h) for uri in uris
+    ]
     runs, copied = _combine(reads)
+    # A start in the future would make a run every cell's "latest": a clock far ahead, or a planted run.
+    future = runs["start_time"].astype("float64") > (time.time() + FUTURE_SKEW_S) * 1000
+    runs = runs[~future].reset_index(drop=True)
     reused = {run_id: name for read in reads for run_id, name in read.reused.items()}
     other_code = {run_id: version for read in reads for run_id, version in read.other_code.items()}
     jobs = tab.tidy(runs)
@@ -301,7 +313,12 @@ def aggregate(
     heading = f"ecopipe aggregate: experiment {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
     notes = _notes(jobs, built, uris, filter_string)
     if reused:
-        notes.insert(1, _reused_note(reused, other_code))
+        notes.insert(1, _reused_note(reused, other_code, runs.set_index("run_id")["user_id"].to_dict()))
+    if future.any():
+        notes.append(
+            f"{int(future.sum())} runs start more than {FUTURE_SKEW_S / 60:g} min in the future (a clock far "
+            "ahead, or a run someone planted): left out of every table"
+        )
     if copied:
         notes.insert(1, _copied_note(copied))
     for read in reads:
@@ -395,16 +412,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, help="output folder (default: aggregate/<experiment>[-<sweep>])")
     parser.add_argument("--log", action="store_true", help="also log the results to the sweep's parent run")
+    parser.add_argument(
+        "--reap-after-h",
+        type=float,
+        metavar="HOURS",
+        help="mark FAILED a RUNNING run this machine cannot see (another host's) once it started this many "
+        "hours ago; default: never (a run of this machine is marked once its process is gone)",
+    )
     return parser
 
 
 def latest_sweep(client: MlflowClient) -> Run | None:
-    """The most recently started sweep parent run of any experiment in the store."""
+    """The most recently started sweep of this user that has ended, in any experiment of the store (a
+    shared store's latest sweep may be anyone's, or planted)."""
     experiments = [e.experiment_id for e in client.search_experiments()]
     found = client.search_runs(
-        experiments, "tags.`ecopipe.kind` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+        experiments,
+        "tags.`ecopipe.kind` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
     )
-    return found[0] if found else None
+    return next((run for run in found if vouched(run) and run.info.status != "RUNNING"), None)
 
 
 def _scope(client: MlflowClient, experiment: str | None, sweep: str | None) -> tuple[str, str | None, str]:
@@ -414,7 +442,8 @@ def _scope(client: MlflowClient, experiment: str | None, sweep: str | None) -> t
     run = client.get_run(sweep) if sweep else latest_sweep(client)
     if run is None:
         name = TrackingConfig.experiment
-        return name, None, f"experiment {name} (no sweep in the store; --experiment NAME picks another)"
+        why = f"no ended sweep of {current_user()} in the store; --experiment NAME picks another"
+        return name, None, f"experiment {name} ({why})"
     name = client.get_experiment(run.info.experiment_id).name
     started = datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
     which = "sweep" if sweep else "the latest sweep"
@@ -483,7 +512,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path("aggregate") / _folder_name(experiment + (f"-{sweep[:8]}" if sweep else ""))
     try:
         check_writable_folder(out.resolve(), f"--out {out}")
-        result = aggregate(uris, experiment, sweep, args.filter, out, store_uri=args.store_uri)
+        result = aggregate(
+            uris,
+            experiment,
+            sweep,
+            args.filter,
+            out,
+            store_uri=args.store_uri,
+            reap_after_h=args.reap_after_h,
+        )
     except (AggregationError, ConfigError) as error:
         print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)
         return 2

@@ -279,6 +279,9 @@ class TrackingConfig:
     # server puts them; a database store (postgresql://, mysql://) needs it: a folder every job can reach
     # (file:///shared/mlartifacts) or an object store (s3://bucket/path).
     artifact_location: str | None = None
+    # A RUNNING run whose process this machine cannot see (another host's, a container's) is marked
+    # FAILED only after this many hours; None: never (a job may run for days).
+    reap_after_h: float | None = bounded(None, Range(0, 24 * 365, why="hours a run may have been running"))
 
 
 @dataclass

@@ -207,7 +207,7 @@ class SweepCallback(Callback):
 
     def _open_parent(self, config: DictConfig, tracking: TrackingConfig) -> None:
         client, experiment = open_experiment(tracking)
-        reap_dead_runs(client, experiment)
+        reap_dead_runs(client, experiment, tracking.reap_after_h)
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         parent = client.create_run(
             experiment,

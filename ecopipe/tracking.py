@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import getpass
 import hashlib
 import importlib.metadata
 import json
 import logging
 import math
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -317,21 +319,42 @@ def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: s
 
 
 def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, hardware: str) -> Run | None:
-    """A FINISHED job run with this config hash on this hardware, if any: the job is done. One this
-    code version measured comes first.
+    """A FINISHED job run with this config hash on this hardware that this reader can vouch for, if
+    any: the job is done. One this code version measured comes first.
 
     The hardware is part of the key: the same sweep run by a second machine against a shared store
-    measures its own column instead of skipping everything.
+    measures its own column instead of skipping everything. Anyone who may write to the experiment
+    could plant a run with the same hash, so only this user's runs, started no later than now, count.
+    The hash is hexadecimal and the hardware name is compared here, so no value is formatted into the
+    search (a name with a quote broke it).
     """
-    done = (
-        f"tags.`ecopipe.config_hash` = '{digest}' and tags.`ecopipe.hardware_detected` = '{hardware}' "
-        "and attributes.status = 'FINISHED'"
+    assert re.fullmatch(r"[0-9a-f]+", digest), digest
+    candidates = client.search_runs(
+        [experiment],
+        f"tags.`ecopipe.config_hash` = '{digest}' and attributes.status = 'FINISHED'",
+        max_results=SEARCH_PAGE,
+        order_by=["attributes.start_time DESC"],
     )
-    for where in (f"{done} and tags.`{CODE_VERSION_TAG}` = '{code_version()}'", done):
-        runs = client.search_runs([experiment], where, max_results=1, order_by=["attributes.start_time DESC"])
-        if runs:
-            return runs[0]
-    return None
+    mine = [r for r in candidates if r.data.tags.get("ecopipe.hardware_detected") == hardware and vouched(r)]
+    same_code = [r for r in mine if measured_by(r) == code_version()]
+    return (same_code or mine or [None])[0]
+
+
+def current_user() -> str:
+    """The OS user, as MLflow's own clients name a run's user (tag mlflow.user)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's uid): MLflow says "unknown" too
+        return "unknown"
+
+
+FUTURE_SKEW_S = 300.0  # how far a cluster machine's clock may run ahead of this one's
+
+
+def vouched(run: Run) -> bool:
+    """A run this reader can vouch for: logged by this user, started no later than now."""
+    started_s = (run.info.start_time or 0) / 1000
+    return run.info.user_id == current_user() and started_s <= time.time() + FUTURE_SKEW_S
 
 
 def link_reused_run(client: MlflowClient, run: Run, name: str) -> None:
@@ -361,10 +384,23 @@ def _tagged(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
 def process_tags() -> dict[str, str]:
     me = psutil.Process()
     return {
+        "mlflow.user": current_user(),
         "ecopipe.host": socket.gethostname(),
         "ecopipe.pid": str(me.pid),
         "ecopipe.pid_started": f"{me.create_time():.3f}",
+        **_process_space(),
     }
+
+
+def _process_space() -> dict[str, str]:
+    """Where a pid means this process: the machine's boot and the pid namespace (containers on one
+    host share its boot but not its pids, and may share its host name)."""
+    space = {}
+    with contextlib.suppress(OSError):
+        space["ecopipe.boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    with contextlib.suppress(OSError):
+        space["ecopipe.pid_namespace"] = os.readlink("/proc/self/ns/pid")
+    return space
 
 
 def _process_alive(tags: Mapping[str, str]) -> bool:
@@ -384,19 +420,31 @@ def running_jobs_of_sweep(client: MlflowClient, parent_id: str) -> list[Run]:
     )
 
 
+def _visible_from_here(tags: Mapping[str, str]) -> bool:
+    """Whether a run's pid can be looked up here: same host name, boot and pid namespace (a run that
+    recorded no boot or namespace, from an older ecopipe, cannot be judged)."""
+    here = _process_space()
+    return (
+        tags.get("ecopipe.host") == socket.gethostname()
+        and bool(here)
+        and all(tags.get(key) == value for key, value in here.items())
+    )
+
+
 def gone_from_this_host(tags: Mapping[str, str]) -> bool:
-    """Whether a run's process ran on this host and has ended (another host's process cannot be seen)."""
-    return tags.get("ecopipe.host") == socket.gethostname() and not _process_alive(tags)
+    """Whether a run's process ran here and has ended (another machine's process cannot be seen)."""
+    return _visible_from_here(tags) and not _process_alive(tags)
 
 
-def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float = 48 * 3600) -> list[str]:
-    """Mark FAILED the RUNNING runs whose process is gone (SIGKILL, out of memory).
+def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_h: float | None = None) -> list[str]:
+    """Mark FAILED the RUNNING runs whose process is known to be gone (SIGKILL, out of memory).
 
-    A run of a SLURM job of this machine's cluster is dead once SLURM no longer runs the job; else, on
-    this host, the recorded pid (and its start time, against pid reuse) tells; a run of another host
-    is declared dead only after `foreign_after_s`, since its process cannot be seen from here.
+    A run of a SLURM job of this machine's cluster is dead once SLURM no longer runs the job; else a run
+    whose pid can be looked up here (same host, boot and pid namespace) is dead when that pid, started
+    when it was, is gone. Any other run (another machine's, a container's) is left RUNNING, unless it
+    started more than `foreign_after_h` hours ago (a limit the user sets: a long job may run for days).
     """
-    host, now = socket.gethostname(), time.time()
+    now = time.time()
     reaped = []
     for run in search_all(client, [experiment], "attributes.status = 'RUNNING'"):
         tags = run.data.tags
@@ -405,14 +453,16 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_s: float
         ended = slurm.job_ended(tags)  # SLURM knows about its jobs on every node
         if ended is not None:
             dead = ended
-        elif tags.get("ecopipe.host") == host:
+        elif _visible_from_here(tags):
             dead = not _process_alive(tags)
         else:
-            dead = now - run.info.start_time / 1000 > foreign_after_s
+            dead = foreign_after_h is not None and now - run.info.start_time / 1000 > foreign_after_h * 3600
         if dead:
             where = f"process {tags.get('ecopipe.pid')} on {tags.get('ecopipe.host')}"
             if ended:
                 where += f" (SLURM job {tags[slurm.JOB_TAGS['SLURM_JOB_ID']]}, no longer running)"
+            elif not _visible_from_here(tags):
+                where += f" (not seen from here; started over {foreign_after_h:g} h ago)"
             reason = f"{where} ended without closing its run"
             client.set_tag(run.info.run_id, "ecopipe.error", f"killed: {reason} (SIGKILL or out of memory?)")
             client.set_tag(run.info.run_id, "ecopipe.status", "killed")
@@ -591,4 +641,7 @@ def job_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Iter
     except BaseException as error:
         fail_run(job, error)
         raise
+    if job.client.get_run(job.run_id).data.tags.get("ecopipe.status") == "killed":  # reaped while alive
+        job.client.delete_tag(job.run_id, "ecopipe.status")
+        job.client.delete_tag(job.run_id, "ecopipe.error")
     job.client.set_terminated(job.run_id, status="FINISHED")

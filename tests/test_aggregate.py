@@ -21,7 +21,7 @@ from ecopipe.aggregation.render import markdown
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.aggregation.tables import precision_gain
 from ecopipe.config import CONFIG_DIR
-from ecopipe.tracking import ensure_experiment, sqlite_path
+from ecopipe.tracking import current_user, ensure_experiment, sqlite_path
 from tests.conftest import FAST, run_cli
 
 EXPERIMENT = "agg"
@@ -66,9 +66,10 @@ class Store:
         return self.clock
 
     def sweep(self) -> str:
-        run = self.client.create_run(
-            self.experiment_id, start_time=self._start(), tags={"ecopipe.kind": "sweep"}
-        )
+        """An ended sweep of this user, as `python -m ecopipe -m` leaves one."""
+        tags = {"ecopipe.kind": "sweep", "mlflow.user": current_user()}
+        run = self.client.create_run(self.experiment_id, start_time=self._start(), tags=tags)
+        self.client.set_terminated(run.info.run_id)
         return run.info.run_id
 
     def job(

@@ -10,12 +10,16 @@ note saying how many.
 
 from __future__ import annotations
 
+import functools
 import logging
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec
 
 import numpy as np
 import pandas as pd
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
@@ -23,8 +27,11 @@ from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
 from ecopipe.aggregation.tables import COMPLETE, ENERGY, KEYS, key_columns, numbers
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 ROWS_PER_PAGE = 40  # bar groups on one ESS page: beyond that the labels stop being legible
+MAX_PAGES = 10  # ESS pages at most: a store with more rows is read in its tables
+MAX_HARDWARE = 10  # bars per group at most, one colour each (a shared store may hold hundreds of names)
 LOG_SPREAD = 100.0  # energy axes turn logarithmic once the largest value exceeds the smallest by this
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^", "int4": "v"}
@@ -92,6 +99,28 @@ def _aligned(frame: pd.DataFrame | None, like: pd.DataFrame, hardware: list[str]
     return merged.reindex(columns=hardware)
 
 
+def plain_text(draw: Callable[P, list[Path]]) -> Callable[P, list[Path]]:
+    """Draw with every label as plain text: names come from the store, and a `$...$` pair in one would
+    be parsed as mathtext (a bad one stops the drawing)."""
+
+    @functools.wraps(draw)
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> list[Path]:
+        with rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return drawn
+
+
+def _most_shown(values: pd.DataFrame, hardware: list[str]) -> tuple[list[str], int]:
+    """At most MAX_HARDWARE columns, those with the most values, in table order; and how many are left out."""
+    if len(hardware) <= MAX_HARDWARE:
+        return hardware, 0
+    counts = (values[hardware] > 0).sum()
+    kept = set(sorted(hardware, key=lambda h: (-counts[h], h))[:MAX_HARDWARE])
+    return [h for h in hardware if h in kept], len(hardware) - MAX_HARDWARE
+
+
+@plain_text
 def ess_bars(
     ess: pd.DataFrame,
     path: Path,
@@ -110,12 +139,14 @@ def ess_bars(
     values = numbers(ess[hardware]) if hardware else ess
     lows, highs = (_aligned(t, ess, hardware) for t in (low, high))
     estimated = _aligned(sources, ess, hardware)
-    shown = ess[(values > 0).any(axis=1)] if hardware else ess.iloc[0:0]
-    if shown.empty:
-        return []
     # Cells with a value or a "not defined" that the log axis cannot show; the table has them all.
     dropped = int(ess[hardware].notna().sum().sum() - (values > 0).sum().sum())
-    pages = -(-len(shown) // ROWS_PER_PAGE)
+    hardware, hardware_left_out = _most_shown(values, hardware)
+    shown = ess[(values[hardware] > 0).any(axis=1)] if hardware else ess.iloc[0:0]
+    if shown.empty:
+        return []
+    pages = min(-(-len(shown) // ROWS_PER_PAGE), MAX_PAGES)
+    rows_left_out = max(len(shown) - pages * ROWS_PER_PAGE, 0)
     colours = {h: f"C{i % 10}" for i, h in enumerate(hardware)}
     lo, hi = values[values > 0].min().min(), values[values > 0].max().max()
     for end in (e for e in (lows, highs) if e is not None):  # the bands fit on the axis too
@@ -159,6 +190,13 @@ def ess_bars(
             )
         if incomplete:
             label += "\n" + INCOMPLETE_NOTE.format(incomplete)
+        left_out = []
+        if hardware_left_out:
+            left_out.append(f"{hardware_left_out} hardware beyond the {MAX_HARDWARE} with the most values")
+        if rows_left_out:
+            left_out.append(f"{rows_left_out} rows beyond {MAX_PAGES} pages")
+        if left_out:
+            label += f"\nleft out to keep the plot legible: {', '.join(left_out)}; see tables/ess.csv"
         if lows is not None:
             label += "\n" + BAND_NOTE
         if hatched:
@@ -215,6 +253,7 @@ def _points(
     return points[points["energy"] > 0]
 
 
+@plain_text
 def energy_quality(
     energy: pd.DataFrame,
     quality: dict[str, pd.DataFrame],

@@ -1,10 +1,13 @@
-"""Issue 30's secrets: a password given in the tracking URI, in every form, is found nowhere ecopipe,
+"""Issue 30: a shared store that leaks no secret, writes nowhere it should not and trusts no stranger.
+
+A password given in the tracking URI, in every form, is found nowhere ecopipe,
 Hydra or MLflow writes: not in the output, Hydra or sweep folders, not in the store, not on stdout or
 stderr. A real MLflow server (no authentication: it takes any credentials) is the store."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,8 +15,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
+from matplotlib.image import imread
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -194,3 +199,132 @@ def test_30_6_the_job_says_where_its_artifacts_go(make_cfg, store, tmp_path, cap
         ).run_id
     assert f"run {run_id}; its artifacts go to {location}/" in caplog.text
     assert (tmp_path / "shared" / "artifacts").is_dir()
+
+
+# ---------------------------------------------------------------- trust in the store: planted runs
+
+
+def plant(
+    client, run, experiment_id: str | None = None, tags=None, metrics=None, start_ms=None, running=False
+) -> str:
+    """A copy of `run`, as anyone who may write to the experiment could log it, with what they change."""
+    planted = client.create_run(
+        experiment_id or run.info.experiment_id, start_time=start_ms, tags=run.data.tags | (tags or {})
+    ).info.run_id
+    values = run.data.metrics | (metrics or {})
+    client.log_batch(planted, params=[Param(k, v) for k, v in run.data.params.items()],
+                     metrics=[Metric(k, v, 0, 0) for k, v in values.items()])  # fmt: skip
+    if not running:
+        client.set_terminated(planted)
+    return planted
+
+
+def tiny(run) -> dict[str, float]:
+    return {k: v * 1e-6 for k, v in run.data.metrics.items() if k.startswith("energy_")}
+
+
+def test_30_7_a_planted_run_is_not_reused_not_the_latest_and_not_in_the_future(client, store, tmp_path):
+    from tests.test_sweep import parents, runs_of, sweep
+
+    assert sweep(tmp_path, store, "model=decision_tree").returncode == 0
+    mine_parent = parents(client)[0]
+    (mine,) = runs_of(client, mine_parent.info.run_id)
+    assert mine.info.user_id == mine.data.tags["mlflow.user"] != "unknown"  # whose run it is, recorded
+    # Mallory plants the same config with a thousandth of a millijoule, and a later sweep of her own.
+    planted = plant(client, mine, tags={"mlflow.user": "mallory"}, metrics=tiny(mine))
+    client.delete_run(mine.info.run_id)
+    again = sweep(tmp_path, store, "model=decision_tree")
+    assert again.returncode == 0 and "0 reused" in again.stdout, again.stdout[-2000:]
+    (measured,) = runs_of(client, parents(client)[-1].info.run_id)  # measured, not taken from Mallory
+    plant(client, parents(client)[-1], tags={"mlflow.user": "mallory"})  # her "latest sweep"
+    done = run_cli("--tracking-uri", store, cwd=tmp_path, module="ecopipe.aggregate")
+    assert done.returncode == 0 and f"the latest sweep {parents(client)[-2].info.run_id}" in done.stdout
+    # A run of mine dated tomorrow would be every cell's latest: left out, and said.
+    tomorrow = int((time.time() + 86400) * 1000)
+    plant(client, measured, metrics=tiny(measured), start_ms=tomorrow)
+    out = tmp_path / "tables"
+    done = run_cli("--tracking-uri", store, "--experiment", "ecopipe", "--out", str(out), cwd=tmp_path,
+                   module="ecopipe.aggregate")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = (out / "summary.md").read_text()
+    assert "1 runs start more than 5 min in the future" in summary
+    gross = pd.read_csv(out / "tables" / "energy_gross.csv")
+    assert float(gross.iloc[0, -1]) > 1e-5  # joules: the measured millijoules, not the plant's nanojoules
+    assert client.get_run(planted).info.status == "FINISHED"  # nothing of Mallory's was changed
+
+
+def test_30_7_the_notes_name_whose_run_each_reused_cell_is(client, store, tmp_path):
+    from tests.test_sweep import sweep
+
+    assert sweep(tmp_path, store, "model=decision_tree").returncode == 0
+    assert sweep(tmp_path, store, "model=decision_tree").returncode == 0
+    notes = (tmp_path / "multirun" / "aggregate" / "summary.md").read_text()
+    assert re.search(r"1 reused, measured before this sweep: decision_tree\S* \(\w{32}, by \S+\)", notes), (
+        notes
+    )
+
+
+def test_30_8_a_quote_or_a_dollar_in_a_name_stops_nobody(store, client, tmp_path):
+    from tests.test_sweep import sweep
+
+    quoted = ["model=decision_tree", 'hardware.cpu_model="Joe\'s CPU"']
+    assert sweep(tmp_path, store, *quoted).returncode == 0
+    again = sweep(tmp_path, store, *quoted)  # the reuse search held the name: "Invalid clause(s)"
+    assert again.returncode == 0 and "1 reused" in again.stdout, again.stderr[-2000:]
+    dollars = "hardware.cpu_model='Evil $\\undefinedcmd{x}$ CPU'"
+    math = run_cli(f"tracking.uri={store}", "model=decision_tree", dollars, *FAST, cwd=tmp_path)
+    assert math.returncode == 0, math.stderr[-2000:]
+    out = tmp_path / "tables"
+    done = run_cli("--tracking-uri", store, "--experiment", "ecopipe", "--out", str(out), cwd=tmp_path,
+                   module="ecopipe.aggregate")  # fmt: skip
+    assert done.returncode == 0 and (out / "plots" / "ess.png").is_file(), done.stderr[-2000:]
+    assert "Evil $\\undefinedcmd{x}$ CPU" in (out / "tables" / "energy_gross.csv").read_text()
+
+
+def test_30_10_plots_stay_small_whatever_the_store_holds(make_cfg, client, store, tmp_path):
+    run = client.get_run(run_job(make_cfg("model=decision_tree")).run_id)
+    for model in range(10):  # 10 rows x 22 hardware names (150 names made a 990 x 69,872 px ESS plot)
+        for machine in range(22):
+            plant(
+                client,
+                run,
+                tags={"ecopipe.model": f"model {model}", "ecopipe.hardware": f"machine {machine}"},
+            )
+    out = tmp_path / "tables"
+    done = run_cli("--tracking-uri", store, "--experiment", "ecopipe", "--out", str(out), cwd=tmp_path,
+                   module="ecopipe.aggregate")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    height, width = imread(out / "plots" / "ess.png").shape[:2]
+    assert max(height, width) < 3000, (height, width)
+    assert len(pd.read_csv(out / "tables" / "ess.csv").columns) > 22  # the table keeps every column
+
+
+def test_30_9_the_reaper_ends_only_runs_whose_process_it_knows_is_gone(make_cfg, client, store, tmp_path):
+    from ecopipe.tracking import TrackingConfig, job_run, process_tags
+
+    run = client.get_run(run_job(make_cfg()).run_id)
+    here = process_tags()
+    two_days_ago = int((time.time() - 49 * 3600) * 1000)
+    gone = {**here, "ecopipe.pid": "999999999", "ecopipe.pid_started": "0"}  # no such pid here
+    runs = {
+        "another host's, two days long": plant(client, run, tags={"ecopipe.host": "elsewhere"},
+                                               start_ms=two_days_ago, running=True),
+        "a container's of the same name": plant(client, run, tags=gone | {"ecopipe.pid_namespace": "pid:[1]"},
+                                                running=True),
+        "this machine's, its pid gone": plant(client, run, tags=gone, running=True),
+    }  # fmt: skip
+    status = {}
+    for args in ([], ["--reap-after-h", "24"]):
+        done = run_cli("--tracking-uri", store, "--experiment", "ecopipe", *args, cwd=tmp_path,
+                       module="ecopipe.aggregate")  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        status[tuple(args)] = {what: client.get_run(run_id).info.status for what, run_id in runs.items()}
+    assert list(status[()].values()) == ["RUNNING", "RUNNING", "FAILED"]  # only the one seen to be gone
+    assert status[("--reap-after-h", "24")]["another host's, two days long"] == "FAILED"  # the user's limit
+    # A run marked FAILED while its job was alive ends FINISHED, without the reaper's words.
+    with job_run(TrackingConfig(uri=store), "alive", {}) as alive:
+        alive.set_tags({"ecopipe.status": "killed", "ecopipe.error": "killed: process ended..."})
+        alive.client.set_terminated(alive.run_id, status="FAILED")
+    ended = client.get_run(alive.run_id)
+    assert ended.info.status == "FINISHED" and "ecopipe.status" not in ended.data.tags
+    assert "ecopipe.error" not in ended.data.tags
