@@ -60,12 +60,14 @@ write_slurm_conf() {
     host=$(hostname -s)
     cpus=$(nproc)
     memory=$(($(free -m | awk '/^Mem:/ {print $2}') - 1024))  # leave 1 GiB to the system
-    mkdir -p "$dir/state" "$dir/spool"
+    mkdir -p "$dir/state" "$dir/spool" && chmod 700 "$dir/state" "$dir/spool"
     (umask 077 && cat >"$dir/slurmdbd.conf") <<CONF
 AuthType=auth/munge
 AuthInfo=socket=$STATE/munge/run/munge.socket
 DbdHost=localhost
+DbdAddr=127.0.0.1
 DbdPort=$SLURMDBD_PORT
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SlurmUser=root
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
@@ -80,7 +82,8 @@ CONF
     # node to itself; `shared` lets up to 8 jobs share each core, for tests of many concurrent jobs.
     cat >"$SLURM_CONF" <<CONF
 ClusterName=ecopipe
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SlurmctldPort=$SLURMCTLD_PORT
 SlurmdPort=$SLURMD_PORT
 SlurmUser=root
@@ -105,7 +108,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
 KillWait=5
-NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 PartitionName=shared Nodes=ALL MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
 CONF
@@ -128,14 +131,23 @@ pg_sql() { PGOPTIONS='-c client_min_messages=warning' runuser -u postgres -- "$P
 
 start_postgres() {
     local dir=$STATE/postgres
-    mkdir -p "$dir" && chown postgres:postgres "$dir"
+    mkdir -p "$dir" && chown postgres:postgres "$dir" && chmod 700 "$dir"
     if [[ ! -s $dir/data/PG_VERSION ]]; then
         runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth-local=peer \
             --auth-host=scram-sha-256 >"$STATE/log/postgres-initdb.log"
     fi
+    # Peer authentication for the superuser only: an OS account that happens to be named like a role
+    # (`mlflow`, the store's owner) gets no password-free way in; every role logs in with its password.
+    runuser -u postgres -- tee "$dir/data/pg_hba.conf" >/dev/null <<HBA
+local all postgres peer
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+HBA
     if ! running_pid "$dir/data/postmaster.pid" >/dev/null; then
         runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
             -o "-p $POSTGRES_PORT -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
+    else
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" reload >/dev/null
     fi
     # Passwords go through stdin, never a command line. `mlflow` owns the store (the server's role);
     # `ecopipe_reader` may only read it (aggregation's direct SQL reader); `ecopipe_bench` owns a
@@ -166,7 +178,7 @@ mlflow_healthy() {  # fails at once (exit 1 ends the wait) when the server died 
 
 start_mlflow() {
     local dir=$STATE/mlflow url=http://127.0.0.1:$MLFLOW_PORT
-    mkdir -p "$dir/artifacts"
+    mkdir -p "$dir/artifacts" && chmod 700 "$dir"  # the password hashes and every run's artifacts
     if ! running_pid "$dir/mlflow.pid" >/dev/null; then
         (umask 077 && cat >"$dir/basic_auth.ini") <<INI
 [mlflow]
@@ -218,7 +230,8 @@ SECONDS=0
 install_packages
 [[ -x $VENV/bin/mlflow ]] || die "no $VENV: run \`make setup\` first (make cluster-up does)"
 "$VENV/bin/python" -c "import psycopg, flask_wtf" 2>/dev/null || die "run: $VENV/bin/pip install -e '.[cluster]'"
-mkdir -p "$STATE/log" && chmod 755 "$STATE"
+# Other accounts may pass through (PostgreSQL runs as `postgres`) but list and read nothing.
+mkdir -p "$STATE/log" && chmod 711 "$STATE" && chmod 700 "$STATE/log"
 start_munge
 start_mariadb
 write_slurm_conf

@@ -288,3 +288,39 @@ def test_the_basic_auth_server_refuses_missing_or_wrong_credentials_in_one_line(
         )  # fmt: skip
         assert done.returncode == 2 and needle in done.stderr, done.stderr[-3000:]
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@needs_cluster
+def test_30_a_postgresql_password_in_the_uri_is_written_nowhere(tmp_path, server, experiment, monkeypatch):
+    # The bench role owns a scratch store; only the URI carries its password (no .pgpass, no PGPASSWORD).
+    secret = (CLUSTER_ENV.parent / "secrets" / "postgres-ecopipe_bench").read_text().strip()
+    monkeypatch.delenv("PGPASSFILE", raising=False)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    store = CLUSTER["ECOPIPE_BENCH_STORE_URI"]
+    user, host = store.removeprefix("postgresql://").split("@", 1)
+    common = [
+        f"tracking.experiment={experiment}",
+        f"tracking.artifact_location={(tmp_path / 'art').as_uri()}",
+    ]
+    outputs = []
+    credentialed = f"tracking.uri=postgresql://{user}:{secret}@{host}"
+    job = subprocess.run(
+        [sys.executable, "-m", "ecopipe", credentialed, *common, *FAST],
+        cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr[-3000:]
+    outputs.append(job.stdout + job.stderr)
+    sweep = slurm_sweep(
+        tmp_path, experiment, f'tracking.uri="{store}?password={secret}"', *common[1:], "seed=1,2"
+    )
+    assert sweep.returncode == 0, sweep.stderr[-4000:]
+    outputs.append(sweep.stdout + sweep.stderr)
+    assert not [o for o in outputs if secret in o]
+    leaked = [str(p) for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []  # Hydra's files, submitit's pickles and logs, the tables, every artifact
+    monkeypatch.setenv("PGPASSWORD", secret)
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}  # a job; a sweep of two
+    stored = [v for r in runs for v in (*r.data.params.values(), *r.data.tags.values())]
+    assert not [v for v in stored if secret in v]
