@@ -46,6 +46,7 @@ from ecopipe.tracking import (
     FUTURE_SKEW_S,
     NOTE_TAG,
     REPEAT_KEYS,
+    SEARCH_PAGE,
     check_tracking_uri,
     check_writable_folder,
     current_user,
@@ -386,6 +387,13 @@ def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
         _log_table(client, run_id, frame, f"{ARTIFACT_DIR}/{name}.json", existing)
 
 
+def _hours(text: str) -> float:
+    hours = float(text)
+    if not 0 < hours < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of hours")
+    return hours
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ecopipe.aggregate",
@@ -414,7 +422,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", action="store_true", help="also log the results to the sweep's parent run")
     parser.add_argument(
         "--reap-after-h",
-        type=float,
+        type=_hours,
         metavar="HOURS",
         help="mark FAILED a RUNNING run this machine cannot see (another host's) once it started this many "
         "hours ago; default: never (a run of this machine is marked once its process is gone)",
@@ -426,13 +434,14 @@ def latest_sweep(client: MlflowClient) -> Run | None:
     """The most recently started sweep of this user that has ended, in any experiment of the store (a
     shared store's latest sweep may be anyone's, or planted)."""
     experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(
-        experiments,
-        "tags.`ecopipe.kind` = 'sweep'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1000,
-    )
-    return next((run for run in found if vouched(run) and run.info.status != "RUNNING"), None)
+    newest_first, token = ["attributes.start_time DESC"], None
+    while True:  # page by page: runs planted by the thousand must not push this user's sweeps out
+        page = client.search_runs(experiments, "tags.`ecopipe.kind` = 'sweep'", order_by=newest_first,
+                                  max_results=SEARCH_PAGE, page_token=token)  # fmt: skip
+        found = next((run for run in page if vouched(run) and run.info.status != "RUNNING"), None)
+        if found is not None or not page.token:
+            return found
+        token = page.token
 
 
 def _scope(client: MlflowClient, experiment: str | None, sweep: str | None) -> tuple[str, str | None, str]:

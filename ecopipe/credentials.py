@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
@@ -72,8 +74,31 @@ def strip_credentials(text: str) -> str:
     return text.replace("?&", "?").replace("?;", "?")
 
 
+# Characters a password cannot hold unescaped: they end a URI's parts (`/ ? #`) or a token of text
+# (quotes, white space, `\\`), so that no pattern finds where the password ends. Percent-encode them.
+_UNSAFE = re.compile(r"[\s'\"\\#/?]")
+
+
+def check_secret_characters(uri: str) -> None:
+    """Refuse a password that the URI cannot carry whole, before it is split, masked or written."""
+    authority = uri.partition("://")[2]
+    userinfo = authority.rpartition("@")[0] if "@" in authority else ""
+    query_secrets = _QUERY_SECRET.search(uri) is not None
+    unsafe = (":" in userinfo and _UNSAFE.search(userinfo.partition(":")[2])) or (
+        query_secrets and re.search(r"[\s'\"\\#]", uri)
+    )
+    if unsafe:
+        raise ConfigError(
+            "tracking.uri carries a password with a character a URI cannot hold unescaped (white space, "
+            "a quote, \\, #, / or ?): it cannot be taken out of the URI safely. Give it in "
+            "MLFLOW_TRACKING_PASSWORD (a tracking server) or PGPASSWORD (PostgreSQL) instead, or "
+            "percent-encode it (# is %23, / is %2F)."
+        )
+
+
 def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
     """The URI without its secrets, and the environment variables that carry them to the client."""
+    check_secret_characters(uri)
     parts = urlsplit(uri)
     scheme = parts.scheme.split("+", 1)[0].lower()
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -102,36 +127,41 @@ def _with_netloc(parts: SplitResult, keep_user: bool) -> SplitResult:
     return parts._replace(netloc=f"{user}@{host}" if user else host)
 
 
-def _scrub(node: DictConfig | ListConfig) -> None:
-    """Strip credentials from every string of a config, in place; interpolations are left as they are."""
+def _rewrite_strings(node: DictConfig | ListConfig, rewrite: Callable[[str], str]) -> None:
+    """Rewrite every string of a config in place; interpolations and missing values are left as they are."""
     keys = range(len(node)) if isinstance(node, ListConfig) else list(node.keys())
     for key in keys:
         if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
             continue
         value: Any = node[key]
         if isinstance(value, DictConfig | ListConfig):
-            _scrub(value)
-        elif isinstance(value, str) and (stripped := strip_credentials(value)) != value:
-            node[key] = stripped
+            _rewrite_strings(value, rewrite)
+        elif isinstance(value, str) and (rewritten := rewrite(value)) != value:
+            node[key] = rewritten
 
 
 class CredentialsCallback(Callback):
     """Runs before every other callback and before Hydra saves anything (see the module's note)."""
 
     def _take_credentials(self, config: DictConfig) -> None:
+        _refuse_a_sweep_of_stores(config)
         uri = config.tracking.uri or os.environ.get(URI_ENV)
-        if not uri:
-            return
-        clean, env = split_credentials(uri)
-        if not env:
-            return
+        clean, env = split_credentials(uri) if uri else (uri, {})
         os.environ.update(env)
         if os.environ.get(URI_ENV):
             os.environ[URI_ENV] = strip_credentials(os.environ[URI_ENV])
         with read_write(config), open_dict(config):
-            _scrub(config)
-            if config.tracking.uri:
-                config.tracking.uri = clean
+            if env and config.tracking.uri:  # the overrides hold the URI as it was typed
+                typed = config.tracking.uri
+                _rewrite_strings(config, lambda text: text.replace(typed, clean))
+            _rewrite_strings(config, strip_credentials)
+        # Fail closed: a password that is still anywhere in the config would be written by Hydra.
+        leaked = [secret for secret in env.values() if secret and secret in OmegaConf.to_yaml(config)]
+        if leaked:
+            raise ConfigError(
+                "tracking.uri's password could not be taken out of every copy of the config that Hydra "
+                "writes: give it in MLFLOW_TRACKING_PASSWORD or PGPASSWORD instead."
+            )
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._refuse_or_take(config)
@@ -145,3 +175,14 @@ class CredentialsCallback(Callback):
         except Exception as error:  # Hydra turns a callback's exception into a warning: fail closed
             print(f"ecopipe: error: {redact(str(error))}", file=sys.stderr)
             sys.exit(2)
+
+
+def _refuse_a_sweep_of_stores(config: DictConfig) -> None:
+    """A sweep lives in one store: its parent run and its jobs' runs link by id."""
+    parser = OverridesParser.create()
+    for override in parser.parse_overrides(list(config.hydra.overrides.task)):
+        if override.key_or_group == "tracking.uri" and override.is_sweep_override():
+            raise ConfigError(
+                "tracking.uri takes one store per sweep (its parent run and its jobs' runs link by id): "
+                "run one sweep per store, and aggregate them together with --tracking-uri once per store."
+            )

@@ -50,34 +50,34 @@ _STAGE_PREFIXES = (
 )
 
 
-def _literal(stored: str) -> str:
-    """A value read from the store, as text: anyone who may write a run could plant `${oc.env:...}`,
-    which OmegaConf would resolve to the reader's own environment."""
-    return stored.replace("${", "\\${")
-
-
 def _impact_settings(run: Run, overrides: Sequence[str]) -> tuple[ImpactConfig, str]:
     """The original run's impact settings and region, with the user's overrides applied and typed."""
     bare = [o for o in overrides if "=" not in o]
     if bare:  # OmegaConf reads a bare key as null: `region` would become region None
         raise ConfigError(f"{', '.join(bare)} needs =VALUE: region=ZONE or impact.<key>=VALUE.")
-    params = {k: _literal(v) for k, v in run.data.params.items()}
+    # Values read from the store are text: anyone who may write a run could plant `${oc.env:...}`, which
+    # OmegaConf would resolve to the reader's own environment; none goes through OmegaConf's grammar.
+    params = run.data.params
     base = OmegaConf.structured(ImpactConfig)
     for key in ImpactConfig.__dataclass_fields__:
         value = params.get(f"impact.{key}")
-        if value is not None and value != "None":
-            OmegaConf.update(base, key, value)
+        if value is None or value == "None":
+            continue
+        if "$" in value or "\\" in value:
+            raise ConfigError(f"run {run.info.run_id} holds impact.{key} = {value!r}, not a value: not read.")
+        OmegaConf.update(base, key, value)
     settings = OmegaConf.merge(
-        OmegaConf.create({"impact": base, "region": params.get("region", "WORLD")}),
-        OmegaConf.from_dotlist(list(overrides)),
+        OmegaConf.create({"impact": base, "region": "WORLD"}), OmegaConf.from_dotlist(list(overrides))
     )
+    given = any(o.split("=", 1)[0] == "region" for o in overrides)
+    region = str(settings.region) if given else params.get("region", "WORLD")  # the run's own, as text
     unknown = set(settings) - {"impact", "region"}
     if unknown:
         raise ConfigError(
             f"{', '.join(sorted(unknown))}: re-impact takes only region=... and impact.<key>=... "
             f"(keys: {', '.join(ImpactConfig.__dataclass_fields__)})."
         )
-    return OmegaConf.to_object(settings.impact), str(settings.region)  # type: ignore[return-value]
+    return OmegaConf.to_object(settings.impact), region  # type: ignore[return-value]
 
 
 def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> str:

@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 
 from ecopipe import slurm
 from ecopipe.config import ConfigError, TrackingConfig
-from ecopipe.credentials import redact
+from ecopipe.credentials import check_secret_characters, redact
 from ecopipe.stops import Stopped, stops_deferred
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ def check_tracking_uri(uri: str, read_only: bool = False) -> None:
     folder that cannot be written, a server that does not answer within a few seconds. `read_only`
     (a reader: the aggregation) asks only that an existing SQLite file can be read."""
     shown = redact(uri)
+    check_secret_characters(uri)  # else the messages below could not mask it
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
     if scheme not in SUPPORTED_SCHEMES:
         raise ConfigError(
@@ -139,7 +140,11 @@ def check_tracking_uri(uri: str, read_only: bool = False) -> None:
         if path.exists():
             _check_sqlite_opens(uri, path)
         return
-    parsed = urlparse(uri)
+    try:
+        parsed = urlparse(uri)
+        parsed.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as error:  # a malformed host or port (`http://[::1`)
+        raise ConfigError(f"tracking.uri={shown} is not a valid URI: {error}.") from None
     if scheme in ("http", "https"):
         _check_mlflow_server(uri)
         return
@@ -162,15 +167,18 @@ def _check_mlflow_server(uri: str) -> None:
             get_default_host_creds(uri),
             "/api/2.0/mlflow/experiments/search",
             "GET",
-            max_retries=0,
-            timeout=REACHABLE_TIMEOUT_S,
+            # A busy server (sixteen jobs starting at once) is not a missing one: two retries, 1 then 2 s
+            # apart, and 30 s for the answer once connected (checking a password is slow).
+            max_retries=2,
+            backoff_factor=1,
+            timeout=(REACHABLE_TIMEOUT_S, 30),
             raise_on_status=False,
             params={"max_results": 1},
         )
     except (requests.RequestException, MlflowException) as error:
         cause = error.__cause__ or error.__context__ or error  # MLflow wraps the connection's error
         raise ConfigError(
-            f"tracking.uri={shown}: no tracking server answered within {REACHABLE_TIMEOUT_S:g} s "
+            f"tracking.uri={shown}: no tracking server answered (3 tries, {REACHABLE_TIMEOUT_S:g} s each) "
             f"({type(cause).__name__}); start it or check the address."
         ) from None
     status = f"HTTP {response.status_code} {response.reason}"
@@ -329,12 +337,10 @@ def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, h
     search (a name with a quote broke it).
     """
     assert re.fullmatch(r"[0-9a-f]+", digest), digest
-    candidates = client.search_runs(
-        [experiment],
-        f"tags.`ecopipe.config_hash` = '{digest}' and attributes.status = 'FINISHED'",
-        max_results=SEARCH_PAGE,
-        order_by=["attributes.start_time DESC"],
+    candidates = search_all(  # every page: runs planted by the thousand must not push this user's out
+        client, [experiment], f"tags.`ecopipe.config_hash` = '{digest}' and attributes.status = 'FINISHED'"
     )
+    candidates.sort(key=lambda run: run.info.start_time or 0, reverse=True)
     mine = [r for r in candidates if r.data.tags.get("ecopipe.hardware_detected") == hardware and vouched(r)]
     same_code = [r for r in mine if measured_by(r) == code_version()]
     return (same_code or mine or [None])[0]
@@ -553,7 +559,7 @@ class JobRun:
 
     def set_description(self, markdown: str) -> None:
         """The note the MLflow UI shows on the run's page (Markdown)."""
-        self.client.set_tag(self.run_id, NOTE_TAG, markdown)
+        self.client.set_tag(self.run_id, NOTE_TAG, redact(markdown))
 
     def log_system_metrics(self, samples: Any, started_at: float) -> None:
         """A trace (t_s plus one column per signal) as MLflow system metrics: `system/<column>`, one
@@ -573,7 +579,7 @@ class JobRun:
         self.client.log_text(self.run_id, redact(text), name)
 
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
-        self.client.log_dict(self.run_id, dict(data), name)
+        self.client.log_text(self.run_id, redact(json.dumps(dict(data), indent=2, default=str)), name)
 
     def log_file(self, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)

@@ -76,6 +76,13 @@ def test_30_1_to_3_a_password_in_the_uri_is_written_nowhere(tmp_path, mlflow_ser
         ([f"tracking.uri=http://alice:{SECRET}@x@{address}", "tracking.experiment=secrets", "seed=2"], 0),
         # a secret no client reads from the environment: refused, and not echoed
         ([f'tracking.uri="http://{address}/?token={SECRET}"'], 2),
+        # a password no pattern can delimit (a quote, #, a space): refused before anything is written
+        ([f'tracking.uri="http://alice:{SECRET}\'x@{address}"'], 2),
+        ([f'tracking.uri="http://alice:{SECRET}#x@{address}"'], 2),
+        ([f'tracking.uri="postgresql://m@db/x?password={SECRET}#x"'], 2),
+        ([f'tracking.uri="http://alice:{SECRET} x@{address}"'], 2),
+        # one sweep, two stores (and two passwords): refused
+        (["-m", f"tracking.uri=http://alice:{SECRET}@{address},http://bob:{SECRET}2@{address}"], 2),
     ]  # fmt: skip
     for args, status in runs:
         done = run_cli(*args, "model=decision_tree", *FAST, cwd=tmp_path)
@@ -139,6 +146,13 @@ def test_30_4_reimpact_takes_a_planted_interpolation_as_text(make_cfg, client, s
     done = run_cli("--run-id", planted, "--tracking-uri", store, cwd=tmp_path, module="ecopipe.reimpact")
     assert done.returncode == 2 and SECRET not in done.stdout + done.stderr, done.stderr[-2000:]
     assert "${oc.env:ECOPIPE_READERS_SECRET}" in done.stderr  # named as it is stored
+    # An escaped escape (`\${...}`) reads as a backslash and a live interpolation to OmegaConf.
+    escaped = client.create_run(experiment, tags=original.data.tags).info.run_id
+    params = original.data.params | {"impact.pue": "\\${oc.env:ECOPIPE_READERS_SECRET}"}
+    client.log_batch(escaped, params=[Param(k, v) for k, v in params.items()],
+                     metrics=[Metric(k, v, 0, 0) for k, v in original.data.metrics.items()])  # fmt: skip
+    done = run_cli("--run-id", escaped, "--tracking-uri", store, cwd=tmp_path, module="ecopipe.reimpact")
+    assert done.returncode == 2 and SECRET not in done.stdout + done.stderr, done.stderr[-2000:]
 
 
 def test_30_5_names_never_become_paths_outside_their_folder(make_cfg, client, store, tmp_path):
@@ -321,6 +335,8 @@ def test_30_9_the_reaper_ends_only_runs_whose_process_it_knows_is_gone(make_cfg,
         status[tuple(args)] = {what: client.get_run(run_id).info.status for what, run_id in runs.items()}
     assert list(status[()].values()) == ["RUNNING", "RUNNING", "FAILED"]  # only the one seen to be gone
     assert status[("--reap-after-h", "24")]["another host's, two days long"] == "FAILED"  # the user's limit
+    done = run_cli("--tracking-uri", store, "--reap-after-h", "-1", cwd=tmp_path, module="ecopipe.aggregate")
+    assert done.returncode == 2 and "-1 is not a positive number of hours" in done.stderr
     # A run marked FAILED while its job was alive ends FINISHED, without the reaper's words.
     with job_run(TrackingConfig(uri=store), "alive", {}) as alive:
         alive.set_tags({"ecopipe.status": "killed", "ecopipe.error": "killed: process ended..."})
