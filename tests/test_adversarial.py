@@ -204,19 +204,30 @@ def test_6_a_batch_larger_than_the_data_is_reported_as_the_batch_that_ran(make_c
     assert client.get_run(run_job(make_cfg()).run_id).data.metrics["batch_size_used"] == 64
 
 
-def test_7_and_8_a_store_in_memory_and_names_mlflow_cannot_hold_are_refused_in_one_line(tmp_path):
-    # An in-memory store loses every run with the process; an empty name was a traceback, and a 300-byte
-    # one opened the run, then failed on "File name too long".
-    for args, needle in (
-        (["tracking.uri=sqlite:///:memory:"], "an in-memory store loses every run when the process ends"),
-        (["tracking.experiment="], "tracking.experiment is empty"),
-        ([f"tracking.experiment={'x' * 300}"], "tracking.experiment is 300 bytes long: at most 200"),
-        (["-m", "seed=0,1", "tracking.experiment="], "tracking.experiment is empty"),
-    ):
+def refused_in_one_line(tmp_path: Path, *cases: tuple[list[str], str]) -> None:
+    for args, needle in cases:
         done = run_cli(*args, cwd=tmp_path)
         assert done.returncode == 2 and needle in done.stderr, done.stderr[-2000:]
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_7_a_store_in_memory_is_refused_in_one_line(tmp_path):
+    # Its runs would die with the process: every measurement lost without a word.
+    refused_in_one_line(
+        tmp_path,
+        (["tracking.uri=sqlite:///:memory:"], "an in-memory store loses every run when the process ends"),
+    )
+
+
+def test_8_experiment_names_mlflow_cannot_hold_are_refused_in_one_line(tmp_path):
+    # An empty name was a traceback; a 300-byte one opened the run, then failed on "File name too long".
+    refused_in_one_line(
+        tmp_path,
+        (["tracking.experiment="], "tracking.experiment is empty"),
+        ([f"tracking.experiment={'x' * 300}"], "tracking.experiment is 300 bytes long: at most 200"),
+        (["-m", "seed=0,1", "tracking.experiment="], "tracking.experiment is empty"),
+    )
 
 
 def test_9_reimpact_refuses_a_bare_key_in_one_line(make_cfg, store, client, tmp_path):
