@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from ecopipe.credentials import redact, split_credentials, strip_credentials
 from ecopipe.job import run_job
+from ecopipe.tracking import current_user
 from tests.conftest import FAST, run_cli
 
 SECRET = "S3cr3t-Pw-71c9"
@@ -273,9 +274,10 @@ def test_30_7_the_notes_name_whose_run_each_reused_cell_is(client, store, tmp_pa
     assert sweep(tmp_path, store, "model=decision_tree").returncode == 0
     assert sweep(tmp_path, store, "model=decision_tree").returncode == 0
     notes = (tmp_path / "multirun" / "aggregate" / "summary.md").read_text()
-    assert re.search(r"1 reused, measured before this sweep: decision_tree\S* \(\w{32}, by \S+\)", notes), (
-        notes
-    )
+    reused = r"1 reused, measured before this sweep: decision_tree\S* \(\w{32}, by \S+\)"
+    assert re.search(reused, notes), notes
+    runs = pd.read_csv(tmp_path / "multirun" / "aggregate" / "data" / "runs.csv")
+    assert list(runs["user_id"]) == [current_user()]  # and the table says whose run the cell is
 
 
 def test_30_8_a_quote_or_a_dollar_in_a_name_stops_nobody(store, client, tmp_path):

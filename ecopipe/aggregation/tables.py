@@ -234,14 +234,18 @@ def energy_label(tags: pd.DataFrame) -> pd.Series:
     return _energy_tags_label(tags, one)
 
 
+# Every run's own columns; `user_id` says whose run each cell is (in a shared store, anyone's).
+_RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "user_id")
+
+
 def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per job run (sweep parents and runs not logged by an ecopipe job left out), plain names."""
     if runs.empty or "tags.ecopipe.model" not in runs:
-        columns = ["run_id", "run_name", "status", "start_time", *_TAG_COLUMNS, "source", ENERGY]
+        columns = [*_RUN_COLUMNS, *_TAG_COLUMNS, "source", ENERGY]
         return pd.DataFrame(columns=columns)
     kind = runs.get("tags.ecopipe.kind", pd.Series(np.nan, index=runs.index))
     jobs = runs[(kind != "sweep") & runs["tags.ecopipe.model"].notna()]
-    out = jobs[["run_id", "run_name", "status", "start_time"]].copy()
+    out = jobs[list(_RUN_COLUMNS)].copy()
     for name, tag in _TAG_COLUMNS.items():
         column = f"tags.{tag}"
         out[name] = jobs[column] if column in jobs else pd.Series(np.nan, index=jobs.index, dtype="str")
