@@ -15,7 +15,7 @@ from ecopipe.sensors.estimated import CpuPower
 from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
 from ecopipe.stages.inference import MEASURED, InferenceResult, TrialsStop
-from ecopipe.units import eng, eng_range
+from ecopipe.units import eng, eng_range, rate
 
 # `<name>_low` / `<name>_high` beside a metric: the ends of its band (stats.Band). One definition.
 LOW, HIGH = "_low", "_high"
@@ -430,7 +430,7 @@ def summary(
         f"basis {water_basis(f.wue, f.ewif)})",
         f"  ESS         {_ess_text(metrics, label, impact)}  "
         f"({metrics['effective_params_m']:.4g} M effective parameters)",
-        f"  throughput  {eng(result.throughput.mean)} inferences/s  (batch {_batch_text(result)})",
+        f"  throughput  {rate(result.throughput.mean, 'inferences')}  (batch {_batch_text(result)})",
         f"  quality     {quality}",
     ]
     if profile.tier_assumed:

@@ -33,6 +33,28 @@ def eng_range(low: float | None, high: float | None, unit: str = "", digits: int
     return f"{ends[0]}–{ends[1]}"
 
 
+# A rate below one per second reads per minute, then per hour: "621 m inferences/s" read as millions.
+_RATE_SPANS = ((1.0, "s"), (60.0, "min"), (3600.0, "h"))
+
+
+def rate_span(per_s: float | None) -> tuple[float, str]:
+    """The time span a rate reads best in: the shortest in which at least one event happens."""
+    if per_s is None or not math.isfinite(per_s) or per_s <= 0:
+        return _RATE_SPANS[0]
+    return next(((s, name) for s, name in _RATE_SPANS if per_s * s >= 1), _RATE_SPANS[-1])
+
+
+def rate(per_s: float | None, noun: str = "", span: tuple[float, str] | None = None) -> str:
+    """`450000, "inferences"` -> `450 k inferences/s`; `0.621` -> `37.3 inferences/min`; never a milli
+    prefix on a rate. `span` writes it in a given span (a CI in its figure's)."""
+    if per_s is None or not math.isfinite(per_s):
+        return ""
+    seconds, name = span or rate_span(per_s)
+    count = per_s * seconds
+    text = eng(count) if abs(count) >= 1 else f"{count:.{SIGNIFICANT}g}"  # no milli prefix, ever
+    return f"{text} {noun}/{name}" if noun else f"{text}/{name}"
+
+
 def percent(fraction: float | None, digits: int = 3) -> str:
     """`0.2345` -> `23.4%`."""
     if fraction is None or not math.isfinite(fraction):

@@ -552,3 +552,21 @@ def test_net_under_a_shared_counter_is_the_share_of_the_machine_less_its_idle_by
     assert metrics["energy_idle_j.cpu"] == pytest.approx(0.625) and metrics["idle_power_w.cpu"] == 5.0
     assert metrics["job_cpu_share"] == 0.5 and metrics["energy_machine_j.cpu"] == pytest.approx(5.0)
     assert metrics["energy_net_j.cpu"] == pytest.approx(0.5 * (5.0 - 5.0 * 0.25))
+
+
+def test_rates_read_per_second_minute_or_hour_and_never_with_a_milli_prefix():
+    # "621 m inferences/s" read as 621 million: a rate under one a second moves to a longer span.
+    from ecopipe.aggregation.render import shown
+    from ecopipe.units import rate
+
+    assert rate(450_000, "inferences") == "450 k inferences/s"
+    assert rate(0.621, "inferences") == "37.3 inferences/min"
+    assert rate(0.0041, "inferences") == "14.8 inferences/h"
+    assert rate(1e-5, "inferences") == "0.036 inferences/h"
+    keys = {"model": ["svc", "ridge"], "precision": ["fp32", "fp32"]}
+    table = pd.DataFrame(keys | {"xeon": [0.621, 2.5e5]})
+    ci = pd.DataFrame(keys | {"xeon": [0.0083, 5e3]})
+    for frame in (table, ci):
+        frame.attrs["keys"] = list(keys)  # as the tables' pivot records its row key
+    cells = shown({"throughput": table, "throughput_ci95": ci})["throughput"]["xeon"].tolist()
+    assert cells == ["37.3/min ±0.498/min", "250 k/s ±5 k/s"]  # a CI in its figure's span

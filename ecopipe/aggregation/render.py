@@ -28,7 +28,7 @@ from ecopipe.aggregation.tables import (
     key_columns,
     numbers,
 )
-from ecopipe.units import eng, eng_range, percent
+from ecopipe.units import eng, eng_range, percent, rate, rate_span
 
 _ENERGY = {spec.name for spec in SPECS if spec.energy}
 # Shown inside their table's cells, not as sections.
@@ -47,11 +47,16 @@ def _number(value: object, digits: int = 4) -> str:
     return str(value)
 
 
+THROUGHPUT_TABLE = "throughput"  # a rate: per second, minute or hour, as the value calls for
+
+
 def _formatter(name: str, column: str = ""):
     """How a table's (or a column's) numbers read: SI-prefixed unit, ratio, percentage or plain."""
     unit = UNITS.get(name)
     if name == DECODE_TABLE or column.endswith(("[J]", "(J)")):
         unit = "J"
+    if name == THROUGHPUT_TABLE:
+        return rate
     if unit is not None:
         return lambda v: eng(v, unit)
     if name == GAIN_TABLE:
@@ -106,7 +111,9 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             elif text and has[0] and not has[1]:  # a low end without a high one: no upper bound
                 text += f" (at least {eng(band[0], unit) if unit else fmt(band[0])})"
             elif text and ci95 is not None and column in ci95 and pd.notna(ci95[column].iat[i]):
-                text += f" ±{eng(ci95[column].iat[i], unit, 2)}"
+                half = ci95[column].iat[i]
+                in_span = name == THROUGHPUT_TABLE  # a rate's CI in its figure's span
+                text += f" ±{rate(half, span=rate_span(value)) if in_span else eng(half, unit, 2)}"
             if text and runs is not None and column in runs and runs[column].iat[i] >= 2:
                 text += f" (runs: {int(runs[column].iat[i])}, CV {percent(spread[column].iat[i], 2)})"
             if text and column_sources is not None and column_sources.iat[i] != usual:

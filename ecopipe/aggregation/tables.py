@@ -134,7 +134,14 @@ SPECS = (
         None,
         "ess_status",
     ),
-    TableSpec("throughput", "throughput_per_s", "Throughput [inferences/s]", False, None, ""),
+    TableSpec(
+        "throughput",
+        "throughput_per_s",
+        "Throughput (inferences per second, minute or hour)",
+        False,
+        None,
+        "",
+    ),
 )
 UNITS = {spec.name: spec.unit for spec in SPECS}
 SOURCE_TABLE = "energy_source"
