@@ -9,7 +9,7 @@ from ecopipe.config import Attribution
 from ecopipe.hardware import SIMULATED, DeviceProfile
 from ecopipe.monitor.busy import BUSY_WARNING
 from ecopipe.monitor.energy import Bound, EnergyMeter
-from ecopipe.monitor.stats import Band, spread
+from ecopipe.monitor.stats import UNRESOLVED_ADVICE, Band, spread, unresolved
 from ecopipe.reference import water_basis
 from ecopipe.sensors.estimated import CpuPower
 from ecopipe.stages.ess import SustainabilityResult
@@ -470,6 +470,12 @@ def summary(
         lines.append(
             f"  WARNING     other processes used {result.other_cpu_load:.0%} of this machine's CPUs during "
             "the windows: on a shared machine, runs of this job differ by more than its trials' CI shows."
+        )
+    ci95 = metrics.get(f"energy_per_1k_{f.attribution.value}_ci95_j", math.nan)
+    if unresolved(energy.point, ci95):
+        lines.append(
+            f"  UNRESOLVED  the energy's 95% CI over the trials, ±{eng(ci95, 'J', 2)}, is more than half of "
+            f"it: {UNRESOLVED_ADVICE}."
         )
     if impact.per_1k_tokens is not None:
         basis = "generated" if result.tokens == result.tokens_out else "prompt"

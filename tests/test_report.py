@@ -333,6 +333,9 @@ def test_summary_and_run_description_by_hand():
         "  estimates   cpu: 8 W share; ram: 0.375 W/GB. Estimated energy follows the job's CPU time and "
         "memory, not what the hardware drew.",
         "  idle        26 W baseline; no wait for power to settle",  # a result made without a settle
+        # two trials, 79 and 116 J: the CI's half-width, 240 J, is more than the figure
+        "  UNRESOLVED  the energy's 95% CI over the trials, ±240 J, is more than half of it: more trials "
+        "(monitor.trials), longer windows (monitor.min_window_s) or monitor.target_rel_ci=0.05 narrow it.",
     ]
     # An unlisted device's tier is an assumption, and the summary says so (a listed one's is the table's).
     unlisted = replace(PROFILE, key="unknown", tier_assumed=True, source="not in the hardware table; tier x")
@@ -376,7 +379,7 @@ def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
         "  ESS         not defined (gross CO2e 0 g per 1,000 inferences: the windows drew no more than "
         "the idle baseline)  (1e-06 M effective parameters)"
     )
-    assert lines[-2] == "  quality     none (random weights)" and not any(
+    assert lines[-3] == "  quality     none (random weights)" and not any(
         "estimates" in line for line in lines
     )
     # Gross attribution: the summary's figure is the gross mean, (105 + 155) / 2 J per 1,000.
@@ -554,7 +557,7 @@ def test_net_under_a_shared_counter_is_the_share_of_the_machine_less_its_idle_by
     assert metrics["energy_net_j.cpu"] == pytest.approx(0.5 * (5.0 - 5.0 * 0.25))
 
 
-def test_rates_read_per_second_minute_or_hour_and_never_with_a_milli_prefix():
+def test_rates_read_per_second_minute_or_hour_and_unresolved_figures_say_so():
     # "621 m inferences/s" read as 621 million: a rate under one a second moves to a longer span.
     from ecopipe.aggregation.render import shown
     from ecopipe.units import rate
@@ -563,10 +566,12 @@ def test_rates_read_per_second_minute_or_hour_and_never_with_a_milli_prefix():
     assert rate(0.621, "inferences") == "37.3 inferences/min"
     assert rate(0.0041, "inferences") == "14.8 inferences/h"
     assert rate(1e-5, "inferences") == "0.036 inferences/h"
-    keys = {"model": ["svc", "ridge"], "precision": ["fp32", "fp32"]}
-    table = pd.DataFrame(keys | {"xeon": [0.621, 2.5e5]})
-    ci = pd.DataFrame(keys | {"xeon": [0.0083, 5e3]})
+    keys = {"model": ["svc", "ridge", "mlp"], "precision": ["fp32", "fp32", "fp32"]}
+    table = pd.DataFrame(keys | {"xeon": [0.621, 2.5e5, 10.0]})
+    ci = pd.DataFrame(keys | {"xeon": [0.0083, 5e3, 6.0]})
     for frame in (table, ci):
         frame.attrs["keys"] = list(keys)  # as the tables' pivot records its row key
     cells = shown({"throughput": table, "throughput_ci95": ci})["throughput"]["xeon"].tolist()
-    assert cells == ["37.3/min ±0.498/min", "250 k/s ±5 k/s"]  # a CI in its figure's span
+    assert cells[:2] == ["37.3/min ±0.498/min", "250 k/s ±5 k/s"]  # a CI in its figure's span
+    # A CI over half the figure: the figure is not resolved, and the cell says so.
+    assert cells[2] == "10/s ±6/s UNRESOLVED (95% CI over half the figure)"

@@ -28,6 +28,7 @@ from ecopipe.aggregation.tables import (
     key_columns,
     numbers,
 )
+from ecopipe.monitor.stats import unresolved
 from ecopipe.units import eng, eng_range, percent, rate, rate_span
 
 _ENERGY = {spec.name for spec in SPECS if spec.energy}
@@ -114,6 +115,9 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                 half = ci95[column].iat[i]
                 in_span = name == THROUGHPUT_TABLE  # a rate's CI in its figure's span
                 text += f" ±{rate(half, span=rate_span(value)) if in_span else eng(half, unit, 2)}"
+            half = ci95[column].iat[i] if ci95 is not None and column in ci95 else math.nan
+            if text and unresolved(value, half):
+                text += " UNRESOLVED (95% CI over half the figure)"
             if text and runs is not None and column in runs and runs[column].iat[i] >= 2:
                 text += f" (runs: {int(runs[column].iat[i])}, CV {percent(spread[column].iat[i], 2)})"
             if text and column_sources is not None and column_sources.iat[i] != usual:

@@ -26,6 +26,18 @@ class Estimate:
         return self.mean + self.ci95
 
 
+UNRESOLVED_REL_CI = 0.5  # a 95% CI half-width above half the figure: the trials do not pin it down
+UNRESOLVED_ADVICE = (
+    "more trials (monitor.trials), longer windows (monitor.min_window_s) or monitor.target_rel_ci=0.05 "
+    "narrow it"
+)
+
+
+def unresolved(mean: float, ci95: float) -> bool:
+    """Whether a figure's 95% CI half-width exceeds half of it: its value is not resolved."""
+    return math.isfinite(mean) and math.isfinite(ci95) and ci95 > UNRESOLVED_REL_CI * abs(mean)
+
+
 def estimate(values: Sequence[float]) -> Estimate:
     n = len(values)
     if n == 0:
