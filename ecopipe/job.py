@@ -325,5 +325,7 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         text = "\n".join([text, *findings.summary])
         run.log_text(text, "summary.txt")
         run.set_description(report.description(text))
+        experiment_id = run.client.get_run(run.run_id).info.experiment_id
     print(text)
+    print(report.where(run.run_id, experiment_id, resolve_uri(cfg.tracking)))
     return JobOutcome(run.run_id, text, metrics | stage_metrics)

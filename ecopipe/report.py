@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 
 from ecopipe.config import Attribution
+from ecopipe.credentials import redact
 from ecopipe.hardware import SIMULATED, DeviceProfile
 from ecopipe.monitor.busy import BUSY_WARNING
 from ecopipe.monitor.energy import Bound, EnergyMeter
@@ -483,6 +484,16 @@ def summary(
         tokens = metric_band(metrics, f"energy_per_1k_tokens_{f.attribution.value}_j")
         lines.insert(3, f"  tokens      {_quoted(tokens, 'J', f'per 1,000 {basis} tokens', label)} {counts}")
     return "\n".join(lines)
+
+
+def where(run_id: str, experiment_id: str, uri: str) -> str:
+    """The summary's last line: which run holds these figures, and how to open it."""
+    if uri.startswith(("http://", "https://")):
+        return f"  run         {redact(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return (
+        f"  run         {run_id} in {redact(uri)}: open it with "
+        f"`mlflow ui --backend-store-uri {redact(uri)}` (`make ui` for ./mlflow.db)"
+    )
 
 
 def description(summary_text: str) -> str:

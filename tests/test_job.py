@@ -403,3 +403,14 @@ def test_run_names_tell_different_configs_apart_and_keep_repeats_together(make_c
     assert names[0] != names[1] and names[0] == names[2]
     hashes = [client.get_run(o.run_id).data.tags["ecopipe.config_hash"] for o in (first, seed)]
     assert hashes[0] != hashes[1]  # a seed is still its own config for resuming sweeps
+
+
+def test_the_job_ends_with_its_run_and_how_to_open_it(store, tmp_path, client):
+    done = run_cli(f"tracking.uri={store}", "model=decision_tree", "monitor=quick", "monitor.trials=2",
+                   "monitor.min_window_s=0.05", "monitor.idle_s=0.05", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
+    assert done.stdout.strip().splitlines()[-1] == (
+        f"  run         {run.info.run_id} in {store}: open it with `mlflow ui --backend-store-uri {store}` "
+        "(`make ui` for ./mlflow.db)"
+    )
