@@ -398,6 +398,7 @@ def process_tags() -> dict[str, str]:
     }
 
 
+@functools.cache  # read once per process: the reaper asks for it once per RUNNING run
 def _process_space() -> dict[str, str]:
     """Where a pid means this process: the machine's boot and the pid namespace (containers on one
     host share its boot but not its pids, and may share its host name)."""
