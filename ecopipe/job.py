@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ecopipe import report
+from ecopipe import report, ui_view
 from ecopipe.config import (
     Config,
     ConfigError,
@@ -110,6 +110,15 @@ def identity_tags(cfg: Config) -> dict[str, str]:
         "ecopipe.dataset": cfg.pool.dataset or "",
         "ecopipe.strategy": strategy,
     }
+
+
+def data_source(cfg: Config) -> str:
+    """Where the job's data comes from, for the run's Dataset entry: a hub id, a package's own set,
+    or data the job makes."""
+    if cfg.strategy.name is not StrategyName.single:
+        return f"pool {cfg.pool.name}"
+    hub = f" {cfg.dataset.hf_id}" + (f" ({cfg.dataset.hf_config})" if cfg.dataset.hf_config else "")
+    return cfg.dataset.source.value + (hub if cfg.dataset.hf_id else "") + f", split {cfg.dataset.split}"
 
 
 def record_refusal(raw: DictConfig, error: Exception) -> str:
@@ -306,6 +315,11 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         run.log_params(flatten(OmegaConf.to_container(raw, resolve=True, enum_to_str=True)))
         run.log_text(OmegaConf.to_yaml(raw, resolve=True), "config.yaml")
         run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")
+        run.log_dataset(
+            tags["ecopipe.dataset"] or cfg.pool.name,
+            data_source(cfg),
+            OmegaConf.to_container(raw.dataset, resolve=True),
+        )
         inference = _measure(plan, run)
         # Logged before impact runs, so a later failure keeps what was measured.
         metrics, findings = _log_inference(run, plan.workload, inference)
@@ -324,8 +338,8 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         )
         text = "\n".join([text, *findings.summary])
         run.log_text(text, "summary.txt")
-        run.set_description(report.description(text))
+        run.set_description(report.description(text, report.compact_answer(figures, inference.figures_label)))
         experiment_id = run.client.get_run(run.run_id).info.experiment_id
     print(text)
-    print(report.where(run.run_id, experiment_id, resolve_uri(cfg.tracking)))
+    print(ui_view.where(run.run_id, experiment_id, resolve_uri(cfg.tracking)))
     return JobOutcome(run.run_id, text, metrics | stage_metrics)

@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping
 
 from ecopipe.config import Attribution
-from ecopipe.credentials import redact
 from ecopipe.hardware import SIMULATED, DeviceProfile
 from ecopipe.monitor.busy import BUSY_WARNING
 from ecopipe.monitor.energy import Bound, EnergyMeter
@@ -15,7 +14,7 @@ from ecopipe.reference import water_basis
 from ecopipe.sensors.estimated import CpuPower
 from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
-from ecopipe.stages.inference import MEASURED, InferenceResult, TrialsStop
+from ecopipe.stages.inference import ESTIMATE, MEASURED, InferenceResult, TrialsStop
 from ecopipe.units import eng, eng_range, rate
 
 # `<name>_low` / `<name>_high` beside a metric: the ends of its band (stats.Band). One definition.
@@ -189,20 +188,27 @@ def stage_metrics(stages: Mapping[Bound, tuple[ImpactResult, SustainabilityResul
 
 
 HEADLINE = "headline/"  # the MLflow UI groups metrics by the prefix before "/"
-# headline name -> (logged metric, scale): per million inferences, energy in J, CO2e in mg, water in mL
+# The MLflow UI shows a metric as a bare number: its name carries the unit. Per 1,000 inferences, as
+# the summary and the tables; energy in J, CO2e in mg, water in mL (the default job's 2.6e-6 g reads
+# 0.0026 mg). One definition: the saved view of the run list (ecopipe.ui_view) shows these columns.
+HEADLINE_ENERGY = HEADLINE + "energy_J_per_1k_inferences"
+HEADLINE_CO2E = HEADLINE + "co2e_mg_per_1k_inferences"
+HEADLINE_WATER = HEADLINE + "water_mL_per_1k_inferences"
+HEADLINE_ESS = HEADLINE + "ess_Mparams_per_gCO2e"
+HEADLINE_THROUGHPUT = HEADLINE + "throughput_per_s"
+# headline metric -> (logged metric, scale)
 _HEADLINE_FIGURES = {
-    "energy_J_per_1M_inferences": ("energy_it_j_per_1k", 1e3),
-    "co2e_mg_per_1M_inferences": ("co2e_g_per_1k", 1e6),
-    "water_mL_per_1M_inferences": ("water_l_per_1k", 1e6),
-    "ess": ("ess", 1.0),
+    HEADLINE_ENERGY: ("energy_it_j_per_1k", 1.0),
+    HEADLINE_CO2E: ("co2e_g_per_1k", 1e3),
+    HEADLINE_WATER: ("water_l_per_1k", 1e3),
+    HEADLINE_ESS: ("ess", 1.0),
 }
 
 
 def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The answer in units whose values read in the MLflow UI: per million inferences, energy in J,
-    CO2e in mg, water in mL (the default job's 5e-6 g per 1,000 is 5 mg per million), ESS,
-    throughput and headline quality, each to 4 significant digits, the first four with their band
-    (`_low`, `_high`) where one was logged. From logged metrics alone, so a re-impact recomputes them."""
+    """The answer with its unit in each name: per 1,000 inferences, energy in J, CO2e in mg, water in
+    mL; ESS, throughput and headline quality, each to 4 significant digits, the first four with their
+    band (`_low`, `_high`) where one was logged. From logged metrics alone, so a re-impact recomputes them."""
     figures: dict[str, float] = {}
     for name, (metric, scale) in _HEADLINE_FIGURES.items():
         if metric not in metrics or not math.isfinite(metrics[metric]):
@@ -211,13 +217,13 @@ def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
         figures[name] = band.point
         if f"{metric}{LOW}" in metrics:
             figures |= {f"{name}{LOW}": band.low, f"{name}{HIGH}": band.high}
-    figures["throughput_per_s"] = metrics.get("throughput_per_s", math.nan)
+    figures[HEADLINE_THROUGHPUT] = metrics.get("throughput_per_s", math.nan)
     figures |= {
-        k.removeprefix("quality."): v
+        HEADLINE + k.removeprefix("quality."): v
         for k, v in metrics.items()
         if k.removeprefix("quality.") in HEADLINE_QUALITY
     }
-    return {HEADLINE + k: float(f"{v:.4g}") for k, v in figures.items() if math.isfinite(v)}
+    return {k: float(f"{v:.4g}") for k, v in figures.items() if math.isfinite(v)}
 
 
 def impact_tags(impact: ImpactResult) -> dict[str, str]:
@@ -486,18 +492,26 @@ def summary(
     return "\n".join(lines)
 
 
-def where(run_id: str, experiment_id: str, uri: str) -> str:
-    """The summary's last line: which run holds these figures, and how to open it."""
-    if uri.startswith(("http://", "https://")):
-        return f"  run         {redact(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return (
-        f"  run         {run_id} in {redact(uri)}: open it with "
-        f"`mlflow ui --backend-store-uri {redact(uri)}` (`make ui` for ./mlflow.db)"
-    )
+# How the compact answer marks the figures: the run list's Description column has ~50 characters.
+_SHORT_LABEL = {ESTIMATE: "est."}
 
 
-def description(summary_text: str) -> str:
-    """The summary as the Markdown note of the MLflow run page: a heading, then a two-column table."""
+def compact_answer(metrics: Mapping[str, float], label: str) -> str:
+    """`12.7 mJ/1k est. · 2.6 µg CO2e · ESS 250`: energy and CO2e per 1,000 inferences and ESS, the
+    first thing the run list shows of a run (its description's start, in plain text)."""
+    kind, _, rest = label.partition(",")
+    short = _SHORT_LABEL.get(kind, kind) + (" WHOLE GPU" if rest else "")
+    parts = [f"{eng(metrics['energy_it_j_per_1k'], 'J', 3)}/1k {short}"]
+    if math.isfinite(co2e := metrics.get("co2e_g_per_1k", math.nan)):
+        parts.append(f"{eng(co2e, 'g', 3)} CO2e")
+    if math.isfinite(ess := metrics.get("ess", math.nan)):
+        parts.append(f"ESS {ess:.3g}")
+    return " · ".join(parts)
+
+
+def description(summary_text: str, answer: str) -> str:
+    """The Markdown note of the MLflow run page: the compact answer in plain text (what the run list's
+    Description column shows), a heading, then the summary as a two-column table."""
     title, *rows = summary_text.splitlines()
     _, name, hardware = (part.strip() for part in title.split("  ", 2))
     table = ["| | |", "|---|---|"]
@@ -505,4 +519,4 @@ def description(summary_text: str) -> str:
         key, _, value = row.strip().partition(" ")
         value = value.strip().replace("|", "\\|")
         table.append(f"| **{key}** | {value} |")
-    return "\n".join([f"### {name}", "", f"{hardware}", "", *table, ""])
+    return "\n".join([answer, "", f"### {name}", "", f"{hardware}", "", *table, ""])

@@ -31,7 +31,7 @@ import pandas as pd
 import psutil
 import requests
 from filelock import FileLock
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.credentials import get_default_host_creds
@@ -42,7 +42,9 @@ from sqlalchemy.engine import make_url
 from ecopipe import slurm
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import check_secret_characters, redact
+from ecopipe.report import FIGURES_TAG
 from ecopipe.stops import Stopped, stops_deferred
+from ecopipe.ui_view import seed_view, view_path
 
 log = logging.getLogger(__name__)
 
@@ -241,37 +243,51 @@ def artifact_location(uri: str, experiment: str, configured: str | None) -> str 
 # (without a kind, MLflow 3 may open an experiment on its GenAI traces page, empty here).
 NOTE_TAG = "mlflow.note.content"
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
-EXPERIMENT_DESCRIPTION = """\
+
+
+def experiment_description(experiment_id: str) -> str:
+    return f"""\
+**[Open the headline view]({view_path(experiment_id)})**: energy and CO2e per 1,000 inferences, ESS,
+hardware and whether each figure is *measured* or an *ESTIMATE*, one row per run (MLflow does not
+apply a saved view by itself: this link, or the views menu, opens it).
+
 **ecopipe**: what ML inference costs the planet. One run per job (model x dataset x precision x
 hardware, batch size, region); a sweep is a parent run whose children are its jobs, and whose
 artifacts hold the comparison tables (`summary.md`, `tables/`, `plots/`, `data/`).
 
 - Open a run: its description is the job's summary (energy, CO2e, water, ESS, throughput, quality,
   hardware, and each energy source, *measured* or *ESTIMATE*), every figure with its band.
-- Columns worth adding to the run list: the `headline/` metrics (per million inferences: energy in J,
-  CO2e in mg, water in mL; ESS; throughput; quality), each energy-derived one with its band in
-  `_low` / `_high`, and the tags `ecopipe.figures` (*measured*, *ESTIMATE* or *SIMULATED*: what the
-  headline figures are), `ecopipe.hardware`, `energy_source.gpu`, `energy_source.cpu`.
-- The System metrics tab of a run plots its power and utilisation trace.
+- The `headline/` metrics carry their unit in their name (per 1,000 inferences: energy in J, CO2e in
+  mg, water in mL), each energy-derived one with its band in `_low` / `_high`; the tag
+  `{FIGURES_TAG}` says what the figures are (*measured*, *ESTIMATE* or *SIMULATED*).
+- ESS is effective parameters (millions) per g CO2e: it rewards size. Compare it only between runs
+  of one task and data set.
+- The System metrics tab of a run plots its power (an estimate, named so, where the machine has no
+  counter) and utilisation trace.
 """
-EXPERIMENT_TAGS = {KIND_TAG: KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION}
 
 
 def ensure_experiment(client: MlflowClient, uri: str, name: str, artifacts: str | None = None) -> str:
-    """Create the store's schema and the experiment once, with its description; return its id."""
+    """Create the store's schema and the experiment once, with its description and the saved view of
+    its headline columns; return its id."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(
-            name, artifact_location=artifact_location(uri, name, artifacts), tags=EXPERIMENT_TAGS
+        experiment_id = client.create_experiment(
+            name, artifact_location=artifact_location(uri, name, artifacts), tags={KIND_TAG: KIND}
         )
+        client.set_experiment_tag(experiment_id, NOTE_TAG, experiment_description(experiment_id))
+        seed_view(client, experiment_id, {})
+        return experiment_id
     if artifacts and experiment.artifact_location.rstrip("/") != artifacts.rstrip("/"):
         log.warning(
             "tracking.artifact_location=%s, but experiment %r keeps its artifacts in %s (set when it was "
             "created; MLflow cannot move them)", artifacts, name, experiment.artifact_location,
         )  # fmt: skip
-    for key, value in EXPERIMENT_TAGS.items():
+    described = {KIND_TAG: KIND, NOTE_TAG: experiment_description(experiment.experiment_id)}
+    for key, value in described.items():
         if key not in experiment.tags:  # an experiment made by an older ecopipe; a user's own note stays
             client.set_experiment_tag(experiment.experiment_id, key, value)
+    seed_view(client, experiment.experiment_id, experiment.tags)
     return experiment.experiment_id
 
 
@@ -576,6 +592,14 @@ class JobRun:
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, metrics=items[i : i + _BATCH])
 
+    def log_dataset(self, name: str, source: str, config: Mapping[str, Any]) -> None:
+        """The run list's Dataset column: the data set the job ran on (an evaluation input), with a
+        digest of its configuration, so that two runs on one data set cut alike show one digest."""
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        dataset = Dataset(name, digest, source_type="ecopipe", source=json.dumps({"source": redact(source)}))
+        context = InputTag(key="mlflow.data.context", value="eval")
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
+
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, redact(text), name)
 
@@ -603,10 +627,14 @@ def _tag_sweep_array(client: MlflowClient, parent: str, array_id: str) -> None:
             raise
 
 
+# The run list's Source column: what made the run (MLflow's fluent API would write the script's path).
+SOURCE_TAGS = {"mlflow.source.name": "ecopipe", "mlflow.source.type": "LOCAL"}
+
+
 def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> JobRun:
     """Create a job run, linked to the sweep's parent run when one is announced in the environment."""
     client, experiment = open_experiment(cfg)
-    all_tags = dict(tags) | process_tags() | slurm.job_tags()
+    all_tags = dict(tags) | process_tags() | slurm.job_tags() | SOURCE_TAGS
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
         all_tags |= {"mlflow.parentRunId": parent, "ecopipe.sweep_id": parent}

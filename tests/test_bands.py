@@ -178,8 +178,8 @@ def test_co2e_water_and_ess_bands_by_hand():
     assert ess.ess == pytest.approx(200 / 600)
     assert (stage["pue_low"], stage["pue_high"]) == (1.2, 2.0)
     headline = headline_metrics({**metrics, **stage})
-    assert headline["headline/co2e_mg_per_1M_inferences_low"] == 240.0 * 1e6
-    assert headline["headline/ess_high"] == pytest.approx(200 / 240, rel=1e-3)
+    assert headline["headline/co2e_mg_per_1k_inferences_low"] == 240.0 * 1e3
+    assert headline["headline/ess_Mparams_per_gCO2e_high"] == pytest.approx(200 / 240, rel=1e-3)
     assert "headline/throughput_per_s_low" not in headline  # measured figures have no coefficient band
 
 
@@ -201,7 +201,7 @@ def test_a_gross_band_never_goes_below_zero_and_an_ess_over_zero_co2e_has_no_upp
     # ESS = parameters / CO2e: infinite at the low end, so only its lowest value is logged
     assert stage["ess_low"] == pytest.approx(200 / stage["co2e_g_per_1k_high"])
     assert "ess_high" not in stage and math.isinf(metric_band(stage, "ess").high)
-    assert "headline/ess_high" not in headline_metrics({**metrics, **stage})
+    assert "headline/ess_Mparams_per_gCO2e_high" not in headline_metrics({**metrics, **stage})
 
 
 def test_a_named_arm_cpu_is_identified_by_its_sku():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
@@ -18,6 +20,7 @@ from ecopipe.sensors import discovery
 from ecopipe.sensors.base import Source
 from ecopipe.sensors.cpu_share import visible_cpus
 from ecopipe.sensors.estimated import cpu_power
+from ecopipe.units import eng
 from tests.conftest import powercap_with_dram, run_cli
 
 
@@ -94,22 +97,20 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     metrics, tags = run.data.metrics, run.data.tags
     # The run page's description is the summary, as a Markdown table.
     note = tags["mlflow.note.content"]
-    assert note.startswith("### logistic_regression-digits-fp32-bs64")
+    assert note.splitlines()[2].startswith("### logistic_regression-digits-fp32-bs64")
     for row in ("| **energy** |", "| **CO2e** |", "| **water** |", "| **ESS** |", "| **quality** |"):
         assert row in note
     assert "estimated_specpower (ESTIMATE)" in note
 
-    # Headline metrics: per million inferences, the raw figures rounded to 4 significant digits.
+    # Headline metrics: per 1,000 inferences, the raw figures rounded to 4 significant digits.
     def four_digits(value: float) -> float:
         return float(f"{value:.4g}")
 
-    assert metrics["headline/energy_J_per_1M_inferences"] == four_digits(
-        metrics["energy_per_1k_gross_j"] * 1e3
-    )
-    assert metrics["headline/co2e_mg_per_1M_inferences"] == four_digits(metrics["co2e_g_per_1k"] * 1e6)
-    assert metrics["headline/water_mL_per_1M_inferences"] == four_digits(metrics["water_l_per_1k"] * 1e6)
+    assert metrics["headline/energy_J_per_1k_inferences"] == four_digits(metrics["energy_per_1k_gross_j"])
+    assert metrics["headline/co2e_mg_per_1k_inferences"] == four_digits(metrics["co2e_g_per_1k"] * 1e3)
+    assert metrics["headline/water_mL_per_1k_inferences"] == four_digits(metrics["water_l_per_1k"] * 1e3)
     assert metrics["headline/accuracy"] == four_digits(metrics["quality.accuracy"])
-    assert metrics["headline/ess"] == four_digits(metrics["ess"])
+    assert metrics["headline/ess_Mparams_per_gCO2e"] == four_digits(metrics["ess"])
     assert metrics["headline/throughput_per_s"] == four_digits(metrics["throughput_per_s"])
     # The trace as MLflow system metrics: one step per sample, in time order, inside the run. (Here the
     # CPU has no power sensor to sample, so utilisation and memory; sensors add power_w.<sensor>.)
@@ -119,10 +120,44 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     assert [p.timestamp for p in cpu] == sorted(p.timestamp for p in cpu)
     assert run.info.start_time <= cpu[0].timestamp <= cpu[-1].timestamp <= run.info.end_time
     assert client.get_metric_history(outcome.run_id, "system/process.rss_mb")
+    # No counter here: the System metrics tab plots each component's estimated power, named an
+    # estimate, and power_trace.csv holds it.
+    power = client.get_metric_history(outcome.run_id, "system/estimated_power_w.cpu")
+    assert len(power) == len(cpu) and all(p.value > 0 for p in power)
+    assert client.get_metric_history(outcome.run_id, "system/estimated_power_w.ram")
+    trace = pd.read_csv(client.download_artifacts(outcome.run_id, "power_trace.csv"))
+    assert trace["estimated_power_w.cpu"].tolist() == pytest.approx([p.value for p in power])
     # The experiment opens on its runs and says what it holds.
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "headline/" in experiment.tags["mlflow.note.content"]
+    # Its description opens with the link to the saved view of the headline columns, whose every
+    # column this run has, sorted by energy, and whose keys carry the backticks the UI needs.
+    view = json.loads(experiment.tags["mlflow.sharedViewState.ecopipe-headline"])
+    state = json.loads(view["state"])
+    link = f"#/experiments/{run.info.experiment_id}/runs?viewStateShareKey=ecopipe-headline"
+    assert experiment.tags["mlflow.note.content"].startswith(f"**[Open the headline view]({link})**")
+    assert state["orderByKey"] == "metrics.`headline/energy_J_per_1k_inferences`" and state["orderByAsc"]
+    for column in state["selectedColumns"]:
+        kind, _, name = column.partition(".")
+        assert name.startswith("`") and name.endswith("`"), column
+        have = {"metrics": metrics, "tags": run.data.tags, "attributes": {"Description": 1}}[kind]
+        assert name.strip("`") in have or name.strip("`") == "energy_source.gpu", column
+    # The run list's Dataset and Source columns: the data set (its source, and a digest of its config)
+    # and what made the run, not `-`.
+    (entry,) = run.inputs.dataset_inputs
+    assert (entry.dataset.name, json.loads(entry.dataset.source)) == (
+        "digits",
+        {"source": "sklearn, split test"},
+    )
+    assert run.data.tags["mlflow.source.name"] == "ecopipe"
+    # The run list's Description column shows the note's first characters: the compact answer.
+    first = run.data.tags["mlflow.note.content"].splitlines()[0]
+    energy = eng(metrics["energy_it_j_per_1k"], "J", 3)
+    assert (
+        first == f"{energy}/1k est. · {eng(metrics['co2e_g_per_1k'], 'g', 3)} CO2e · ESS {metrics['ess']:.3g}"
+    )
+    assert len(first) <= 50
 
 
 def test_an_estimate_carries_its_band_and_its_name_everywhere(make_cfg, client, store):
@@ -136,7 +171,7 @@ def test_an_estimate_carries_its_band_and_its_name_everywhere(make_cfg, client, 
     assert tags["ecopipe.figures"] == "ESTIMATE"
     assert tags["hardware.cpu_microarch_identified_by"] in ("name", "table", "flags", "unknown")
     assert tags["hardware.cpu_microarch"] == (cpu_power().identity.microarch or "unknown")
-    headline = ("energy_J_per_1M_inferences", "co2e_mg_per_1M_inferences", "water_mL_per_1M_inferences")
+    headline = ("energy_J_per_1k_inferences", "co2e_mg_per_1k_inferences", "water_mL_per_1k_inferences")
     for name in headline:
         low, point, high = (metrics[f"headline/{name}{end}"] for end in ("_low", "", "_high"))
         assert low < point < high, name  # the coefficients' range is never zero
@@ -146,9 +181,13 @@ def test_an_estimate_carries_its_band_and_its_name_everywhere(make_cfg, client, 
     inverse = metrics["ess"] * metrics["co2e_g_per_1k"] / metrics["co2e_g_per_1k_high"]
     assert metrics["ess_low"] == pytest.approx(inverse)
     if metrics["co2e_g_per_1k_low"] > 0:
-        assert metrics["headline/ess_low"] < metrics["headline/ess"] < metrics["headline/ess_high"]
+        assert (
+            metrics["headline/ess_Mparams_per_gCO2e_low"]
+            < metrics["headline/ess_Mparams_per_gCO2e"]
+            < metrics["headline/ess_Mparams_per_gCO2e_high"]
+        )
     else:
-        assert "headline/ess_high" not in metrics and "ess_high" not in metrics
+        assert "headline/ess_Mparams_per_gCO2e_high" not in metrics and "ess_high" not in metrics
     for name in ("energy_per_1k_gross_j", "energy_per_1k_net_j", "energy_per_1k_gross_j.cpu", "co2e_g_per_1k",
                  "water_l_per_1k", "energy_gross_j.total"):  # fmt: skip
         assert metrics[f"{name}_low"] < metrics[name] < metrics[f"{name}_high"], name
@@ -410,7 +449,10 @@ def test_the_job_ends_with_its_run_and_how_to_open_it(store, tmp_path, client):
                    "monitor.min_window_s=0.05", "monitor.idle_s=0.05", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
-    assert done.stdout.strip().splitlines()[-1] == (
-        f"  run         {run.info.run_id} in {store}: open it with `mlflow ui --backend-store-uri {store}` "
-        "(`make ui` for ./mlflow.db)"
-    )
+    experiment = run.info.experiment_id
+    assert done.stdout.strip().splitlines()[-2:] == [
+        f"  run         {run.info.run_id} in {store}",
+        f"  view        `mlflow ui --backend-store-uri {store}` (`make ui` for ./mlflow.db), then "
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?viewStateShareKey=ecopipe-headline  "
+        "(every run's headline figures)",
+    ]

@@ -558,3 +558,31 @@ def test_rapl_whole_machine_on_request_and_baseline_unshared(tmp_path):
     idle = meter.between(start, meter.snapshot(), attribute=False)  # what measure_idle takes
     assert idle.energy.cpu == pytest.approx(60.0) and idle.job_share is None
     meter.close()
+
+
+def test_a_trace_gets_each_estimates_power_at_its_samples_and_a_counter_none():
+    """Without counters the trace still shows power: each model's point estimate at the CPU use and
+    memory of each sample, in a column that says it is an estimate; a counter adds no column here (the
+    sampler reads it itself)."""
+    from ecopipe.monitor.sampler import Trace, with_estimated_power
+
+    share = CpuShare(cpu_power(EPYC_7763), 2, "given")  # Zen 3: idle 0.455625 W per thread
+    idle, full = share.power.coefficients.idle_w[1], share.power.coefficients.full_w[1]
+    samples = pd.DataFrame({"t_s": [0.0, 1.0, 2.0], "process.cpu_pct": [0.0, 100.0, 250.0],
+                            "process.rss_mb": [1024.0, 3072.0, 512.0]})  # fmt: skip
+    sensors = [
+        FakeGpuSensor(250.0),
+        EstimatedCpuSensor(share),
+        EstimatedRamSensor.held_by_job(allowance_gb=1.0),
+        EstimatedRamSensor.installed(8.0),
+    ]
+    traced = with_estimated_power(Trace(samples, 2.0, 0.1), sensors[:3]).samples
+    assert list(traced.columns) == [*samples.columns, "estimated_power_w.cpu", "estimated_power_w.ram"]
+    # one of two threads busy is half the load; 250% is more than the job's threads: full load
+    assert traced["estimated_power_w.cpu"].tolist() == pytest.approx(
+        [2 * idle, 2 * (idle + 0.5 * (full - idle)), 2 * full]
+    )
+    # beyond the 1 GiB the CPU figure counts, at 0.375 W/GB
+    assert traced["estimated_power_w.ram"].tolist() == pytest.approx([0.0, 2 * 0.375, 0.0])
+    installed = with_estimated_power(Trace(samples, 2.0, 0.1), sensors[3:]).samples
+    assert installed["estimated_power_w.ram"].tolist() == pytest.approx([3.0] * 3)

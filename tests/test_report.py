@@ -214,29 +214,29 @@ def test_impact_ess_headline_and_tags_by_hand():
     )
     everything = {**metrics, **impact_metrics, **ess_metrics}
     assert report.headline_metrics(everything) == {
-        "headline/energy_J_per_1M_inferences": float(f"{net[''] * 1e3:.4g}"),
-        "headline/co2e_mg_per_1M_inferences": float(f"{per_1k['co2e_g_per_1k'] * 1e6:.4g}"),
-        "headline/water_mL_per_1M_inferences": float(f"{per_1k['water_l_per_1k'] * 1e6:.4g}"),
-        "headline/ess": float(f"{ess_metrics['ess']:.4g}"),
+        "headline/energy_J_per_1k_inferences": float(f"{net['']:.4g}"),
+        "headline/co2e_mg_per_1k_inferences": float(f"{per_1k['co2e_g_per_1k'] * 1e3:.4g}"),
+        "headline/water_mL_per_1k_inferences": float(f"{per_1k['water_l_per_1k'] * 1e3:.4g}"),
+        "headline/ess_Mparams_per_gCO2e": float(f"{ess_metrics['ess']:.4g}"),
         "headline/throughput_per_s": float(f"{metrics['throughput_per_s']:.4g}"),
         "headline/accuracy": 0.9123,
     }
-    # At a rounding edge (x.4999 per million) only the exact per-million scale gives the 4 digits shown.
-    edge = 1.2344999e-3
+    # At a rounding edge (x.4999 in the unit shown) only the exact scale gives the 4 digits shown.
+    edge = 1.2344999
     assert report.headline_metrics(
         {"energy_it_j_per_1k": edge * 1e3, "co2e_g_per_1k": edge, "water_l_per_1k": edge, "ess": 1.0}
     ) == {
-        "headline/energy_J_per_1M_inferences": 1234.0,
-        "headline/co2e_mg_per_1M_inferences": 1234.0,
-        "headline/water_mL_per_1M_inferences": 1234.0,
-        "headline/ess": 1.0,
+        "headline/energy_J_per_1k_inferences": 1234.0,
+        "headline/co2e_mg_per_1k_inferences": 1234.0,
+        "headline/water_mL_per_1k_inferences": 1234.0,
+        "headline/ess_Mparams_per_gCO2e": 1.0,
     }
     # A figure that is not finite (an ESS not defined, no throughput) is left out, not logged as NaN.
     undefined = report.headline_metrics({**everything, "ess": math.nan, "throughput_per_s": math.inf})
     assert set(undefined) == {
-        "headline/energy_J_per_1M_inferences",
-        "headline/co2e_mg_per_1M_inferences",
-        "headline/water_mL_per_1M_inferences",
+        "headline/energy_J_per_1k_inferences",
+        "headline/co2e_mg_per_1k_inferences",
+        "headline/water_mL_per_1k_inferences",
         "headline/accuracy",
     }
     assert report.impact_tags(impact) == {
@@ -349,8 +349,10 @@ def test_summary_and_run_description_by_hand():
         if line.startswith("  tier ")
     ]
     assert tier_line.startswith("  tier        datacenter, an ASSUMPTION: not in the hardware table; tier x")
-    # The run page's note: a heading, the hardware, then one table row per summary line.
-    assert report.description(text).splitlines()[:7] == [
+    # The run page's note: the compact answer, a heading, the hardware, then one table row per line.
+    assert report.description(text, "the answer").splitlines()[:9] == [
+        "the answer",
+        "",
         "### m-d-fp16-bs8",
         "",
         "on NVIDIA H100 SXM 80GB (cuda:0, tier datacenter)",
@@ -359,9 +361,22 @@ def test_summary_and_run_description_by_hand():
         "|---|---|",
         "| **data** | d (as configured) |",
     ]
-    assert "| **quality** | accuracy 0.9123 |" in report.description(text)
-    assert report.description("t  n  h\n  k  a|b").splitlines()[-1] == "| **k** | a\\|b |"
-    assert report.description("t  n  h\n  k  v").endswith("| **k** | v |\n")
+    assert "| **quality** | accuracy 0.9123 |" in report.description(text, "")
+    assert report.description("t  n  h\n  k  a|b", "").splitlines()[-1] == "| **k** | a\\|b |"
+    assert report.description("t  n  h\n  k  v", "").endswith("| **k** | v |\n")
+
+
+def test_the_compact_answer_fits_the_run_lists_description_column():
+    """The run list shows a note's first 50 characters: energy and CO2e per 1,000 and ESS, and what
+    they are, in fewer."""
+    figures = {"energy_it_j_per_1k": 0.012744, "co2e_g_per_1k": 2.6215e-6, "ess": 247.6}
+    answer = report.compact_answer(figures, "ESTIMATE")
+    assert answer == "12.7 mJ/1k est. · 2.62 µg CO2e · ESS 248" and len(answer) <= 50
+    large = {"energy_it_j_per_1k": 20283.0, "co2e_g_per_1k": 2.2537, "ess": 0.1234}
+    assert report.compact_answer(large, "measured, WHOLE GPU") == (
+        "20.3 kJ/1k measured WHOLE GPU · 2.25 g CO2e · ESS 0.123"
+    )
+    assert report.compact_answer({"energy_it_j_per_1k": 1.0}, "SIMULATED") == "1 J/1k SIMULATED"
 
 
 def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():

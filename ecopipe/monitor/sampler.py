@@ -5,9 +5,10 @@ and grows with the elapsed time (elapsed / SAMPLES_PER_E_FOLD) down to min_hz, s
 stays small; `frequency_hz` pins the rate. The sampling runs in a separate process (ecopipe.monitor.
 probe), so it never takes the workload's GIL; nothing on the workload's side sleeps or blocks. Energy
 figures never come from this trace (they come from the sensors' window edges); it documents what
-happened inside the window: observed power (estimates are left out: they are a model of the
-process's CPU time, which the trace records directly), process CPU and memory, GPU utilisation,
-memory, temperature, SM clock and P-state.
+happened inside the window: observed power, process CPU and memory, GPU utilisation, memory,
+temperature, SM clock and P-state. Where a component has no counter, its estimate's power at each
+sample is added after the run (`estimated_power_w.<component>`, named so), computed from the process
+readings of the same trace, so that a machine without counters still shows a power trace.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +57,21 @@ class Trace:
     def overhead_frac(self) -> float:
         """Sampler CPU seconds per second of window: its share of one core."""
         return self.sampler_cpu_s / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+ESTIMATED_POWER = "estimated_power_w."  # a trace column of a model's power, never a measurement
+
+
+def with_estimated_power(trace: Trace, sensors: Sequence[EnergySensor]) -> Trace:
+    """The trace with a column of each model sensor's power (EnergySensor.trace_watts) at its samples."""
+    if trace.samples.empty:
+        return trace
+    estimates = {
+        f"{ESTIMATED_POWER}{sensor.component.value}": watts
+        for sensor in sensors
+        if (watts := sensor.trace_watts(trace.samples)) is not None
+    }
+    return replace(trace, samples=trace.samples.assign(**estimates))
 
 
 class PowerSampler:

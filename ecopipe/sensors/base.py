@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the GPU resolver imports this module with nothing but pynvml (a bare GPU image)
+    import pandas as pd
 
 
 class Component(StrEnum):
@@ -104,6 +108,11 @@ class EnergySensor(ABC):
 
     def power_watts(self) -> float | None:
         """Instantaneous power for the sampler's trace, or None where the sensor has no such field."""
+        return None
+
+    def trace_watts(self, samples: pd.DataFrame) -> pd.Series | None:
+        """A model's power at each of a trace's samples, from the process readings the trace holds;
+        None for a counter, which the sampler reads itself (probe_spec)."""
         return None
 
     def probe_spec(self) -> dict[str, object] | None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import psutil
 
 from ecopipe.cpu_identity import (
@@ -226,6 +227,12 @@ class EstimatedCpuSensor(_ModelSensor):
     def _start(self) -> None:
         self._cpu = self._cpu_seconds(self.excluded)
 
+    def trace_watts(self, samples: pd.DataFrame) -> pd.Series:
+        """The point estimate at the utilisation the trace saw: its `process.cpu_pct` (100 = one
+        thread busy; the job's main process, without its children) over the job's threads."""
+        utilisation = samples["process.cpu_pct"] / 100 / self.share.threads
+        return utilisation.map(lambda u: self.share.watts(u)[1])
+
     def _advance(self, dt: float) -> Band3:
         cpu = max(self._cpu, self._cpu_seconds(self.excluded))  # a child exiting unreaped can dip the sum
         utilisation = (cpu - self._cpu) / (dt * self.share.threads)
@@ -284,6 +291,15 @@ class EstimatedRamSensor(_ModelSensor):
         """The memory the job's processes hold (resident set), the sampler left out."""
         method = "resident memory of the job's processes"
         return cls(gigabytes, Source.ESTIMATED_RSS, method, allowance_gb, clock=clock)
+
+    def trace_watts(self, samples: pd.DataFrame) -> pd.Series:
+        """The point estimate at the memory the trace saw (`process.rss_mb`, the job's main process),
+        or at the installed memory (constant) for the machine-wide estimate."""
+        if self.source is Source.ESTIMATED_RSS:
+            gigabytes = samples["process.rss_mb"] * 2**20 / BYTES_PER_GB
+        else:
+            gigabytes = pd.Series(self._gigabytes(self.excluded), index=samples.index)
+        return (gigabytes - self.allowance_gb).clip(lower=0) * self.watts_per_gb[1]
 
     def _charged(self) -> float:
         return max(0.0, self._gigabytes(self.excluded) - self.allowance_gb)

@@ -20,7 +20,7 @@ import numpy as np
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.monitor.busy import MachineLoad
 from ecopipe.monitor.energy import Bound, Energy, EnergyMeter, Power, Snapshot, Window
-from ecopipe.monitor.sampler import PowerSampler, Trace
+from ecopipe.monitor.sampler import PowerSampler, Trace, with_estimated_power
 from ecopipe.monitor.settle import SETTLE_TOLERANCE, SETTLE_WINDOWS, Settling, settle, window_for
 from ecopipe.monitor.stats import Band, Estimate, band_of, estimate
 from ecopipe.stages.progress import JobProgress
@@ -471,7 +471,7 @@ def run_inference(
                     break
             other_cpu_load = load_of_others.stop()
         finally:
-            trace = sampler.stop()
+            trace = with_estimated_power(sampler.stop(), meter.sensors)
 
     facts = workload.facts()
     quality = workload.quality(quality_outputs) if facts.weights != "random" else {}

@@ -1,0 +1,97 @@
+"""The run list as the MLflow UI shows it at first look: a saved view of the headline columns.
+
+MLflow has no server-side default for the run list's columns (it opens on Run Name, Created, Dataset,
+Duration, Source, Models). Since 3.15 its UI has saved views: an experiment tag
+`mlflow.sharedViewState.<id>` holding `{"name", "createdAt", "state"}`, `state` a JSON string of the
+run list's columns, their widths and its sort, opened by the link `#/experiments/<id>/runs?
+viewStateShareKey=<id>`. The UI never applies a view by itself, so the link heads the experiment's
+description and ends every job's and sweep's output. The format is the UI's own, not an API: MLflow is
+pinned in pyproject.toml, and tests/test_ui.py opens the view in a real browser.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from mlflow import MlflowClient
+
+from ecopipe.credentials import redact
+from ecopipe.report import (
+    FIGURES_TAG,
+    HEADLINE_CO2E,
+    HEADLINE_ENERGY,
+    HEADLINE_ESS,
+    HEADLINE_THROUGHPUT,
+    HEADLINE_WATER,
+)
+
+VIEW_ID = "ecopipe-headline"
+VIEW_TAG = "mlflow.sharedViewState." + VIEW_ID
+VIEW_NAME = "ecopipe: the headline figures"
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` and `mlflow ui` serve a local store
+
+
+def _key(kind: str, name: str) -> str:
+    """A column's key in the UI's state; without the backticks the page shows no rows."""
+    return f"{kind}.`{name}`"
+
+
+HEADLINE_METRICS = (HEADLINE_ENERGY, HEADLINE_CO2E, HEADLINE_ESS, HEADLINE_WATER, HEADLINE_THROUGHPUT)
+HEADLINE_TAGS = (FIGURES_TAG, "ecopipe.hardware", "energy_source.cpu", "energy_source.gpu")
+COLUMNS = (
+    _key("attributes", "Description"),  # the compact answer: `12.7 mJ/1k est. · 2.6 µg CO2e · ESS 250`
+    *(_key("metrics", m) for m in HEADLINE_METRICS),
+    *(_key("tags", t) for t in HEADLINE_TAGS),
+)
+# Narrower columns cut the headers (`headline/co2e_r…`).
+COLUMN_WIDTHS = {_key("attributes", "Description"): 320} | {_key("metrics", m): 260 for m in HEADLINE_METRICS}
+# Sorted by a metric, every run is a row: sorted by time, a sweep's jobs stay folded under its parent.
+ORDER_BY = _key("metrics", HEADLINE_ENERGY)
+
+
+def view_state() -> dict[str, object]:
+    return {
+        "selectedColumns": list(COLUMNS),
+        "columnOrder": list(COLUMNS),
+        "columnWidths": COLUMN_WIDTHS,
+        "orderByKey": ORDER_BY,
+        "orderByAsc": True,
+    }
+
+
+def seed_view(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> None:
+    """Write the view on the experiment, unless its state is already this one (`tags`: the experiment's)."""
+    state = json.dumps(view_state(), separators=(",", ":"))
+    try:
+        if json.loads(tags.get(VIEW_TAG, "{}")).get("state") == state:
+            return
+    except (json.JSONDecodeError, AttributeError):  # not ours, or damaged: written anew
+        pass
+    value = {"name": VIEW_NAME, "createdAt": int(time.time() * 1000), "state": state}
+    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(value, separators=(",", ":")))
+
+
+def view_path(experiment_id: str) -> str:
+    """The view's link inside the UI (a fragment: the UI routes on it)."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_ID}"
+
+
+def view_url(uri: str, experiment_id: str) -> str:
+    """The view's full address: on the tracking server, or where `mlflow ui` serves a local store."""
+    base = redact(uri).rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    return f"{base}/{view_path(experiment_id)}"
+
+
+def where(run_id: str, experiment_id: str, uri: str) -> str:
+    """The last lines of a job's output: which run holds its figures, and how to open them in the UI."""
+    if uri.startswith(("http://", "https://")):
+        return (
+            f"  run         {redact(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}\n"
+            f"  view        {view_url(uri, experiment_id)}  (every run's headline figures)"
+        )
+    return (
+        f"  run         {run_id} in {redact(uri)}\n"
+        f"  view        `mlflow ui --backend-store-uri {redact(uri)}` (`make ui` for ./mlflow.db), then "
+        f"{view_url(uri, experiment_id)}  (every run's headline figures)"
+    )
