@@ -536,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log:
         log_to_run(MlflowClient(tracking_uri=uris[0]), sweep, result)
     print("\n".join(result.notes[:3]))
+    if headline := render.headline_text(result.tables, result.titles):
+        print(f"\n{headline}\n")
     print(f"wrote {len(result.files)} files to {out.resolve()}")
     print(f"  {out.resolve() / 'summary.md'}  {out.resolve() / 'summary.html'}")
     if result.jobs.empty:

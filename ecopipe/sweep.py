@@ -49,6 +49,7 @@ from ecopipe.tracking import (
     reused_runs,
     running_jobs_of_sweep,
 )
+from ecopipe.ui_view import view_url
 from ecopipe.workloads.hub import hub_unreachable
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,7 @@ class SweepCallback(Callback):
     def _end(self, config: DictConfig) -> None:
         """Aggregate the sweep, log its tables to the parent, end it; exit with the failed jobs' count."""
         from ecopipe.aggregate import aggregate, log_to_run
+        from ecopipe.aggregation.render import headline_text
 
         tracking = self._tracking(config)
         client, experiment = open_experiment(tracking)
@@ -289,11 +291,14 @@ class SweepCallback(Callback):
             client.log_metric(self.parent_run_id, key, value)
         client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
         older = f", {len(other_code)} of them by another code version" if other_code else ""
+        if headline := headline_text(result.tables, result.titles):
+            print(f"\n{headline}\n")
         print(
             f"sweep: {len(children)} jobs run, {len(failed)} failed, {len(reused)} reused (measured "
             f"earlier{older}; in the tables, column reused), {skipped} skipped (not fitting the grid); "
             f"tables in {Path(config.hydra.sweep.dir) / 'aggregate'}"
         )
+        print(f"  view        {view_url(resolve_uri(tracking), experiment)}  (every run's headline figures)")
         if other_code:
             this = code_version()
             print(f"  rerun_other_version=true measures again the {len(other_code)} that code {this} did not")

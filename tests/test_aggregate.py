@@ -588,6 +588,11 @@ def test_cli_writes_the_tables_and_says_where(runs, store, tmp_path):
     assert done.returncode == 0, done.stderr
     assert str(out.resolve()) in done.stdout
     assert (out / "summary.md").exists() and (out / "tables" / "energy_gross.csv").exists()
+    # The headline tables on the terminal, as in summary.md: energy, then CO2e, per 1,000 inferences.
+    summary = (out / "summary.md").read_text()
+    for title in ("Energy per 1,000 inferences, gross [J]", "CO2e per 1,000 inferences [g]"):
+        table = summary.split(f"## {title}\n\n")[1].split("\n\n")[0]
+        assert f"{title}\n\n{table}\n" in done.stdout
 
 
 def test_cli_unknown_experiment_is_one_line_and_exit_2(runs, store, tmp_path, capsys):

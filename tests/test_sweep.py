@@ -79,6 +79,16 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     assert {"summary.md", "tables", "plots", "data"} <= artifacts
     logged = client.download_artifacts(parent.info.run_id, "tables/ess.csv", str(tmp_path))
     pd.testing.assert_frame_equal(pd.read_csv(logged), table)
+    # The sweep ends with its headline table (as summary.md has it) and the link to the saved view.
+    summary = (out / "summary.md").read_text()
+    title = "Energy per 1,000 inferences, gross [J]"
+    energy = summary.split(f"## {title}\n\n")[1].split("\n\n")[0]
+    assert f"{title}\n\n{energy}\n" in done.stdout and len(energy.splitlines()) == 2 + 4 + 1  # + sources
+    experiment = parent.info.experiment_id
+    assert done.stdout.strip().splitlines()[-1] == (
+        f"  view        http://127.0.0.1:5000/#/experiments/{experiment}/runs?viewStateShareKey=ecopipe-headline"
+        "  (every run's headline figures)"
+    )
 
 
 def test_each_warning_is_said_once_per_sweep(tmp_path, store, client):

@@ -151,6 +151,16 @@ def shown(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {n: display(n, tables) for n in tables if n != SOURCE_TABLE and not n.endswith(_HIDDEN)}
 
 
+# What a sweep and the aggregation print on the terminal: energy and CO2e per 1,000 lead.
+HEADLINE_TABLES = ("energy_gross", "co2e")
+
+
+def headline_text(tables: Mapping[str, pd.DataFrame], titles: Mapping[str, str]) -> str:
+    """The headline tables as Markdown, for the terminal; the rest is in the files."""
+    parts = [f"{titles.get(n, n)}\n\n{markdown(display(n, tables))}" for n in HEADLINE_TABLES if n in tables]
+    return "\n\n".join(parts)
+
+
 def _sections(
     tables: Mapping[str, pd.DataFrame], titles: Mapping[str, str], failed: pd.DataFrame
 ) -> list[tuple[str, pd.DataFrame]]:
