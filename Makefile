@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: setup run smoke test bench lint ui clean gpu-kit gpu-check-cpu cluster-up cluster-down test-cluster mutate
+.PHONY: setup run smoke test test-ui bench lint ui clean gpu-kit gpu-check-cpu cluster-up cluster-down test-cluster mutate
 
 setup: $(STAMP)
 
@@ -35,6 +35,16 @@ smoke: $(STAMP)  ## a quick check (under a minute): the default job with short w
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The MLflow UI in a real headless browser: Debian's chromium (apt-get, as root, where it is missing) and
+# playwright to drive it. Screenshots go to .ui-screenshots/ (git-ignored).
+$(VENV)/.ui-installed: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(BIN)/python -m pip install --quiet -e ".[dev,ui]"
+	touch $@
+
+test-ui: $(VENV)/.ui-installed
+	ECOPIPE_UI_TESTS=required ECOPIPE_UI_SCREENSHOTS=.ui-screenshots $(BIN)/python -m pytest -m ui tests/test_ui.py
 
 $(VENV)/.bench-installed: $(STAMP)  ## CodeCarbon, for the comparison table only
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
@@ -81,10 +91,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-ui: $(STAMP)  ## browse every run of the embedded store
-	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
-	@echo "  (the 'Model training' view; MLflow 3 otherwise opens experiments on its GenAI traces page)"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+# Any SQLite store: make ui STORE=.smoke/mlflow.db
+STORE ?= mlflow.db
+ui: $(STAMP)  ## browse every run of a store (default ./mlflow.db)
+	@test -f "$(STORE)" || { echo "make ui: no store at $(STORE) (make run writes ./mlflow.db; STORE=path picks another)"; exit 2; }
+	@echo "MLflow UI of $(STORE): http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+	@echo "  open an experiment, then 'Open the headline view' at the top of its description"
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(abspath $(STORE))" --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf $(VENV) outputs multirun/*/ mlflow.db mlartifacts .pytest_cache .smoke mutants

@@ -355,11 +355,13 @@ def _log_table(
         client.log_artifact(run_id, str(path), str(Path(artifact).parent))
 
 
-def _note(summary_md: str) -> str:
-    """summary.md as the parent run's description; images stay in plots/, and a note too long for a
-    tag (MLflow keeps 8,000 characters) ends by pointing at the file."""
+def _note(summary_md: str, jobs: int) -> str:
+    """summary.md as the parent run's description, after a plain first line (what the run list's
+    Description column shows); images stay in plots/, and a note too long for a tag (MLflow keeps
+    8,000 characters) ends by pointing at the file."""
     lines = [line for line in summary_md.splitlines() if not line.startswith("![")]
-    text = "\n".join("##" + line if line.startswith("#") else line for line in lines)  # h3, h4: a note's size
+    first = f"sweep of {jobs} jobs: tables in its artifacts"
+    text = "\n".join([first, "", *("##" + line if line.startswith("#") else line for line in lines)])
     if len(text) <= NOTE_LIMIT:
         return text
     cut = text[: NOTE_LIMIT - 200].rsplit("\n", 1)[0]
@@ -379,7 +381,7 @@ def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
             folder = path.parent.relative_to(root).as_posix()
             client.log_artifact(run_id, str(path), None if folder == "." else folder)
         summary = next(p for p in files if p.name == "summary.md").read_text()
-    client.set_tag(run_id, NOTE_TAG, _note(summary))
+    client.set_tag(run_id, NOTE_TAG, _note(summary, len(result.jobs)))
     tables = dict(render.shown(result.tables))
     if not result.failed.empty:
         tables["failed"] = result.failed

@@ -38,14 +38,18 @@ def _key(kind: str, name: str) -> str:
 
 
 HEADLINE_METRICS = (HEADLINE_ENERGY, HEADLINE_CO2E, HEADLINE_ESS, HEADLINE_WATER, HEADLINE_THROUGHPUT)
-HEADLINE_TAGS = (FIGURES_TAG, "ecopipe.hardware", "energy_source.cpu", "energy_source.gpu")
+# Left to right, what a reader needs first: the answer, then what the figures are and on what.
 COLUMNS = (
     _key("attributes", "Description"),  # the compact answer: `12.7 mJ/1k est. · 2.6 µg CO2e · ESS 250`
-    *(_key("metrics", m) for m in HEADLINE_METRICS),
-    *(_key("tags", t) for t in HEADLINE_TAGS),
+    *(_key("metrics", m) for m in HEADLINE_METRICS[:3]),
+    _key("tags", FIGURES_TAG),  # measured, ESTIMATE or SIMULATED
+    _key("tags", "ecopipe.hardware"),
+    *(_key("metrics", m) for m in HEADLINE_METRICS[3:]),
+    _key("tags", "energy_source.cpu"),
+    _key("tags", "energy_source.gpu"),
 )
 # Narrower columns cut the headers (`headline/co2e_r…`).
-COLUMN_WIDTHS = {_key("attributes", "Description"): 320} | {_key("metrics", m): 260 for m in HEADLINE_METRICS}
+COLUMN_WIDTHS = {_key("attributes", "Description"): 330} | {_key("metrics", m): 240 for m in HEADLINE_METRICS}
 # Sorted by a metric, every run is a row: sorted by time, a sweep's jobs stay folded under its parent.
 ORDER_BY = _key("metrics", HEADLINE_ENERGY)
 

@@ -178,7 +178,7 @@ def test_co2e_water_and_ess_bands_by_hand():
     assert ess.ess == pytest.approx(200 / 600)
     assert (stage["pue_low"], stage["pue_high"]) == (1.2, 2.0)
     headline = headline_metrics({**metrics, **stage})
-    assert headline["headline/co2e_mg_per_1k_inferences_low"] == 240.0 * 1e3
+    assert headline["headline/co2e_mg_per_1k_low"] == 240.0 * 1e3
     assert headline["headline/ess_Mparams_per_gCO2e_high"] == pytest.approx(200 / 240, rel=1e-3)
     assert "headline/throughput_per_s_low" not in headline  # measured figures have no coefficient band
 

@@ -106,9 +106,9 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     def four_digits(value: float) -> float:
         return float(f"{value:.4g}")
 
-    assert metrics["headline/energy_J_per_1k_inferences"] == four_digits(metrics["energy_per_1k_gross_j"])
-    assert metrics["headline/co2e_mg_per_1k_inferences"] == four_digits(metrics["co2e_g_per_1k"] * 1e3)
-    assert metrics["headline/water_mL_per_1k_inferences"] == four_digits(metrics["water_l_per_1k"] * 1e3)
+    assert metrics["headline/energy_J_per_1k"] == four_digits(metrics["energy_per_1k_gross_j"])
+    assert metrics["headline/co2e_mg_per_1k"] == four_digits(metrics["co2e_g_per_1k"] * 1e3)
+    assert metrics["headline/water_mL_per_1k"] == four_digits(metrics["water_l_per_1k"] * 1e3)
     assert metrics["headline/accuracy"] == four_digits(metrics["quality.accuracy"])
     assert metrics["headline/ess_Mparams_per_gCO2e"] == four_digits(metrics["ess"])
     assert metrics["headline/throughput_per_s"] == four_digits(metrics["throughput_per_s"])
@@ -137,7 +137,7 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     state = json.loads(view["state"])
     link = f"#/experiments/{run.info.experiment_id}/runs?viewStateShareKey=ecopipe-headline"
     assert experiment.tags["mlflow.note.content"].startswith(f"**[Open the headline view]({link})**")
-    assert state["orderByKey"] == "metrics.`headline/energy_J_per_1k_inferences`" and state["orderByAsc"]
+    assert state["orderByKey"] == "metrics.`headline/energy_J_per_1k`" and state["orderByAsc"]
     for column in state["selectedColumns"]:
         kind, _, name = column.partition(".")
         assert name.startswith("`") and name.endswith("`"), column
@@ -171,7 +171,7 @@ def test_an_estimate_carries_its_band_and_its_name_everywhere(make_cfg, client, 
     assert tags["ecopipe.figures"] == "ESTIMATE"
     assert tags["hardware.cpu_microarch_identified_by"] in ("name", "table", "flags", "unknown")
     assert tags["hardware.cpu_microarch"] == (cpu_power().identity.microarch or "unknown")
-    headline = ("energy_J_per_1k_inferences", "co2e_mg_per_1k_inferences", "water_mL_per_1k_inferences")
+    headline = ("energy_J_per_1k", "co2e_mg_per_1k", "water_mL_per_1k")
     for name in headline:
         low, point, high = (metrics[f"headline/{name}{end}"] for end in ("_low", "", "_high"))
         assert low < point < high, name  # the coefficients' range is never zero

@@ -89,7 +89,7 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
     # A zero-carbon grid: no ESS, and no headline ESS or band kept from the original by mistake.
     clean = client.get_run(reimpact_run(client, original, ["impact.carbon_intensity=0"])).data.metrics
     assert not {k for k in clean if k.startswith(("ess", "headline/ess_"))}
-    assert clean["headline/co2e_mg_per_1k_inferences"] == 0.0
+    assert clean["headline/co2e_mg_per_1k"] == 0.0
 
 
 def test_reimpact_takes_the_runs_tier_and_a_missing_region_is_the_world_grid(bench):

@@ -214,9 +214,9 @@ def test_impact_ess_headline_and_tags_by_hand():
     )
     everything = {**metrics, **impact_metrics, **ess_metrics}
     assert report.headline_metrics(everything) == {
-        "headline/energy_J_per_1k_inferences": float(f"{net['']:.4g}"),
-        "headline/co2e_mg_per_1k_inferences": float(f"{per_1k['co2e_g_per_1k'] * 1e3:.4g}"),
-        "headline/water_mL_per_1k_inferences": float(f"{per_1k['water_l_per_1k'] * 1e3:.4g}"),
+        "headline/energy_J_per_1k": float(f"{net['']:.4g}"),
+        "headline/co2e_mg_per_1k": float(f"{per_1k['co2e_g_per_1k'] * 1e3:.4g}"),
+        "headline/water_mL_per_1k": float(f"{per_1k['water_l_per_1k'] * 1e3:.4g}"),
         "headline/ess_Mparams_per_gCO2e": float(f"{ess_metrics['ess']:.4g}"),
         "headline/throughput_per_s": float(f"{metrics['throughput_per_s']:.4g}"),
         "headline/accuracy": 0.9123,
@@ -226,17 +226,17 @@ def test_impact_ess_headline_and_tags_by_hand():
     assert report.headline_metrics(
         {"energy_it_j_per_1k": edge * 1e3, "co2e_g_per_1k": edge, "water_l_per_1k": edge, "ess": 1.0}
     ) == {
-        "headline/energy_J_per_1k_inferences": 1234.0,
-        "headline/co2e_mg_per_1k_inferences": 1234.0,
-        "headline/water_mL_per_1k_inferences": 1234.0,
+        "headline/energy_J_per_1k": 1234.0,
+        "headline/co2e_mg_per_1k": 1234.0,
+        "headline/water_mL_per_1k": 1234.0,
         "headline/ess_Mparams_per_gCO2e": 1.0,
     }
     # A figure that is not finite (an ESS not defined, no throughput) is left out, not logged as NaN.
     undefined = report.headline_metrics({**everything, "ess": math.nan, "throughput_per_s": math.inf})
     assert set(undefined) == {
-        "headline/energy_J_per_1k_inferences",
-        "headline/co2e_mg_per_1k_inferences",
-        "headline/water_mL_per_1k_inferences",
+        "headline/energy_J_per_1k",
+        "headline/co2e_mg_per_1k",
+        "headline/water_mL_per_1k",
         "headline/accuracy",
     }
     assert report.impact_tags(impact) == {

@@ -79,6 +79,9 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     assert {"summary.md", "tables", "plots", "data"} <= artifacts
     logged = client.download_artifacts(parent.info.run_id, "tables/ess.csv", str(tmp_path))
     pd.testing.assert_frame_equal(pd.read_csv(logged), table)
+    # The run list's Description column reads the parent's note's start: plain words, not Markdown.
+    note = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    assert note.splitlines()[0] == "sweep of 4 jobs: tables in its artifacts"
     # The sweep ends with its headline table (as summary.md has it) and the link to the saved view.
     summary = (out / "summary.md").read_text()
     title = "Energy per 1,000 inferences, gross [J]"
