@@ -96,3 +96,67 @@ def test_pareto_keeps_the_points_nothing_beats():
 def test_family_groups_sizes_of_one_model():
     assert {plots.family(m) for m in ("opt-125m", "opt-2.7b")} == {"opt"}
     assert plots.family("qwen2.5-0.5b") == "qwen2.5" and plots.family("svc") == "svc"
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures the plots save, to read what a reader will see in them."""
+    from matplotlib.figure import Figure
+
+    figures, real = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or real(fig, *a, **k))
+    return figures
+
+
+def label_boxes(ax) -> list:
+    renderer = ax.figure.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in ax.texts]
+
+
+def test_energy_quality_draws_a_panel_per_data_set_with_its_bands_and_its_points_named(tmp_path, drawn):
+    """Two data sets' accuracies do not compare: a panel each, each energy with its error bar, each
+    point named, no two names on top of each other and none off the figure."""
+    energy, accuracy = table(6, seed=1), table(6, seed=2, spread=10.0)
+    low, high = energy.copy(), energy.copy()
+    low[list(HARDWARE)], high[list(HARDWARE)] = energy[list(HARDWARE)] * 0.5, energy[list(HARDWARE)] * 2
+    plots.energy_quality(energy, {"accuracy": accuracy}, tmp_path / "eq.png", bands=(low, high))
+    (fig,) = drawn
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == ["digits: energy against accuracy",
+                                                 "wikitext: energy against accuracy"]  # fmt: skip
+    width = fig.bbox.width
+    for ax, dataset in zip(panels, ("digits", "wikitext"), strict=True):
+        rows = energy[energy["dataset"] == dataset]
+        points = int(rows[list(HARDWARE)].notna().sum().sum())
+        assert len(ax.containers) == points  # an error bar per point: its band
+        boxes = label_boxes(ax)
+        assert len(boxes) == points if points <= 8 else 1 <= len(boxes) < points  # many: the frontier
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+        assert all(box.x0 >= 0 and box.x1 <= width for box in boxes)
+
+
+def test_ess_rows_of_one_data_set_stand_together_and_the_title_says_what_ess_rewards(tmp_path, drawn):
+    frame = table(8)
+    plots.ess_bars(frame, tmp_path / "ess.png")
+    (fig,) = drawn
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    datasets = [label.split(" / ")[0] for label in labels]
+    assert set(datasets) == {"digits", "wikitext"} and all(len(label.split(" / ")) == 3 for label in labels)
+    assert datasets == sorted(datasets)  # grouped: each data set's rows together
+    assert sum(1 for line in ax.lines if line.get_ydata()[0] == line.get_ydata()[1]) >= 1  # the line between
+    assert "rewards size" in fig._suptitle.get_text()
+
+
+def test_crowded_labels_are_stepped_apart():
+    from matplotlib.figure import Figure
+
+    from ecopipe.plot_labels import place_labels
+
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    place_labels(ax, [(0.3, 0.5, f"arm number {i}") for i in range(6)])
+    boxes = label_boxes(ax)
+    assert len(boxes) == 6 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

@@ -669,3 +669,31 @@ def test_pareto_axis_names_what_the_markers_are(tmp_path, monkeypatch):
     points = {"member:a": MeasuredPoint(2.0, 1.5, 2.5, 0.9, True)}
     plot_study(tmp_path / "p.png", frontier, curve, points, "member:a", "t", "n", "ESTIMATE")
     assert labels == ["energy per 1,000 inferences (J, log scale); markers: ESTIMATE, with their band"]
+
+
+def test_pareto_keys_arms_by_kind_and_number_and_explains_the_priced_curve(tmp_path, monkeypatch):
+    """A colour per kind of arm (not per arm), a number beside each marker with its name in the key,
+    and a caption saying the dashed curve is an accounting, not a measurement."""
+    from matplotlib.figure import Figure
+
+    from ecopipe.selection.pareto import CurvePoint, MeasuredPoint, plot_study
+
+    figures, real = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or real(fig, *a, **k))
+    arms = ["member_a", "member_b", "member_c", "cascade_x", "cascade_y", "router_z", "oracle"]
+    points = {name: MeasuredPoint(1.0 + i, 0.5 + i, 1.5 + i, 0.9, name.startswith("member")) for i, name in
+              enumerate(arms)}  # fmt: skip
+    curve = [CurvePoint(0.5, 0.9, 0.002, True)]
+    plot_study(tmp_path / "p.png", (np.array([0.0, 0.9]), np.array([0.001, 0.002])), curve, points,
+               "member_c", "t", "n", "ESTIMATE")  # fmt: skip
+    (fig,) = figures
+    ax = fig.axes[0]
+    key = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert key[:2] == ["oracle frontier (priced bound)", "cascade curve, one shared threshold (priced)"]
+    assert key[2:] == [f"{i}  {n}{' (reference)' if n == 'member_c' else ''} (measured)"
+                       for i, n in enumerate(arms, start=1)]  # fmt: skip
+    colours = {n: h.get_color() for n, h in zip(arms, ax.get_legend().legend_handles[2:], strict=True)}
+    assert colours["member_a"] == colours["member_b"] == colours["member_c"] != colours["cascade_x"]
+    assert colours["cascade_x"] == colours["cascade_y"] and len(set(colours.values())) == 4
+    assert sorted(t.get_text() for t in ax.texts) == sorted(str(i) for i in range(1, 8))
+    assert any("accounting, not a measurement" in t.get_text() for t in fig.texts)

@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
 
 from ecopipe.aggregation.tables import COMPLETE, ENERGY, KEYS, key_columns, numbers
+from ecopipe.plot_labels import place_labels
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -35,9 +36,13 @@ MAX_HARDWARE = 10  # bars per group at most, one colour each (a shared store may
 LOG_SPREAD = 100.0  # energy axes turn logarithmic once the largest value exceeds the smallest by this
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^", "int4": "v"}
-FRONTIER_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
 ESTIMATE_NOTE = "hollow markers: energy ESTIMATED (no power sensor read), not measured"
 BAND_NOTE = "error bars: each figure's band (an estimate's coefficient range and the 95% CI over trials)"
+# What ESS rewards, wherever it is shown: a bigger model scores higher for the same CO2e.
+ESS_MEANING = (
+    "Higher is better only between models of one task and data set: ESS counts parameters per g CO2e, "
+    "so it rewards size, not the energy of the answer"
+)
 ESTIMATED = "estimat|fake|unknown"  # a source label that is not a plain measurement
 INCOMPLETE_NOTE = (
     "{} rows with INCOMPLETE energy (a device not metered) or a WHOLE GPU's (MIG) left out: see the tables"
@@ -135,6 +140,9 @@ def ess_bars(
     ess, incomplete = _complete(ess)
     low, high, sources = (_complete(table)[0] for table in (low, high, sources))
     keys = key_columns(ess)
+    if "dataset" in keys:  # ESS compares within one data set: its rows together, the data set first
+        keys = ["dataset", *(k for k in keys if k != "dataset")]
+        ess = ess.sort_values("dataset", kind="stable")
     hardware = [c for c in ess.columns if c not in keys]
     values = numbers(ess[hardware]) if hardware else ess
     lows, highs = (_aligned(t, ess, hardware) for t in (low, high))
@@ -160,7 +168,7 @@ def ess_bars(
         fig = Figure(figsize=(9, 1.6 + 0.22 * len(rows) * max(1, 0.6 * len(present))), layout="constrained")
         ax = fig.subplots()
         y = np.arange(len(rows))[::-1]  # the table's first row on top
-        hatched = False
+        hatched = unbounded = False
         for i, hw in enumerate(present):
             v = values.loc[rows.index, hw].where(lambda s: s > 0)
             at = y + (len(present) - 1 - 2 * i) * height / 2
@@ -176,9 +184,14 @@ def ess_bars(
                 lo_v = numbers(lows.loc[rows.index, [hw]])[hw]
                 hi_v = numbers(highs.loc[rows.index, [hw]])[hw]
                 both = (v.notna() & lo_v.notna() & hi_v.notna()).to_numpy()  # no error bar without both ends
+                unbounded |= bool((v.notna() & lo_v.notna() & hi_v.isna()).any())
                 err = np.array([(v - lo_v)[both].clip(lower=0), (hi_v - v)[both].clip(lower=0)])
                 ax.errorbar(v[both], at[both], xerr=err, fmt="none", ecolor="0.15", elinewidth=0.9, capsize=2)
         ax.set_yticks(y, [_label(r, keys) for _, r in rows.iterrows()], fontsize=8)
+        if "dataset" in keys:  # a line between data sets: bars compare within one only
+            changes = np.flatnonzero(rows["dataset"].to_numpy()[1:] != rows["dataset"].to_numpy()[:-1])
+            for change in changes:
+                ax.axhline(y[change] - 0.5, color="0.2", lw=0.8)
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.set_xscale("log")
         ax.set_xlim(lo / 2, hi * 2)  # one scale on every page, so pages compare
@@ -199,6 +212,10 @@ def ess_bars(
             label += f"\nleft out to keep the plot legible: {', '.join(left_out)}; see tables/ess.csv"
         if lows is not None:
             label += "\n" + BAND_NOTE
+        if unbounded:
+            label += (
+                "\nno error bar: the CO2e band reaches 0, so the ESS has no upper bound (tables: 'at least')"
+            )
         if hatched:
             label += "\nhatched bars: ESTIMATE (energy from a model, no power sensor read), not measured"
         fig.supxlabel(_wrapped(label), fontsize=10)  # the figure's width: long row labels narrow the axes
@@ -206,7 +223,7 @@ def ess_bars(
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
         ax.grid(axis="x", which="major", alpha=0.3)
-        title = "ESS by " + " x ".join(keys) + " and hardware (higher is better)"
+        title = f"ESS by {' x '.join(keys)} and hardware. {ESS_MEANING}"
         if pages > 1:
             title += f", page {page + 1} of {pages} ({len(shown)} rows)"
         fig.suptitle(_wrapped(title), fontsize=10)
@@ -253,6 +270,9 @@ def _points(
     return points[points["energy"] > 0]
 
 
+PANELS_PER_ROW = 3
+
+
 @plain_text
 def energy_quality(
     energy: pd.DataFrame,
@@ -261,10 +281,10 @@ def energy_quality(
     sources: pd.DataFrame | None = None,
     bands: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> list[Path]:
-    """A panel per quality metric: energy per 1,000 inferences (x) against quality (y); colour by model
-    family, marker by precision, hollow where the energy is estimated, each energy's band (`bands`:
-    the low and high tables) as a horizontal bar; one Pareto frontier per data set, its points
-    labelled (every point when few)."""
+    """A panel per quality metric and data set (their axes do not compare): energy per 1,000
+    inferences (x) against quality (y); colour by model family, marker by precision, hollow where the
+    energy is estimated, each energy's band (`bands`: the low and high tables) as an error bar; the
+    panel's Pareto frontier, its points labelled (every point when few)."""
     energy, incomplete = _complete(energy)
     quality = {name: _complete(table)[0] for name, table in quality.items()}
     sources = _complete(sources)[0]
@@ -273,69 +293,65 @@ def energy_quality(
     panels = []
     for name, table in quality.items():
         if name in QUALITY_DIRECTION and not (points := _points(energy, table, sources, bands)).empty:
-            panels.append((name, points))
+            groups = points.groupby("dataset", sort=True) if "dataset" in points else [("", points)]
+            panels += [(name, str(dataset), group) for dataset, group in groups]
     if not panels:
         return []
-    everything = pd.concat([p for _, p in panels])
+    everything = pd.concat([p for *_, p in panels])
     families = sorted({family(m) for m in everything["model"]})
     colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
     precisions = sorted(set(everything["precision"]), key=lambda p: (p not in PRECISION_MARKERS, p))
     markers = {p: PRECISION_MARKERS.get(p, MARKERS[i % len(MARKERS)]) for i, p in enumerate(precisions)}
     several_hw = everything["hardware"].nunique() > 1
     label_keys = [k for k in keys if k != "dataset"]
-    frontier_style: dict[str, object] = {}
-    fig = Figure(figsize=(7.5 * len(panels), 5.8), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
-    for ax, (name, points) in zip(axes, panels, strict=True):
+    columns = min(len(panels), PANELS_PER_ROW)
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(6.2 * columns, 1.2 + 4.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    for ax, (name, dataset, points) in zip(axes, panels, strict=False):
         higher = QUALITY_DIRECTION[name]
         for _, p in points.iterrows():
             colour = colours[family(p["model"])]
             if pd.notna(p.get("low")) and pd.notna(p.get("high")) and p["low"] != p["high"]:
-                ax.plot([p["low"], p["high"]], [p["quality"]] * 2, color=colour, lw=1, alpha=0.7)
+                err = [[max(p["energy"] - p["low"], 0)], [max(p["high"] - p["energy"], 0)]]
+                ax.errorbar(p["energy"], p["quality"], xerr=err, fmt="none", ecolor=colour, elinewidth=1,
+                            capsize=3, alpha=0.8)  # fmt: skip
+            face = "none" if p["estimated"] else colour
             ax.scatter(p["energy"], p["quality"], marker=markers[p["precision"]], s=46, linewidths=1.4,
-                       edgecolors=colour, facecolors="none" if p["estimated"] else colour)  # fmt: skip
-        datasets = points.groupby("dataset", sort=True) if "dataset" in points else [("all", points)]
-        labelled = []
-        for dataset, group in datasets:
-            front = _pareto(group, higher)
-            style = frontier_style.setdefault(dataset, FRONTIER_STYLES[len(frontier_style) % 4])
-            ax.step(front["energy"], front["quality"], where="post", color="0.35", lw=1, ls=style)
-            labelled.append(group if len(points) <= 8 else front)
-        _annotate(ax, pd.concat(labelled), label_keys + (["hardware"] if several_hw else []))
+                       edgecolors=colour, facecolors=face, zorder=3)  # fmt: skip
+        front = _pareto(points, higher)
+        ax.step(front["energy"], front["quality"], where="post", color="0.35", lw=1, ls="--")
         if _wide_spread(points["energy"].to_numpy(dtype=float)):
             ax.set_xscale("log")
+        ax.margins(x=0.08, y=0.12)
+        named = (points if len(points) <= 8 else front).drop_duplicates([*label_keys, "hardware"])
+        shown_keys = label_keys + (["hardware"] if several_hw else [])
+        place_labels(ax, [(p["energy"], p["quality"], _label(p, shown_keys)) for _, p in named.iterrows()])
         ax.xaxis.set_major_formatter(EngFormatter(unit="J"))
         ax.set_xlabel("energy per 1,000 inferences, gross")
         ax.set_ylabel(f"{name} ({'higher' if higher else 'lower'} is better)")
-        ax.set_title(f"Energy against {name}", fontsize=10)
+        panel = f"{dataset}: energy against {name}" if dataset else f"energy against {name}"
+        ax.set_title(_wrapped(panel, 60), fontsize=10)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], ls="", marker="o", color=colours[f], label=f) for f in families]
     handles += [Line2D([], [], ls="", marker=markers[p], color="0.3", label=p) for p in precisions]
     if everything["estimated"].any():
         handles.append(Line2D([], [], ls="", marker="o", mfc="none", color="0.3", label="estimated"))
-    handles += [
-        Line2D([], [], ls=ls, color="0.35", label=f"frontier: {d}") for d, ls in frontier_style.items()
-    ]
-    axes[-1].legend(handles=handles, fontsize=7, loc="best", title="family / precision", title_fontsize=7)
-    title = "Energy per 1,000 inferences against quality, Pareto frontier per data set"
+    handles.append(Line2D([], [], ls="--", color="0.35", label="Pareto frontier"))
+    fig.legend(handles=handles, fontsize=7, loc="outside right upper", title="family / precision",
+               title_fontsize=7)  # fmt: skip
+    title = "Energy per 1,000 inferences against quality: a panel per data set (their scores do not compare)"
     if everything["estimated"].any():
         title += "\n" + ESTIMATE_NOTE
     if bands is not None:
-        title += "\nhorizontal lines: " + BAND_NOTE.removeprefix("error bars: ")
+        title += "\n" + BAND_NOTE
     if incomplete:
         title += "\n" + INCOMPLETE_NOTE.format(incomplete)
-    fig.suptitle(_wrapped(title, 110 * len(panels)), fontsize=10)
+    fig.suptitle(_wrapped(title, 60 + 50 * columns), fontsize=10)
     fig.savefig(path, dpi=110)
     return [path]
-
-
-def _annotate(ax, points: pd.DataFrame, keys: list[str]) -> None:
-    """Labels stepped apart vertically where points crowd the same spot, so they do not overlap."""
-    points = points.drop_duplicates([*keys]).sort_values(["energy", "quality"])
-    offsets = ((5, 5), (5, -11), (5, 15), (5, -21))
-    for i, (_, p) in enumerate(points.iterrows()):
-        ax.annotate(_label(p, keys), (p["energy"], p["quality"]), xytext=offsets[i % len(offsets)],
-                    textcoords="offset points", fontsize=6.5)  # fmt: skip
 
 
 def _wide_spread(values: np.ndarray) -> bool:

@@ -18,12 +18,14 @@ axis, so members, strategies and the bound are compared on one page.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ecopipe.plot_labels import place_labels
 from ecopipe.selection.cascade import evaluate, terminal_at
 from ecopipe.selection.costs import Prices
 
@@ -88,6 +90,33 @@ def curve_csv(curve: Sequence[CurvePoint]) -> str:
     return out.getvalue()
 
 
+# kind of arm -> (colour, marker): members plain, each strategy family its own
+_ARM_STYLE = {
+    "member": ("0.45", "o"),
+    "cascade": ("C0", "D"),
+    "router": ("C1", "s"),
+    "oracle": ("C2", "*"),
+    "other": ("C4", "P"),
+}
+CURVE_CAPTION = (
+    "The dashed curve is an accounting, not a measurement: a cascade whose members share one threshold, "
+    "priced at each member's fitted per-call and per-row energy over the test rows it would send them. "
+    "Markers are the arms as their own windows measured them; a cascade marker right of the curve paid "
+    "more than the pricing says (overheads it leaves out)."
+)
+
+
+def _kind(name: str, point: MeasuredPoint) -> str:
+    return "member" if point.member else name.split("_")[0]
+
+
+def _numbered(measured: Mapping[str, MeasuredPoint]) -> list[tuple[int, str, MeasuredPoint]]:
+    """The arms numbered from the cheapest: a number beside each marker, its name in the key (a
+    dozen names crowd a corner of the plot)."""
+    ordered = sorted(measured.items(), key=lambda kv: kv[1].energy_per_1k_j)
+    return [(i, name, point) for i, (name, point) in enumerate(ordered, start=1)]
+
+
 def plot_study(
     path: Path,
     frontier: tuple[np.ndarray, np.ndarray],
@@ -104,8 +133,9 @@ def plot_study(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(8, 5.2))
+    fig, ax = plt.subplots(figsize=(8, 6.2))
     try:
         accuracy, energy = frontier
         ax.step(
@@ -121,9 +151,10 @@ def plot_study(
             ls="--",
             label="cascade, shared threshold (priced)",
         )
-        colours = plt.get_cmap("tab20").colors
-        for i, (name, point) in enumerate(sorted(measured.items(), key=lambda kv: kv[1].energy_per_1k_j)):
-            style = dict(marker="o", ms=6) if point.member else dict(marker="D", ms=7)
+        # One colour and marker per kind of arm, not per arm (13 arms in 13 shades read as one).
+        numbered = _numbered(measured)
+        for _, name, point in numbered:
+            colour, marker = _ARM_STYLE.get(_kind(name, point), _ARM_STYLE["other"])
             ax.errorbar(
                 [point.energy_per_1k_j],
                 [point.accuracy],
@@ -133,13 +164,24 @@ def plot_study(
                     [point.high_per_1k_j - point.energy_per_1k_j],
                 ],
                 ls="none",
-                color=colours[i % len(colours)],
-                mec="k" if name == reference else None,
+                marker=marker,
+                ms=6,
+                color=colour,
+                elinewidth=0.8,
+                capsize=2,
+                mec="k" if name == reference else colour,
                 mew=2 if name == reference else 0.5,
-                label=f"{name}{' (reference)' if name == reference else ''}",
                 zorder=3,
-                **style,
             )
+        handles = [
+            Line2D([], [], color="0.3", lw=1.2, label="oracle frontier (priced bound)"),
+            Line2D([], [], color="C0", lw=1, ls="--", label="cascade curve, one shared threshold (priced)"),
+        ]
+        for i, name, point in numbered:
+            colour, marker = _ARM_STYLE.get(_kind(name, point), _ARM_STYLE["other"])
+            text = f"{i}  {name}" + (" (reference)" if name == reference else "") + " (measured)"
+            edge = dict(mec="k", mew=2) if name == reference else {}
+            handles.append(Line2D([], [], ls="", marker=marker, color=colour, label=text, **edge))
         ax.set_xscale("log")
         # The frontier starts at zero accuracy; the measured points are what the axis must show.
         lowest = min(p.accuracy for p in measured.values())
@@ -151,9 +193,10 @@ def plot_study(
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        fig.text(0.01, 0.01, textwrap.fill(f"{CURVE_CAPTION} {note}", 125), fontsize=7, color="0.3")
+        fig.tight_layout(rect=(0, 0.09, 1, 1))
+        place_labels(ax, [(p.energy_per_1k_j, p.accuracy, str(i)) for i, _, p in numbered], fontsize=7)
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)
