@@ -437,7 +437,8 @@ def summary(
         f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh; "
         f"basis {water_basis(f.wue, f.ewif)})",
         f"  ESS         {_ess_text(metrics, label, impact)}  "
-        f"({metrics['effective_params_m']:.4g} M effective parameters)",
+        f"({metrics['effective_params_m']:.4g} M effective parameters; ESS rewards size: compare it only "
+        "between models of one task and data set)",
         f"  throughput  {rate(result.throughput.mean, 'inferences')}  (batch {_batch_text(result)})",
         f"  quality     {quality}",
     ]

@@ -153,3 +153,23 @@ def test_a_reimpact_with_another_carbon_intensity_is_its_own_row(tmp_path, reade
     assert list(co2e.columns[:3]) == ["model", "precision", "impact.carbon_intensity"]
     assert list(co2e["impact.carbon_intensity"]) == ["100.0", "475.0"]
     assert "co2e_runs" not in result.tables and not any("superseded" in note for note in result.notes)
+
+
+def test_the_ess_table_keeps_each_data_sets_rows_together_the_data_set_first():
+    """ESS rewards size: its table is read within one data set, so those rows stand together."""
+    from ecopipe.aggregation.tables import KEYS, by_dataset, key_columns
+
+    table = pd.DataFrame({"model": ["a", "b", "c", "d"], "dataset": ["x", "y", "x", "y"],
+                          "precision": ["fp32"] * 4, "cpu": [1.0, 2.0, 3.0, 4.0]})  # fmt: skip
+    table.attrs[KEYS] = ["model", "dataset", "precision"]
+    grouped = by_dataset(table)
+    assert key_columns(grouped) == ["dataset", "model", "precision"]
+    assert list(grouped.columns) == ["dataset", "model", "precision", "cpu"]
+    assert grouped[["dataset", "model", "cpu"]].values.tolist() == [
+        ["x", "a", 1.0],
+        ["x", "c", 3.0],
+        ["y", "b", 2.0],
+        ["y", "d", 4.0],
+    ]
+    table.attrs[KEYS] = ["model", "precision"]  # one data set: no column for it, nothing moves
+    assert by_dataset(table.drop(columns="dataset")).equals(table.drop(columns="dataset"))

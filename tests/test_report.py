@@ -327,7 +327,8 @@ def test_summary_and_run_description_by_hand():
         # the low end's CO2e is below zero: the ESS has a lowest value (from the highest CO2e) and no
         # upper bound
         f"  ESS         {0.5 / co2e:.4g} (at least {0.5 / (high * 600 / 3.6e6):.3g}: no upper bound, CO2e's "
-        "band reaches 0), ESTIMATE  (0.5 M effective parameters)",
+        "band reaches 0), ESTIMATE  (0.5 M effective parameters; ESS rewards size: compare it only "
+        "between models of one task and data set)",
         "  throughput  833 inferences/s  (batch 8)",
         "  quality     accuracy 0.9123",
         "  estimates   cpu: 8 W share; ram: 0.375 W/GB. Estimated energy follows the job's CPU time and "
@@ -392,7 +393,8 @@ def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
     assert "[gpu fake (SIMULATED), cpu rapl]" in lines[2] and ", SIMULATED (" in lines[2]
     assert lines[6] == (
         "  ESS         not defined (gross CO2e 0 g per 1,000 inferences: the windows drew no more than "
-        "the idle baseline)  (1e-06 M effective parameters)"
+        "the idle baseline)  (1e-06 M effective parameters; ESS rewards size: compare it only between "
+        "models of one task and data set)"
     )
     assert lines[-3] == "  quality     none (random weights)" and not any(
         "estimates" in line for line in lines

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
 
-from ecopipe.aggregation.tables import COMPLETE, ENERGY, KEYS, key_columns, numbers
+from ecopipe.aggregation.tables import COMPLETE, ENERGY, KEYS, by_dataset, key_columns, numbers
 from ecopipe.plot_labels import place_labels
 
 log = logging.getLogger(__name__)
@@ -139,10 +139,8 @@ def ess_bars(
     energy is estimated (`sources`). Rows beyond ROWS_PER_PAGE go to further numbered files."""
     ess, incomplete = _complete(ess)
     low, high, sources = (_complete(table)[0] for table in (low, high, sources))
+    ess = by_dataset(ess)
     keys = key_columns(ess)
-    if "dataset" in keys:  # ESS compares within one data set: its rows together, the data set first
-        keys = ["dataset", *(k for k in keys if k != "dataset")]
-        ess = ess.sort_values("dataset", kind="stable")
     hardware = [c for c in ess.columns if c not in keys]
     values = numbers(ess[hardware]) if hardware else ess
     lows, highs = (_aligned(t, ess, hardware) for t in (low, high))

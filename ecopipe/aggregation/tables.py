@@ -128,7 +128,8 @@ SPECS = (
     TableSpec(
         "ess",
         "ess",
-        "ESS: effective parameters (M) per g CO2e per 1,000 inferences (higher is better)",
+        "ESS: effective parameters (M) per g CO2e per 1,000 inferences; it rewards size, so higher is "
+        "better only between rows of one data set (its rows stand together)",
         True,
         None,
         None,
@@ -340,6 +341,21 @@ def _sort_rows(frame: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
     return frame.sort_values(dims, key=key, kind="stable").reset_index(drop=True)
 
 
+ESS_TABLE = "ess"
+
+
+def by_dataset(table: pd.DataFrame) -> pd.DataFrame:
+    """ESS compares only within one data set: its rows together, the data set the first key."""
+    keys = key_columns(table)
+    if "dataset" not in keys:
+        return table
+    first = ["dataset", *(k for k in keys if k != "dataset")]
+    ordered = table.sort_values("dataset", kind="stable")[[*first, *(c for c in table if c not in keys)]]
+    ordered = ordered.reset_index(drop=True)
+    ordered.attrs[KEYS] = first
+    return ordered
+
+
 def key_columns(table: pd.DataFrame) -> list[str]:
     """A table's row key columns (pivot records them); a table without them (selection) has none."""
     return list(table.attrs.get(KEYS, ()))
@@ -534,6 +550,8 @@ def build(jobs: pd.DataFrame) -> Tables:
         if values.eq(NOT_LOGGED).all():
             continue
         add(spec.name, values, spec.title)
+        if spec.name == ESS_TABLE:
+            tables[ESS_TABLE] = by_dataset(tables[ESS_TABLE])
         if spec.ci95 and logged(spec.ci95):
             # Named <table>_ci95: render puts each half-width beside its value.
             add(f"{spec.name}_ci95", figure(cells, spec.ci95), f"{spec.title}: 95% CI half-width")
