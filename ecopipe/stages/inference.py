@@ -369,6 +369,8 @@ def _load_and_warm_up(
     the steps before any measured window, while the progress line shows the time they take."""
     with progress.ticking():
         load, _ = _metered(meter, workload.load)
+        if workload.fits_in_job:
+            progress.describe("fitting the model")
         fit_window, fitted = _metered(meter, workload.fit)
         fit = fit_window if fitted else None
         record({"load_s": load.duration_s, "load_energy_j": load.energy.total}, 0)
@@ -376,9 +378,10 @@ def _load_and_warm_up(
             record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
 
         # Warm up first, so the baseline sees the state the windows run in (allocator, kernels, clocks).
-        progress.describe("warming up")
         arms = workload.arms()
         progress.arms = len(arms)
+        beside = f" and the {len(arms)} arms measured beside it" if arms else ""
+        progress.describe(f"warming up the model{beside}: {monitor.warmup_batches} batches each")
         for warmed in (workload, *arms.values()):
             for batch in list(warmed.batches())[: monitor.warmup_batches]:
                 warmed.predict(batch)
@@ -463,6 +466,7 @@ def run_inference(
                 # Arms interleave with the workload's trials (order rotated), so drift hits all alike.
                 names = list(arms)
                 for name in names[index % len(names) :] + names[: index % len(names)] if names else []:
+                    progress.describe(f"trial {index + 1}: arm {name}")
                     arm_trial, _, outputs = _trial(meter, arms[name], monitor, index)
                     arm_trials[name].append(arm_trial)
                     arm_outputs[name].extend(outputs)

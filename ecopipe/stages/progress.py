@@ -1,5 +1,9 @@
 """A job's progress line on stderr: its phase, the elapsed time and, once a trial has run, an ETA.
 
+Each phase is also logged as it starts (`phase: ...`), so that the log and a terminal without the
+live line (CI, SLURM, a redirected `make run`) name what runs before every long step: no silence of
+more than the step itself.
+
 Nothing is drawn inside a measured window (the idle baseline, the trials): the line changes only
 between them, so the terminal's work never lands in a window's energy. While the model loads (metered
 as `load_energy_j`, but not an inference window) and warms up, the line is redrawn once a second, so
@@ -9,6 +13,7 @@ tqdm turns the line off where stderr is not a terminal (CI, SLURM logs, a redire
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -19,8 +24,10 @@ from tqdm import tqdm
 
 from ecopipe.logs import logs_above_progress
 
+log = logging.getLogger(__name__)
 FORMAT = "{desc}: phase {n_fmt} of {total_fmt} [{elapsed}{postfix}]"
 TICK_S = 1.0
+LOADING = "loading model and data"
 
 
 class JobProgress:
@@ -41,8 +48,9 @@ class JobProgress:
         self.round_started: float | None = None
         # initial=1: the count names the phase under way (1 of N while loading), not the ones done.
         # mininterval=0: a handful of phases, each drawn when it starts, however fast the last one was.
-        self.bar = tqdm(total=2 + trials, initial=1, desc="loading model and data", leave=False,
+        self.bar = tqdm(total=2 + trials, initial=1, desc=LOADING, leave=False,
                         file=sys.stderr, disable=None, bar_format=FORMAT, mininterval=0)  # fmt: skip
+        log.info("phase: %s", LOADING)
 
     @contextmanager
     def ticking(self) -> Iterator[None]:
@@ -66,9 +74,11 @@ class JobProgress:
 
     def describe(self, description: str) -> None:
         """A step within the current phase."""
+        log.info("phase: %s", description)
         self.bar.set_description_str(description)
 
     def next_phase(self, description: str, postfix: str = "") -> None:
+        log.info("phase: %s%s", description, f" ({postfix})" if postfix else "")
         self.bar.set_description_str(description, refresh=False)
         self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.update()  # redraws

@@ -51,6 +51,7 @@ class Findings:
 
 class Workload(ABC):
     device: str = "cpu"
+    fits_in_job: bool = False  # `fit` trains the model (a long step the job names)
 
     @abstractmethod
     def load(self) -> None:

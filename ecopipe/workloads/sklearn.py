@@ -99,6 +99,8 @@ class SklearnWorkload(Workload):
         n_batches = max(1, -(-len(self.data.x_test) // self.batch_size))
         self._batches = np.array_split(self.data.x_test, n_batches)
 
+    fits_in_job = True
+
     def fit(self) -> bool:
         assert self.data is not None
         self.estimator.fit(self.data.x_train, self.data.y_train)
