@@ -54,6 +54,7 @@ from ecopipe.tracking import (
     resolve_uri,
     reused_from_other_code,
     reused_runs,
+    shown_uri,
     sqlite_path,
     store_writable,
     vouched,
@@ -89,11 +90,21 @@ class Aggregate:
         )
 
 
+def store_labels(uris: Sequence[str]) -> dict[str, str]:
+    """Each store as the tables name it (shown_uri): as few trailing path parts as tell them apart."""
+    for parts in range(1, 64):
+        labels = {uri: shown_uri(uri, parts) for uri in uris}
+        if len(set(labels.values())) == len(set(uris)):
+            return labels
+    return {uri: redact(uri) for uri in uris}
+
+
 def _stores_note(jobs: pd.DataFrame, uris: Sequence[str]) -> str:
+    labels = store_labels(uris)
     if len(uris) == 1:
-        return f"tracking store: {redact(uris[0])}"
+        return f"tracking store: {labels[uris[0]]}"
     counts = jobs["store"].value_counts()
-    listed = [f"{redact(uri)} (job runs: {int(counts.get(redact(uri), 0))})" for uri in uris]
+    listed = [f"{labels[uri]} (job runs: {int(counts.get(labels[uri], 0))})" for uri in uris]
     return f"tracking stores ({len(uris)}, column store in runs.csv): {'; '.join(listed)}"
 
 
@@ -214,8 +225,10 @@ def _read_store(
     reader: str,
     store_uri: str | None,
     reap_after_h: float | None = None,
+    label: str = "",
 ) -> _StoreRuns:
-    """One store's runs of the experiment (of one sweep when `sweep_id` is given), dead runs reaped."""
+    """One store's runs of the experiment (of one sweep when `sweep_id` is given), dead runs reaped;
+    `label` names the store in the runs' `store` column."""
     if missing := _missing_store(uri):
         raise AggregationError(missing)
     client = MlflowClient(tracking_uri=uri)
@@ -237,7 +250,9 @@ def _read_store(
         )
     except MlflowException as error:
         raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
-    return _StoreRuns(uri, runs.assign(store=redact(uri)), reused, other_code, read_only)
+    if "params.tracking.uri" in runs:  # recorded before jobs wrote their store as shown_uri
+        runs["params.tracking.uri"] = runs["params.tracking.uri"].map(shown_uri, na_action="ignore")
+    return _StoreRuns(uri, runs.assign(store=label), reused, other_code, read_only)
 
 
 def _combine(reads: Sequence[_StoreRuns]) -> tuple[pd.DataFrame, list[str]]:
@@ -298,8 +313,10 @@ def aggregate(
     _check_stores(uris, sweep_id, store_uri)
     if len(uris) == 1:  # with several stores, which one the environment's database backs is unknown
         store_uri = store_uri or os.environ.get(STORE_URI_ENV)
+    labels = store_labels(uris)
     reads = [
-        _read_store(uri, experiment, sweep_id, filter_string, reader, store_uri, reap_after_h) for uri in uris
+        _read_store(uri, experiment, sweep_id, filter_string, reader, store_uri, reap_after_h, labels[uri])
+        for uri in uris
     ]
     runs, copied = _combine(reads)
     # A start in the future would make a run every cell's "latest": a clock far ahead, or a planted run.

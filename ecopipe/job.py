@@ -52,6 +52,7 @@ from ecopipe.tracking import (
     measured_by,
     open_experiment,
     open_run,
+    recorded_config,
     repeat_hash,
     resolve_uri,
 )
@@ -312,8 +313,9 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         log.info(
             "run %s; its artifacts go to %s", run.run_id, run.client.get_run(run.run_id).info.artifact_uri
         )
-        run.log_params(flatten(OmegaConf.to_container(raw, resolve=True, enum_to_str=True)))
-        run.log_text(OmegaConf.to_yaml(raw, resolve=True), "config.yaml")
+        recorded = recorded_config(raw)
+        run.log_params(flatten(OmegaConf.to_container(recorded, resolve=True, enum_to_str=True)))
+        run.log_text(OmegaConf.to_yaml(recorded, resolve=True), "config.yaml")
         run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")
         run.log_dataset(
             tags["ecopipe.dataset"] or cfg.pool.name,

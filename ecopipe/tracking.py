@@ -36,7 +36,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from sqlalchemy.engine import make_url
 
 from ecopipe import slurm
@@ -74,6 +74,24 @@ def sqlite_path(uri: str) -> Path | None:
         return None
     database = make_url(uri).database
     return Path(database) if database and database != ":memory:" else None
+
+
+def shown_uri(uri: str, parts: int = 1) -> str:
+    """A store's URI as artifacts and reports write it: credentials redacted, and a local file by its
+    last `parts` path components alone, since a result copied off a machine should not carry that
+    machine's paths."""
+    path = sqlite_path(uri)
+    if path is None:
+        return redact(uri)
+    return f"sqlite:///…/{'/'.join(path.parts[-parts:])} (a local file)"
+
+
+def recorded_config(raw: DictConfig) -> DictConfig:
+    """The job's config as its params and config.yaml record it: the store's URI as shown_uri."""
+    recorded = raw.copy()
+    with open_dict(recorded):
+        recorded.tracking.uri = shown_uri(resolve_uri(OmegaConf.to_object(raw.tracking)))
+    return recorded
 
 
 def check_writable_folder(folder: Path, what: str) -> None:

@@ -327,3 +327,26 @@ def test_grid_skips_model_dataset_pairs_that_do_not_fit(tmp_path, store, client)
     )
     assert pairs == [("logistic_regression", "digits"), ("ridge", "diabetes")]
     assert parent.data.metrics["jobs_skipped"] == 2 and parent.data.metrics["jobs_failed"] == 0
+
+
+def test_no_artifact_or_param_holds_the_stores_absolute_path(tmp_path, store, client):
+    """Results are copied off the machine (a paper's supplement, a shared server): they name the store
+    by its file's name, never by this machine's path; the tables folder says the same."""
+    done = sweep(tmp_path, store, "model=logistic_regression,decision_tree")
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = str(sqlite_path(store))
+    experiment = client.get_experiment_by_name("ecopipe").experiment_id
+    runs = client.search_runs([experiment])
+    assert len(runs) == 3
+    holding = []
+    for run in runs:
+        folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / run.info.run_id)))
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert files, run.info.run_name
+        holding += [str(p) for p in files if path.encode() in p.read_bytes()]
+        holding += [f"param {k}" for k, v in run.data.params.items() if path in v]
+        if "ecopipe.kind" not in run.data.tags:
+            assert run.data.params["tracking.uri"] == "sqlite:///…/mlflow.db (a local file)"
+    holding += [str(p) for p in (tmp_path / "multirun" / "aggregate").rglob("*") if p.is_file()
+                and path.encode() in p.read_bytes()]  # fmt: skip
+    assert holding == []

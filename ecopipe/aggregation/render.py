@@ -74,6 +74,9 @@ def _column_sources(sources: pd.DataFrame, column: str) -> tuple[pd.Series, str]
     return cells, (str(runs.idxmax()) if not runs.empty else "")
 
 
+NO_FINISHED_RUN = "no finished run"
+
+
 def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """A table's cells as text: the value, its band (low-high: an estimate's coefficient range and
     the 95% CI over the run's trials; a measurement's CI), else its 95% CI, the spread between runs
@@ -103,6 +106,9 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         for i, value in enumerate(frame[column]):
             if isinstance(value, str):  # why the run has no figure: nothing to add to it
                 cells.append(value)
+                continue
+            if pd.isna(value):  # an empty cell says why (the failed jobs' table names those that failed)
+                cells.append(NO_FINISHED_RUN)
                 continue
             text = fmt(value)
             band = [t[column].iat[i] if t is not None and column in t else None for t in (low, high)]
