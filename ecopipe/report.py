@@ -128,7 +128,7 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
         metrics |= {
             "monitor_overhead_frac": result.trace.overhead_frac,
             "trace_samples": len(result.trace.samples),
-        }
+        } | result.trace.peak_memory_mb()
     metrics |= _prefixed("quality", result.quality)
     return metrics
 
@@ -405,6 +405,28 @@ def _baseline_text(result: InferenceResult) -> str:
     return baseline.settling.describe()
 
 
+def _mib(value: float) -> str:
+    return f"{value / 1024:.3g} GiB" if value >= 1024 else f"{value:.3g} MiB"
+
+
+def _latency_and_memory(result: InferenceResult, metrics: Mapping[str, float]) -> list[str]:
+    """What optimum-benchmark's report leads with: latency percentiles per batch and peak memory."""
+    lines = []
+    if math.isfinite(result.latency_s(50)):
+        lines.append(
+            f"  latency     per batch of {result.batch_size}: p50 {eng(result.latency_s(50), 's')}, "
+            f"p99 {eng(result.latency_s(99), 's')}"
+        )
+    memory = []
+    if "peak_rss_mb" in metrics:
+        memory.append(f"peak {_mib(metrics['peak_rss_mb'])} resident (the job's main process, sampled)")
+    if "peak_gpu_memory_mb" in metrics:
+        memory.append(f"GPU peak {_mib(metrics['peak_gpu_memory_mb'])} in use (NVML: every process's)")
+    if memory:
+        lines.append(f"  memory      {'; '.join(memory)}")
+    return lines
+
+
 def summary(
     name: str,
     profile: DeviceProfile,
@@ -440,6 +462,7 @@ def summary(
         f"({metrics['effective_params_m']:.4g} M effective parameters; ESS rewards size: compare it only "
         "between models of one task and data set)",
         f"  throughput  {rate(result.throughput.mean, 'inferences')}  (batch {_batch_text(result)})",
+        *_latency_and_memory(result, metrics),
         f"  quality     {quality}",
     ]
     if profile.tier_assumed:

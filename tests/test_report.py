@@ -330,6 +330,7 @@ def test_summary_and_run_description_by_hand():
         "band reaches 0), ESTIMATE  (0.5 M effective parameters; ESS rewards size: compare it only "
         "between models of one task and data set)",
         "  throughput  833 inferences/s  (batch 8)",
+        "  latency     per batch of 8: p50 25 ms, p99 39.7 ms",  # of 10, 20, 30, 40 ms, interpolated
         "  quality     accuracy 0.9123",
         "  estimates   cpu: 8 W share; ram: 0.375 W/GB. Estimated energy follows the job's CPU time and "
         "memory, not what the hardware drew.",
@@ -592,3 +593,22 @@ def test_rates_read_per_second_minute_or_hour_and_unresolved_figures_say_so():
     assert cells[:2] == ["37.3/min ±0.498/min", "250 k/s ±5 k/s"]  # a CI in its figure's span
     # A CI over half the figure: the figure is not resolved, and the cell says so.
     assert cells[2] == "10/s ±6/s UNRESOLVED (95% CI over half the figure)"
+
+
+def test_the_summary_gives_the_peak_memory_the_trace_saw():
+    """optimum-benchmark's report leads with latency and peak memory: the summary gives both, the RAM
+    peak from the job's process as sampled, the GPU's from NVML (every process's memory on it)."""
+    from ecopipe.monitor.sampler import Trace
+
+    samples = pd.DataFrame({"t_s": [0.0, 1.0, 2.0], "process.rss_mb": [900.0, 2048.0, 1000.0],
+                            "gpu0.memory_used_mb": [1024.0, 30720.0, 2048.0],
+                            "gpu1.memory_used_mb": [0.0, 1024.0, 40960.0]})  # fmt: skip
+    traced = result(trace=Trace(samples, 2.0, 0.1))
+    metrics = report.inference_metrics(traced)
+    assert (metrics["peak_rss_mb"], metrics["peak_gpu_memory_mb"]) == (2048.0, 43008.0)  # both GPUs at once
+    (line,) = [line for line in summarise(traced).splitlines() if line.startswith("  memory")]
+    assert line == (
+        "  memory      peak 2 GiB resident (the job's main process, sampled); GPU peak 42 GiB in use "
+        "(NVML: every process's)"
+    )
+    assert not [line for line in summarise(result()).splitlines() if line.startswith("  memory")]

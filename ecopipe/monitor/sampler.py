@@ -53,6 +53,17 @@ class Trace:
     sampler_cpu_s: float  # CPU time the sampler process itself used
     started_at: float = math.nan  # Unix time of the window's start (t_s = 0), to place samples in time
 
+    def peak_memory_mb(self) -> dict[str, float]:
+        """The most memory the trace saw: the job's main process resident (`peak_rss_mb`) and its
+        GPUs' memory in use, every process's (`peak_gpu_memory_mb`, NVML), in MiB."""
+        peaks: dict[str, float] = {}
+        if "process.rss_mb" in self.samples and self.samples["process.rss_mb"].notna().any():
+            peaks["peak_rss_mb"] = float(self.samples["process.rss_mb"].max())
+        gpu = [c for c in self.samples if c.endswith(".memory_used_mb")]
+        if gpu and self.samples[gpu].notna().any().any():
+            peaks["peak_gpu_memory_mb"] = float(self.samples[gpu].sum(axis=1, min_count=1).max())
+        return peaks
+
     @property
     def overhead_frac(self) -> float:
         """Sampler CPU seconds per second of window: its share of one core."""

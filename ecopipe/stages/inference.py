@@ -381,7 +381,8 @@ def _load_and_warm_up(
         arms = workload.arms()
         progress.arms = len(arms)
         beside = f" and the {len(arms)} arms measured beside it" if arms else ""
-        progress.describe(f"warming up the model{beside}: {monitor.warmup_batches} batches each")
+        batches = f"{monitor.warmup_batches} batch{'' if monitor.warmup_batches == 1 else 'es'}"
+        progress.describe(f"warming up the model{beside}: {batches} each")
         for warmed in (workload, *arms.values()):
             for batch in list(warmed.batches())[: monitor.warmup_batches]:
                 warmed.predict(batch)
