@@ -42,6 +42,7 @@ from ecopipe.aggregation.load import experiment_name, read_runs, sql_store
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import redact
+from ecopipe.monitor.stats import UNRESOLVED_ADVICE
 from ecopipe.tracking import (
     FUTURE_SKEW_S,
     NOTE_TAG,
@@ -146,8 +147,18 @@ def _notes(
         )
     if any(table.isin([tab.NOT_LOGGED]).any().any() for table in built.tables.values()):
         notes.append(
-            f"{tab.NOT_LOGGED}: the run has no such figure (logged before it existed, or a stage that "
-            "failed); a blank cell: no run of that row on that hardware"
+            f"{tab.NOT_LOGGED}: the run has no such figure (logged before it existed, or a stage that failed)"
+        )
+    if any(
+        t.drop(columns=tab.key_columns(t)).isna().any().any() for t in render.shown(built.tables).values()
+    ):
+        notes.append(
+            f"{render.NO_FINISHED_RUN}: no FINISHED run of that row on that hardware (one that failed is in "
+            "the failed jobs' table)"
+        )
+    if count := tab.unresolved_cells(built.tables):
+        notes.append(
+            f"{count} cells are UNRESOLVED (their 95% CI is over half the figure): {UNRESOLVED_ADVICE}"
         )
     if filter_string:
         notes.append(f"filter: {filter_string}")

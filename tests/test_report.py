@@ -593,6 +593,13 @@ def test_rates_read_per_second_minute_or_hour_and_unresolved_figures_say_so():
     assert cells[:2] == ["37.3/min ±0.498/min", "250 k/s ±5 k/s"]  # a CI in its figure's span
     # A CI over half the figure: the figure is not resolved, and the cell says so.
     assert cells[2] == "10/s ±6/s UNRESOLVED (95% CI over half the figure)"
+    # The tables' notes count such cells and say what narrows them.
+    from ecopipe.aggregation.tables import unresolved_cells
+
+    assert unresolved_cells({"throughput": table, "throughput_ci95": ci}) == 1
+    ci["xeon"] = [0.4, 1.3e5, 6.0]  # 0.4 is over half of 0.621, 1.3e5 over half of 2.5e5
+    assert unresolved_cells({"throughput": table, "throughput_ci95": ci}) == 3
+    assert unresolved_cells({"throughput": table}) == 0  # no CI: nothing to judge
 
 
 def test_the_summary_gives_the_peak_memory_the_trace_saw():

@@ -154,7 +154,12 @@ def markdown(frame: pd.DataFrame) -> str:
 
 def shown(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The tables a reader sees, as text (display): the hidden ones are inside their cells."""
-    return {n: display(n, tables) for n in tables if n != SOURCE_TABLE and not n.endswith(_HIDDEN)}
+    return {n: display(n, tables) for n in shown_names(tables)}
+
+
+def shown_names(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    """The tables a reader sees; the others (CIs, bands, run counts, sources) are inside their cells."""
+    return [n for n in tables if n != SOURCE_TABLE and not n.endswith(_HIDDEN)]
 
 
 # What a sweep and the aggregation print on the terminal: energy and CO2e per 1,000 lead.

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ecopipe.config import Precision
+from ecopipe.monitor.stats import unresolved
 from ecopipe.report import HEADLINE_QUALITY
 from ecopipe.tracking import NOT_A_RESULT_KEYS, REPEAT_KEYS
 
@@ -381,6 +382,19 @@ def figure(cells: pd.DataFrame, metric: str, undefined: str | None = None) -> pd
     if undefined is not None:
         why = why.mask(cells[undefined].fillna("").astype("str").str.startswith(NOT_DEFINED), NOT_DEFINED)
     return values.astype("object").where(values.notna(), why)
+
+
+def unresolved_cells(tables: Mapping[str, pd.DataFrame]) -> int:
+    """Cells whose 95% CI (their table's `_ci95` companion) is over half the figure (stats.unresolved)."""
+    count = 0
+    for name, table in tables.items():
+        ci95 = tables.get(f"{name}_ci95")
+        if ci95 is None or name.endswith("_ci95"):
+            continue
+        hardware = [c for c in table.columns if c not in key_columns(table)]
+        values, halves = numbers(table[hardware]).to_numpy(), numbers(ci95[hardware]).to_numpy()
+        count += sum(unresolved(v, h) for v, h in zip(values.ravel(), halves.ravel(), strict=True))
+    return count
 
 
 def numbers(frame: pd.DataFrame) -> pd.DataFrame:
