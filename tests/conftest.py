@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -61,6 +65,36 @@ def run_cli(*args: str, cwd: Path, module: str = "ecopipe") -> subprocess.Comple
         text=True,
         timeout=300,
     )
+
+
+@contextmanager
+def mlflow_serving(command: str, store: str, *args: str) -> Iterator[str]:
+    """`mlflow <command>` (server or ui) of `store` on a free port of 127.0.0.1, until the block ends:
+    its address, http://127.0.0.1:<port>."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", command, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", store, *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                requests.get(f"{address}/health", timeout=1)
+                break
+            except requests.RequestException:
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    f"mlflow {command} did not start"
+                )
+                time.sleep(0.5)
+        yield address
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
 
 
 # ---------------------------------------------------------------- RAPL this machine may lack

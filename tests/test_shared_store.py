@@ -6,18 +6,13 @@ stderr. A real MLflow server (no authentication: it takes any credentials) is th
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import requests
 from matplotlib.image import imread
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -25,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from ecopipe.credentials import redact, split_credentials, strip_credentials
 from ecopipe.job import run_job
 from ecopipe.tracking import current_user
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, mlflow_serving, run_cli
 
 SECRET = "S3cr3t-Pw-71c9"
 
@@ -34,27 +29,9 @@ SECRET = "S3cr3t-Pw-71c9"
 def mlflow_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """`mlflow server` on a free port of 127.0.0.1: its address and the folder holding its store."""
     folder = tmp_path_factory.mktemp("server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'store.db'}",
-         "--artifacts-destination", str(folder / "art")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            requests.get(f"http://{address}/health", timeout=1)
-            break
-        except requests.RequestException:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-    yield address, folder
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    store = f"sqlite:///{folder / 'store.db'}"
+    with mlflow_serving("server", store, "--artifacts-destination", str(folder / "art")) as address:
+        yield address.removeprefix("http://"), folder
 
 
 def files_holding(secret: str, *folders: Path) -> list[str]:
@@ -89,6 +66,10 @@ def test_30_1_to_3_a_password_in_the_uri_is_written_nowhere(tmp_path, mlflow_ser
         done = run_cli(*args, "model=decision_tree", *FAST, cwd=tmp_path)
         assert done.returncode == status, done.stderr[-3000:]
         assert SECRET not in done.stdout + done.stderr
+        if status == 0:  # the output ends with the run's page or the sweep's view, on the server
+            last = done.stdout.strip().splitlines()[-1]
+            assert last.startswith(f"  view        http://{address}/#/experiments/"), last
+            assert last.endswith("runs?viewStateShareKey=ecopipe-headline  (every run's headline figures)")
     assert files_holding(SECRET, tmp_path, server_folder) == []
     client = MlflowClient(f"http://{address}")
     runs = client.search_runs([client.get_experiment_by_name("secrets").experiment_id])

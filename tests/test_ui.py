@@ -11,18 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli
+from tests.conftest import mlflow_serving, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = os.environ.get("ECOPIPE_UI_TESTS") == "required"  # make test-ui: a missing browser fails
@@ -52,26 +47,8 @@ def ui(tmp_path_factory) -> Iterator[tuple[str, MlflowClient, str]]:
                     f"hydra.sweep.dir={folder / 'multirun'}", cwd=folder)  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     run_id = job.stdout.split("  run         ")[1].split()[0]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            requests.get(f"{address}/health", timeout=1)
-            break
-        except requests.RequestException:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
-            time.sleep(0.5)
-    yield address, MlflowClient(store), run_id
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    with mlflow_serving("ui", store) as address:
+        yield address, MlflowClient(store), run_id
 
 
 @pytest.fixture(scope="module")
