@@ -160,3 +160,16 @@ def test_crowded_labels_are_stepped_apart():
     place_labels(ax, [(0.3, 0.5, f"arm number {i}") for i in range(6)])
     boxes = label_boxes(ax)
     assert len(boxes) == 6 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_a_label_has_no_empty_slots(tmp_path, drawn):
+    """A scikit-learn row beside transformers rows has no engine or phase: its label leaves them out."""
+    frame = table(2)
+    frame.insert(2, "engine", ["", "eager"])
+    frame.insert(3, "phase", [None, "decode"])
+    frame.attrs[KEYS] = ["model", "dataset", "engine", "phase", "precision"]
+    plots.ess_bars(frame, tmp_path / "ess.png")
+    (fig,) = drawn
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert sorted(labels) == sorted([f"wikitext / {frame.model[0]} / fp32",
+                                     f"wikitext / {frame.model[1]} / eager / decode / fp16"])  # fmt: skip

@@ -87,7 +87,11 @@ def family(model: str) -> str:
 
 
 def _label(row: pd.Series, keys: list[str]) -> str:
-    return " / ".join(str(row[k]) for k in keys)
+    """`svc / digits / fp32`: the row's key values, those it has no value for (a scikit-learn row's
+    engine beside transformers rows) left out rather than shown as empty slots."""
+    return " / ".join(
+        str(row[k]) for k in keys if pd.notna(row[k]) and str(row[k]).strip() not in ("", "nan")
+    )
 
 
 def _page_paths(path: Path, pages: int) -> list[Path]:
