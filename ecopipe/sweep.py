@@ -40,6 +40,7 @@ from ecopipe.tracking import (
     check_tracking_uri,
     check_writable_folder,
     code_version,
+    end_run,
     gone_from_this_host,
     open_experiment,
     process_tags,
@@ -112,13 +113,9 @@ def end_stopped_sweep(stop: Stopped) -> None:
     for job in running_jobs_of_sweep(client, parent):
         if gone_from_this_host(job.data.tags):
             why = f"{stop}: the sweep's launcher ended its worker process before the job ended its run"
-            client.set_tag(job.info.run_id, "ecopipe.error", why)
-            client.set_tag(job.info.run_id, "ecopipe.status", "killed")
-            client.set_terminated(job.info.run_id, status="KILLED")
+            end_run(client, job.info.run_id, why)
             remove_traces_of(int(job.data.tags["ecopipe.pid"]))
-    client.set_tag(parent, "ecopipe.error", str(stop))
-    client.set_tag(parent, "ecopipe.status", "killed")
-    client.set_terminated(parent, status="KILLED")
+    end_run(client, parent, str(stop))
     print(f"sweep: {stop}; parent run {parent} ended KILLED", file=sys.stderr)
 
 
@@ -256,8 +253,7 @@ class SweepCallback(Callback):
             why = f"the sweep's end failed: {_one_line(error)}"
             with suppress(Exception):  # the store itself may be what failed
                 client = StopSafeClient(resolve_uri(self._tracking(config)))
-                client.set_tag(self.parent_run_id, "ecopipe.error", why[:5000])
-                client.set_terminated(self.parent_run_id, status="FAILED")
+                end_run(client, self.parent_run_id, why, "FAILED", "failed")
             print(f"ecopipe: error: {why}", file=sys.stderr)
             sys.exit(1)
 

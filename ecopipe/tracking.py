@@ -505,9 +505,9 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_h: float
             elif not _visible_from_here(tags):
                 where += f" (not seen from here; started over {foreign_after_h:g} h ago)"
             reason = f"{where} ended without closing its run"
-            client.set_tag(run.info.run_id, "ecopipe.error", f"killed: {reason} (SIGKILL or out of memory?)")
-            client.set_tag(run.info.run_id, "ecopipe.status", "killed")
-            client.set_terminated(run.info.run_id, status="FAILED")
+            end_run(
+                client, run.info.run_id, f"killed: {reason} (SIGKILL or out of memory?)", "FAILED", "killed"
+            )
             reaped.append(run.info.run_id)
             log.warning("run %s marked FAILED: %s", run.info.run_id, reason)
     return reaped
@@ -667,16 +667,24 @@ def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Job
 RECORDED_NOTE = "ecopipe: recorded as FAILED in MLflow run "
 
 
+def end_run(
+    client: MlflowClient, run_id: str, why: str, status: str = "KILLED", state: str = "killed"
+) -> None:
+    """End a run that did not finish, saying why: `ecopipe.error` (credentials redacted) and
+    `ecopipe.status` (killed or failed), then its MLflow status, KILLED or FAILED."""
+    tags = [RunTag("ecopipe.error", redact(why)[:5000]), RunTag("ecopipe.status", state)]
+    client.log_batch(run_id, tags=tags)
+    client.set_terminated(run_id, status=status)
+
+
 def fail_run(job: JobRun, error: BaseException) -> None:
     """End the run FAILED with the error, or KILLED when a stop signal ended it; a stop arriving
     meanwhile waits until the run is ended."""
     with stops_deferred():
         if isinstance(error, Stopped):
-            job.set_tags({"ecopipe.error": str(error), "ecopipe.status": "killed"})
-            job.client.set_terminated(job.run_id, status="KILLED")
+            end_run(job.client, job.run_id, str(error))
             return
-        job.set_tags({"ecopipe.error": f"{type(error).__name__}: {error}"[:5000], "ecopipe.status": "failed"})
-        job.client.set_terminated(job.run_id, status="FAILED")
+        end_run(job.client, job.run_id, f"{type(error).__name__}: {error}", "FAILED", "failed")
         error.add_note(RECORDED_NOTE + job.run_id)
 
 
