@@ -97,7 +97,7 @@ ui: $(STAMP)  ## browse every run of a store (default ./mlflow.db)
 	@test -f "$(STORE)" || { echo "make ui: no store at $(STORE) (make run writes ./mlflow.db; STORE=path picks another)"; exit 2; }
 	@echo "MLflow UI of $(STORE): http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	@echo "  open an experiment, then 'Open the headline view' at the top of its description"
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(abspath $(STORE))" --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$$(realpath "$(STORE)")" --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf $(VENV) outputs multirun/*/ mlflow.db mlartifacts .pytest_cache .smoke mutants

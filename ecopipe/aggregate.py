@@ -261,8 +261,6 @@ def _read_store(
         )
     except MlflowException as error:
         raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
-    if "params.tracking.uri" in runs:  # recorded before jobs wrote their store as shown_uri
-        runs["params.tracking.uri"] = runs["params.tracking.uri"].map(shown_uri, na_action="ignore")
     return _StoreRuns(uri, runs.assign(store=label), reused, other_code, read_only)
 
 

@@ -317,10 +317,12 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         run.log_params(flatten(OmegaConf.to_container(recorded, resolve=True, enum_to_str=True)))
         run.log_text(OmegaConf.to_yaml(recorded, resolve=True), "config.yaml")
         run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")
+        # A selection job runs its pool's data (dataset= is not read): its entry and digest are the pool's.
+        data_config = raw.dataset if cfg.strategy.name is StrategyName.single else raw.pool
         run.log_dataset(
             tags["ecopipe.dataset"] or cfg.pool.name,
             data_source(cfg),
-            OmegaConf.to_container(raw.dataset, resolve=True),
+            OmegaConf.to_container(data_config, resolve=True),
         )
         inference = _measure(plan, run)
         # Logged before impact runs, so a later failure keeps what was measured.
@@ -340,7 +342,11 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         )
         text = "\n".join([text, *findings.summary])
         run.log_text(text, "summary.txt")
-        run.set_description(report.description(text, report.compact_answer(figures, inference.figures_label)))
+        run.set_description(
+            report.description(
+                text, report.compact_answer(figures, inference.figures_label, plan.factors.attribution)
+            )
+        )
         experiment_id = run.client.get_run(run.run_id).info.experiment_id
     print(text)
     print(ui_view.where(run.run_id, experiment_id, resolve_uri(cfg.tracking)))

@@ -27,7 +27,7 @@ from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig, validate_i
 from ecopipe.job import footprint_stages
 from ecopipe.reference import UnknownRegionError, hardware_profiles
 from ecopipe.stages.impact import resolve_factors
-from ecopipe.tracking import JobRun, check_tracking_uri, resolve_uri, search_all
+from ecopipe.tracking import SOURCE_TAGS, JobRun, check_tracking_uri, resolve_uri, search_all
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
     new = client.create_run(
         run.info.experiment_id,
         run_name=f"{run.info.run_name}@{factors.region}",
-        tags={**kept_tags, REIMPACT_TAG: run.info.run_id, **report.impact_tags(impact)},
+        tags={**kept_tags, **SOURCE_TAGS, REIMPACT_TAG: run.info.run_id, **report.impact_tags(impact)},
     )
     out = JobRun(client, new.info.run_id)
     params = dict(run.data.params) | {"region": region}
@@ -123,6 +123,12 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
     out.log_params(params)
     inference_only = {k: v for k, v in metrics.items() if not k.startswith(_STAGE_PREFIXES)}
     out.log_metrics(inference_only | stage_metrics)
+    label = tags.get(report.FIGURES_TAG, "figures of unstated source")
+    answer = report.compact_answer(metrics | stage_metrics, label, factors.attribution)
+    out.set_description(
+        f"{answer}\n\nRe-impact of run {run.info.run_id} for region {factors.region}: that run's measured "
+        "energy, through the impact and ESS stages anew."
+    )
     client.set_terminated(new.info.run_id, "FINISHED")
     co2e = report.metric_band(stage_metrics, "co2e_g_per_1k")
     log.info(

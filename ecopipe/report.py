@@ -521,27 +521,34 @@ def summary(
 _SHORT_LABEL = {ESTIMATE: "est."}
 
 
-def compact_answer(metrics: Mapping[str, float], label: str) -> str:
-    """`12.7 mJ/1k est. · 2.6 µg CO2e · ESS 250`: energy and CO2e per 1,000 inferences and ESS, the
-    first thing the run list shows of a run (its description's start, in plain text)."""
+def compact_answer(
+    metrics: Mapping[str, float], label: str, attribution: Attribution = Attribution.gross
+) -> str:
+    """`12.7 mJ/1k est. · 2.6 µg CO2e/1k · ESS 250`: energy and CO2e per 1,000 inferences and ESS, the
+    first thing the run list shows of a run (its description's start, in plain text), led by
+    UNRESOLVED where the energy's 95% CI (in `attribution`) is over half of it."""
     kind, _, rest = label.partition(",")
     short = _SHORT_LABEL.get(kind, kind) + (" WHOLE GPU" if rest else "")
-    parts = [f"{eng(metrics['energy_it_j_per_1k'], 'J', 3)}/1k {short}"]
+    energy = metrics["energy_it_j_per_1k"]
+    parts = [f"{eng(energy, 'J', 3)}/1k {short}"]
     if math.isfinite(co2e := metrics.get("co2e_g_per_1k", math.nan)):
-        parts.append(f"{eng(co2e, 'g', 3)} CO2e")
+        parts.append(f"{eng(co2e, 'g', 3)} CO2e/1k")
     if math.isfinite(ess := metrics.get("ess", math.nan)):
-        parts.append(f"ESS {ess:.3g}")
-    return " · ".join(parts)
+        parts.append(f"ESS {ess:,.0f}" if ess >= 1000 else f"ESS {ess:.3g}")
+    ci95 = metrics.get(f"energy_per_1k_{attribution.value}_ci95_j", math.nan)
+    return ("UNRESOLVED " if unresolved(energy, ci95) else "") + " · ".join(parts)
 
 
 def description(summary_text: str, answer: str) -> str:
     """The Markdown note of the MLflow run page: the compact answer in plain text (what the run list's
-    Description column shows), a heading, then the summary as a two-column table."""
+    Description column shows), the hardware, then the summary as a two-column table."""
     title, *rows = summary_text.splitlines()
-    _, name, hardware = (part.strip() for part in title.split("  ", 2))
+    _, _, hardware = (part.strip() for part in title.split("  ", 2))
     table = ["| | |", "|---|---|"]
     for row in rows:
         key, _, value = row.strip().partition(" ")
         value = value.strip().replace("|", "\\|")
         table.append(f"| **{key}** | {value} |")
-    return "\n".join([answer, "", f"### {name}", "", f"{hardware}", "", *table, ""])
+    # No heading after the answer: the run list shows the note's first 50 characters, the run page
+    # its name as the title already.
+    return "\n".join([answer, "", f"{hardware}", "", *table, ""])

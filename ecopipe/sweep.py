@@ -50,7 +50,7 @@ from ecopipe.tracking import (
     reused_runs,
     running_jobs_of_sweep,
 )
-from ecopipe.ui_view import view_url
+from ecopipe.ui_view import view_line
 from ecopipe.workloads.hub import hub_unreachable
 
 log = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ class SweepCallback(Callback):
             f"earlier{older}; in the tables, column reused), {skipped} skipped (not fitting the grid); "
             f"tables in {Path(config.hydra.sweep.dir) / 'aggregate'}"
         )
-        print(f"  view        {view_url(resolve_uri(tracking), experiment)}  (every run's headline figures)")
+        print(view_line(resolve_uri(tracking), experiment))
         if other_code:
             this = code_version()
             print(f"  rerun_other_version=true measures again the {len(other_code)} that code {this} did not")

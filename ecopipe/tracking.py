@@ -76,6 +76,9 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
+LOCAL_FILE = " (a local file)"
+
+
 def shown_uri(uri: str, parts: int = 1) -> str:
     """A store's URI as artifacts and reports write it: credentials redacted, and a local file by its
     last `parts` path components alone, since a result copied off a machine should not carry that
@@ -83,7 +86,9 @@ def shown_uri(uri: str, parts: int = 1) -> str:
     path = sqlite_path(uri)
     if path is None:
         return redact(uri)
-    return f"sqlite:///…/{'/'.join(path.parts[-parts:])} (a local file)"
+    if uri.endswith(LOCAL_FILE):  # shown already (a job's recorded tracking.uri)
+        return uri
+    return f"sqlite:///…/{'/'.join(path.parts[-parts:])}{LOCAL_FILE}"
 
 
 def recorded_config(raw: DictConfig) -> DictConfig:
@@ -263,6 +268,9 @@ NOTE_TAG = "mlflow.note.content"
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
+_OLD_NOTE_START = "**ecopipe**: what ML inference costs the planet."  # the note before the view's link
+
+
 def experiment_description(experiment_id: str) -> str:
     return f"""\
 **[Open the headline view]({view_path(experiment_id)})**: energy and CO2e per 1,000 inferences, ESS,
@@ -303,7 +311,9 @@ def ensure_experiment(client: MlflowClient, uri: str, name: str, artifacts: str 
         )  # fmt: skip
     described = {KIND_TAG: KIND, NOTE_TAG: experiment_description(experiment.experiment_id)}
     for key, value in described.items():
-        if key not in experiment.tags:  # an experiment made by an older ecopipe; a user's own note stays
+        # Missing (an experiment made by an older ecopipe), or ecopipe's own older note: written anew;
+        # a user's own note stays.
+        if key not in experiment.tags or experiment.tags[key].startswith(_OLD_NOTE_START):
             client.set_experiment_tag(experiment.experiment_id, key, value)
     seed_view(client, experiment.experiment_id, experiment.tags)
     return experiment.experiment_id

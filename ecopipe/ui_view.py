@@ -29,6 +29,7 @@ from ecopipe.report import (
 VIEW_ID = "ecopipe-headline"
 VIEW_TAG = "mlflow.sharedViewState." + VIEW_ID
 VIEW_NAME = "ecopipe: the headline figures"
+WRITER, VIEW_VERSION = "ecopipe", 1  # marks a view ecopipe wrote (the UI keeps only its own fields)
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` and `mlflow ui` serve a local store
 
 
@@ -40,7 +41,8 @@ def _key(kind: str, name: str) -> str:
 HEADLINE_METRICS = (HEADLINE_ENERGY, HEADLINE_CO2E, HEADLINE_ESS, HEADLINE_WATER, HEADLINE_THROUGHPUT)
 # Left to right, what a reader needs first: the answer, then what the figures are and on what.
 COLUMNS = (
-    _key("attributes", "Description"),  # the compact answer: `12.7 mJ/1k est. · 2.6 µg CO2e · ESS 250`
+    _key("attributes", "Description"),  # the compact answer: `12.7 mJ/1k est. · 2.6 µg CO2e/1k · ESS 250`
+    _key("tags", "ecopipe.dataset"),  # ESS compares only within one data set
     *(_key("metrics", m) for m in HEADLINE_METRICS[:3]),
     _key("tags", FIGURES_TAG),  # measured, ESTIMATE or SIMULATED
     _key("tags", "ecopipe.hardware"),
@@ -65,14 +67,18 @@ def view_state() -> dict[str, object]:
 
 
 def seed_view(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> None:
-    """Write the view on the experiment, unless its state is already this one (`tags`: the experiment's)."""
+    """Write the view on the experiment (`tags`: the experiment's) where it has none, or ecopipe's own
+    with other columns (an older ecopipe); a view the user saved over it (the UI drops the `ecopipe`
+    mark when it writes one) stays."""
     state = json.dumps(view_state(), separators=(",", ":"))
-    try:
-        if json.loads(tags.get(VIEW_TAG, "{}")).get("state") == state:
+    if VIEW_TAG in tags:
+        try:
+            written = json.loads(tags[VIEW_TAG])
+            if not isinstance(written, dict) or written.get(WRITER) is None or written.get("state") == state:
+                return
+        except json.JSONDecodeError:  # not a view at all: leave it to whoever wrote it
             return
-    except (json.JSONDecodeError, AttributeError):  # not ours, or damaged: written anew
-        pass
-    value = {"name": VIEW_NAME, "createdAt": int(time.time() * 1000), "state": state}
+    value = {"name": VIEW_NAME, "createdAt": int(time.time() * 1000), "state": state, WRITER: VIEW_VERSION}
     client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(value, separators=(",", ":")))
 
 
@@ -83,19 +89,29 @@ def view_path(experiment_id: str) -> str:
 
 def view_url(uri: str, experiment_id: str) -> str:
     """The view's full address: on the tracking server, or where `mlflow ui` serves a local store."""
-    base = redact(uri).rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    base = redact(uri).rstrip("/") if _served(uri) else UI_ADDRESS
     return f"{base}/{view_path(experiment_id)}"
+
+
+def _served(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def view_line(uri: str, experiment_id: str) -> str:
+    """The last line of a job's or a sweep's output: the headline view, and for a store that no
+    server serves, the command that serves it."""
+    if _served(uri):
+        return f"  view        {view_url(uri, experiment_id)}  (every run's headline figures)"
+    return (
+        f"  view        `mlflow ui --backend-store-uri {redact(uri)}` (in a checkout: `make ui "
+        f"STORE=<its file>`), then {view_url(uri, experiment_id)}  (every run's headline figures)"
+    )
 
 
 def where(run_id: str, experiment_id: str, uri: str) -> str:
     """The last lines of a job's output: which run holds its figures, and how to open them in the UI."""
-    if uri.startswith(("http://", "https://")):
-        return (
-            f"  run         {redact(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}\n"
-            f"  view        {view_url(uri, experiment_id)}  (every run's headline figures)"
-        )
-    return (
-        f"  run         {run_id} in {redact(uri)}\n"
-        f"  view        `mlflow ui --backend-store-uri {redact(uri)}` (`make ui` for ./mlflow.db), then "
-        f"{view_url(uri, experiment_id)}  (every run's headline figures)"
-    )
+    if _served(uri):
+        run = f"{redact(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    else:
+        run = f"{run_id} in {redact(uri)}"
+    return f"  run         {run}\n{view_line(uri, experiment_id)}"

@@ -38,7 +38,7 @@ def phases_and_results(records: list[logging.LogRecord]) -> list[str]:
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_family_names_each_phase_before_it_runs(make_cfg, client, caplog, family):
     caplog.set_level(logging.INFO)
-    run_job(make_cfg(*FAMILIES[family]))
+    outcome = run_job(make_cfg(*FAMILIES[family]))
     lines = phases_and_results(caplog.records)
     phases = [line.removeprefix("phase: ") for line in lines if line.startswith("phase: ")]
     assert phases[0] == "loading model and data"
@@ -60,8 +60,10 @@ def test_every_family_names_each_phase_before_it_runs(make_cfg, client, caplog, 
         assert named < lines.index(result), (number, lines)
     arms = [p for p in phases if p.startswith("trial 1: arm ")]
     if family == "model selection (cascade)":  # every member and other strategy, each named as it runs
-        assert {"trial 1: arm member_svc_rbf", "trial 1: arm oracle", "trial 1: arm router_balanced"} <= set(
-            arms
-        )
+        named = {"trial 1: arm member_svc_rbf", "trial 1: arm oracle", "trial 1: arm router_balanced"}
+        assert named <= set(arms)
+        # Its Dataset entry is its pool's data, not the dataset= it does not read.
+        (entry,) = client.get_run(outcome.run_id).inputs.dataset_inputs
+        assert (entry.dataset.name, entry.dataset.source) == ("digits", '{"source": "pool digits_5"}')
     else:
         assert not arms

@@ -109,8 +109,10 @@ def drawn(monkeypatch) -> list:
 
 
 def label_boxes(ax) -> list:
+    from ecopipe.plot_labels import text_box
+
     renderer = ax.figure.canvas.get_renderer()
-    return [t.get_window_extent(renderer) for t in ax.texts]
+    return [text_box(t, renderer) for t in ax.texts]
 
 
 def test_energy_quality_draws_a_panel_per_data_set_with_its_bands_and_its_points_named(tmp_path, drawn):

@@ -14,7 +14,7 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ecopipe import tracking
+from ecopipe import report, tracking
 from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError
 from ecopipe.reference import resolve_region, tier_pue, tier_wue
@@ -81,6 +81,10 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
     for key in ("energy_per_1k_gross_j", "samples", "window_s", "quality.accuracy", "effective_parameters"):
         assert france.data.metrics[key] == o[key], key
     assert france.data.metrics["carbon_intensity_g_per_kwh"] == FRA_G_PER_KWH
+    # The run list shows it like a job: its compact answer (France's CO2e) and its source.
+    answer = report.compact_answer(france.data.metrics, original.data.tags["ecopipe.figures"])
+    assert tags["mlflow.note.content"].startswith(f"{answer}\n\nRe-impact of run {original.info.run_id}")
+    assert tags["mlflow.source.name"] == "ecopipe"
     # A re-impact of the re-impact with only a PUE keeps France: the run's region is a setting too.
     again = client.get_run(reimpact_run(client, france, ["impact.pue=1.2"]))
     assert again.data.params["region"] == "FRA" and again.data.tags["ecopipe.region"] == "FRA"

@@ -351,11 +351,9 @@ def test_summary_and_run_description_by_hand():
         if line.startswith("  tier ")
     ]
     assert tier_line.startswith("  tier        datacenter, an ASSUMPTION: not in the hardware table; tier x")
-    # The run page's note: the compact answer, a heading, the hardware, then one table row per line.
-    assert report.description(text, "the answer").splitlines()[:9] == [
+    # The run page's note: the compact answer, the hardware, then one table row per line.
+    assert report.description(text, "the answer").splitlines()[:7] == [
         "the answer",
-        "",
-        "### m-d-fp16-bs8",
         "",
         "on NVIDIA H100 SXM 80GB (cuda:0, tier datacenter)",
         "",
@@ -373,12 +371,16 @@ def test_the_compact_answer_fits_the_run_lists_description_column():
     they are, in fewer."""
     figures = {"energy_it_j_per_1k": 0.012744, "co2e_g_per_1k": 2.6215e-6, "ess": 247.6}
     answer = report.compact_answer(figures, "ESTIMATE")
-    assert answer == "12.7 mJ/1k est. · 2.62 µg CO2e · ESS 248" and len(answer) <= 50
+    assert answer == "12.7 mJ/1k est. · 2.62 µg CO2e/1k · ESS 248" and len(answer) <= 50
     large = {"energy_it_j_per_1k": 20283.0, "co2e_g_per_1k": 2.2537, "ess": 0.1234}
     assert report.compact_answer(large, "measured, WHOLE GPU") == (
-        "20.3 kJ/1k measured WHOLE GPU · 2.25 g CO2e · ESS 0.123"
+        "20.3 kJ/1k measured WHOLE GPU · 2.25 g CO2e/1k · ESS 0.123"
     )
     assert report.compact_answer({"energy_it_j_per_1k": 1.0}, "SIMULATED") == "1 J/1k SIMULATED"
+    # An ESS of thousands in plain digits; an energy whose CI is over half of it leads with UNRESOLVED
+    wide = {**figures, "ess": 1612.4, "energy_per_1k_net_ci95_j": 0.007, "energy_per_1k_gross_ci95_j": 0.001}
+    assert report.compact_answer(wide, "ESTIMATE") == "12.7 mJ/1k est. · 2.62 µg CO2e/1k · ESS 1,612"
+    assert report.compact_answer(wide, "ESTIMATE", Attribution.net).startswith("UNRESOLVED 12.7 mJ/1k est.")
 
 
 def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():

@@ -690,8 +690,12 @@ def test_pareto_keys_arms_by_kind_and_number_and_explains_the_priced_curve(tmp_p
     ax = fig.axes[0]
     key = [t.get_text() for t in ax.get_legend().get_texts()]
     assert key[:2] == ["oracle frontier (priced bound)", "cascade curve, one shared threshold (priced)"]
-    assert key[2:] == [f"{i}  {n}{' (reference)' if n == 'member_c' else ''} (measured)"
-                       for i, n in enumerate(arms, start=1)]  # fmt: skip
+    assert key[2:] == [
+        f"{i}  {n}{' (reference)' if n == 'member_c' else ''}" for i, n in enumerate(arms, start=1)
+    ]
+    # What the markers' energy is, from the job's label: an estimate is never called measured.
+    assert ax.get_legend().get_title().get_text() == "arms, energy from their own windows: ESTIMATE"
+    assert not any("measured" in text for text in key)
     colours = {n: h.get_color() for n, h in zip(arms, ax.get_legend().legend_handles[2:], strict=True)}
     assert colours["member_a"] == colours["member_b"] == colours["member_c"] != colours["cascade_x"]
     assert colours["cascade_x"] == colours["cascade_y"] and len(set(colours.values())) == 4

@@ -89,7 +89,8 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     assert f"{title}\n\n{energy}\n" in done.stdout and len(energy.splitlines()) == 2 + 4 + 1  # + sources
     experiment = parent.info.experiment_id
     assert done.stdout.strip().splitlines()[-1] == (
-        f"  view        http://127.0.0.1:5000/#/experiments/{experiment}/runs?viewStateShareKey=ecopipe-headline"
+        f"  view        `mlflow ui --backend-store-uri {store}` (in a checkout: `make ui STORE=<its file>`), "
+        f"then http://127.0.0.1:5000/#/experiments/{experiment}/runs?viewStateShareKey=ecopipe-headline"
         "  (every run's headline figures)"
     )
 

@@ -47,6 +47,7 @@ ESTIMATED = "estimat|fake|unknown"  # a source label that is not a plain measure
 INCOMPLETE_NOTE = (
     "{} rows with INCOMPLETE energy (a device not metered) or a WHOLE GPU's (MIG) left out: see the tables"
 )
+BOUNDED_AT_ONE = ("accuracy", "r2", "f1", "exact_match", "rouge_l")  # scores no model exceeds 1 on
 # Quality metrics the energy-quality plot knows the direction of (True: higher is better).
 QUALITY_DIRECTION = {
     "accuracy": True,
@@ -295,7 +296,9 @@ def energy_quality(
     panels = []
     for name, table in quality.items():
         if name in QUALITY_DIRECTION and not (points := _points(energy, table, sources, bands)).empty:
-            groups = points.groupby("dataset", sort=True) if "dataset" in points else [("", points)]
+            groups = (
+                points.groupby("dataset", sort=True, dropna=False) if "dataset" in points else [("", points)]
+            )
             panels += [(name, str(dataset), group) for dataset, group in groups]
     if not panels:
         return []
@@ -312,6 +315,7 @@ def energy_quality(
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
+    names = {}  # axes -> its points' labels
     for ax, (name, dataset, points) in zip(axes, panels, strict=False):
         higher = QUALITY_DIRECTION[name]
         for _, p in points.iterrows():
@@ -328,9 +332,11 @@ def energy_quality(
         if _wide_spread(points["energy"].to_numpy(dtype=float)):
             ax.set_xscale("log")
         ax.margins(x=0.08, y=0.12)
+        if name in BOUNDED_AT_ONE:  # margins round a constant 1.0 would read as an accuracy of 1.06
+            ax.set_ylim(top=min(ax.get_ylim()[1], 1.005))
         named = (points if len(points) <= 8 else front).drop_duplicates([*label_keys, "hardware"])
         shown_keys = label_keys + (["hardware"] if several_hw else [])
-        place_labels(ax, [(p["energy"], p["quality"], _label(p, shown_keys)) for _, p in named.iterrows()])
+        names[ax] = [(p["energy"], p["quality"], _label(p, shown_keys)) for _, p in named.iterrows()]
         ax.xaxis.set_major_formatter(EngFormatter(unit="J"))
         ax.set_xlabel("energy per 1,000 inferences, gross")
         ax.set_ylabel(f"{name} ({'higher' if higher else 'lower'} is better)")
@@ -352,6 +358,8 @@ def energy_quality(
     if incomplete:
         title += "\n" + INCOMPLETE_NOTE.format(incomplete)
     fig.suptitle(_wrapped(title, 60 + 50 * columns), fontsize=10)
+    for ax, points in names.items():  # last: the labels are placed on the finished layout
+        place_labels(ax, points)
     fig.savefig(path, dpi=110)
     return [path]
 

@@ -101,7 +101,7 @@ _ARM_STYLE = {
 CURVE_CAPTION = (
     "The dashed curve is an accounting, not a measurement: a cascade whose members share one threshold, "
     "priced at each member's fitted per-call and per-row energy over the test rows it would send them. "
-    "Markers are the arms as their own windows measured them; a cascade marker right of the curve paid "
+    "Markers are the arms as their own windows metered them; a cascade marker right of the curve paid "
     "more than the pricing says (overheads it leaves out)."
 )
 
@@ -179,7 +179,7 @@ def plot_study(
         ]
         for i, name, point in numbered:
             colour, marker = _ARM_STYLE.get(_kind(name, point), _ARM_STYLE["other"])
-            text = f"{i}  {name}" + (" (reference)" if name == reference else "") + " (measured)"
+            text = f"{i}  {name}" + (" (reference)" if name == reference else "")
             edge = dict(mec="k", mew=2) if name == reference else {}
             handles.append(Line2D([], [], ls="", marker=marker, color=colour, label=text, **edge))
         ax.set_xscale("log")
@@ -193,7 +193,8 @@ def plot_study(
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                  title=f"arms, energy from their own windows: {label}", title_fontsize=7)  # fmt: skip
         fig.text(0.01, 0.01, textwrap.fill(f"{CURVE_CAPTION} {note}", 125), fontsize=7, color="0.3")
         fig.tight_layout(rect=(0, 0.09, 1, 1))
         place_labels(ax, [(p.energy_per_1k_j, p.accuracy, str(i)) for i, _, p in numbered], fontsize=7)

@@ -476,8 +476,9 @@ def run_inference(
                     break
             other_cpu_load = load_of_others.stop()
         finally:
-            trace = with_estimated_power(sampler.stop(), meter.sensors)
+            trace = sampler.stop()
 
+    trace = with_estimated_power(trace, meter.sensors)
     facts = workload.facts()
     quality = workload.quality(quality_outputs) if facts.weights != "random" else {}
     # A batch_size beyond the data runs all of it as one batch: report the batch that really ran.
