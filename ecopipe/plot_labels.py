@@ -25,10 +25,11 @@ def text_box(label: Text, renderer: RendererBase) -> Bbox:
 
 
 def place_labels(ax: Axes, points: Sequence[tuple[float, float, str]], fontsize: float = 6.5) -> None:
-    """Name each (x, y) point with the first offset whose box overlaps no label placed before; a
-    label is written leftwards from a point in the right half of the axes. Call it once the axes'
-    limits, scales and layout are set: the boxes are measured on the figure as drawn (a label keeps
-    out of the layout, which would otherwise move the axes under it)."""
+    """Name each (x, y) point at the first offset whose box overlaps no label placed before, stays
+    inside the axes and, where it can, off every marker; a label is written leftwards from a point in
+    the right half of the axes. Call it once the axes' limits, scales and layout are set: the boxes
+    are measured on the figure as drawn (a label keeps out of the layout, which would otherwise move
+    the axes under it)."""
     figure = ax.figure
     canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
     figure.draw_without_rendering()  # a constrained layout places the axes on a draw...
@@ -43,6 +44,7 @@ def place_labels(ax: Axes, points: Sequence[tuple[float, float, str]], fontsize:
         for px, py in ax.transData.transform([(x, y) for x, y, _ in points])
     ]
     placed: list[Bbox] = []
+    inside = ax.get_window_extent(renderer)
     for x, y, text in sorted(points, key=lambda p: (-p[1], p[0])):
         right = to_axes.transform((x, y))[0] > 0.5
 
@@ -53,7 +55,12 @@ def place_labels(ax: Axes, points: Sequence[tuple[float, float, str]], fontsize:
             trial = ax.annotate(text, (x, y), xytext=(-dx if right else dx, dy), **style)
             box = text_box(trial, renderer)
             trial.remove()
-            costs.append((sum(box.overlaps(o) for o in placed), sum(box.overlaps(m) for m in markers), i))
+            within = (
+                inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            )
+            outside = int(not within)
+            clashes = sum(box.overlaps(o) for o in placed) + outside  # on another label, or off the axes
+            costs.append((clashes, sum(box.overlaps(m) for m in markers), i))
         best = min(costs)[2]
         dx, dy = _OFFSETS[best]
         # Beyond the first two places, a thin line leads from the label to its point.
