@@ -84,6 +84,7 @@ def _figures(
         "energy_per_1k_tokens_net_j": (per_1k - idle) / 80,
         "monitor_overhead_frac": 0.003,
         "trace_samples": 400,
+        "peak_rss_mb": 2048.0 + params / 2**18,  # 2 GiB, plus the model's fp32 weights (4 bytes each)
     }
     for name, value in (("gross", per_1k), ("net", per_1k - idle)):
         m |= {
