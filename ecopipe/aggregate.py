@@ -149,9 +149,8 @@ def _notes(
         notes.append(
             f"{tab.NOT_LOGGED}: the run has no such figure (logged before it existed, or a stage that failed)"
         )
-    if any(
-        t.drop(columns=tab.key_columns(t)).isna().any().any() for t in render.shown(built.tables).values()
-    ):
+    shown = [built.tables[name] for name in render.shown_names(built.tables)]
+    if any(table.drop(columns=tab.key_columns(table)).isna().any().any() for table in shown):
         notes.append(
             f"{render.NO_FINISHED_RUN}: no FINISHED run of that row on that hardware (one that failed is in "
             "the failed jobs' table)"

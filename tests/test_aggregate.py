@@ -250,6 +250,7 @@ def test_a_run_without_some_figures_keeps_its_row_in_every_table(runs, store, tm
     # every energy table: gross, net, CO2e, water, ESS; the T4's empty cell says why
     assert text.count("| mlp | fp32 | not logged | no finished run |") == 5
     assert any(note.startswith("not logged: the run has no such figure") for note in result.notes)
+    assert any(note.startswith("no finished run: no FINISHED run of that row") for note in result.notes)
     assert (tmp_path / "plots" / "ess.png").exists()
 
 
