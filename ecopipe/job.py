@@ -310,9 +310,8 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         )
         tags["ecopipe.embodied"] = "unknown"
     with job_run(cfg.tracking, name, tags) as run:
-        log.info(
-            "run %s; its artifacts go to %s", run.run_id, run.client.get_run(run.run_id).info.artifact_uri
-        )
+        info = run.client.get_run(run.run_id).info
+        log.info("run %s; its artifacts go to %s", run.run_id, info.artifact_uri)
         recorded = recorded_config(raw)
         run.log_params(flatten(OmegaConf.to_container(recorded, resolve=True, enum_to_str=True)))
         run.log_text(OmegaConf.to_yaml(recorded, resolve=True), "config.yaml")
@@ -347,7 +346,6 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
                 text, report.compact_answer(figures, inference.figures_label, plan.factors.attribution)
             )
         )
-        experiment_id = run.client.get_run(run.run_id).info.experiment_id
     print(text)
-    print(ui_view.where(run.run_id, experiment_id, resolve_uri(cfg.tracking)))
+    print(ui_view.where(run.run_id, info.experiment_id, resolve_uri(cfg.tracking)))
     return JobOutcome(run.run_id, text, metrics | stage_metrics)

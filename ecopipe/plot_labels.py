@@ -47,7 +47,6 @@ def place_labels(ax: Axes, points: Sequence[tuple[float, float, str]], fontsize:
     inside = ax.get_window_extent(renderer)
     for x, y, text in sorted(points, key=lambda p: (-p[1], p[0])):
         right = to_axes.transform((x, y))[0] > 0.5
-
         style = {"textcoords": "offset points", "fontsize": fontsize, "ha": "right" if right else "left",
                  "va": "bottom"}  # fmt: skip
         costs = []

@@ -87,14 +87,18 @@ def view_path(experiment_id: str) -> str:
     return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_ID}"
 
 
-def view_url(uri: str, experiment_id: str) -> str:
-    """The view's full address: on the tracking server, or where `mlflow ui` serves a local store."""
-    base = redact(uri).rstrip("/") if _served(uri) else UI_ADDRESS
-    return f"{base}/{view_path(experiment_id)}"
-
-
 def _served(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
+
+
+def _ui_address(uri: str) -> str:
+    """Where the UI of a store is: its tracking server, or where `mlflow ui` serves a local store."""
+    return redact(uri).rstrip("/") if _served(uri) else UI_ADDRESS
+
+
+def view_url(uri: str, experiment_id: str) -> str:
+    """The view's full address."""
+    return f"{_ui_address(uri)}/{view_path(experiment_id)}"
 
 
 def view_line(uri: str, experiment_id: str) -> str:
@@ -111,7 +115,7 @@ def view_line(uri: str, experiment_id: str) -> str:
 def where(run_id: str, experiment_id: str, uri: str) -> str:
     """The last lines of a job's output: which run holds its figures, and how to open them in the UI."""
     if _served(uri):
-        run = f"{redact(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        run = f"{_ui_address(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
     else:
         run = f"{run_id} in {redact(uri)}"
     return f"  run         {run}\n{view_line(uri, experiment_id)}"

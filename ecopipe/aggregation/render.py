@@ -113,15 +113,14 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             text = fmt(value)
             band = [t[column].iat[i] if t is not None and column in t else None for t in (low, high)]
             has = [b is not None and pd.notna(b) for b in band]
+            half = ci95[column].iat[i] if ci95 is not None and column in ci95 else math.nan
             if text and all(has) and band[0] != band[1]:
                 text += f" ({eng_range(*band, unit) if unit else f'{fmt(band[0])}–{fmt(band[1])}'})"
             elif text and has[0] and not has[1]:  # a low end without a high one: no upper bound
                 text += f" (at least {eng(band[0], unit) if unit else fmt(band[0])})"
-            elif text and ci95 is not None and column in ci95 and pd.notna(ci95[column].iat[i]):
-                half = ci95[column].iat[i]
+            elif text and pd.notna(half):
                 in_span = name == THROUGHPUT_TABLE  # a rate's CI in its figure's span
                 text += f" ±{rate(half, span=rate_span(value)) if in_span else eng(half, unit, 2)}"
-            half = ci95[column].iat[i] if ci95 is not None and column in ci95 else math.nan
             if text and unresolved(value, half):
                 text += " UNRESOLVED (95% CI over half the figure)"
             if text and runs is not None and column in runs and runs[column].iat[i] >= 2:

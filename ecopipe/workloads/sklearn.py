@@ -56,6 +56,7 @@ def fitted_dtype(estimator: Any) -> str:
 
 class SklearnWorkload(Workload):
     device = "cpu"
+    fits_in_job = True
 
     def __init__(
         self, model: ModelConfig, dataset: DatasetConfig, precision: Precision, batch_size: int, seed: int
@@ -98,8 +99,6 @@ class SklearnWorkload(Workload):
         self.estimator = estimator_cls(**params)
         n_batches = max(1, -(-len(self.data.x_test) // self.batch_size))
         self._batches = np.array_split(self.data.x_test, n_batches)
-
-    fits_in_job = True
 
     def fit(self) -> bool:
         assert self.data is not None
