@@ -21,7 +21,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -626,7 +626,9 @@ class JobRun:
         digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
         dataset = Dataset(name, digest, source_type="ecopipe", source=json.dumps({"source": redact(source)}))
         context = InputTag(key="mlflow.data.context", value="eval")
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
+        inputs = [DatasetInput(dataset, tags=[context])]
+        # A sweep's jobs all log one data set, new to the experiment: their first writes can collide.
+        _once_more_on_collision(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, redact(text), name)
@@ -644,15 +646,16 @@ class JobRun:
             self.client.log_artifact(self.run_id, str(path))
 
 
-def _tag_sweep_array(client: MlflowClient, parent: str, array_id: str) -> None:
-    """Every job of the array writes the same value. MLflow's SQL store sets a tag by select, then
-    insert: two jobs' first writes can collide, and the loser's insert breaks the unique key. It then
-    finds the winner's value, its own, and the job goes on (16 jobs on PostgreSQL did collide)."""
+def _once_more_on_collision(write: Callable[[], None]) -> None:
+    """Write a row that other jobs may be writing at the same moment. MLflow's SQL store adds a row
+    new to the store (a tag, a data set) by select, then insert: two jobs' first writes of one row can
+    collide, and the loser's insert breaks the unique key (16 jobs on PostgreSQL did collide). The
+    winner's row is then there, and the loser's second try finds it and updates or links it; an error
+    of any other cause comes again on that try and is raised."""
     try:
-        client.set_tag(parent, slurm.ARRAY_TAG, array_id)
+        write()
     except MlflowException:
-        if client.get_run(parent).data.tags.get(slurm.ARRAY_TAG) != array_id:
-            raise
+        write()
 
 
 # The run list's Source column: what made the run (MLflow's fluent API would write the script's path).
@@ -667,7 +670,9 @@ def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Job
     if parent:
         all_tags |= {"mlflow.parentRunId": parent, "ecopipe.sweep_id": parent}
         if slurm.ARRAY_TAG in all_tags:  # the sweep's SLURM array, known once its first job runs
-            _tag_sweep_array(client, parent, all_tags[slurm.ARRAY_TAG])
+            _once_more_on_collision(
+                lambda: client.set_tag(parent, slurm.ARRAY_TAG, all_tags[slurm.ARRAY_TAG])
+            )
     run = client.create_run(
         experiment, run_name=run_name, tags={k: redact(str(v)) for k, v in all_tags.items() if v is not None}
     )
