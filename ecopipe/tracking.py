@@ -647,15 +647,27 @@ class JobRun:
 
 
 def _once_more_on_collision(write: Callable[[], None]) -> None:
-    """Write a row that other jobs may be writing at the same moment. MLflow's SQL store adds a row
-    new to the store (a tag, a data set) by select, then insert: two jobs' first writes of one row can
-    collide, and the loser's insert breaks the unique key (16 jobs on PostgreSQL did collide). The
-    winner's row is then there, and the loser's second try finds it and updates or links it; an error
-    of any other cause comes again on that try and is raised."""
+    """Write a row that other jobs may be writing at the same moment. MLflow's SQL store adds a data
+    set new to the experiment by select, then insert: two jobs' first writes of one can collide, and
+    the loser's insert breaks the unique key (16 jobs on PostgreSQL did collide). The winner's row is
+    then there, and the loser's second try finds it and links it; an error of any other cause comes
+    again on that try and is raised."""
     try:
         write()
     except MlflowException:
         write()
+
+
+def _tag_sweep_array(client: MlflowClient, parent: str, array_id: str) -> None:
+    """Every job of the array writes the same value. MLflow's SQL store sets a tag by select, then
+    insert: two jobs' first writes can collide, and the loser's insert breaks the unique key. It then
+    finds the winner's value, its own, and the job goes on (16 jobs on PostgreSQL did collide); a
+    different value is a real conflict, and is raised."""
+    try:
+        client.set_tag(parent, slurm.ARRAY_TAG, array_id)
+    except MlflowException:
+        if client.get_run(parent).data.tags.get(slurm.ARRAY_TAG) != array_id:
+            raise
 
 
 # The run list's Source column: what made the run (MLflow's fluent API would write the script's path).
@@ -670,9 +682,7 @@ def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Job
     if parent:
         all_tags |= {"mlflow.parentRunId": parent, "ecopipe.sweep_id": parent}
         if slurm.ARRAY_TAG in all_tags:  # the sweep's SLURM array, known once its first job runs
-            _once_more_on_collision(
-                lambda: client.set_tag(parent, slurm.ARRAY_TAG, all_tags[slurm.ARRAY_TAG])
-            )
+            _tag_sweep_array(client, parent, all_tags[slurm.ARRAY_TAG])
     run = client.create_run(
         experiment, run_name=run_name, tags={k: redact(str(v)) for k, v in all_tags.items() if v is not None}
     )
