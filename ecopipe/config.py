@@ -79,13 +79,6 @@ class Phase(Enum):
     prefill = "prefill"  # prompt processing + the first token only; decode = generate - prefill
 
 
-class StrategyName(Enum):
-    single = "single"  # the job's model alone
-    cascade = "cascade"  # stop at the first pool member confident enough
-    router = "router"  # a light classifier picks the cheapest member expected to be right
-    oracle = "oracle"  # the cheapest right member, known in hindsight: the lower bound
-
-
 class CascadeTarget(Enum):
     accuracy_parity = "accuracy_parity"  # cheapest thresholds within `tolerance` of the reference member
     energy_budget = "energy_budget"  # most accurate thresholds within `energy_budget_j_per_1k`
@@ -299,6 +292,9 @@ class ImpactConfig:
     lifetime_years: float | None = bounded(None, Range(0, 50, low_open=True, why="years of hardware service"))
 
 
+SINGLE = "single"  # strategy.name of a job that runs its model alone
+
+
 @dataclass
 class StrategyConfig:
     """How a job picks pool members per input (DESIGN.md section 9); `single` runs `model` alone."""
@@ -307,7 +303,10 @@ class StrategyConfig:
     # up against the reference member in exchange for energy. `tolerance` set by hand replaces them.
     PRESETS: ClassVar[dict[str, float]] = {"energy_saver": 0.03, "balanced": 0.01, "accuracy_first": 0.0025}
 
-    name: StrategyName = StrategyName.single
+    # single: the job's model alone; else a selection strategy (ecopipe/selection/strategies/): cascade,
+    # router, oracle, or one of the user's, named by its class path in `_target_`
+    name: str = SINGLE
+    _target_: str | None = None
     preset: str | None = None  # energy_saver | balanced | accuracy_first (cascade, accuracy_parity)
     target: CascadeTarget = CascadeTarget.accuracy_parity
     # accuracy points below the reference member; None: the preset's
@@ -329,6 +328,11 @@ class StrategyConfig:
         if self.tolerance is not None:
             return self.tolerance
         return self.PRESETS[self.preset or "balanced"]
+
+    @property
+    def selects(self) -> bool:
+        """Whether the job picks among a pool's members rather than running `model` alone."""
+        return self.name != SINGLE
 
 
 @dataclass
@@ -517,9 +521,9 @@ def dataset_choice(raw: DictConfig, overrides: Sequence[str] | None) -> tuple[Di
     apply to the twin. None (a config composed by a caller): the data set as configured.
     A selection strategy measures its pool's data set, whatever `dataset` says.
     """
-    if raw.strategy.name is not StrategyName.single and raw.pool.dataset:  # no pool: refused later
+    if raw.strategy.name != SINGLE and raw.pool.dataset:  # no pool: refused later
         return raw, (
-            f"{raw.pool.dataset} (pool {raw.pool.name}'s data set: strategy={raw.strategy.name.value} "
+            f"{raw.pool.dataset} (pool {raw.pool.name}'s data set: strategy={raw.strategy.name} "
             "measures its pool's data, not dataset=)"
         )
     if overrides is None:

@@ -17,7 +17,6 @@ from ecopipe.config import (
     ConfigError,
     Phase,
     RaplAttribution,
-    StrategyName,
     TrackingConfig,
     check_known_keys,
     dataset_choice,
@@ -89,7 +88,7 @@ NAME_HASH_DIGITS = 6
 
 def job_name(cfg: Config, raw: DictConfig) -> str:
     suffix = repeat_hash(raw)[:NAME_HASH_DIGITS]
-    if cfg.strategy.name is not StrategyName.single:
+    if cfg.strategy.selects:
         return f"{identity_tags(cfg)['ecopipe.strategy']}-{cfg.pool.name}-bs{cfg.batch_size}-{suffix}"
     phase = "-prefill" if cfg.model.phase is Phase.prefill else ""
     return (
@@ -99,8 +98,8 @@ def job_name(cfg: Config, raw: DictConfig) -> str:
 
 def identity_tags(cfg: Config) -> dict[str, str]:
     """What a job is, for tables: a selection job is its pool and strategy (with its preset), not `model`."""
-    strategy = cfg.strategy.name.value + (f":{cfg.strategy.preset}" if cfg.strategy.preset else "")
-    if cfg.strategy.name is StrategyName.single:
+    strategy = cfg.strategy.name + (f":{cfg.strategy.preset}" if cfg.strategy.preset else "")
+    if not cfg.strategy.selects:
         return {
             "ecopipe.model": cfg.model.name,
             "ecopipe.dataset": cfg.dataset.name,
@@ -116,7 +115,7 @@ def identity_tags(cfg: Config) -> dict[str, str]:
 def data_source(cfg: Config) -> str:
     """Where the job's data comes from, for the run's Dataset entry: a hub id, a package's own set,
     or data the job makes."""
-    if cfg.strategy.name is not StrategyName.single:
+    if cfg.strategy.selects:
         return f"pool {cfg.pool.name}"
     hub = f" {cfg.dataset.hf_id}" + (f" ({cfg.dataset.hf_config})" if cfg.dataset.hf_config else "")
     return cfg.dataset.source.value + (hub if cfg.dataset.hf_id else "") + f", split {cfg.dataset.split}"
@@ -317,7 +316,7 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         run.log_text(OmegaConf.to_yaml(recorded, resolve=True), "config.yaml")
         run.log_dict({"environment": env, "hardware": asdict(profile)}, "environment.json")
         # A selection job runs its pool's data (dataset= is not read): its entry and digest are the pool's.
-        data_config = raw.dataset if cfg.strategy.name is StrategyName.single else raw.pool
+        data_config = raw.pool if cfg.strategy.selects else raw.dataset
         run.log_dataset(
             tags["ecopipe.dataset"] or cfg.pool.name,
             data_source(cfg),

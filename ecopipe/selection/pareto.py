@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ecopipe.plot_labels import place_labels
-from ecopipe.selection.cascade import evaluate, terminal_at
 from ecopipe.selection.costs import Prices
+from ecopipe.selection.thresholds import evaluate, terminal_at
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ as priced (`costs.Prices.pass_j`); at the end of a pass every queue is flushed, 
 first. A batch's answers may therefore come back with a later batch: each output carries its rows'
 positions in the test split, and batch latencies mix rows of several batches.
 
-Every call of a member (and of the router) is counted, so the per-member accounting of the pass
-(`accounting`) charges exactly what ran.
+Every call of a member (and of a strategy's own scorer, such as the router) is counted, so the
+per-member accounting of the pass (`accounting`) charges exactly what ran. Each strategy's runner
+lives in its module (`strategies/`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecopipe.selection.cascade import stop_index
 from ecopipe.selection.costs import Accounting, MemberCost
 from ecopipe.selection.members import Member
-from ecopipe.selection.router import Router
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class Runner(ABC):
         self.evaluated = np.zeros(count, dtype=np.int64)
         self.calls = np.zeros(count, dtype=np.int64)
         self.rows = 0
-        self.router_rows = self.router_calls = 0
+        self.scorer_rows = self.scorer_calls = 0  # a strategy's own scorer (the router's predictors)
         self._out: list[Answers] = []
 
     def feed(self, batch: SelectionBatch, last: bool) -> Answers:
@@ -109,79 +108,13 @@ class Runner(ABC):
                 queue[:] = [(x[take:], rows[take:])] if take < queued else []
                 self.answer(m, x[:take], rows[:take])
 
-    def accounting(self, costs: dict[str, MemberCost], router: MemberCost | None = None) -> Accounting:
-        """The last pass: each member's (and the router's) fitted cost x the calls and rows it ran."""
+    def accounting(self, costs: dict[str, MemberCost], scorer: MemberCost | None = None) -> Accounting:
+        """The last pass: each member's (and the scorer's) fitted cost x the calls and rows it ran."""
         names = [m.name for m in self.members]
         evaluated = dict(zip(names, self.evaluated.tolist(), strict=True))
         calls = dict(zip(names, self.calls.tolist(), strict=True))
         charged = dict(costs)
-        if router is not None:
-            evaluated["router"], calls["router"], charged["router"] = (
-                self.router_rows,
-                self.router_calls,
-                router,
-            )
+        if scorer is not None:
+            evaluated[scorer.name], calls[scorer.name] = self.scorer_rows, self.scorer_calls
+            charged[scorer.name] = scorer
         return Accounting(self.rows, evaluated, calls, charged)
-
-
-class MemberRunner(Runner):
-    """One member alone on every batch."""
-
-    def __init__(self, members: Sequence[Member], batch_size: int, position: int) -> None:
-        self.position = position
-        super().__init__(members, batch_size)
-
-    def accept(self, batch: SelectionBatch) -> None:
-        self.answer(self.position, batch.x, batch.rows)
-
-
-class CascadeRunner(Runner):
-    """The first active member runs each batch; unconfident rows queue for the next active member."""
-
-    def __init__(self, members: Sequence[Member], batch_size: int, thresholds: np.ndarray) -> None:
-        self.thresholds = thresholds
-        last = len(thresholds) - 1
-        self.active = [m for m, t in enumerate(thresholds) if np.isfinite(t) or m == last]
-        super().__init__(members, batch_size)
-
-    def accept(self, batch: SelectionBatch) -> None:
-        self.answer(self.active[0], batch.x, batch.rows)
-
-    def answer(self, m: int, x: np.ndarray, rows: np.ndarray) -> None:
-        p = self.run(m, x)
-        done = p.max(axis=1) >= self.thresholds[m]
-        if m == self.active[-1]:
-            done[:] = True
-        self._emit(rows[done], p[done].argmax(axis=1), m)
-        if not done.all():
-            self.enqueue(self.active[self.active.index(m) + 1], x[~done], rows[~done])
-
-
-class RouterRunner(Runner):
-    """The router scores each batch; each row queues for the member its thresholds pick."""
-
-    def __init__(
-        self, members: Sequence[Member], batch_size: int, router: Router, thresholds: np.ndarray
-    ) -> None:
-        self.router, self.thresholds = router, thresholds
-        super().__init__(members, batch_size)
-
-    def accept(self, batch: SelectionBatch) -> None:
-        self.router_rows += len(batch)
-        self.router_calls += 1
-        choice = stop_index(self.router.scores(batch.x), self.thresholds)
-        for m in np.unique(choice):
-            self.enqueue(int(m), batch.x[choice == m], batch.rows[choice == m])
-
-
-class OracleRunner(Runner):
-    """Each row queues for the member chosen for it in hindsight (`oracle.cheapest_right` on test)."""
-
-    def __init__(self, members: Sequence[Member], batch_size: int, choice: np.ndarray) -> None:
-        self.choice = choice
-        super().__init__(members, batch_size)
-
-    def accept(self, batch: SelectionBatch) -> None:
-        choice = self.choice[batch.rows]
-        for m in np.unique(choice):
-            self.enqueue(int(m), batch.x[choice == m], batch.rows[choice == m])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ecopipe.config import Config, ConfigError, Engine, Framework, StrategyName
+from ecopipe.config import Config, ConfigError, Engine, Framework
 from ecopipe.hardware import resolve_device
 from ecopipe.workloads.base import Workload
 from ecopipe.workloads.hub import hub_unreachable, needs_hub
@@ -11,7 +11,7 @@ from ecopipe.workloads.hub import hub_unreachable, needs_hub
 def build_workload(cfg: Config) -> Workload:
     if needs_hub(cfg):  # before any hub library is imported: an unreachable hub switches them offline
         hub_unreachable()
-    if cfg.strategy.name is not StrategyName.single:
+    if cfg.strategy.selects:
         from ecopipe.selection.workload import build_selection_workload
 
         return build_selection_workload(cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from ecopipe.config import Config, DataSource, Framework, StrategyName, Weights
+from ecopipe.config import Config, DataSource, Framework, Weights
 
 # Set by the first probe: empty when the hub answered, else why it cannot be reached.
 HUB_ENV = "ECOPIPE_HUB_UNREACHABLE"
@@ -56,7 +56,7 @@ def _remote(hf_id: str | None) -> bool:
 
 def needs_hub(cfg: Config) -> bool:
     """Whether the job reads a model or data set by hub id rather than from a local directory."""
-    if cfg.strategy.name is not StrategyName.single:
+    if cfg.strategy.selects:
         return cfg.pool.dataset == "fashion_mnist"
     model = cfg.model
     pretrained = model.framework is Framework.transformers and model.weights is Weights.pretrained
