@@ -23,7 +23,7 @@ from ecopipe.hardware import MeteredGpus, device_profile, metered_gpus
 from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, SensorUnavailable, Source
 from ecopipe.sensors.cpu_share import visible_cpus
-from ecopipe.sensors.discovery import RAPL_SET_ASIDE, discover_sensors
+from ecopipe.sensors.discovery import discover_sensors
 from ecopipe.sensors.estimated import (
     RAM_W_PER_GB,
     CpuShare,
@@ -34,16 +34,9 @@ from ecopipe.sensors.estimated import (
     process_memory_gb,
 )
 from ecopipe.sensors.fake import FakeGpuSensor
-from ecopipe.sensors.nvml import (
-    NvmlCounterSensor,
-    NvmlPowerPollingSensor,
-    ResolvedGpu,
-    nvml_device_info,
-    resolve_cuda_gpu,
-    resolve_gpu,
-    trapezoid_joules,
-)
-from ecopipe.sensors.rapl import RaplSensor, counter_delta, discover_rapl_zones
+from ecopipe.sensors.nvml import NvmlCounterSensor, NvmlPowerPollingSensor, nvml_device_info, trapezoid_joules
+from ecopipe.sensors.nvml_resolve import ResolvedGpu, resolve_cuda_gpu, resolve_gpu
+from ecopipe.sensors.rapl import RAPL_SET_ASIDE, RaplSensor, counter_delta, discover_rapl_zones
 from tests.conftest import fake_powercap, make_zone, powercap_with_dram
 
 
@@ -729,7 +722,7 @@ def test_the_gpu_resolver_needs_nothing_but_pynvml():
     barred = ("psutil", "omegaconf", "hydra", "mlflow", "pandas", "numpy", "scipy", "sklearn", "torch")
     code = (
         f"import sys; sys.modules.update(dict.fromkeys({barred!r}))\n"
-        "from ecopipe.sensors.nvml import resolve_cuda_gpu, resolve_gpu\n"
+        "from ecopipe.sensors.nvml_resolve import resolve_cuda_gpu, resolve_gpu\n"
         "print(resolve_gpu(0, 'aaaa').reason)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
