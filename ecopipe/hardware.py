@@ -93,7 +93,7 @@ def metered_gpus(device: str, fake_gpu_watts: float | None) -> MeteredGpus:
     index = gpu_index(device)
     if index is None:
         return MeteredGpus(() if fake_gpu_watts is None else (0,))
-    from ecopipe.sensors.nvml import resolve_cuda_gpu
+    from ecopipe.sensors.nvml_resolve import resolve_cuda_gpu
 
     gpu = resolve_cuda_gpu(index)
     if not gpu.metered:

@@ -95,33 +95,3 @@ def mlflow_serving(command: str, store: str, *args: str) -> Iterator[str]:
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
-
-
-# ---------------------------------------------------------------- RAPL this machine may lack
-
-
-def make_zone(path: Path, name: str, energy_uj: int, max_uj: int = 262_143_328_850) -> Path:
-    path.mkdir(parents=True)
-    (path / "name").write_text(name + "\n")
-    (path / "energy_uj").write_text(f"{energy_uj}\n")
-    (path / "max_energy_range_uj").write_text(f"{max_uj}\n")
-    return path
-
-
-def fake_powercap(root: Path) -> Path:
-    """Two sockets; socket 0 has core, uncore and dram subzones (nested as in sysfs), plus psys and mmio."""
-    pkg0 = make_zone(root / "intel-rapl:0", "package-0", 1_000)
-    make_zone(pkg0 / "intel-rapl:0:0", "core", 10)
-    make_zone(pkg0 / "intel-rapl:0:1", "uncore", 20)
-    make_zone(pkg0 / "intel-rapl:0:2", "dram", 30)
-    make_zone(root / "intel-rapl:1", "package-1", 2_000)
-    make_zone(root / "intel-rapl:1:0", "core", 40)  # flat layout (sysfs symlinks) works too
-    make_zone(root / "intel-rapl:2", "psys", 50)
-    make_zone(root / "intel-rapl-mmio:0", "package-0", 60)
-    return root
-
-
-def powercap_with_dram(root: Path) -> Path:
-    """fake_powercap with a dram zone on both packages: RAPL can meter both the CPU and the RAM."""
-    make_zone(fake_powercap(root) / "intel-rapl:1" / "intel-rapl:1:1", "dram", 70)
-    return root

@@ -115,7 +115,7 @@ def test_3_the_sampler_removes_its_trace_when_its_job_is_gone_before_its_input_e
     job = subprocess.Popen(["sleep", "600"])
     folder = tmp_path / "ecopipe-trace-job"
     folder.mkdir()
-    spec = {"pid": job.pid, "output": str(folder / "trace.jsonl"), "sensors": [], "gpus": [],
+    spec = {"pid": job.pid, "output": str(folder / "trace.jsonl"), "sensors": [], "telemetry": [],
             "min_hz": 1.0, "max_hz": 50.0, "frequency_hz": 20.0}  # fmt: skip
     sampler = subprocess.Popen(
         [sys.executable, "-m", "ecopipe.monitor.probe", json.dumps(spec)],

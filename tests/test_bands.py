@@ -18,13 +18,9 @@ from ecopipe.sensors.estimated import CpuPower, CpuShare, EstimatedCpuSensor, Es
 from ecopipe.stages.impact import ImpactFactors
 from ecopipe.stages.inference import IdleBaseline, InferenceResult, TrialResult
 from ecopipe.workloads.base import ModelFacts
+from tests.fakes import ticks
 
 T3 = 2.484138  # t(0.975, 2) / sqrt(3) x a sample std of 1: the 95% half-width of (1, 2, 3)
-
-
-def ticks(*values: float):
-    it = iter(values)
-    return lambda: next(it)
 
 
 # ---------------------------------------------------------------- statistics

@@ -17,7 +17,7 @@ from ecopipe.stages import inference
 from ecopipe.stages.ess import run_ess
 from ecopipe.stages.impact import EnergyBasis, ImpactFactors, footprint, resolve_factors, run_impact
 from ecopipe.stages.inference import run_inference
-from tests.test_monitor import ScriptedClock
+from tests.fakes import ScriptedClock
 
 
 def factors(ci=400.0, pue=1.2, wue=0.5, ewif=4.0, attribution=Attribution.gross) -> ImpactFactors:

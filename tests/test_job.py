@@ -21,7 +21,8 @@ from ecopipe.sensors.base import Source
 from ecopipe.sensors.cpu_share import visible_cpus
 from ecopipe.sensors.estimated import cpu_power
 from ecopipe.units import eng
-from tests.conftest import powercap_with_dram, run_cli
+from tests.conftest import run_cli
+from tests.fakes import powercap_with_dram
 
 
 def render_summary(result) -> str:

@@ -21,7 +21,7 @@ def main() -> None:
     import torch
 
     from ecopipe.hardware import environment
-    from ecopipe.sensors.nvml import resolve_cuda_gpu
+    from ecopipe.sensors.nvml_resolve import resolve_cuda_gpu
 
     gpu = resolve_cuda_gpu(0)
     own = gpu.metered and not gpu.whole_gpu  # under MIG, jobs meter the whole GPU: the check does not

@@ -20,10 +20,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+
+from ecopipe.sensors.base import SensorUnavailable, load_class, rebuild_power_reader
 
 # After the fast start the period is elapsed / 50: 50 samples per e-fold of the elapsed time (35 per
 # doubling), until min_hz caps the period.
@@ -36,23 +37,6 @@ def sampling_period(elapsed_s: float, min_hz: float, max_hz: float, frequency_hz
     return min(max(elapsed_s / SAMPLES_PER_E_FOLD, 1.0 / max_hz), 1.0 / min_hz)
 
 
-def _power_reader(spec: dict) -> Callable[[], float | None]:
-    kind = spec["kind"]
-    if kind == "fake":
-        return lambda watts=float(spec["watts"]): watts
-    if kind == "rapl":
-        from ecopipe.sensors.rapl import RaplSensor
-
-        sensor = RaplSensor(spec["zone"])
-        sensor.open()
-        return sensor.power_watts
-    if kind == "nvml":
-        from ecopipe.sensors.nvml import instant_power_reader
-
-        return instant_power_reader(int(spec["index"]))
-    raise ValueError(f"unknown probe sensor kind {kind!r}")
-
-
 def _cpu_seconds() -> float:
     times = psutil.Process().cpu_times()
     return times.user + times.system
@@ -60,14 +44,11 @@ def _cpu_seconds() -> float:
 
 def run(spec: dict, stop: threading.Event) -> None:
     process = psutil.Process(spec["pid"])
-    readers = {f"power_w.{s['label']}": _power_reader(s) for s in spec["sensors"]}
+    readers = {f"power_w.{s['label']}": rebuild_power_reader(s) for s in spec["sensors"]}
     telemetry = []
-    for index in spec["gpus"]:
-        from ecopipe.sensors.base import SensorUnavailable
-        from ecopipe.sensors.nvml import NvmlTelemetry
-
+    for reader in spec["telemetry"]:
         try:
-            telemetry.append(NvmlTelemetry(index))
+            telemetry.append(load_class(reader["reader"])(**reader["args"]))
         except SensorUnavailable:  # no NVML (a simulated GPU, or the energy sensor already warned)
             continue
     started = time.perf_counter()

@@ -29,6 +29,7 @@ import pandas as pd
 
 from ecopipe.monitor.probe import SAMPLES_PER_E_FOLD, sampling_period
 from ecopipe.sensors.base import EnergySensor
+from ecopipe.sensors.discovery import telemetry_specs
 
 __all__ = ["SAMPLES_PER_E_FOLD", "PowerSampler", "Trace", "sampling_period"]
 
@@ -109,7 +110,7 @@ class PowerSampler:
             "pid": os.getpid(),
             "output": str(Path(self._folder.name) / "trace.jsonl"),
             "sensors": self._specs,
-            "gpus": self._gpus,
+            "telemetry": telemetry_specs(self._gpus),
             "min_hz": self.min_hz,
             "max_hz": self.max_hz,
             "frequency_hz": self.frequency_hz,

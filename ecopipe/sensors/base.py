@@ -7,12 +7,18 @@ same arithmetic whatever the hardware (a counter register, an integrated power t
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the GPU resolver imports this module with nothing but pynvml (a bare GPU image)
     import pandas as pd
+
+    from ecopipe.sensors.estimated import CpuPower
 
 
 class Component(StrEnum):
@@ -115,9 +121,28 @@ class EnergySensor(ABC):
         None for a counter, which the sampler reads itself (probe_spec)."""
         return None
 
-    def probe_spec(self) -> dict[str, object] | None:
-        """How the sampler's separate process rebuilds this sensor's power reading; None: not traced."""
+    def probe_args(self) -> dict[str, object] | None:
+        """The JSON arguments from which power_reader rebuilds this sensor's power reading; None: not
+        traced."""
         return None
+
+    @classmethod
+    def power_reader(cls, **args: Any) -> Callable[[], float | None]:
+        """This sensor's power reading, rebuilt in the sampler's process from its probe_args."""
+        raise NotImplementedError(f"{cls.__name__} gives probe_args but no power_reader")
+
+    def probe_spec(self) -> dict[str, object] | None:
+        """How the sampler's separate process rebuilds this sensor's power reading; None: not traced.
+
+        The spec names, by its path, the class that defines the reader (the vendor's, for a subclass
+        that only changes how energy is read), so that process needs the vendor's module and nothing
+        else: no second copy of discovery's choice, and a new vendor is traced as it is.
+        """
+        args = self.probe_args()
+        if args is None:
+            return None
+        vendor = next(c for c in type(self).__mro__ if "power_reader" in vars(c))
+        return {"sensor": class_path(vendor), "args": args, "label": self.label}
 
     @property
     def label(self) -> str:
@@ -125,3 +150,62 @@ class EnergySensor(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label} source={self.source.value}>"
+
+
+def class_path(cls: type) -> str:
+    """'module:QualName', from which load_class imports the class in another process."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def load_class(path: str) -> type:
+    module, _, name = path.partition(":")
+    found = getattr(importlib.import_module(module), name)
+    if not isinstance(found, type):
+        raise ValueError(f"{path} is not a class")
+    return found
+
+
+def rebuild_power_reader(spec: Mapping[str, Any]) -> Callable[[], float | None]:
+    """The power reading an EnergySensor.probe_spec describes, rebuilt in the sampler's process."""
+    sensor = load_class(spec["sensor"])
+    if not issubclass(sensor, EnergySensor):
+        raise ValueError(f"{spec['sensor']} is not an EnergySensor")
+    return sensor.power_reader(**spec["args"])
+
+
+# ---------------------------------------------------------------- the vendor boundary of discovery
+
+
+@dataclass(frozen=True)
+class Request:
+    """What discovery is asked for (discovery.discover_sensors' arguments, defaults resolved)."""
+
+    gpu_indices: tuple[int, ...]
+    gpu_sources: tuple[Source, ...]  # the NVML sources to try, best first
+    fake_gpu_watts: float | None  # a simulated GPU instead of NVML (tests/CI only)
+    powercap_root: str | Path
+    rapl: bool  # False: readable RAPL is set aside (monitor.rapl=false)
+    cpu_power: CpuPower | None  # what the CPU estimate charges; None: this machine's CPU
+    job_cpus: float | None
+    ram_estimate: str  # job | machine
+    whole_gpu: str  # under MIG, why the GPU sensors read the whole physical GPU; "": their own
+
+
+@dataclass
+class Found:
+    """What the vendors asked so far found, and what they leave to an estimate, and why."""
+
+    sensors: list[EnergySensor] = field(default_factory=list)
+    # Per component, said by a measuring vendor that left it: why no counter measures it (the estimate's
+    # warning), the readable source it set aside on request, and why a counter the machine has failed.
+    why: dict[Component, str] = field(default_factory=dict)
+    set_aside: dict[Component, str] = field(default_factory=dict)
+    fallback: dict[Component, str] = field(default_factory=dict)
+
+    def covers(self, component: Component, device: str | None = None) -> bool:
+        """Whether a vendor before has a sensor for `component` (for that `device`, where given)."""
+        return any(s.component is component and device in (None, s.device) for s in self.sensors)
+
+
+# A vendor backend: adds to `found` the sensors it has for what the vendors before it left.
+Discover = Callable[[Request, Found], None]

@@ -6,68 +6,33 @@ dram (only where every package has one) > the memory the job holds x W/GB (or th
 memory, on request), beyond what a SPECpower CPU figure already counts. Each degradation is logged as a
 warning, one line saying what is missing and why, because a degraded source changes what the numbers
 mean.
+
+Each vendor backend is one module behind EnergySensor with a `discover` function; VENDORS orders them,
+and each adds sensors for what the ones before it left. Adding a vendor is its module plus one line
+there; the sampler's process rebuilds a sensor from its class path (EnergySensor.probe_spec), so it
+needs nothing more.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import psutil
+from ecopipe.sensors import estimated, fake, nvml, rapl
+from ecopipe.sensors.base import GPU_SOURCES, Discover, EnergySensor, Found, Request, Source, class_path
+from ecopipe.sensors.estimated import CpuPower
+from ecopipe.sensors.rapl import POWERCAP_ROOT
 
-from ecopipe.sensors.base import GPU_SOURCES, Component, EnergySensor, SensorUnavailable, Source
-from ecopipe.sensors.cpu_share import visible_cpus
-from ecopipe.sensors.estimated import (
-    BYTES_PER_GB,
-    CpuPower,
-    CpuShare,
-    EstimatedCpuSensor,
-    EstimatedRamSensor,
-)
-from ecopipe.sensors.estimated import (
-    cpu_power as this_cpu_power,
-)
-from ecopipe.sensors.fake import FakeGpuSensor
-from ecopipe.sensors.nvml import NvmlCounterSensor, NvmlPowerPollingSensor, NvmlUnavailable
-from ecopipe.sensors.rapl import POWERCAP_ROOT, RaplSensor, discover_rapl_zones
-
-log = logging.getLogger(__name__)
-
-_NVML_SENSORS = {Source.NVML_COUNTER: NvmlCounterSensor, Source.NVML_POWER_POLLING: NvmlPowerPollingSensor}
-
-
-def _gpu_sensor(index: int, sources: Sequence[Source]) -> EnergySensor | None:
-    """The first of `sources` (NVML counter, power polling) that works on this GPU, or None (warned)."""
-    for position, source in enumerate(sources):
-        last = position + 1 == len(sources)
-        then = "GPU energy NOT measured" if last else f"falling back to {sources[position + 1].value}"
-        try:
-            return _NVML_SENSORS[source](index)
-        except NvmlUnavailable as err:  # no library/driver: every NVML sensor would fail the same way
-            log.warning("gpu%d: %s; GPU energy NOT measured for this device", index, err)
-            return None
-        except Exception as err:  # SensorUnavailable, or anything a driver/binding mismatch throws
-            log.warning("gpu%d: %s unavailable (%s); %s", index, source.value, err, then)
-    return None
-
+# The vendor backends, best first: each covers what the ones before it left (a GPU, the CPU, the RAM).
+VENDORS: list[Discover] = [
+    fake.discover,  # simulated GPUs, only where asked for (tests/CI)
+    nvml.discover,  # NVIDIA GPUs: the energy counter, else integrated instantaneous power
+    rapl.discover,  # CPU packages, and DRAM where every package has a zone
+    estimated.discover_cpu,  # the CPU no counter covers: the job's threads' share of a SPECpower server
+    estimated.discover_ram,  # the RAM no counter covers: the memory held x W/GB
+]
 
 RAM_ESTIMATES = ("job", "machine")
-RAPL_SET_ASIDE = "RAPL set aside on request (monitor.rapl=false)"
-
-
-def _dram_on_every_package(zones: Sequence[RaplSensor]) -> bool:
-    """RAM is measured only where every package has a dram zone: otherwise some memory is left out."""
-    packages = sum(z.component is Component.CPU for z in zones)
-    return packages > 0 and sum(z.component is Component.RAM for z in zones) == packages
-
-
-def _readable_rapl(powercap_root: str | Path, unreadable_dram: dict[str, str]) -> list[RaplSensor]:
-    try:
-        return discover_rapl_zones(powercap_root, unreadable_dram=unreadable_dram)
-    except SensorUnavailable as err:
-        log.warning("RAPL unusable: %s", err)
-        return []
 
 
 def discover_sensors(
@@ -96,58 +61,18 @@ def discover_sensors(
     """
     if ram_estimate not in RAM_ESTIMATES:
         raise ValueError(f"ram_estimate={ram_estimate!r}; allowed: {', '.join(RAM_ESTIMATES)}")
-    sensors: list[EnergySensor] = []
-    for index in gpu_indices:
-        if fake_gpu_watts is not None:
-            sensors.append(FakeGpuSensor(fake_gpu_watts, device=f"gpu{index}"))
-            continue
-        gpu = _gpu_sensor(index, gpu_sources)
-        if gpu is not None:
-            gpu.whole_gpu = whole_gpu or ""
-            sensors.append(gpu)
-
     root = POWERCAP_ROOT if powercap_root is None else powercap_root  # read per call: tests may point it
-    unreadable_dram: dict[str, str] = {}
-    readable = _readable_rapl(root, unreadable_dram)
-    # Set aside only what is there: on a host without RAPL, monitor.rapl=false changes nothing.
-    aside_cpu = not rapl and any(z.component is Component.CPU for z in readable)
-    aside_ram = aside_cpu and _dram_on_every_package(readable)
-    zones = readable if rapl else []  # never opened: nothing to close
-    cpu = [z for z in zones if z.component is Component.CPU]
-    ram = [z for z in zones if z.component is Component.RAM]
+    request = Request(
+        tuple(gpu_indices), tuple(gpu_sources), fake_gpu_watts, root, rapl, cpu_power, job_cpus,
+        ram_estimate, whole_gpu or "",
+    )  # fmt: skip
+    found = Found()
+    for vendor in VENDORS:
+        vendor(request, found)
+    return found.sensors
 
-    allowance_gb = 0.0  # memory a SPECpower CPU figure already counts
-    if cpu:
-        sensors += cpu
-    else:
-        visible = visible_cpus()
-        threads = job_cpus if job_cpus is not None else visible.count
-        note = "given" if job_cpus is not None else visible.note
-        share = CpuShare(cpu_power or this_cpu_power(), threads, note)
-        allowance_gb = share.memory_allowance_gb
-        sensor = EstimatedCpuSensor(share)
-        sensor.set_aside = Source.RAPL.value if aside_cpu else ""
-        why = RAPL_SET_ASIDE if aside_cpu else f"no readable RAPL package under {root}"
-        log.warning("CPU energy is an ESTIMATE (%s), %s: %s", sensor.source.value, why, sensor.method)
-        sensors.append(sensor)
 
-    if ram and _dram_on_every_package(zones):
-        sensors += ram
-    else:
-        if ram:  # a dram zone on some packages only: the others' memory would be left out
-            log.warning(
-                "RAPL has a dram zone on %d of %d packages: RAM is estimated rather than half-measured",
-                len(ram),
-                len(cpu),
-            )
-        if ram_estimate == "machine":
-            sensor = EstimatedRamSensor.installed(psutil.virtual_memory().total / BYTES_PER_GB, allowance_gb)
-        else:
-            sensor = EstimatedRamSensor.held_by_job(allowance_gb)
-        sensor.set_aside = Source.RAPL.value if aside_ram else ""
-        if unreadable_dram and not aside_ram:
-            sensor.fallback = "RAPL dram unreadable: " + "; ".join(unreadable_dram.values())
-        why = RAPL_SET_ASIDE if aside_ram else sensor.fallback or "no RAPL dram zone"
-        log.warning("RAM energy is an ESTIMATE (%s), %s: %s", sensor.source.value, why, sensor.method)
-        sensors.append(sensor)
-    return sensors
+def telemetry_specs(gpu_indices: Sequence[int]) -> list[dict[str, object]]:
+    """How the sampler's process builds each GPU's telemetry (utilisation, memory, clocks): NVML's, the
+    one vendor here that has it; a GPU without NVML is skipped there."""
+    return [{"reader": class_path(nvml.NvmlTelemetry), "args": {"index": i}} for i in gpu_indices]

@@ -15,6 +15,7 @@ charges only the memory the job holds beyond that allowance, never the same memo
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from abc import abstractmethod
@@ -35,7 +36,10 @@ from ecopipe.cpu_identity import (
     read_cpuinfo,
 )
 from ecopipe.reference import match_hardware
-from ecopipe.sensors.base import Component, EnergySensor, Source
+from ecopipe.sensors.base import Component, EnergySensor, Found, Request, Source
+from ecopipe.sensors.cpu_share import visible_cpus
+
+log = logging.getLogger(__name__)
 
 # (low, point, high) watts per three bounds, the arithmetic of every estimate below.
 Band3 = tuple[float, float, float]
@@ -313,3 +317,40 @@ class EstimatedRamSensor(_ModelSensor):
         self._gb = gb
         low, point, high = (w * mean_gb * dt for w in self.watts_per_gb)
         return low, point, high
+
+
+def _estimate(found: Found, sensor: EnergySensor) -> None:
+    """Add an estimate for what no counter covers, with the warning that says so, and why."""
+    sensor.set_aside = found.set_aside.get(sensor.component, "")
+    sensor.fallback = found.fallback.get(sensor.component, "")
+    why = found.why.get(sensor.component, "no vendor measures it")
+    label = sensor.component.value.upper()
+    log.warning("%s energy is an ESTIMATE (%s), %s: %s", label, sensor.source.value, why, sensor.method)
+    found.sensors.append(sensor)
+
+
+def discover_cpu(request: Request, found: Found) -> None:
+    """The job's threads' share of a SPECpower server, where no vendor before measures the CPU.
+
+    The threads are `job_cpus`, else the affinity mask capped by the cgroup quota.
+    """
+    if found.covers(Component.CPU):
+        return
+    visible = visible_cpus()
+    threads = request.job_cpus if request.job_cpus is not None else visible.count
+    note = "given" if request.job_cpus is not None else visible.note
+    _estimate(found, EstimatedCpuSensor(CpuShare(request.cpu_power or cpu_power(), threads, note)))
+
+
+def discover_ram(request: Request, found: Found) -> None:
+    """The memory the job holds (or the machine's, on request) x W/GB, where no vendor before measures
+    the RAM, beyond what a SPECpower CPU estimate already counts."""
+    if found.covers(Component.RAM):
+        return
+    cpu = [s for s in found.sensors if isinstance(s, EstimatedCpuSensor)]
+    allowance_gb = sum(s.share.memory_allowance_gb for s in cpu)
+    if request.ram_estimate == "machine":
+        sensor = EstimatedRamSensor.installed(psutil.virtual_memory().total / BYTES_PER_GB, allowance_gb)
+    else:
+        sensor = EstimatedRamSensor.held_by_job(allowance_gb)
+    _estimate(found, sensor)

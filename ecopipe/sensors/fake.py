@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ecopipe.sensors.base import Component, EnergySensor, Source
+from ecopipe.sensors.base import Component, EnergySensor, Found, Request, Source
 from ecopipe.sensors.nvml import trapezoid_joules
 
 # Sub-step of the numerical integral for a power *function*; exact for constant or linear power.
@@ -46,10 +46,14 @@ class FakeGpuSensor(EnergySensor):
         self._last_s = 0.0  # elapsed seconds at the last read
         self._joules = 0.0
 
-    def probe_spec(self) -> dict[str, object] | None:
+    def probe_args(self) -> dict[str, object] | None:
         if self._constant is None:
             return None  # a power function cannot cross to another process
-        return {"kind": "fake", "watts": self._constant, "label": self.label}
+        return {"watts": self._constant}
+
+    @classmethod
+    def power_reader(cls, watts: float) -> Callable[[], float]:
+        return lambda: watts
 
     def _power_at(self, elapsed: float) -> float:
         w = float(self._watts(elapsed))
@@ -80,3 +84,9 @@ class FakeGpuSensor(EnergySensor):
         if self._t0 is None:
             return None
         return self._power_at(self._clock() - self._t0)
+
+
+def discover(request: Request, found: Found) -> None:
+    """One simulated GPU per requested index, where `fake_gpu_watts` asks for them (tests/CI only)."""
+    if request.fake_gpu_watts is not None:
+        found.sensors += [FakeGpuSensor(request.fake_gpu_watts, f"gpu{i}") for i in request.gpu_indices]

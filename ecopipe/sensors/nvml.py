@@ -13,11 +13,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from ecopipe.sensors.base import Component, EnergySensor, SensorUnavailable, Source
+from ecopipe.sensors.base import Component, EnergySensor, Found, Request, SensorUnavailable, Source
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def trapezoid_joules(times: Sequence[float], watts: Sequence[float]) -> float:
     return joules
 
 
-def _import_pynvml() -> ModuleType:
+def import_pynvml() -> ModuleType:
     try:
         import pynvml
     except ImportError as err:
@@ -77,7 +76,7 @@ class _NvmlDevice:
     """One reference on NVML (nvmlInit is ref-counted) plus the handle of one GPU."""
 
     def __init__(self, index: int) -> None:
-        self.nv = _import_pynvml()
+        self.nv = import_pynvml()
         self.index = index
         try:
             self.nv.nvmlInit()
@@ -141,7 +140,23 @@ class _NvmlDevice:
         return self.call("nvmlDeviceGetPowerUsage", self.nv.nvmlDeviceGetPowerUsage) / 1000.0
 
 
-class NvmlCounterSensor(EnergySensor):
+class _NvmlSensor(EnergySensor):
+    """What both NVML sources share: one GPU, and the sampler's trace of its instantaneous power."""
+
+    component = Component.GPU
+    resolution_s = NVML_REFRESH_S
+    _dev: _NvmlDevice
+
+    def probe_args(self) -> dict[str, object]:
+        return {"index": self._dev.index}
+
+    @classmethod
+    def power_reader(cls, index: int) -> Callable[[], float]:
+        """Instantaneous board power of one GPU in W (raises SensorUnavailable)."""
+        return _NvmlDevice(index).power_w
+
+
+class NvmlCounterSensor(_NvmlSensor):
     """The GPU's own energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ since the driver loaded;
     Volta and newer, per the NVML reference).
 
@@ -150,9 +165,7 @@ class NvmlCounterSensor(EnergySensor):
     discovery can fall back.
     """
 
-    component = Component.GPU
     source = Source.NVML_COUNTER
-    resolution_s = NVML_REFRESH_S
 
     def __init__(self, index: int) -> None:
         self.device = f"gpu{index}"
@@ -163,9 +176,6 @@ class NvmlCounterSensor(EnergySensor):
             self._dev.close()
             raise
         self._origin_mj: int | None = None
-
-    def probe_spec(self) -> dict[str, object]:
-        return {"kind": "nvml", "index": self._dev.index, "label": self.label}
 
     def _read_mj(self) -> int:
         return int(self._dev.call("energy counter", self._dev.nv.nvmlDeviceGetTotalEnergyConsumption))
@@ -188,7 +198,7 @@ class NvmlCounterSensor(EnergySensor):
         self._dev.close()
 
 
-class NvmlPowerPollingSensor(EnergySensor):
+class NvmlPowerPollingSensor(_NvmlSensor):
     """Fallback: a daemon thread polls instantaneous power every `period_s` and integrates it.
 
     Power comes from NVML_FI_DEV_POWER_INSTANT where the driver has it (source nvml_power_polling),
@@ -200,9 +210,7 @@ class NvmlPowerPollingSensor(EnergySensor):
     The counter is preferred wherever it exists.
     """
 
-    component = Component.GPU
     source = Source.NVML_POWER_POLLING
-    resolution_s = NVML_REFRESH_S
 
     def __init__(
         self, index: int, period_s: float = 0.02, clock: Callable[[], float] = time.perf_counter
@@ -260,9 +268,6 @@ class NvmlPowerPollingSensor(EnergySensor):
         if self._error is not None:
             raise self._error
         return self._sample()
-
-    def probe_spec(self) -> dict[str, object]:
-        return {"kind": "nvml", "index": self._dev.index, "label": self.label}
 
     def power_watts(self) -> float | None:
         last = self._last
@@ -360,134 +365,30 @@ class NvmlTelemetry:
         self._dev.close()
 
 
-@dataclass(frozen=True)
-class ResolvedGpu:
-    """The GPU torch calls cuda:N, as NVML knows it: what the job's GPU meter may read as its own."""
-
-    cuda_index: int
-    uuid: str  # NVML's name for it (GPU-... or MIG-...) when NVML knows it, else torch's
-    index: int | None  # the NVML index the meter reads (under MIG, the whole GPU's); None: unmetered
-    mig: bool  # a MIG instance, or a GPU in MIG mode: NVML documents its counter per physical GPU
-    reason: str | None = None  # one line: why the GPU is not metered as the job's own
-    # A MIG instance's share of its GPU: its slices over the most instances the GPU holds; None: unknown
-    share: float | None = None
-
-    @property
-    def metered(self) -> bool:
-        return self.index is not None
-
-    @property
-    def whole_gpu(self) -> bool:
-        """Metered, but by the whole physical GPU's counter (MIG): never the job's own energy."""
-        return self.mig and self.index is not None
+SENSORS = {Source.NVML_COUNTER: NvmlCounterSensor, Source.NVML_POWER_POLLING: NvmlPowerPollingSensor}
 
 
-def _nvml_names(uuid: str) -> tuple[str, str]:
-    """NVML's two possible names of a UUID as torch prints it (its 16 bytes, no prefix): a whole GPU's
-    (GPU-...) and, where CUDA's device is a MIG instance, the instance's (MIG-...); the one given first."""
-    bare = uuid.removeprefix("GPU-").removeprefix("MIG-")
-    gpu, mig = f"GPU-{bare}", f"MIG-{bare}"
-    return (mig, gpu) if uuid.startswith("MIG-") else (gpu, mig)
-
-
-def _flag(nv: ModuleType, query: Callable[[Any], Any], handle: Any) -> bool:
-    """A yes/no NVML query; a GPU or driver without the feature answers no (MIG starts with the Ampere
-    A100, per NVIDIA's MIG User Guide, so older GPUs answer NotSupported)."""
-    try:
-        answer = query(handle)
-    except nv.NVMLError as err:
-        if getattr(err, "value", None) in (nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_FUNCTION_NOT_FOUND):
-            return False
-        raise
-    return bool(getattr(answer, "value", answer))  # pynvml returns some flags as a ctypes c_uint
-
-
-def _mig_enabled(nv: ModuleType, handle: Any) -> bool:
-    return _flag(nv, lambda h: nv.nvmlDeviceGetMigMode(h)[0] == nv.NVML_DEVICE_MIG_ENABLE, handle)
-
-
-def _handle_by_uuid(nv: ModuleType, uuid: str) -> tuple[str, Any] | None:
-    """NVML's name and handle of the GPU or MIG instance with this UUID; None where NVML knows none."""
-    for name in _nvml_names(uuid):
+def _gpu_sensor(index: int, sources: Sequence[Source]) -> EnergySensor | None:
+    """The first of `sources` (NVML counter, power polling) that works on this GPU, or None (warned)."""
+    for position, source in enumerate(sources):
+        last = position + 1 == len(sources)
+        then = "GPU energy NOT measured" if last else f"falling back to {sources[position + 1].value}"
         try:
-            return name, nv.nvmlDeviceGetHandleByUUID(name.encode())
-        except nv.NVMLError as err:
-            if getattr(err, "value", None) not in (nv.NVML_ERROR_NOT_FOUND, nv.NVML_ERROR_INVALID_ARGUMENT):
-                raise
+            return SENSORS[source](index)
+        except NvmlUnavailable as err:  # no library/driver: every NVML sensor would fail the same way
+            log.warning("gpu%d: %s; GPU energy NOT measured for this device", index, err)
+            return None
+        except Exception as err:  # SensorUnavailable, or anything a driver/binding mismatch throws
+            log.warning("gpu%d: %s unavailable (%s); %s", index, source.value, err, then)
     return None
 
 
-def _resolve(nv: ModuleType, cuda_index: int, uuid: str) -> ResolvedGpu:
-    device = f"cuda:{cuda_index}"
-    found = _handle_by_uuid(nv, uuid)
-    if found is None:
-        why = f"{device}: NVML knows no GPU or MIG instance with UUID {uuid}"
-        return ResolvedGpu(cuda_index, uuid, None, False, why)
-    name, handle = found
-    if _flag(nv, nv.nvmlDeviceIsMigDeviceHandle, handle):
-        gpu = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
-        parent = int(nv.nvmlDeviceGetIndex(gpu))
-        share = _mig_share(nv, handle, gpu)
-        holds = f"{share:.0%} of it" if share is not None else "an unknown share of it"
-        why = (
-            f"{device} is MIG instance {name} of NVML GPU {parent}, holding {holds}: NVML's counter covers "
-            "the whole GPU, every instance's work included"
-        )
-        return ResolvedGpu(cuda_index, name, parent, True, why, share)
-    index = int(nv.nvmlDeviceGetIndex(handle))
-    if _mig_enabled(nv, handle):
-        why = f"{device} is NVML GPU {index} ({name}) in MIG mode: its counter covers every MIG instance"
-        return ResolvedGpu(cuda_index, name, index, True, why)
-    return ResolvedGpu(cuda_index, name, index, False)
-
-
-def _mig_share(nv: ModuleType, instance: Any, gpu: Any) -> float | None:
-    """The instance's GPU slices over the most MIG devices its GPU can hold (7 on A100 and H100: one per
-    compute slice, per NVIDIA's MIG User Guide); None where NVML cannot say."""
-    try:
-        slices = nv.nvmlDeviceGetAttributes(instance).gpuInstanceSliceCount
-        most = nv.nvmlDeviceGetMaxMigDeviceCount(gpu)
-    except nv.NVMLError:
-        return None
-    return slices / most if most else None
-
-
-def resolve_gpu(cuda_index: int, uuid: str) -> ResolvedGpu:
-    """The GPU CUDA calls `cuda_index`, found in NVML by its UUID (as torch reports it, with or
-    without the GPU-/MIG- prefix), never by index.
-
-    NVML ignores CUDA_VISIBLE_DEVICES (a CUDA runtime variable, which SLURM sets for jobs given GPUs
-    through GRES), and "the NVML index may not correlate with other APIs, such as the CUDA device
-    index" (NVML reference, nvmlDeviceGetIndex, which recommends looking devices up by PCI id or UUID),
-    so the same number can name another card: a UUID NVML does not know leaves the GPU unmetered
-    rather than metering a guess. Under MIG, NVML documents the energy counter and power fields per
-    physical device, with no per-instance energy query, so they count every instance (as documented;
-    not checked on a GPU by this project): the whole GPU is metered (`whole_gpu`) and labelled so, with
-    the instance's share. Needs pynvml only; NVML is released before returning.
-    """
-    try:
-        nv = _import_pynvml()
-        nv.nvmlInit()
-    except Exception as err:  # no library or driver
-        return ResolvedGpu(cuda_index, uuid, None, False, f"cuda:{cuda_index}: NVML not usable ({err})")
-    try:
-        return _resolve(nv, cuda_index, uuid)
-    except nv.NVMLError as err:
-        why = f"cuda:{cuda_index}: NVML cannot resolve UUID {uuid} ({type(err).__name__}: {err})"
-        return ResolvedGpu(cuda_index, uuid, None, False, why)
-    finally:
-        with contextlib.suppress(nv.NVMLError):
-            nv.nvmlShutdown()
-
-
-def resolve_cuda_gpu(cuda_index: int) -> ResolvedGpu:
-    """The GPU torch calls cuda:`cuda_index`, as NVML knows it (torch and pynvml only: the GPU check
-    calls it in a process of its own)."""
-    import torch
-
-    return resolve_gpu(cuda_index, str(torch.cuda.get_device_properties(cuda_index).uuid))
-
-
-def instant_power_reader(index: int) -> Callable[[], float]:
-    """Instantaneous board power of one GPU in W, for the sampler's process (raises SensorUnavailable)."""
-    return _NvmlDevice(index).power_w
+def discover(request: Request, found: Found) -> None:
+    """The best of the requested NVML sources on each GPU that no vendor before covers."""
+    for index in request.gpu_indices:
+        if found.covers(Component.GPU, f"gpu{index}"):
+            continue
+        gpu = _gpu_sensor(index, request.gpu_sources)
+        if gpu is not None:
+            gpu.whole_gpu = request.whole_gpu
+            found.sensors.append(gpu)

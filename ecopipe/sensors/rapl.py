@@ -12,14 +12,15 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ecopipe.sensors.base import Component, EnergySensor, SensorUnavailable, Source
+from ecopipe.sensors.base import Component, EnergySensor, Found, Request, SensorUnavailable, Source
 
 log = logging.getLogger(__name__)
 
 POWERCAP_ROOT = "/sys/class/powercap"
+RAPL_SET_ASIDE = "RAPL set aside on request (monitor.rapl=false)"
 # A package drawing this much would wrap its counter fastest; no CPU package draws 1 kW (an assumed
 # bound). One counter range at that power is the longest span between two reads that still tells a
 # single wrap from two: ~65 s for AMD's ~65 kJ range, ~262 s for Intel's ~262 kJ.
@@ -153,8 +154,15 @@ class RaplSensor(EnergySensor):
             raise RuntimeError(f"{self!r} read before open()")
         return self._accumulate()[0] / 1e6
 
-    def probe_spec(self) -> dict[str, object]:
-        return {"kind": "rapl", "zone": str(self.zone), "label": self.label}
+    def probe_args(self) -> dict[str, object]:
+        return {"zone": str(self.zone)}
+
+    @classmethod
+    def power_reader(cls, zone: str) -> Callable[[], float | None]:
+        """The zone's power from counter deltas, in a sensor of the sampler's own."""
+        sensor = cls(zone)
+        sensor.open()
+        return sensor.power_watts
 
     def power_watts(self) -> float | None:
         if not self._opened:
@@ -225,3 +233,52 @@ def discover_rapl_zones(
             else:  # core, uncore: already inside the package figure
                 log.debug("RAPL subzone %s (%s) skipped: inside the package", sub, sub_name)
     return sensors
+
+
+def _dram_on_every_package(zones: Sequence[RaplSensor]) -> bool:
+    """RAM is measured only where every package has a dram zone: otherwise some memory is left out."""
+    packages = sum(z.component is Component.CPU for z in zones)
+    return packages > 0 and sum(z.component is Component.RAM for z in zones) == packages
+
+
+def _readable_rapl(powercap_root: str | Path, unreadable_dram: dict[str, str]) -> list[RaplSensor]:
+    try:
+        return discover_rapl_zones(powercap_root, unreadable_dram=unreadable_dram)
+    except SensorUnavailable as err:
+        log.warning("RAPL unusable: %s", err)
+        return []
+
+
+def discover(request: Request, found: Found) -> None:
+    """The packages (CPU) and, where every package has one, the dram zones (RAM); what is left to an
+    estimate goes into `found` with why: none readable, set aside on request, a dram unreadable."""
+    root = request.powercap_root
+    unreadable_dram: dict[str, str] = {}
+    readable = _readable_rapl(root, unreadable_dram)
+    # Set aside only what is there: on a host without RAPL, monitor.rapl=false changes nothing.
+    aside_cpu = not request.rapl and any(z.component is Component.CPU for z in readable)
+    aside_ram = aside_cpu and _dram_on_every_package(readable)
+    zones = readable if request.rapl else []  # never opened: nothing to close
+    cpu = [z for z in zones if z.component is Component.CPU]
+    ram = [z for z in zones if z.component is Component.RAM]
+    found.sensors += cpu
+    if aside_cpu:
+        found.set_aside[Component.CPU], found.why[Component.CPU] = Source.RAPL.value, RAPL_SET_ASIDE
+    elif not cpu:
+        found.why[Component.CPU] = f"no readable RAPL package under {root}"
+
+    if ram and _dram_on_every_package(zones):
+        found.sensors += ram
+        return
+    if ram:  # a dram zone on some packages only: the others' memory would be left out
+        log.warning(
+            "RAPL has a dram zone on %d of %d packages: RAM is estimated rather than half-measured",
+            len(ram),
+            len(cpu),
+        )
+    if aside_ram:
+        found.set_aside[Component.RAM], found.why[Component.RAM] = Source.RAPL.value, RAPL_SET_ASIDE
+        return
+    if unreadable_dram:
+        found.fallback[Component.RAM] = "RAPL dram unreadable: " + "; ".join(unreadable_dram.values())
+    found.why[Component.RAM] = found.fallback.get(Component.RAM) or "no RAPL dram zone"
