@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from ecopipe.job import run_job
-from tests.test_selection import QUICK
+from tests.selection.conftest import QUICK
 from tests.test_workloads_hf import IMAGES, TEXT, tiny
 
 FAMILIES = {
