@@ -31,10 +31,12 @@ from ecopipe.hardware import (
     metered_gpus,
 )
 from ecopipe.monitor.energy import Bound, machine_meter
-from ecopipe.sensors.estimated import CpuPower, cpu_power
+from ecopipe.results import Findings, InferenceResult
+from ecopipe.sensors.cpu_power import CpuPower
+from ecopipe.sensors.estimated import cpu_power
 from ecopipe.stages.ess import SustainabilityResult, run_ess
 from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, run_impact
-from ecopipe.stages.inference import InferenceResult, run_inference
+from ecopipe.stages.inference import run_inference
 from ecopipe.stops import stop_on_signals
 from ecopipe.tracking import (
     CODE_VERSION_TAG,
@@ -55,7 +57,7 @@ from ecopipe.tracking import (
     repeat_hash,
     resolve_uri,
 )
-from ecopipe.workloads.base import Findings, Workload
+from ecopipe.workloads.base import Workload
 from ecopipe.workloads.factory import build_workload
 
 log = logging.getLogger(__name__)

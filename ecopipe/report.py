@@ -11,10 +11,10 @@ from ecopipe.monitor.busy import BUSY_WARNING
 from ecopipe.monitor.energy import Bound, EnergyMeter
 from ecopipe.monitor.stats import UNRESOLVED_ADVICE, Band, spread, unresolved
 from ecopipe.reference import water_basis
-from ecopipe.sensors.estimated import CpuPower
+from ecopipe.results import ESTIMATE, MEASURED, InferenceResult, TrialsStop
+from ecopipe.sensors.cpu_power import CpuPower
 from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
-from ecopipe.stages.inference import ESTIMATE, MEASURED, InferenceResult, TrialsStop
 from ecopipe.units import eng, eng_range, rate
 
 # `<name>_low` / `<name>_high` beside a metric: the ends of its band (stats.Band). One definition.

@@ -14,10 +14,10 @@ from ecopipe.monitor.energy import Bound, Energy, EnergyMeter, Window
 from ecopipe.monitor.stats import Band, band_of, spread
 from ecopipe.reference import Factor
 from ecopipe.report import band_metrics, headline_metrics, inference_metrics, metric_band
-from ecopipe.sensors.estimated import CpuPower, CpuShare, EstimatedCpuSensor, EstimatedRamSensor
+from ecopipe.results import IdleBaseline, InferenceResult, ModelFacts, TrialResult
+from ecopipe.sensors.cpu_power import CpuPower
+from ecopipe.sensors.estimated import CpuShare, EstimatedCpuSensor, EstimatedRamSensor
 from ecopipe.stages.impact import ImpactFactors
-from ecopipe.stages.inference import IdleBaseline, InferenceResult, TrialResult
-from ecopipe.workloads.base import ModelFacts
 from tests.fakes import ticks
 
 T3 = 2.484138  # t(0.975, 2) / sqrt(3) x a sample std of 1: the 95% half-width of (1, 2, 3)

@@ -12,6 +12,7 @@ from ecopipe.monitor.energy import EnergyMeter
 from ecopipe.reference import Factor
 from ecopipe.reimpact import REIMPACT_TAG, main, reimpact_run
 from ecopipe.report import energy_basis, inference_metrics
+from ecopipe.results import ModelFacts
 from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.stages import inference
 from ecopipe.stages.ess import run_ess
@@ -109,7 +110,7 @@ class FixedCostWorkload(inference.Workload):
         return {}
 
     def facts(self):
-        return inference.ModelFacts(1_000_000, 1e6, "float32", "fitted")
+        return ModelFacts(1_000_000, 1e6, "float32", "fitted")
 
 
 @pytest.mark.parametrize("attribution", list(Attribution))

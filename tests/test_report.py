@@ -19,10 +19,9 @@ from ecopipe.hardware import DeviceProfile
 from ecopipe.job import footprint_stages
 from ecopipe.monitor.energy import Energy, Power, Window, machine_meter
 from ecopipe.monitor.sampler import Trace
+from ecopipe.results import IdleBaseline, InferenceResult, ModelFacts, TrialResult
 from ecopipe.stages.ess import run_ess
 from ecopipe.stages.impact import resolve_factors, run_impact
-from ecopipe.stages.inference import IdleBaseline, InferenceResult, TrialResult
-from ecopipe.workloads.base import ModelFacts
 
 T_975_1 = float(stats.t.ppf(0.975, 1))  # two trials: one degree of freedom
 
@@ -488,7 +487,7 @@ def test_rapl_set_aside_on_request_is_named_in_tags_and_summary():
 
 
 def test_the_summary_says_what_ended_the_trials():
-    from ecopipe.stages.inference import TrialsStop
+    from ecopipe.results import TrialsStop
 
     metrics = report.inference_metrics(result())
     impact, _, stage = footprint_stages(

@@ -20,9 +20,9 @@ from ecopipe import report
 from ecopipe.config import ImpactConfig
 from ecopipe.job import footprint_stages
 from ecopipe.report import FIGURES_TAG
+from ecopipe.results import ESTIMATE, MEASURED, TrialsStop
 from ecopipe.sensors.base import Source
 from ecopipe.stages.impact import resolve_factors
-from ecopipe.stages.inference import ESTIMATE, MEASURED, TrialsStop
 from ecopipe.tracking import ensure_experiment, sqlite_path
 
 # (model, dataset, effective parameters)

@@ -24,7 +24,7 @@ from ecopipe.sensors.base import (
 )
 
 if TYPE_CHECKING:
-    from ecopipe.sensors.estimated import CpuPower
+    from ecopipe.sensors.cpu_power import CpuPower
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,20 @@ import numpy as np
 
 from ecopipe.config import Attribution
 from ecopipe.monitor.stats import estimate
+from ecopipe.results import ESTIMATE, MEASURED, WHOLE_GPU, Findings
 from ecopipe.selection import study
 from ecopipe.selection.oracle import oracle_frontier
 from ecopipe.selection.pareto import MeasuredPoint, area_under, cascade_curve, curve_csv, plot_study
 from ecopipe.selection.strategies.member import MEMBER_PREFIX
 from ecopipe.selection.thresholds import evaluate, shared_grid, terminal_at
-from ecopipe.workloads.base import Findings
 
 if TYPE_CHECKING:
     from ecopipe.config import PoolConfig, StrategyConfig
+    from ecopipe.results import InferenceResult
     from ecopipe.selection.costs import MemberCost, Prices
     from ecopipe.selection.members import Member
     from ecopipe.selection.runners import Runner
     from ecopipe.selection.strategies.base import Policy, View
-    from ecopipe.stages.inference import InferenceResult
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,6 @@ def _write_files(
         )
         for r in rows
     }
-    from ecopipe.stages.inference import ESTIMATE, MEASURED, WHOLE_GPU  # at call: stage imports workloads
 
     label = result.figures_label
     title = (

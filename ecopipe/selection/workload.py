@@ -34,6 +34,7 @@ from ecopipe.config import (
     Precision,
     StrategyConfig,
 )
+from ecopipe.results import Findings, ModelFacts
 from ecopipe.selection import report, study
 from ecopipe.selection.costs import MemberCost, Prices, batched, measure_member_cost
 from ecopipe.selection.data import POOL_DATASETS, PoolData, load_pool_data
@@ -42,11 +43,11 @@ from ecopipe.selection.runners import Answers, Runner, SelectionBatch, concatena
 from ecopipe.selection.strategies import registered, strategy_class
 from ecopipe.selection.strategies.base import Goal, Policy, Strategy, Validation, View
 from ecopipe.selection.strategies.member import MEMBER_PREFIX, MemberAlone
-from ecopipe.workloads.base import Findings, ModelFacts, Workload
+from ecopipe.workloads.base import Workload
 
 if TYPE_CHECKING:
     from ecopipe.monitor.energy import EnergyMeter
-    from ecopipe.stages.inference import InferenceResult
+    from ecopipe.results import InferenceResult
 
 log = logging.getLogger(__name__)
 

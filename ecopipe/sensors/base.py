@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the GPU resolver imports this module with nothing but pynvml (a bare GPU image)
     import pandas as pd
 
-    from ecopipe.sensors.estimated import CpuPower
+    from ecopipe.sensors.cpu_power import CpuPower
 
 
 class Component(StrEnum):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ecopipe.sensors import estimated, fake, nvml, rapl
 from ecopipe.sensors.base import GPU_SOURCES, Discover, EnergySensor, Found, Request, Source, class_path
-from ecopipe.sensors.estimated import CpuPower
+from ecopipe.sensors.cpu_power import CpuPower
 from ecopipe.sensors.rapl import POWERCAP_ROOT
 
 # The vendor backends, best first: each covers what the ones before it left (a GPU, the CPU, the RAM).

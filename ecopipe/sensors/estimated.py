@@ -27,7 +27,6 @@ import pandas as pd
 import psutil
 
 from ecopipe.cpu_identity import (
-    CpuIdentity,
     CpuPowerCoefficients,
     cpu_power_coefficients,
     identify,
@@ -37,6 +36,7 @@ from ecopipe.cpu_identity import (
 )
 from ecopipe.reference import match_hardware
 from ecopipe.sensors.base import Component, EnergySensor, Found, Request, Source
+from ecopipe.sensors.cpu_power import CpuPower
 from ecopipe.sensors.cpu_share import visible_cpus
 
 log = logging.getLogger(__name__)
@@ -52,25 +52,6 @@ RAM_W_PER_GB: Band3 = (0.02, 3 / 8, 3 / 8)
 RAM_SOURCE = "0.02 W/GB, DRAM background on a meter (Green Algorithms #14, #38), to 0.375 (Crucial)"
 
 BYTES_PER_GB = 1024**3  # GiB, as CodeCarbon's ram_total_size
-
-
-@dataclass(frozen=True)
-class CpuPower:
-    """What the CPU estimate charges per hardware thread, for which CPU, and the cross-check beside it."""
-
-    identity: CpuIdentity
-    coefficients: CpuPowerCoefficients
-    tdp_check: str = ""  # the hardware table's TDP per thread for the named model, where it lists one
-
-    @property
-    def note(self) -> str:
-        c = self.coefficients
-        idle, full = c.idle_w, c.full_w
-        text = (
-            f"{c.label}: {idle[1]:.3g} W per thread idle ({idle[0]:.3g}-{idle[2]:.3g}), "
-            f"{full[1]:.3g} W at full load ({full[0]:.3g}-{full[2]:.3g}), SPECpower via CCF"
-        )
-        return f"{text}; {self.tdp_check}" if self.tdp_check else text
 
 
 def _tdp_check(model_name: str, coefficients: CpuPowerCoefficients) -> str:

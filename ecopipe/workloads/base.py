@@ -12,41 +12,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ecopipe.results import Findings, ModelFacts, PassStats
+
 if TYPE_CHECKING:
     from ecopipe.monitor.energy import EnergyMeter
-    from ecopipe.stages.inference import InferenceResult
-
-
-@dataclass(frozen=True)
-class PassStats:
-    """One pass over the measured data."""
-
-    samples: int
-    tokens_in: int = 0
-    tokens_out: int = 0
-    batch_latencies_s: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    parameters: int  # counted on the loaded model (fitted values for scikit-learn)
-    effective_parameters: float  # taking part in one inference (active experts, expected cascade cost)
-    dtype: str  # what the weights actually hold after precision was applied
-    weights: str  # pretrained | random
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Findings:
-    """What a workload adds to its job's record once everything is measured."""
-
-    metrics: dict[str, float] = field(default_factory=dict)
-    summary: tuple[str, ...] = ()  # lines appended to the job's summary
-    files: tuple[Path, ...] = ()  # written under the folder `findings` was given; logged as artifacts
+    from ecopipe.results import InferenceResult
 
 
 class Workload(ABC):

@@ -17,7 +17,8 @@ import torch
 
 from ecopipe.config import Config, ConfigError, Engine, Phase, Weights
 from ecopipe.hardware import resolve_device
-from ecopipe.workloads.base import ModelFacts, Workload
+from ecopipe.results import ModelFacts
+from ecopipe.workloads.base import Workload
 from ecopipe.workloads.batching import TensorBatch
 from ecopipe.workloads.data import check_dataset
 from ecopipe.workloads.loading import build_model, count_parameters, resolve_source, skeleton

@@ -12,7 +12,8 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics import accuracy_score, r2_score
 
 from ecopipe.config import ConfigError, DatasetConfig, ModelConfig, Phase, Precision, Task
-from ecopipe.workloads.base import ModelFacts, Workload
+from ecopipe.results import ModelFacts
+from ecopipe.workloads.base import Workload
 from ecopipe.workloads.tabular import TabularSplit, load_tabular
 
 ESTIMATORS: dict[str, type[BaseEstimator]] = {

@@ -14,18 +14,12 @@ import pytest
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.job import run_job
 from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Window
+from ecopipe.results import IdleBaseline, InferenceResult, ModelFacts, TrialResult, TrialsStop
 from ecopipe.sensors.estimated import EstimatedRamSensor
 from ecopipe.sensors.fake import FakeGpuSensor
 from ecopipe.stages import inference
-from ecopipe.stages.inference import (
-    IdleBaseline,
-    InferenceResult,
-    TrialResult,
-    TrialsStop,
-    measure_idle,
-    run_inference,
-)
-from ecopipe.workloads.base import ModelFacts, Workload
+from ecopipe.stages.inference import measure_idle, run_inference
+from ecopipe.workloads.base import Workload
 from tests.fakes import ScriptedClock
 
 
