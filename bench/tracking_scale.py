@@ -1,7 +1,7 @@
 """Tracking and aggregation at scale: logging 1,000 runs, aggregating 1,000 and 10,000 runs.
 
 Runs are synthetic but shaped like a job's (about a hundred metrics, sixty params, the tags), see
-ecopipe.aggregation.synthetic. Aggregation reads a SQLite store with three SQL queries instead of
+bench/synthetic_store.py. Aggregation reads a SQLite store with three SQL queries instead of
 MLflow's search_runs, which loads each run's metrics row by row; both paths are timed at 1,000.
 With $ECOPIPE_BENCH_STORE_URI (a PostgreSQL database, set by `make cluster-up` in
 .cluster/cluster.env) the same is timed at 10,000 runs on PostgreSQL, both readers.
@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common import median
+from bench.synthetic_store import synthetic_store
 from ecopipe.aggregate import aggregate
-from ecopipe.aggregation.synthetic import synthetic_store
 
 EXPERIMENT = "ecopipe-bench"
 POSTGRES_ENV = "ECOPIPE_BENCH_STORE_URI"

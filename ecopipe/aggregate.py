@@ -39,7 +39,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from ecopipe.aggregation import render
 from ecopipe.aggregation import tables as tab
 from ecopipe.aggregation.load import experiment_name, read_runs, sql_store
-from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import redact
 from ecopipe.monitor.stats import UNRESOLVED_ADVICE
@@ -61,7 +60,7 @@ from ecopipe.tracking import (
     vouched,
 )
 
-__all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main", "synthetic_store"]
+__all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main"]
 
 log = logging.getLogger(__name__)
 NOTE_LIMIT = 8000

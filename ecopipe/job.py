@@ -57,7 +57,7 @@ from ecopipe.tracking import (
     repeat_hash,
     resolve_uri,
 )
-from ecopipe.workloads.base import Workload
+from ecopipe.workloads.base import ComparesArms, Workload
 from ecopipe.workloads.factory import build_workload
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,9 @@ def _log_inference(
     run: JobRun, workload: Workload, inference: InferenceResult
 ) -> tuple[dict[str, float], Findings]:
     with tempfile.TemporaryDirectory() as folder:
-        findings = workload.findings(inference, Path(folder))
+        findings = (
+            workload.findings(inference, Path(folder)) if isinstance(workload, ComparesArms) else Findings()
+        )
         for path in findings.files:
             relative = path.parent.relative_to(folder).as_posix()
             run.log_file(path, None if relative == "." else relative)
@@ -208,6 +210,7 @@ def _log_inference(
             **report.source_tags(inference),
             "ecopipe.dtype": inference.facts.dtype,
             "ecopipe.weights": inference.facts.weights,
+            "ecopipe.workload.phase": inference.facts.phase and inference.facts.phase.value,
             # Short facts (weights source, quantisation method, tokenizer...) as tags; curves stay artifacts.
             **{
                 f"ecopipe.workload.{k}": v

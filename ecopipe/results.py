@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ecopipe.config import Attribution
+from ecopipe.config import Attribution, Phase
 from ecopipe.monitor.energy import Bound, Energy, Power, Window
 from ecopipe.monitor.sampler import Trace
 from ecopipe.monitor.settle import Settling
@@ -44,7 +44,9 @@ class ModelFacts:
     effective_parameters: float  # taking part in one inference (active experts, expected cascade cost)
     dtype: str  # what the weights actually hold after precision was applied
     weights: str  # pretrained | random
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # short facts, logged as ecopipe.workload.* tags
+    # What a Hugging Face model's windows run (prefill: prompt tokens normalise); None: no such choice
+    phase: Phase | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class InferenceResult:
     def tokens(self) -> int:
         """The tokens energy is normalised by: generated ones where the model generates, prompt tokens
         for a prefill-only window or an encoder; 0 for families without tokens."""
-        if self.facts.extra.get("phase") == "prefill":
+        if self.facts.phase is Phase.prefill:
             return self.tokens_in
         return self.tokens_out or self.tokens_in
 

@@ -14,11 +14,11 @@ from hydra import compose, initialize_config_dir
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
+from bench.synthetic_store import synthetic_store
 from ecopipe import tracking
 from ecopipe.aggregate import AggregationError, aggregate, log_to_run, main
 from ecopipe.aggregation.load import read_runs
 from ecopipe.aggregation.render import markdown
-from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.aggregation.tables import precision_gain
 from ecopipe.config import CONFIG_DIR
 from ecopipe.tracking import current_user, ensure_experiment, sqlite_path

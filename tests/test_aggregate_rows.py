@@ -137,8 +137,8 @@ def test_a_reimpact_with_another_carbon_intensity_is_its_own_row(tmp_path, reade
     run whose config differs from the measured run's in impact.carbon_intensity, not a repeat of it."""
     from mlflow.tracking import MlflowClient
 
+    from bench.synthetic_store import synthetic_store
     from ecopipe.aggregate import aggregate
-    from ecopipe.aggregation.synthetic import synthetic_store
     from ecopipe.reimpact import reimpact_run
 
     uri = f"sqlite:///{tmp_path / 'bench.db'}"

@@ -14,8 +14,8 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from bench.synthetic_store import synthetic_store
 from ecopipe import report, tracking
-from ecopipe.aggregation.synthetic import synthetic_store
 from ecopipe.config import ConfigError
 from ecopipe.reference import resolve_region, tier_pue, tier_wue
 from ecopipe.reimpact import REIMPACT_TAG, main, reimpact_run

@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from ecopipe import report
-from ecopipe.config import Attribution, ImpactConfig
+from ecopipe.config import Attribution, ImpactConfig, Phase
 from ecopipe.hardware import DeviceProfile
 from ecopipe.job import footprint_stages
 from ecopipe.monitor.energy import Energy, Power, Window, machine_meter
@@ -38,7 +38,7 @@ def result(**changes) -> InferenceResult:
         measured={"gpu": True, "cpu": False, "ram": False},
         methods={"cpu": "8 W share", "ram": "0.375 W/GB"},
         resolution_s={"gpu": 0.1, "cpu": 0.01, "ram": 0.0},
-        facts=ModelFacts(1_000_000, 500_000.0, "float16", "pretrained", {"phase": "generate"}),
+        facts=ModelFacts(1_000_000, 500_000.0, "float16", "pretrained", phase=Phase.generate),
         load=Window(Energy(0.0, 1.0, 0.25), 0.5),
         fit=Window(Energy(0.0, 4.0, 0.0), 2.0),
         baseline=IdleBaseline(Window(Power(20.0, 5.0, 1.0) * 2.0, 2.0), None),  # 26 W
@@ -133,7 +133,7 @@ def test_inference_metrics_by_hand():
         result(
             baseline=None,
             fit=None,
-            facts=ModelFacts(1, 1.0, "f", "w", {"phase": "prefill"}),
+            facts=ModelFacts(1, 1.0, "f", "w", phase=Phase.prefill),
         )
     )
     assert not [k for k in bare if "net" in k or k.startswith(("energy_idle", "idle_power", "fit_"))]

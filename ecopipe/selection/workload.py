@@ -43,7 +43,7 @@ from ecopipe.selection.runners import Answers, Runner, SelectionBatch, concatena
 from ecopipe.selection.strategies import registered, strategy_class
 from ecopipe.selection.strategies.base import Goal, Policy, Strategy, Validation, View
 from ecopipe.selection.strategies.member import MEMBER_PREFIX, MemberAlone
-from ecopipe.workloads.base import Workload
+from ecopipe.workloads.base import ComparesArms, Workload
 
 if TYPE_CHECKING:
     from ecopipe.monitor.energy import EnergyMeter
@@ -88,7 +88,7 @@ class ArmWorkload(Workload):
         raise NotImplementedError("an arm is reported through its study")
 
 
-class SelectionWorkload(Workload):
+class SelectionWorkload(Workload, ComparesArms):
     def __init__(
         self,
         strategy: StrategyConfig,

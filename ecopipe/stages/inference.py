@@ -21,7 +21,7 @@ from ecopipe.monitor.settle import SETTLE_TOLERANCE, SETTLE_WINDOWS, settle, win
 from ecopipe.monitor.stats import estimate
 from ecopipe.results import ArmResult, IdleBaseline, InferenceResult, PassStats, TrialResult, TrialsStop
 from ecopipe.stages.progress import JobProgress
-from ecopipe.workloads.base import Workload
+from ecopipe.workloads.base import ComparesArms, Workload
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _load_and_warm_up(
             record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
 
         # Warm up first, so the baseline sees the state the windows run in (allocator, kernels, clocks).
-        arms = workload.arms()
+        arms = workload.arms() if isinstance(workload, ComparesArms) else {}
         progress.arms = len(arms)
         beside = f" and the {len(arms)} arms measured beside it" if arms else ""
         batches = f"{monitor.warmup_batches} batch{'' if monitor.warmup_batches == 1 else 'es'}"
@@ -198,7 +198,8 @@ def run_inference(
                 SHORTEST_WINDOW_REFRESHES,
                 coarsest,
             )
-    workload.attach_meter(meter)
+    if isinstance(workload, ComparesArms):
+        workload.attach_meter(meter)
     adaptive = monitor.target_rel_ci is not None
     most = max(monitor.max_trials, monitor.trials) if adaptive else monitor.trials
     with JobProgress(most, monitor.min_window_s, adaptive=adaptive) as progress:

@@ -1,10 +1,10 @@
 """The contract between the inference stage and any model family.
 
 The stage owns timing and energy; a workload only loads, fits (if it must), runs passes over its
-data and scores them. Three optional hooks serve workloads that compare alternatives (a selection
-pool): `attach_meter` hands over the stage's meter (to price the workload's parts on the same
-sensors), `arms` names alternatives the stage measures in the same protocol, interleaved with the
-workload's own trials, and `findings` adds metrics, summary lines and files once all is measured.
+data and scores them. A workload that compares alternatives (a selection pool) is also
+`ComparesArms`: `attach_meter` hands over the stage's meter (to price the workload's parts on the
+same sensors), `arms` names alternatives the stage measures in the same protocol, interleaved with
+the workload's own trials, and `findings` adds metrics, summary lines and files once all is measured.
 """
 
 from __future__ import annotations
@@ -56,18 +56,6 @@ class Workload(ABC):
         """Tokens in and out of one batch; zero for families without tokens."""
         return 0, 0
 
-    def attach_meter(self, meter: EnergyMeter) -> None:  # noqa: B027 - most workloads price nothing
-        """The stage's open meter, handed over before `load`."""
-
-    def arms(self) -> Mapping[str, Workload]:
-        """Alternatives measured beside this workload, each in the same trials and windows (loaded and
-        fitted with it: the stage only runs their passes and scores them)."""
-        return {}
-
-    def findings(self, result: InferenceResult, folder: Path) -> Findings:
-        """Metrics, summary lines and files (under `folder`) from the stage's result."""
-        return Findings()
-
     def synchronize(self) -> None:  # noqa: B027 - a no-op is right for CPU workloads
         """Wait for queued device work; a no-op on the CPU."""
 
@@ -87,3 +75,20 @@ class Workload(ABC):
             if keep_outputs:
                 outputs.append(output)
         return PassStats(samples, tokens_in, tokens_out, tuple(latencies)), outputs
+
+
+class ComparesArms(ABC):
+    """The hooks of a workload that compares alternatives (a selection study), beside `Workload`."""
+
+    @abstractmethod
+    def attach_meter(self, meter: EnergyMeter) -> None:
+        """The stage's open meter, handed over before `load`."""
+
+    @abstractmethod
+    def arms(self) -> Mapping[str, Workload]:
+        """Alternatives measured beside this workload, each in the same trials and windows (loaded and
+        fitted with it: the stage only runs their passes and scores them)."""
+
+    @abstractmethod
+    def findings(self, result: InferenceResult, folder: Path) -> Findings:
+        """Metrics, summary lines and files (under `folder`) from the stage's result."""

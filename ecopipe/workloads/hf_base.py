@@ -70,7 +70,6 @@ class HFWorkload(Workload):
             "source": self.source.origin,
             "precision_method": self.plan.method,
             "engine": cfg.engine.value,
-            "phase": model.phase.value,
         }
 
     def positions_needed(self) -> tuple[int, str, tuple[str, ...]] | None:
@@ -130,4 +129,5 @@ class HFWorkload(Workload):
             dtype=describe_dtype(self.model, self.plan),
             weights=self.model_cfg.weights.value,
             extra=dict(self.extra),
+            phase=self.model_cfg.phase,
         )
