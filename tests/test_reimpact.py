@@ -1,5 +1,5 @@
 """Re-impact of logged runs, fast: the runs are the synthetic bench's, which carry every key a real job
-logs (tests/test_aggregate.py checks them against a real job), in a real SQLite MLflow store.
+logs (tests/aggregation/ checks them against a real job), in a real SQLite MLflow store.
 
 The figures of a re-impact of a real job, with each override, are checked by hand in
 tests/test_figures_end_to_end.py; these tests cover what the module does around them in milliseconds,
