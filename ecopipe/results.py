@@ -182,18 +182,27 @@ class InferenceResult:
         return self.idle_power_at(Bound.POINT)
 
     @property
+    def estimated(self) -> list[str]:
+        """The components that have a sensor, but an estimate, not a counter."""
+        return [c for c, m in self.measured.items() if not m and self.sources.get(c, "none") != "none"]
+
+    @property
     def is_estimate(self) -> bool:
         """Some component with a sensor is estimated: its figures are bands, never 'measured'."""
-        return any(not m for c, m in self.measured.items() if self.sources.get(c, "none") != "none")
+        return bool(self.estimated)
+
+    @property
+    def figures(self) -> str:
+        """measured (every metered component measured), ESTIMATE (any estimated), SIMULATED (a fake GPU)."""
+        if any("fake" in source for source in self.sources.values()):
+            return SIMULATED
+        return ESTIMATE if self.is_estimate else MEASURED
 
     @property
     def figures_label(self) -> str:
-        """measured (every metered component measured), ESTIMATE (any estimated), SIMULATED (a fake GPU),
-        with ", WHOLE GPU" where the GPU is read by its whole counter under MIG."""
-        if any("fake" in source for source in self.sources.values()):
-            return SIMULATED
-        label = ESTIMATE if self.is_estimate else MEASURED
-        return label + WHOLE_GPU if self.whole_gpu else label
+        """`figures`, with ", WHOLE GPU" where the GPU is read by its whole counter under MIG."""
+        label = self.figures
+        return label + WHOLE_GPU if self.whole_gpu and label != SIMULATED else label
 
     def run_energy(self, attribution: Attribution, bound: Bound = Bound.POINT) -> Energy:
         """Energy of all the measured windows, gross or less the idle baseline over their duration."""

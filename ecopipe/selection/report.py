@@ -19,7 +19,7 @@ import numpy as np
 
 from ecopipe.config import Attribution
 from ecopipe.monitor.stats import estimate
-from ecopipe.results import ESTIMATE, MEASURED, WHOLE_GPU, Findings
+from ecopipe.results import ESTIMATE, MEASURED, SIMULATED, Findings
 from ecopipe.selection import study
 from ecopipe.selection.oracle import oracle_frontier
 from ecopipe.selection.pareto import MeasuredPoint, area_under, cascade_curve, curve_csv, plot_study
@@ -197,11 +197,10 @@ def _summary(
         lines.append(f"  best within {PARITY_GOAL_PP} pp on test: {best['arm']}: {describe(best)}")
     else:
         lines.append(f"  no strategy stays within {PARITY_GOAL_PP} pp of the reference on test")
-    estimated = [c for c, m in result.measured.items() if not m and result.sources.get(c) != "none"]
     if result.is_estimate:
         time_row = by_name[study_.headline]["time_savings_vs_reference"]
         lines.append(
-            f"  energy is ESTIMATED ({', '.join(estimated)}: no counter), so these savings are time "
+            f"  energy is ESTIMATED ({', '.join(result.estimated)}: no counter), so these savings are time "
             f"savings: {study_.headline} saves {time_row.percent()} of the reference's time per input"
         )
     return lines
@@ -238,8 +237,8 @@ def _write_files(
     note = {
         MEASURED: "energy measured by counters",
         ESTIMATE: "energy ESTIMATED (no counter): it follows the CPU time and memory of each arm",
-    }.get(label.removesuffix(WHOLE_GPU), f"energy {label}: from a simulated sensor")
-    if label.endswith(WHOLE_GPU):
+    }.get(result.figures, f"energy {label}: from a simulated sensor")
+    if result.whole_gpu and result.figures != SIMULATED:
         note += "; the GPU's is the WHOLE GPU's (MIG): every instance's work, not the arms' own"
     png = plot_study(out / "pareto.png", frontier, curve, points, reference, title, note, label)
     csv = out / "pareto.csv"
