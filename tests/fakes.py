@@ -5,11 +5,14 @@ machine lacks (RAPL's sysfs tree, a cgroup tree, NVML behind the real pynvml bin
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+
+from ecopipe.sensors import rapl
 
 
 def ticks(*values: float):
@@ -64,6 +67,20 @@ def powercap_with_dram(root: Path) -> Path:
     """fake_powercap with a dram zone on both packages: RAPL can meter both the CPU and the RAM."""
     make_zone(fake_powercap(root) / "intel-rapl:1" / "intel-rapl:1:1", "dram", 70)
     return root
+
+
+def deny_energy_reads(
+    monkeypatch: pytest.MonkeyPatch, zone: Callable[[Path], bool] = lambda folder: True
+) -> None:
+    """RAPL's energy_uj unreadable (as for a non-root user since Linux 5.10) in the zones `zone` picks."""
+    real = rapl._read_text
+
+    def deny(path: Path) -> str:
+        if path.name == "energy_uj" and zone(path.parent):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(rapl, "_read_text", deny)
 
 
 def make_cgroup(root: Path, group: str, name: str, text: str) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import pytest
 
-from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, Source
 from ecopipe.sensors.discovery import discover_sensors
 from ecopipe.sensors.estimated import EstimatedCpuSensor, EstimatedRamSensor, cpu_power
@@ -18,6 +16,7 @@ from ecopipe.sensors.rapl import RAPL_SET_ASIDE
 from tests.fakes import (
     EPYC_7763,
     FakeNvml,
+    deny_energy_reads,
     fake_powercap,
     make_zone,
     needs_pynvml,
@@ -175,14 +174,7 @@ def test_rapl_is_said_to_be_set_aside_only_where_it_was_readable(caplog, tmp_pat
 
 
 def test_discover_rapl_permission_denied_falls_back(monkeypatch, caplog, tmp_path):
-    real = rapl._read_text
-
-    def deny(path: Path) -> str:
-        if path.name == "energy_uj":
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path)
-
-    monkeypatch.setattr(rapl, "_read_text", deny)
+    deny_energy_reads(monkeypatch)
     with caplog.at_level(logging.WARNING):
         sensors = discover_sensors([], powercap_root=fake_powercap(tmp_path))
     assert {s.source for s in sensors} == {Source.ESTIMATED_SPECPOWER, Source.ESTIMATED_RSS}
@@ -225,18 +217,10 @@ def test_unreadable_dram_keeps_the_package_measured_and_says_why(monkeypatch, ca
     from ecopipe.report import FALLBACK_TAG, meter_tags
 
     root = powercap_with_dram(tmp_path)
-    real = rapl._read_text
-
-    def deny_dram(path: Path) -> str:
-        if (
-            path.name == "energy_uj"
-            and path.parent.name.count(":") == 2
-            and real(path.parent / "name") == "dram"
-        ):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path)
-
-    monkeypatch.setattr(rapl, "_read_text", deny_dram)
+    # the dram sub-zones only (intel-rapl:N:M named dram)
+    deny_energy_reads(
+        monkeypatch, lambda zone: zone.name.count(":") == 2 and (zone / "name").read_text().strip() == "dram"
+    )
     with caplog.at_level(logging.WARNING):
         sensors = discover_sensors([], powercap_root=root)
     assert [(s.component, s.source) for s in sensors] == [

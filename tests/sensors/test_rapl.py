@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import pytest
 
-from ecopipe.sensors import rapl
 from ecopipe.sensors.base import Component, SensorUnavailable, Source
 from ecopipe.sensors.rapl import RaplSensor, counter_delta, discover_rapl_zones
-from tests.fakes import ScriptedClock, fake_powercap, make_zone, ticks
+from tests.fakes import ScriptedClock, deny_energy_reads, fake_powercap, make_zone, ticks
 
 
 def test_counter_delta_with_and_without_wrap():
@@ -62,14 +60,7 @@ def test_rapl_power_from_counter_deltas(tmp_path):
 
 def test_rapl_permission_denied_says_how_to_fix(tmp_path, monkeypatch):
     zone = make_zone(tmp_path / "intel-rapl:0", "package-0", 0)
-    real = rapl._read_text
-
-    def deny(path: Path) -> str:
-        if path.name == "energy_uj":
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path)
-
-    monkeypatch.setattr(rapl, "_read_text", deny)
+    deny_energy_reads(monkeypatch)
     with pytest.raises(SensorUnavailable, match="chmod") as info:
         RaplSensor(zone)
     assert "sudo" in str(info.value) and "5.10" in str(info.value)
