@@ -108,6 +108,7 @@ class SelectionWorkload(Workload, ComparesArms):
         self.reference = -1  # position of the reference member
         self.kind = strategy_class(strategy)
         self.strategies: dict[str, Strategy] = {}  # every registered strategy, fitted on validation
+        self.goals: dict[str, tuple[type[Strategy], Goal]] = {}  # arm name -> its strategy and goal
         self.plans: dict[str, Policy] = {}  # arm name -> a strategy's policy for one goal
         self.headline = plan_name(strategy, self.kind.tuned)
         self.validation_b: View | None = None
@@ -140,7 +141,7 @@ class SelectionWorkload(Workload, ComparesArms):
                 batched(self.x_test, self.batch_size), batched(rows, self.batch_size), strict=True
             )
         ]
-        for cached in ("evaluation", "oracle_choice", "main"):
+        for cached in ("evaluation", "main"):
             self.__dict__.pop(cached, None)
         self._runners = {}
 
@@ -181,10 +182,10 @@ class SelectionWorkload(Workload, ComparesArms):
                 )
             ),
         )  # fmt: skip
-        kinds = registered() + ([] if self.kind in registered() else [self.kind])
-        self.strategies = {kind.name: kind(validation) for kind in kinds}
-        for name, (kind, goal) in self._goals().items():
-            self.plans[name] = self.strategies[kind].fit(goal, name)
+        self.goals = self._goals()
+        self.strategies = {kind.name: kind(validation) for kind, _ in self.goals.values()}
+        for name, (kind, goal) in self.goals.items():
+            self.plans[name] = self.strategies[kind.name].fit(goal, name)
         return True
 
     def batches(self) -> Sequence[SelectionBatch]:
@@ -210,8 +211,9 @@ class SelectionWorkload(Workload, ComparesArms):
                     result[f"threshold.{member.name}"] = float(threshold)
             result["validation_b_accuracy"] = tuned.point.accuracy
             result["target_met_on_validation_b"] = float(tuned.feasible)
-        if self.kind.tuned and self.strategy.target is CascadeTarget.accuracy_parity:
-            result["tolerance"] = self.strategy.resolved_tolerance()
+        tolerance = self.goals[self.headline][1].tolerance
+        if tolerance is not None:
+            result["tolerance"] = tolerance
         assert self.validation_b is not None
         result["reference_validation_b_accuracy"] = float(self.validation_b.correct[self.reference].mean())
         return result
@@ -232,16 +234,16 @@ class SelectionWorkload(Workload, ComparesArms):
             # Flat, so each lands in a tag: with quality.evaluated.<member> they give effective_parameters.
             **{f"parameters.{name}": count for name, count in params.items()},
         }
-        router = self.strategies.get("router")  # every study fits one: its size is part of the pool's
-        if router is not None:
-            extra["parameters.router"] = router.predictors.parameters
+        # A strategy's own fitted scorer (the router's predictors) is part of the pool's size.
+        scorers = {name: s.parameters for name, s in self.strategies.items() if s.parameters}
+        extra |= {f"parameters.{name}": count for name, count in scorers.items()}
         if policy.tuned is not None:
             extra["thresholds"] = {
                 m.name: float(t) for m, t in zip(self.members, policy.tuned.thresholds, strict=True)
             }
         dtypes = "+".join(sorted({m.dtype for m in self.members}))
         return ModelFacts(
-            int(sum(params.values()) + extra.get("parameters.router", 0)),
+            int(sum(params.values()) + sum(scorers.values())),
             float(effective),
             dtypes,
             "fitted",
@@ -262,22 +264,22 @@ class SelectionWorkload(Workload, ComparesArms):
             torch.cuda.synchronize(self.device)
 
     # ----- strategies ------------------------------------------------------------------------
-    def _goals(self) -> dict[str, tuple[str, Goal]]:
+    def _goals(self) -> dict[str, tuple[type[Strategy], Goal]]:
         """Every arm a strategy plays: a tuned one at each preset's tolerance, each other once, and
         the job's own goal where it is another one."""
         budget, grid = self.strategy.energy_budget_j_per_1k, self.strategy.threshold_grid
         parity = CascadeTarget.accuracy_parity
-        goals: dict[str, tuple[str, Goal]] = {}
+        goals: dict[str, tuple[type[Strategy], Goal]] = {}
         for kind in registered():
             if kind.tuned:
                 for preset, tolerance in StrategyConfig.PRESETS.items():
-                    goals[f"{kind.name}_{preset}"] = (kind.name, Goal(parity, tolerance, budget, grid))
+                    goals[f"{kind.name}_{preset}"] = (kind, Goal(parity, tolerance, budget, grid))
             else:
-                goals[kind.name] = (kind.name, Goal(parity, None, budget, grid))
+                goals[kind.name] = (kind, Goal(parity, None, budget, grid))
         if self.headline not in goals:
             own = self.strategy.target is parity and self.kind.tuned
             tolerance = self.strategy.resolved_tolerance() if own else None
-            goals[self.headline] = (self.kind.name, Goal(self.strategy.target, tolerance, budget, grid))
+            goals[self.headline] = (self.kind, Goal(self.strategy.target, tolerance, budget, grid))
         return goals
 
     def runner_for(self, name: str) -> Runner:

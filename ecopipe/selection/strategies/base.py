@@ -85,6 +85,7 @@ class Strategy(ABC):
     name: ClassVar[str]  # the `strategy.name` that selects it, and the start of its arm names
     tuned: ClassVar[bool] = False  # tuned for a goal: presets, tolerance and target apply
     rank: ClassVar[int] = 50  # where its arms come in the study's reports (lower first)
+    parameters: int = 0  # of a scorer of its own, fitted on validation (part of the pool's size)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -97,6 +97,7 @@ class Router(ThresholdStrategy):
         self.predictors = Predictors(validation.seed)
         self.predictors.fit(validation.x_a, validation.view_a.correct)
         self.cost = validation.price("router", self.predictors.scores)
+        self.parameters = self.predictors.parameters
         self._scores_b = self.predictors.scores(validation.x_b)
 
     def scores_b(self) -> np.ndarray:
