@@ -29,6 +29,7 @@ import psutil
 
 from bench.common import RESULTS, job_config, machine
 from bench.power_plot import PowerSeries, plot_power
+from ecopipe.names import Tag, TagFamily
 
 NEEDS = "CodeCarbon 3.3.2, the bench extra: .venv/bin/pip install -e '.[bench]'"
 JOULES_PER_KWH = 3.6e6
@@ -239,11 +240,15 @@ def _ecopipe(uri: str, label: str, *overrides: str) -> Run:
         figures=ecopipe_figures(metrics),
         window_s=metrics["window_s"],
         samples=int(metrics["samples"]),
-        cpu_method=tags.get("energy_method.cpu", tags.get("energy_source.cpu", "")),
-        ram_method=tags.get("energy_method.ram", tags.get("energy_source.ram", "")),
+        cpu_method=tags.get(
+            TagFamily.ENERGY_METHOD.of("cpu"), tags.get(TagFamily.ENERGY_SOURCE.of("cpu"), "")
+        ),
+        ram_method=tags.get(
+            TagFamily.ENERGY_METHOD.of("ram"), tags.get(TagFamily.ENERGY_SOURCE.of("ram"), "")
+        ),
         segments=segments,
         load=load,
-        commit=tags.get("ecopipe.git_commit", "") or "",
+        commit=tags.get(Tag.OLD_COMMIT, "") or "",
     )
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from bench.common import median
+from ecopipe.names import Tag
 
 TINY = [
     "model=logistic_regression",
@@ -65,7 +66,7 @@ def sweep(n_jobs: int) -> dict[str, float]:
         runs = [
             r
             for r in client.search_runs([experiment], max_results=10000)
-            if r.data.tags.get("ecopipe.kind") != "sweep"
+            if r.data.tags.get(Tag.KIND) != "sweep"
         ]
         windows = sum(r.data.metrics.get("window_s", 0.0) for r in runs)
     return {"wall_s": wall, "windows_s": windows, "jobs": len(runs)}

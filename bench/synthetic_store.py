@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from ecopipe import report
 from ecopipe.config import ImpactConfig
 from ecopipe.job import footprint_stages
-from ecopipe.report import FIGURES_TAG
+from ecopipe.names import Tag
 from ecopipe.results import ESTIMATE, MEASURED, TrialsStop
 from ecopipe.sensors.base import Source
 from ecopipe.stages.impact import resolve_factors
@@ -112,8 +112,8 @@ def _figures(
     m[f"quality.{quality}"] = {"perplexity": 30.0, "wer": 0.08}.get(quality, 0.9) * rng.uniform(0.97, 1.03)
     # Impact, ESS and headline figures from the job's own stages, fed this run's energy: never a copy.
     impact, _, stage_metrics = footprint_stages(m, _FACTORS, params, None, None)
-    tags = report.impact_tags(impact) | {FIGURES_TAG: ESTIMATE if estimated else MEASURED}
-    return m | stage_metrics, tags | {"ecopipe.trials_stop": TrialsStop.TARGET.value}
+    tags = report.impact_tags(impact) | {Tag.FIGURES: ESTIMATE if estimated else MEASURED}
+    return m | stage_metrics, tags | {Tag.TRIALS_STOP: TrialsStop.TARGET.value}
 
 
 def _params(model: str, dataset: str, precision: str, hw_key: str) -> dict[str, str]:
@@ -148,19 +148,19 @@ def _log_run(
     name, key, tier, hw_factor, sources = _HARDWARE[(i // (len(_MODELS) * len(_PRECISIONS))) % len(_HARDWARE)]
     components = ("gpu", "cpu", "ram")
     tags = {
-        "ecopipe.model": model,
-        "ecopipe.dataset": dataset,
-        "ecopipe.precision": precision,
-        "ecopipe.hardware": name,
-        "ecopipe.hardware_key": key,
-        "ecopipe.tier": tier,
-        "ecopipe.region": "WORLD",
-        "ecopipe.attribution": "gross",
-        "ecopipe.strategy": "single",
-        "ecopipe.weights": "fitted" if model in _FITTED else "pretrained",
-        "ecopipe.config_hash": hashlib.sha256(f"{model}/{precision}/{key}".encode()).hexdigest()[:16],
-        "ecopipe.sweep_id": parent,
-        "mlflow.parentRunId": parent,
+        Tag.MODEL: model,
+        Tag.DATASET: dataset,
+        Tag.PRECISION: precision,
+        Tag.HARDWARE: name,
+        Tag.HARDWARE_KEY: key,
+        Tag.TIER: tier,
+        Tag.REGION: "WORLD",
+        Tag.ATTRIBUTION: "gross",
+        Tag.STRATEGY: "single",
+        Tag.WEIGHTS: "fitted" if model in _FITTED else "pretrained",
+        Tag.CONFIG_HASH: hashlib.sha256(f"{model}/{precision}/{key}".encode()).hexdigest()[:16],
+        Tag.SWEEP_ID: parent,
+        Tag.PARENT_RUN: parent,
         **{f"energy_source.{c}": s for c, s in zip(components, sources, strict=True)},
         **{
             f"energy_measured.{c}": str(s != "none" and Source(s).is_measurement).lower()
@@ -173,7 +173,7 @@ def _log_run(
     failed = i % FAIL_EVERY == FAIL_EVERY - 1
     if failed:  # measured before the failure, nothing after
         metrics = {k: v for k, v in metrics.items() if k.startswith(("energy_per_1k", "samples", "window"))}
-        tags["ecopipe.error"] = "RuntimeError: CUDA out of memory (synthetic)"
+        tags[Tag.ERROR] = "RuntimeError: CUDA out of memory (synthetic)"
     else:
         tags |= impact_tags
     run_id = client.create_run(
@@ -248,7 +248,7 @@ def synthetic_store(
     experiment_id = ensure_experiment(client, uri, experiment)
     t0 = 1_700_000_000_000
     parent = client.create_run(
-        experiment_id, start_time=t0, run_name="sweep bench", tags={"ecopipe.kind": "sweep"}
+        experiment_id, start_time=t0, run_name="sweep bench", tags={Tag.KIND: "sweep"}
     ).info.run_id
     engine = writable_store(uri)
     direct = n_runs if engine is None else min(n_runs, logged)

@@ -42,9 +42,9 @@ from ecopipe.aggregation.load import experiment_name, read_runs, sql_store
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import redact
 from ecopipe.monitor.stats import UNRESOLVED_ADVICE
+from ecopipe.names import SWEEP_KIND, Tag
 from ecopipe.tracking import (
     FUTURE_SKEW_S,
-    NOTE_TAG,
     REPEAT_KEYS,
     SEARCH_PAGE,
     check_tracking_uri,
@@ -405,7 +405,7 @@ def log_to_run(client: MlflowClient, run_id: str, result: Aggregate) -> None:
             folder = path.parent.relative_to(root).as_posix()
             client.log_artifact(run_id, str(path), None if folder == "." else folder)
         summary = next(p for p in files if p.name == "summary.md").read_text()
-    client.set_tag(run_id, NOTE_TAG, _note(summary, len(result.jobs)))
+    client.set_tag(run_id, Tag.NOTE, _note(summary, len(result.jobs)))
     tables = dict(render.shown(result.tables))
     if not result.failed.empty:
         tables["failed"] = result.failed
@@ -462,7 +462,7 @@ def latest_sweep(client: MlflowClient) -> Run | None:
     experiments = [e.experiment_id for e in client.search_experiments()]
     newest_first, token = ["attributes.start_time DESC"], None
     while True:  # page by page: runs planted by the thousand must not push this user's sweeps out
-        page = client.search_runs(experiments, "tags.`ecopipe.kind` = 'sweep'", order_by=newest_first,
+        page = client.search_runs(experiments, f"tags.`{Tag.KIND}` = '{SWEEP_KIND}'", order_by=newest_first,
                                   max_results=SEARCH_PAGE, page_token=token)  # fmt: skip
         found = next((run for run in page if vouched(run) and run.info.status != "RUNNING"), None)
         if found is not None or not page.token:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ecopipe import report, ui_view
+from ecopipe import names, report, ui_view
 from ecopipe.config import (
     Config,
     ConfigError,
@@ -31,6 +31,7 @@ from ecopipe.hardware import (
     metered_gpus,
 )
 from ecopipe.monitor.energy import Bound, machine_meter
+from ecopipe.names import CO2E_PER_1K, WATER_PER_1K, Tag, TagFamily
 from ecopipe.results import Findings, InferenceResult
 from ecopipe.sensors.cpu_power import CpuPower
 from ecopipe.sensors.estimated import cpu_power
@@ -39,7 +40,6 @@ from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, 
 from ecopipe.stages.inference import run_inference
 from ecopipe.stops import stop_on_signals
 from ecopipe.tracking import (
-    CODE_VERSION_TAG,
     JobRun,
     artifact_location,
     check_tracking_uri,
@@ -91,7 +91,7 @@ NAME_HASH_DIGITS = 6
 def job_name(cfg: Config, raw: DictConfig) -> str:
     suffix = repeat_hash(raw)[:NAME_HASH_DIGITS]
     if cfg.strategy.selects:
-        return f"{identity_tags(cfg)['ecopipe.strategy']}-{cfg.pool.name}-bs{cfg.batch_size}-{suffix}"
+        return f"{identity_tags(cfg)[Tag.STRATEGY]}-{cfg.pool.name}-bs{cfg.batch_size}-{suffix}"
     phase = "-prefill" if cfg.model.phase is Phase.prefill else ""
     return (
         f"{cfg.model.name}{phase}-{cfg.dataset.name}-{cfg.precision.name.value}-bs{cfg.batch_size}-{suffix}"
@@ -103,14 +103,14 @@ def identity_tags(cfg: Config) -> dict[str, str]:
     strategy = cfg.strategy.name + (f":{cfg.strategy.preset}" if cfg.strategy.preset else "")
     if not cfg.strategy.selects:
         return {
-            "ecopipe.model": cfg.model.name,
-            "ecopipe.dataset": cfg.dataset.name,
-            "ecopipe.strategy": strategy,
+            Tag.MODEL: cfg.model.name,
+            Tag.DATASET: cfg.dataset.name,
+            Tag.STRATEGY: strategy,
         }
     return {
-        "ecopipe.model": f"pool:{cfg.pool.name}",
-        "ecopipe.dataset": cfg.pool.dataset or "",
-        "ecopipe.strategy": strategy,
+        Tag.MODEL: f"pool:{cfg.pool.name}",
+        Tag.DATASET: cfg.pool.dataset or "",
+        Tag.STRATEGY: strategy,
     }
 
 
@@ -128,16 +128,16 @@ def record_refusal(raw: DictConfig, error: Exception) -> str:
     tracking: TrackingConfig = OmegaConf.to_object(raw.tracking)  # type: ignore[assignment]
     try:
         cfg: Config = OmegaConf.to_object(raw)  # type: ignore[assignment]
-        name, tags = job_name(cfg, raw), identity_tags(cfg) | {"ecopipe.precision": cfg.precision.name.value}
+        name, tags = job_name(cfg, raw), identity_tags(cfg) | {Tag.PRECISION: cfg.precision.name.value}
     except Exception:  # the config itself is what was refused: name the job from its raw keys
         name = f"{raw.model.name}-{raw.dataset.name}-{raw.precision.name}-bs{raw.batch_size}"
         name += f"-{repeat_hash(raw)[:NAME_HASH_DIGITS]}"
         tags = {
-            "ecopipe.model": raw.model.name,
-            "ecopipe.dataset": raw.dataset.name,
-            "ecopipe.precision": str(raw.precision.name),
+            Tag.MODEL: raw.model.name,
+            Tag.DATASET: raw.dataset.name,
+            Tag.PRECISION: str(raw.precision.name),
         }
-    run = open_run(tracking, name, tags | {"ecopipe.config_hash": config_hash(raw)})
+    run = open_run(tracking, name, tags | {Tag.CONFIG_HASH: config_hash(raw)})
     fail_run(run, error)
     return run.run_id
 
@@ -184,7 +184,7 @@ def _measure(plan: JobPlan, run: JobRun) -> InferenceResult:
             cfg.batch_size,
             plan.gpus.indices,
             record=lambda metrics, step: run.log_metrics(metrics, step=step),
-            idle_key=f"{identity_tags(cfg)['ecopipe.model']}:{cfg.precision.name.value}",
+            idle_key=f"{identity_tags(cfg)[Tag.MODEL]}:{cfg.precision.name.value}",
         )
     finally:
         meter.close()
@@ -208,12 +208,12 @@ def _log_inference(
     run.set_tags(
         {
             **report.source_tags(inference),
-            "ecopipe.dtype": inference.facts.dtype,
-            "ecopipe.weights": inference.facts.weights,
-            "ecopipe.workload.phase": inference.facts.phase and inference.facts.phase.value,
+            Tag.DTYPE: inference.facts.dtype,
+            Tag.WEIGHTS: inference.facts.weights,
+            names.WORKLOAD_PHASE: inference.facts.phase and inference.facts.phase.value,
             # Short facts (weights source, quantisation method, tokenizer...) as tags; curves stay artifacts.
             **{
-                f"ecopipe.workload.{k}": v
+                TagFamily.WORKLOAD.of(k): v
                 for k, v in inference.facts.extra.items()
                 if isinstance(v, str | int | float)
             },
@@ -223,7 +223,7 @@ def _log_inference(
 
 
 # The impact stage's headline figures: each must be a number, or the run fails saying why.
-FOOTPRINT_FIGURES = ("co2e_g_per_1k", "water_l_per_1k")
+FOOTPRINT_FIGURES = (CO2E_PER_1K, WATER_PER_1K)
 
 
 def footprint_stages(
@@ -295,24 +295,24 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
     name = job_name(cfg, raw)
     tags = {
         **identity_tags(cfg),
-        "ecopipe.precision": cfg.precision.name.value,
-        "ecopipe.hardware": profile.name,
-        "ecopipe.hardware_key": profile.key,
-        "ecopipe.hardware_detected": profile.detected_name,
-        "ecopipe.tier": profile.tier,
-        "ecopipe.pool": cfg.pool.name,
-        "ecopipe.device": plan.workload.device,
-        "ecopipe.config_hash": digest,
-        "ecopipe.dataset_choice": data_choice,
-        CODE_VERSION_TAG: code_version(),
+        Tag.PRECISION: cfg.precision.name.value,
+        Tag.HARDWARE: profile.name,
+        Tag.HARDWARE_KEY: profile.key,
+        Tag.HARDWARE_DETECTED: profile.detected_name,
+        Tag.TIER: profile.tier,
+        Tag.POOL: cfg.pool.name,
+        Tag.DEVICE: plan.workload.device,
+        Tag.CONFIG_HASH: digest,
+        Tag.DATASET_CHOICE: data_choice,
+        Tag.CODE_VERSION: code_version(),
         **report.cpu_tags(plan.cpu),
-        **{f"env.{k}": v for k, v in env.items()},
+        **{TagFamily.ENV.of(k): v for k, v in env.items()},
     }
     if cfg.impact.embodied and profile.embodied_kgco2e is None:
         log.warning(
             "impact.embodied=true, but no embodied carbon is published for %s: none is added.", profile.name
         )
-        tags["ecopipe.embodied"] = "unknown"
+        tags[Tag.EMBODIED] = "unknown"
     with job_run(cfg.tracking, name, tags) as run:
         info = run.client.get_run(run.run_id).info
         log.info("run %s; its artifacts go to %s", run.run_id, info.artifact_uri)
@@ -323,7 +323,7 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         # A selection job runs its pool's data (dataset= is not read): its entry and digest are the pool's.
         data_config = raw.pool if cfg.strategy.selects else raw.dataset
         run.log_dataset(
-            tags["ecopipe.dataset"] or cfg.pool.name,
+            tags[Tag.DATASET] or cfg.pool.name,
             data_source(cfg),
             OmegaConf.to_container(data_config, resolve=True),
         )

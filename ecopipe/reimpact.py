@@ -22,32 +22,20 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ecopipe import report
-from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig, validate_impact
+from ecopipe import names, report
+from ecopipe.config import Attribution, ConfigError, ImpactConfig, TrackingConfig, validate_impact
 from ecopipe.job import footprint_stages
+from ecopipe.names import CO2E_PER_1K, IMPACT_METRICS, Metric, MetricFamily, Tag
 from ecopipe.reference import UnknownRegionError, hardware_profiles
 from ecopipe.stages.impact import resolve_factors
 from ecopipe.tracking import SOURCE_TAGS, JobRun, check_tracking_uri, resolve_uri, search_all
 
 log = logging.getLogger(__name__)
 
-REIMPACT_TAG = "ecopipe.reimpact_of"
-# Figures the impact and ESS stages produce: recomputed, never copied from the original.
-_STAGE_PREFIXES = (
-    "headline/",
-    "energy_it_j_",
-    "energy_facility_j_",
-    "co2e_",
-    "water_",
-    "embodied_",
-    "ess",
-    "ecep",
-    "effective_params_m",
-    "carbon_intensity",
-    "pue",
-    "wue",
-    "ewif",
-)
+
+def _recomputed(key: str) -> bool:
+    """A figure of the impact and ESS stages: recomputed, never copied from the original."""
+    return key in IMPACT_METRICS or key.startswith(MetricFamily.HEADLINE)
 
 
 def _impact_settings(run: Run, overrides: Sequence[str]) -> tuple[ImpactConfig, str]:
@@ -85,10 +73,10 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
     impact_cfg, region = _impact_settings(run, overrides)
     validate_impact(impact_cfg)
     needed = (
-        f"energy_per_1k_{impact_cfg.attribution.value}_j",
-        "effective_parameters",
-        "window_s",
-        "samples",
+        names.energy_per_1k(impact_cfg.attribution.value),
+        Metric.EFFECTIVE_PARAMETERS,
+        Metric.WINDOW_S,
+        Metric.SAMPLES,
     )
     missing = [key for key in needed if key not in run.data.metrics]
     if missing:
@@ -97,22 +85,22 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
             f"can be re-impacted" + (" (net needs an idle baseline)" if "net" in missing[0] else "") + "."
         )
     tags = run.data.tags
-    tier = tags.get("ecopipe.tier", "datacenter")
+    tier = tags.get(Tag.TIER, "datacenter")
     factors = resolve_factors(impact_cfg, region, tier)
     metrics = run.data.metrics
-    profile = hardware_profiles().get(tags.get("ecopipe.hardware_key", ""))
+    profile = hardware_profiles().get(tags.get(Tag.HARDWARE_KEY, ""))
     embodied = profile.embodied_kgco2e if impact_cfg.embodied and profile else None
     impact, ess, stage_metrics = footprint_stages(
-        metrics, factors, metrics["effective_parameters"], embodied, impact_cfg.lifetime_years
+        metrics, factors, metrics[Metric.EFFECTIVE_PARAMETERS], embodied, impact_cfg.lifetime_years
     )
     # The config hash stays with the measured run: a re-impact must not make a sweep skip a job. The
     # impact stage's tags (region, factor sources) are not dropped: the new ones replace them below.
-    dropped = ("mlflow.", "ecopipe.config_hash", "ecopipe.pid", "ecopipe.host")
+    dropped = ("mlflow.", Tag.CONFIG_HASH, Tag.PID, Tag.HOST)
     kept_tags = {k: v for k, v in tags.items() if not k.startswith(dropped)}
     new = client.create_run(
         run.info.experiment_id,
         run_name=f"{run.info.run_name}@{factors.region}",
-        tags={**kept_tags, **SOURCE_TAGS, REIMPACT_TAG: run.info.run_id, **report.impact_tags(impact)},
+        tags={**kept_tags, **SOURCE_TAGS, Tag.REIMPACT_OF: run.info.run_id, **report.impact_tags(impact)},
     )
     out = JobRun(client, new.info.run_id)
     params = dict(run.data.params) | {"region": region}
@@ -121,16 +109,16 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
         for k, v in OmegaConf.to_container(OmegaConf.structured(impact_cfg), enum_to_str=True).items()
     }
     out.log_params(params)
-    inference_only = {k: v for k, v in metrics.items() if not k.startswith(_STAGE_PREFIXES)}
+    inference_only = {k: v for k, v in metrics.items() if not _recomputed(k)}
     out.log_metrics(inference_only | stage_metrics)
-    label = tags.get(report.FIGURES_TAG, "figures of unstated source")
+    label = tags.get(Tag.FIGURES, "figures of unstated source")
     answer = report.compact_answer(metrics | stage_metrics, label, factors.attribution)
     out.set_description(
         f"{answer}\n\nRe-impact of run {run.info.run_id} for region {factors.region}: that run's measured "
         "energy, through the impact and ESS stages anew."
     )
     client.set_terminated(new.info.run_id, "FINISHED")
-    co2e = report.metric_band(stage_metrics, "co2e_g_per_1k")
+    co2e = report.metric_band(stage_metrics, CO2E_PER_1K)
     log.info(
         "re-impact of %s in %s: %.4g gCO2e (%.3g-%.3g) per 1,000 inferences, %s; ESS %.4g (run %s)",
         run.info.run_id,
@@ -138,7 +126,7 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
         co2e.point,
         co2e.low,
         co2e.high,
-        tags.get(report.FIGURES_TAG, "source not recorded"),
+        tags.get(Tag.FIGURES, "source not recorded"),
         ess.ess,
         new.info.run_id,
     )
@@ -152,7 +140,8 @@ def _targets(client: MlflowClient, run_id: str | None, experiment: str | None) -
     if found is None:
         raise ConfigError(f"--experiment {experiment}: no such experiment in this tracking store.")
     runs = search_all(client, [found.experiment_id], "attributes.status = 'FINISHED'")
-    return [r for r in runs if REIMPACT_TAG not in r.data.tags and "energy_per_1k_gross_j" in r.data.metrics]
+    measured = names.energy_per_1k(Attribution.gross.value)
+    return [r for r in runs if Tag.REIMPACT_OF not in r.data.tags and measured in r.data.metrics]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,11 +5,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from ecopipe import names
 from ecopipe.config import Attribution
 from ecopipe.hardware import SIMULATED, DeviceProfile
 from ecopipe.monitor.busy import BUSY_WARNING
 from ecopipe.monitor.energy import Bound, EnergyMeter
 from ecopipe.monitor.stats import UNRESOLVED_ADVICE, Band, spread, unresolved
+from ecopipe.names import (
+    CO2E_PER_1K,
+    ENERGY_IT_PER_1K,
+    HIGH,
+    LOW,
+    WATER_PER_1K,
+    Metric,
+    MetricFamily,
+    Tag,
+    TagFamily,
+)
 from ecopipe.reference import water_basis
 from ecopipe.results import ESTIMATE, MEASURED, InferenceResult, TrialsStop
 from ecopipe.sensors.cpu_power import CpuPower
@@ -17,13 +29,10 @@ from ecopipe.stages.ess import SustainabilityResult
 from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
 from ecopipe.units import eng, eng_range, rate
 
-# `<name>_low` / `<name>_high` beside a metric: the ends of its band (stats.Band). One definition.
-LOW, HIGH = "_low", "_high"
-
 
 def band_metrics(name: str, band: Band) -> dict[str, float]:
     """A figure and its band as three metrics: `name`, `name_low`, `name_high`."""
-    return {name: band.point, f"{name}{LOW}": band.low, f"{name}{HIGH}": band.high}
+    return dict(zip(names.band(name), (band.point, band.low, band.high), strict=True))
 
 
 def metric_band(metrics: Mapping[str, float], name: str) -> Band:
@@ -49,23 +58,23 @@ def energy_basis(
     low or high bound, the energy is that end of its band."""
     name = attribution.value
     return EnergyBasis(
-        energy_per_1k_j=_at(metrics, f"energy_per_1k_{name}_j", bound),
-        energy_per_1k_ci95_j=metrics.get(f"energy_per_1k_{name}_ci95_j", math.nan),
-        run_energy_j=_at(metrics, f"energy_{name}_j.total", bound),
-        run_duration_s=metrics["window_s"],
-        samples=int(metrics["samples"]),
-        tokens=int(metrics.get("tokens", 0)),
+        energy_per_1k_j=_at(metrics, names.energy_per_1k(name), bound),
+        energy_per_1k_ci95_j=metrics.get(names.energy_per_1k_ci95(name), math.nan),
+        run_energy_j=_at(metrics, names.component(names.run_energy(name), names.TOTAL), bound),
+        run_duration_s=metrics[Metric.WINDOW_S],
+        samples=int(metrics[Metric.SAMPLES]),
+        tokens=int(metrics.get(Metric.TOKENS, 0)),
     )
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}.{key}": value for key, value in values.items()}
+    return {names.component(prefix, key): value for key, value in values.items()}
 
 
 def _banded(prefix: str, bands: Mapping[str, Band]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, band in bands.items():
-        out |= band_metrics(f"{prefix}.{key}", band)
+        out |= band_metrics(names.component(prefix, key), band)
     return out
 
 
@@ -77,81 +86,84 @@ def _run_bands(result: InferenceResult, attribution: Attribution, scale: float =
 
 def inference_metrics(result: InferenceResult) -> dict[str, float]:
     metrics: dict[str, float] = {
-        "samples": result.samples,
-        "tokens_in": result.tokens_in,
-        "tokens_out": result.tokens_out,
-        "tokens": result.tokens,
-        "trials": len(result.trials),
-        "window_s": result.duration_s,
-        "batch_size_used": result.batch_size,  # below the batch_size param where the data held fewer
-        "throughput_per_s": result.throughput.mean,
-        "throughput_ci95_per_s": result.throughput.ci95,
-        "latency_p50_s": result.latency_s(50),
-        "latency_p90_s": result.latency_s(90),
-        "latency_p99_s": result.latency_s(99),
-        "load_s": result.load.duration_s,
-        "load_energy_j": result.load.energy.total,
-        "parameters": result.facts.parameters,
-        "effective_parameters": result.facts.effective_parameters,
-        "idle_measured": float(result.idle_measured),
+        Metric.SAMPLES: result.samples,
+        Metric.TOKENS_IN: result.tokens_in,
+        Metric.TOKENS_OUT: result.tokens_out,
+        Metric.TOKENS: result.tokens,
+        Metric.TRIALS: len(result.trials),
+        Metric.WINDOW_S: result.duration_s,
+        Metric.BATCH_SIZE_USED: result.batch_size,
+        Metric.THROUGHPUT: result.throughput.mean,
+        Metric.THROUGHPUT_CI95: result.throughput.ci95,
+        Metric.LATENCY_P50: result.latency_s(50),
+        Metric.LATENCY_P90: result.latency_s(90),
+        Metric.LATENCY_P99: result.latency_s(99),
+        Metric.LOAD_S: result.load.duration_s,
+        Metric.LOAD_ENERGY: result.load.energy.total,
+        Metric.PARAMETERS: result.facts.parameters,
+        Metric.EFFECTIVE_PARAMETERS: result.facts.effective_parameters,
+        Metric.IDLE_MEASURED: float(result.idle_measured),
     }
     if math.isfinite(result.other_cpu_load):
-        metrics["other_cpu_load"] = result.other_cpu_load
+        metrics[Metric.OTHER_CPU_LOAD] = result.other_cpu_load
     baseline = result.baseline
     if baseline is not None and baseline.settling is not None and not baseline.reused:  # this job's wait
-        metrics |= {"settle_s": baseline.settling.seconds, "idle_settled": float(baseline.settling.settled)}
+        settling = baseline.settling
+        metrics |= {Metric.SETTLE_S: settling.seconds, Metric.IDLE_SETTLED: float(settling.settled)}
     if result.shared:  # a whole-machine counter charged at the job's share: the whole figure beside it
-        metrics["job_cpu_share"] = result.job_cpu_share
+        metrics[Metric.JOB_CPU_SHARE] = result.job_cpu_share
         machine = result.machine_energy.as_dict()
-        metrics |= {f"energy_machine_j.{c}": machine[c] for c in result.shared}
+        metrics |= {names.component(names.MACHINE_ENERGY, c): machine[c] for c in result.shared}
     if result.fit is not None:
-        metrics |= {"fit_s": result.fit.duration_s, "fit_energy_j": result.fit.energy.total}
+        metrics |= {Metric.FIT_S: result.fit.duration_s, Metric.FIT_ENERGY: result.fit.energy.total}
     # Net and idle figures exist only where an idle baseline was taken: never net = gross by default.
     attributions = list(Attribution) if result.idle_measured else [Attribution.gross]
     for attribution in attributions:
         name = attribution.value
         per_1k = result.per_1k_samples(attribution)
         bands = result.per_1k_bands(attribution)
-        metrics |= band_metrics(f"energy_per_1k_{name}_j", bands["total"])
-        metrics |= {f"energy_per_1k_{name}_ci95_j": per_1k.ci95, f"energy_per_1k_{name}_cv": per_1k.cv}
-        metrics |= _banded(f"energy_per_1k_{name}_j", bands)
-        metrics |= _banded(f"energy_{name}_j", _run_bands(result, attribution))
+        metrics |= band_metrics(names.energy_per_1k(name), bands[names.TOTAL])
+        metrics |= {names.energy_per_1k_ci95(name): per_1k.ci95, names.energy_per_1k_cv(name): per_1k.cv}
+        metrics |= _banded(names.energy_per_1k(name), bands)
+        metrics |= _banded(names.run_energy(name), _run_bands(result, attribution))
         if result.tokens:
             tokens = _run_bands(result, attribution, 1000 / result.tokens)
-            metrics |= _banded(f"energy_per_1k_tokens_{name}_j", tokens)
-            metrics |= band_metrics(f"energy_per_1k_tokens_{name}_j", tokens["total"])
+            metrics |= _banded(names.energy_per_1k_tokens(name), tokens)
+            metrics |= band_metrics(names.energy_per_1k_tokens(name), tokens[names.TOTAL])
     if result.idle_measured:
-        metrics |= _prefixed("energy_idle_j", result.idle.as_dict())
+        metrics |= _prefixed(names.IDLE_ENERGY, result.idle.as_dict())
         idle = [result.idle_power_at(b).as_dict() for b in Bound]
-        metrics |= _banded("idle_power_w", {k: spread(d[k] for d in idle) for k in idle[0]})
+        metrics |= _banded(names.IDLE_POWER, {k: spread(d[k] for d in idle) for k in idle[0]})
     if result.trace is not None:
         metrics |= {
-            "monitor_overhead_frac": result.trace.overhead_frac,
-            "trace_samples": len(result.trace.samples),
+            Metric.MONITOR_OVERHEAD: result.trace.overhead_frac,
+            Metric.TRACE_SAMPLES: len(result.trace.samples),
         } | result.trace.peak_memory_mb()
-    metrics |= _prefixed("quality", result.quality)
+    metrics |= {MetricFamily.QUALITY.of(key): value for key, value in result.quality.items()}
     return metrics
 
 
-def _footprint(prefix: str, fp: Footprint) -> dict[str, float]:
-    return {
-        f"energy_it_j_{prefix}": fp.energy_it_j,
-        f"energy_facility_j_{prefix}": fp.energy_facility_j,
-        f"co2e_g_{prefix}": fp.co2e_g,
-        f"water_onsite_l_{prefix}": fp.water_onsite_l,
-        f"water_offsite_l_{prefix}": fp.water_offsite_l,
-        f"water_l_{prefix}": fp.water_l,
-    }
+def _footprint(scope: str, fp: Footprint) -> dict[str, float]:
+    """A footprint's quantities (names.FOOTPRINT, in that order) at one scope."""
+    values = (
+        fp.energy_it_j,
+        fp.energy_facility_j,
+        fp.co2e_g,
+        fp.water_onsite_l,
+        fp.water_offsite_l,
+        fp.water_l,
+    )
+    return {names.footprint(q, scope): v for q, v in zip(names.FOOTPRINT, values, strict=True)}
 
 
 def impact_metrics(impact: ImpactResult) -> dict[str, float]:
     factors = impact.factors
     metrics = {
-        "carbon_intensity_g_per_kwh": factors.carbon_intensity.value,
-        "pue": factors.pue.value,
-        "wue_l_per_kwh": factors.wue.value,
-        "ewif_l_per_kwh": factors.ewif.value,
-        "co2e_ci95_g_per_1k": impact.per_1k_co2e_ci95_g,
+        Metric.CARBON_INTENSITY: factors.carbon_intensity.value,
+        Metric.PUE: factors.pue.value,
+        Metric.WUE: factors.wue.value,
+        Metric.EWIF: factors.ewif.value,
+        Metric.CO2E_CI95_PER_1K: impact.per_1k_co2e_ci95_g,
         **_footprint("per_1k", impact.per_1k),
         **_footprint("per_inference", impact.per_inference),
         **_footprint("run", impact.run),
@@ -160,13 +172,15 @@ def impact_metrics(impact: ImpactResult) -> dict[str, float]:
     if impact.per_1k_tokens is not None:
         metrics |= _footprint("per_1k_tokens", impact.per_1k_tokens)
     if impact.embodied_co2e_g_per_1k is not None:
-        metrics["embodied_co2e_g_per_1k"] = impact.embodied_co2e_g_per_1k
+        metrics[Metric.EMBODIED_CO2E_PER_1K] = impact.embodied_co2e_g_per_1k
     return metrics
 
 
 # Figures that follow the energy (footprints and ESS), not the factors: they carry a band.
-_FOLLOW_ENERGY = ("energy_it_j_", "energy_facility_j_", "co2e_g_", "water_", "embodied_")
-_ESS = ("ess", "ess_run", "ecep_wh_per_mparam")
+_FOLLOW_ENERGY = frozenset(
+    {names.footprint(q, s) for q in names.FOOTPRINT for s in names.SCOPES} | {Metric.EMBODIED_CO2E_PER_1K}
+)
+_ESS = (Metric.ESS, Metric.ESS_RUN, Metric.ECEP)
 
 
 def stage_metrics(stages: Mapping[Bound, tuple[ImpactResult, SustainabilityResult]]) -> dict[str, float]:
@@ -174,7 +188,7 @@ def stage_metrics(stages: Mapping[Bound, tuple[ImpactResult, SustainabilityResul
     energy: its ends are the lowest and highest over the three bounds (a lower energy gives a higher ESS)."""
     per_bound = {b: impact_metrics(i) | ess_metrics(e) for b, (i, e) in stages.items()}
     metrics = dict(per_bound[Bound.POINT])
-    for key in [k for k in metrics if k.startswith(_FOLLOW_ENERGY) or k in _ESS]:
+    for key in [k for k in metrics if k in _FOLLOW_ENERGY or k in _ESS]:
         values = [per_bound[b][key] for b in Bound]
         if all(math.isfinite(v) for v in values):
             metrics |= band_metrics(key, spread(values))
@@ -183,26 +197,25 @@ def stage_metrics(stages: Mapping[Bound, tuple[ImpactResult, SustainabilityResul
             metrics[f"{key}{LOW}"] = values[2]
     pue = stages[Bound.POINT][0].factors.pue
     if pue.low is not None and pue.high is not None:
-        metrics |= {f"pue{LOW}": pue.low, f"pue{HIGH}": pue.high}
+        metrics |= {f"{Metric.PUE}{LOW}": pue.low, f"{Metric.PUE}{HIGH}": pue.high}
     return metrics
 
 
-HEADLINE = "headline/"  # the MLflow UI groups metrics by the prefix before "/"
 # The MLflow UI shows a metric as a bare number: its name carries the unit. Per 1,000 inferences, as
 # the summary and the tables; energy in J, CO2e in mg, water in mL (the default job's 2.6e-6 g reads
 # 0.0026 mg). One definition: the saved view of the run list (ecopipe.ui_view) shows these columns.
 # Short enough for a column header of the run list (its saved view gives them 240 px).
-HEADLINE_ENERGY = HEADLINE + "energy_J_per_1k"
-HEADLINE_CO2E = HEADLINE + "co2e_mg_per_1k"
-HEADLINE_WATER = HEADLINE + "water_mL_per_1k"
-HEADLINE_ESS = HEADLINE + "ess_Mparams_per_gCO2e"
-HEADLINE_THROUGHPUT = HEADLINE + "throughput_per_s"
+HEADLINE_ENERGY = MetricFamily.HEADLINE.of("energy_J_per_1k")
+HEADLINE_CO2E = MetricFamily.HEADLINE.of("co2e_mg_per_1k")
+HEADLINE_WATER = MetricFamily.HEADLINE.of("water_mL_per_1k")
+HEADLINE_ESS = MetricFamily.HEADLINE.of("ess_Mparams_per_gCO2e")
+HEADLINE_THROUGHPUT = MetricFamily.HEADLINE.of("throughput_per_s")
 # headline metric -> (logged metric, scale)
 _HEADLINE_FIGURES = {
-    HEADLINE_ENERGY: ("energy_it_j_per_1k", 1.0),
-    HEADLINE_CO2E: ("co2e_g_per_1k", 1e3),
-    HEADLINE_WATER: ("water_l_per_1k", 1e3),
-    HEADLINE_ESS: ("ess", 1.0),
+    HEADLINE_ENERGY: (ENERGY_IT_PER_1K, 1.0),
+    HEADLINE_CO2E: (CO2E_PER_1K, 1e3),
+    HEADLINE_WATER: (WATER_PER_1K, 1e3),
+    HEADLINE_ESS: (Metric.ESS, 1.0),
 }
 
 
@@ -218,12 +231,13 @@ def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
         figures[name] = band.point
         if f"{metric}{LOW}" in metrics:
             figures |= {f"{name}{LOW}": band.low, f"{name}{HIGH}": band.high}
-    figures[HEADLINE_THROUGHPUT] = metrics.get("throughput_per_s", math.nan)
-    figures |= {
-        HEADLINE + k.removeprefix("quality."): v
+    figures[HEADLINE_THROUGHPUT] = metrics.get(Metric.THROUGHPUT, math.nan)
+    quality = {
+        k.removeprefix(MetricFamily.QUALITY): v
         for k, v in metrics.items()
-        if k.removeprefix("quality.") in HEADLINE_QUALITY
+        if k.startswith(MetricFamily.QUALITY)
     }
+    figures |= {MetricFamily.HEADLINE.of(k): v for k, v in quality.items() if k in HEADLINE_QUALITY}
     return {k: float(f"{v:.4g}") for k, v in figures.items() if math.isfinite(v)}
 
 
@@ -232,51 +246,42 @@ def impact_tags(impact: ImpactResult) -> dict[str, str]:
     # An ESS over zero or negative CO2e is not defined: say so rather than leave the metric missing.
     ess = "defined" if impact.per_1k.co2e_g > 0 else f"not defined: {f.attribution.value} CO2e <= 0"
     return {
-        "ecopipe.ess": ess,
-        "ecopipe.region": f.region,
-        "ecopipe.region_name": f.region_name,
-        "ecopipe.attribution": f.attribution.value,
-        "ecopipe.carbon_basis": f.carbon_basis,
-        "ecopipe.carbon_year": str(f.carbon_intensity.year or "not stated"),
-        "ecopipe.water_basis": water_basis(f.wue, f.ewif),
-        "ecopipe.source.carbon_intensity": f.carbon_intensity.source,
-        "ecopipe.source.pue": f.pue.source,
-        "ecopipe.source.wue": f.wue.source,
-        "ecopipe.source.ewif": f.ewif.source,
+        Tag.ESS_STATUS: ess,
+        Tag.REGION: f.region,
+        Tag.REGION_NAME: f.region_name,
+        Tag.ATTRIBUTION: f.attribution.value,
+        Tag.CARBON_BASIS: f.carbon_basis,
+        Tag.CARBON_YEAR: str(f.carbon_intensity.year or "not stated"),
+        Tag.WATER_BASIS: water_basis(f.wue, f.ewif),
+        TagFamily.FACTOR_SOURCE.of("carbon_intensity"): f.carbon_intensity.source,
+        TagFamily.FACTOR_SOURCE.of("pue"): f.pue.source,
+        TagFamily.FACTOR_SOURCE.of("wue"): f.wue.source,
+        TagFamily.FACTOR_SOURCE.of("ewif"): f.ewif.source,
     }
 
 
 def ess_metrics(ess: SustainabilityResult) -> dict[str, float]:
     return {
-        "ess": ess.ess,
-        "ess_run": ess.ess_run,
-        "ecep_wh_per_mparam": ess.ecep_wh_per_mparam,
-        "effective_params_m": ess.effective_params_m,
+        Metric.ESS: ess.ess,
+        Metric.ESS_RUN: ess.ess_run,
+        Metric.ECEP: ess.ecep_wh_per_mparam,
+        Metric.EFFECTIVE_PARAMS_M: ess.effective_params_m,
     }
-
-
-# Per component (`<prefix><component>`): why the job's device has no sensor (a MIG GPU, a UUID NVML
-# does not know), and the source set aside on request (monitor.rapl=false: rapl).
-UNMETERED_TAG = "energy_unmetered."
-SET_ASIDE_TAG = "energy_set_aside."
-FALLBACK_TAG = "energy_fallback."  # per component: the counter its estimate stands in for, and why
-WHOLE_GPU_TAG = "energy_whole_gpu."  # per component: why its reading is the whole GPU's (MIG)
-MIG_SHARE_TAG = "ecopipe.gpu_mig_share"  # the MIG instance's share of the GPU it runs on, or "unknown"
 
 
 def meter_tags(meter: EnergyMeter | InferenceResult, device: str) -> dict[str, str]:
     """How each component's energy is obtained: logged when the meter opens, so that the figures of a
     run that fails mid-measurement still say where they came from."""
-    tags = {f"energy_source.{c}": s for c, s in meter.sources.items()}
+    tags = {TagFamily.ENERGY_SOURCE.of(c): s for c, s in meter.sources.items()}
     gpu_missing = device.startswith("cuda") and meter.sources["gpu"] == "none"
-    tags["energy_complete"] = str(not gpu_missing).lower()
-    tags |= {f"energy_measured.{c}": str(m).lower() for c, m in meter.measured.items()}
-    tags |= {f"energy_resolution_s.{c}": f"{r:g}" for c, r in meter.resolution_s.items()}
-    tags |= {f"energy_method.{c}": m for c, m in meter.methods.items()}
-    tags |= {f"{UNMETERED_TAG}{c}": why for c, why in meter.unmetered.items()}
-    tags |= {f"{SET_ASIDE_TAG}{c}": source for c, source in meter.set_aside.items()}
-    tags |= {f"{FALLBACK_TAG}{c}": why for c, why in meter.fallbacks.items()}
-    tags |= {f"{WHOLE_GPU_TAG}{c}": why for c, why in meter.whole_gpu.items()}
+    tags[Tag.ENERGY_COMPLETE] = str(not gpu_missing).lower()
+    tags |= {TagFamily.ENERGY_MEASURED.of(c): str(m).lower() for c, m in meter.measured.items()}
+    tags |= {TagFamily.ENERGY_RESOLUTION.of(c): f"{r:g}" for c, r in meter.resolution_s.items()}
+    tags |= {TagFamily.ENERGY_METHOD.of(c): m for c, m in meter.methods.items()}
+    tags |= {TagFamily.ENERGY_UNMETERED.of(c): why for c, why in meter.unmetered.items()}
+    tags |= {TagFamily.ENERGY_SET_ASIDE.of(c): source for c, source in meter.set_aside.items()}
+    tags |= {TagFamily.ENERGY_FALLBACK.of(c): why for c, why in meter.fallbacks.items()}
+    tags |= {TagFamily.ENERGY_WHOLE_GPU.of(c): why for c, why in meter.whole_gpu.items()}
     return tags
 
 
@@ -284,13 +289,13 @@ def mig_tags(share: float | None, meter: EnergyMeter) -> dict[str, str]:
     """Where the GPU is metered whole under MIG: the share of it the job's instance holds."""
     if not meter.whole_gpu:
         return {}
-    return {MIG_SHARE_TAG: f"{share:.4g}" if share is not None else "unknown"}
+    return {Tag.MIG_SHARE: f"{share:.4g}" if share is not None else "unknown"}
 
 
 def source_tags(result: InferenceResult) -> dict[str, str]:
     tags = meter_tags(result, result.device)
     if result.idle_measured:
-        tags["ecopipe.net_negative"] = str(result.net_negative).lower()
+        tags[Tag.NET_NEGATIVE] = str(result.net_negative).lower()
     return tags
 
 
@@ -320,25 +325,21 @@ def _energy_label(result: InferenceResult) -> str:
     return ", ".join(parts)
 
 
-# InferenceResult.figures_label: measured, ESTIMATE or SIMULATED; ", WHOLE GPU" added under MIG
-FIGURES_TAG = "ecopipe.figures"
-
-
 def result_tags(result: InferenceResult) -> dict[str, str]:
     """How the figures were obtained, and how the trials ended."""
     return {
-        FIGURES_TAG: result.figures_label,
-        "ecopipe.trials_stop": result.trials_stop.value,
+        Tag.FIGURES: result.figures_label,
+        Tag.TRIALS_STOP: result.trials_stop.value,
     }
 
 
 def cpu_tags(cpu: CpuPower) -> dict[str, str]:
     """The CPU as identified (hardware.cpu_microarch overrides it) and what an estimate charges it."""
     return {
-        "hardware.cpu_microarch": cpu.identity.microarch or "unknown",
-        "hardware.cpu_microarch_identified_by": cpu.identity.how,
-        "hardware.cpu_microarch_note": cpu.identity.note,
-        "hardware.cpu_power_coefficients": cpu.note,
+        Tag.CPU_MICROARCH: cpu.identity.microarch or "unknown",
+        Tag.CPU_MICROARCH_HOW: cpu.identity.how,
+        Tag.CPU_MICROARCH_NOTE: cpu.identity.note,
+        Tag.CPU_POWER_COEFFICIENTS: cpu.note,
     }
 
 
@@ -361,8 +362,8 @@ def _trials_text(result: InferenceResult, target: float | None) -> str:
 
 
 def _ess_text(metrics: Mapping[str, float], label: str, impact: ImpactResult) -> str:
-    if math.isfinite(metrics.get("ess", math.nan)):
-        band = metric_band(metrics, "ess")
+    if math.isfinite(metrics.get(Metric.ESS, math.nan)):
+        band = metric_band(metrics, Metric.ESS)
         if band.exact:
             return f"{band.point:.4g}, {label}"
         if math.isinf(band.high):
@@ -418,10 +419,10 @@ def _latency_and_memory(result: InferenceResult, metrics: Mapping[str, float]) -
             f"p99 {eng(result.latency_s(99), 's')}"
         )
     memory = []
-    if "peak_rss_mb" in metrics:
-        memory.append(f"peak {_mib(metrics['peak_rss_mb'])} resident (the job's main process, sampled)")
-    if "peak_gpu_memory_mb" in metrics:
-        memory.append(f"GPU peak {_mib(metrics['peak_gpu_memory_mb'])} in use (NVML: every process's)")
+    if Metric.PEAK_RSS in metrics:
+        memory.append(f"peak {_mib(metrics[Metric.PEAK_RSS])} resident (the job's main process, sampled)")
+    if Metric.PEAK_GPU_MEMORY in metrics:
+        memory.append(f"GPU peak {_mib(metrics[Metric.PEAK_GPU_MEMORY])} in use (NVML: every process's)")
     if memory:
         lines.append(f"  memory      {'; '.join(memory)}")
     return lines
@@ -446,21 +447,21 @@ def summary(
     quality = ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) or (
         "none (random weights)" if result.facts.weights == "random" else "none for this model and data set"
     )
-    energy = metric_band(metrics, f"energy_per_1k_{f.attribution.value}_j")
+    energy = metric_band(metrics, names.energy_per_1k(f.attribution.value))
     lines = [
         f"ecopipe  {name}  on {profile.name} ({result.device}, tier {profile.tier})",
         f"  data        {data_choice}",
         f"  energy      {_quoted(energy, 'J', PER_1K, label)} ({what}; "
         f"{_trials_text(result, target_rel_ci)}, {f.attribution.value})  [{_energy_label(result)}]",
-        f"  CO2e        {_quoted(metric_band(metrics, 'co2e_g_per_1k'), 'g', PER_1K, label)}  "
+        f"  CO2e        {_quoted(metric_band(metrics, CO2E_PER_1K), 'g', PER_1K, label)}  "
         f"(region {f.region} {f.region_name}: {f.carbon_intensity.value:.4g} g/kWh {f.carbon_basis}, "
         f"{f.carbon_intensity.year or 'year not stated'}; {_pue_text(impact)})",
-        f"  water       {_quoted(metric_band(metrics, 'water_l_per_1k'), 'L', PER_1K, label)}  "
+        f"  water       {_quoted(metric_band(metrics, WATER_PER_1K), 'L', PER_1K, label)}  "
         f"(on-site WUE {f.wue.value:.3g} L/kWh, EWIF {f.ewif.value:.3g} L/kWh; "
         f"basis {water_basis(f.wue, f.ewif)})",
         f"  ESS         {_ess_text(metrics, label, impact)}  "
-        f"({metrics['effective_params_m']:.4g} M effective parameters; ESS rewards size: compare it only "
-        "between models of one task and data set)",
+        f"({metrics[Metric.EFFECTIVE_PARAMS_M]:.4g} M effective parameters; ESS rewards size: compare it "
+        "only between models of one task and data set)",
         f"  throughput  {rate(result.throughput.mean, 'inferences')}  (batch {_batch_text(result)})",
         *_latency_and_memory(result, metrics),
         f"  quality     {quality}",
@@ -503,7 +504,7 @@ def summary(
             f"  WARNING     other processes used {result.other_cpu_load:.0%} of this machine's CPUs during "
             "the windows: on a shared machine, runs of this job differ by more than its trials' CI shows."
         )
-    ci95 = metrics.get(f"energy_per_1k_{f.attribution.value}_ci95_j", math.nan)
+    ci95 = metrics.get(names.energy_per_1k_ci95(f.attribution.value), math.nan)
     if unresolved(energy.point, ci95):
         lines.append(
             f"  UNRESOLVED  the energy's 95% CI over the trials, ±{eng(ci95, 'J', 2)}, is more than half of "
@@ -512,7 +513,7 @@ def summary(
     if impact.per_1k_tokens is not None:
         basis = "generated" if result.tokens == result.tokens_out else "prompt"
         counts = f"({result.tokens_in} in, {result.tokens_out} out over the run)"
-        tokens = metric_band(metrics, f"energy_per_1k_tokens_{f.attribution.value}_j")
+        tokens = metric_band(metrics, names.energy_per_1k_tokens(f.attribution.value))
         lines.insert(3, f"  tokens      {_quoted(tokens, 'J', f'per 1,000 {basis} tokens', label)} {counts}")
     return "\n".join(lines)
 
@@ -529,13 +530,13 @@ def compact_answer(
     UNRESOLVED where the energy's 95% CI (in `attribution`) is over half of it."""
     kind, _, rest = label.partition(",")
     short = _SHORT_LABEL.get(kind, kind) + (" WHOLE GPU" if rest else "")
-    energy = metrics["energy_it_j_per_1k"]
+    energy = metrics[ENERGY_IT_PER_1K]
     parts = [f"{eng(energy, 'J', 3)}/1k {short}"]
-    if math.isfinite(co2e := metrics.get("co2e_g_per_1k", math.nan)):
+    if math.isfinite(co2e := metrics.get(CO2E_PER_1K, math.nan)):
         parts.append(f"{eng(co2e, 'g', 3)} CO2e/1k")
-    if math.isfinite(ess := metrics.get("ess", math.nan)):
+    if math.isfinite(ess := metrics.get(Metric.ESS, math.nan)):
         parts.append(f"ESS {ess:,.0f}" if ess >= 1000 else f"ESS {ess:.3g}")
-    ci95 = metrics.get(f"energy_per_1k_{attribution.value}_ci95_j", math.nan)
+    ci95 = metrics.get(names.energy_per_1k_ci95(attribution.value), math.nan)
     return ("UNRESOLVED " if unresolved(energy, ci95) else "") + " · ".join(parts)
 
 

@@ -18,16 +18,17 @@ from collections.abc import Mapping
 from omegaconf import DictConfig, open_dict, read_write
 
 from ecopipe.config import ConfigError
+from ecopipe.names import Tag
 
 log = logging.getLogger(__name__)
 
 # The variables SLURM sets in a job's environment, as run tags.
 JOB_TAGS = {
-    "SLURM_JOB_ID": "ecopipe.slurm_job_id",
-    "SLURM_ARRAY_JOB_ID": "ecopipe.slurm_array_job_id",
-    "SLURM_ARRAY_TASK_ID": "ecopipe.slurm_array_task_id",
-    "SLURM_CLUSTER_NAME": "ecopipe.slurm_cluster",
-    "SLURMD_NODENAME": "ecopipe.slurm_node",
+    "SLURM_JOB_ID": Tag.SLURM_JOB_ID,
+    "SLURM_ARRAY_JOB_ID": Tag.SLURM_ARRAY_JOB_ID,
+    "SLURM_ARRAY_TASK_ID": Tag.SLURM_ARRAY_TASK_ID,
+    "SLURM_CLUSTER_NAME": Tag.SLURM_CLUSTER,
+    "SLURMD_NODENAME": Tag.SLURM_NODE,
 }
 ARRAY_TAG = JOB_TAGS["SLURM_ARRAY_JOB_ID"]
 

@@ -30,10 +30,10 @@ from ecopipe.credentials import redact
 from ecopipe.hardware import cuda_available
 from ecopipe.logs import logs_above_progress, warn_once
 from ecopipe.monitor.sampler import remove_traces_of
+from ecopipe.names import SWEEP_KIND, Metric, Tag
 from ecopipe.slurm import is_slurm_launcher, restrict_sharing
 from ecopipe.stops import Stopped, before_stopping
 from ecopipe.tracking import (
-    CODE_VERSION_TAG,
     PARENT_RUN_ENV,
     StopSafeClient,
     artifact_location,
@@ -108,13 +108,13 @@ def end_stopped_sweep(stop: Stopped) -> None:
         return
     client = StopSafeClient(os.environ["MLFLOW_TRACKING_URI"])
     run = client.get_run(parent)
-    if run.data.tags.get("ecopipe.pid") != str(os.getpid()) or run.info.status != "RUNNING":
+    if run.data.tags.get(Tag.PID) != str(os.getpid()) or run.info.status != "RUNNING":
         return
     for job in running_jobs_of_sweep(client, parent):
         if gone_from_this_host(job.data.tags):
             why = f"{stop}: the sweep's launcher ended its worker process before the job ended its run"
             end_run(client, job.info.run_id, why)
-            remove_traces_of(int(job.data.tags["ecopipe.pid"]))
+            remove_traces_of(int(job.data.tags[Tag.PID]))
     end_run(client, parent, str(stop))
     print(f"sweep: {stop}; parent run {parent} ended KILLED", file=sys.stderr)
 
@@ -131,13 +131,13 @@ def _hand_stop_to_jobs(signum: int) -> None:
         return
     client = StopSafeClient(os.environ["MLFLOW_TRACKING_URI"])
     workers = {process.pid for process in psutil.Process().children(recursive=True)}
-    jobs = [r for r in running_jobs_of_sweep(client, parent) if int(r.data.tags["ecopipe.pid"]) in workers]
+    jobs = [r for r in running_jobs_of_sweep(client, parent) if int(r.data.tags[Tag.PID]) in workers]
     if not jobs:
         return
     print(f"sweep: {signal.Signals(signum).name} handed to {len(jobs)} running jobs", file=sys.stderr)
     for job in jobs:
         with suppress(ProcessLookupError):
-            os.kill(int(job.data.tags["ecopipe.pid"]), signum)
+            os.kill(int(job.data.tags[Tag.PID]), signum)
     deadline = time.monotonic() + JOB_STOP_GRACE_S
     waiting = {job.info.run_id for job in jobs}
     while waiting and time.monotonic() < deadline:
@@ -211,10 +211,10 @@ class SweepCallback(Callback):
             experiment,
             run_name=f"sweep {Path(sweep_dir).parent.name}/{Path(sweep_dir).name}",
             tags={
-                "ecopipe.kind": "sweep",
-                "ecopipe.sweep_dir": sweep_dir,
-                "ecopipe.overrides": redact(" ".join(config.hydra.overrides.task)),
-                CODE_VERSION_TAG: code_version(),
+                Tag.KIND: SWEEP_KIND,
+                Tag.SWEEP_DIR: sweep_dir,
+                Tag.OVERRIDES: redact(" ".join(config.hydra.overrides.task)),
+                Tag.CODE_VERSION: code_version(),
                 **process_tags(),
             },
         )
@@ -227,7 +227,7 @@ class SweepCallback(Callback):
         client, experiment = open_experiment(self._tracking(config))
         failed = client.search_runs(
             [experiment],
-            f"tags.`ecopipe.sweep_id` = '{self.parent_run_id}' and attributes.status = 'FAILED'",
+            f"tags.`{Tag.SWEEP_ID}` = '{self.parent_run_id}' and attributes.status = 'FAILED'",
             max_results=10000,
         )
         self.progress.set_postfix(failed=len(failed), refresh=False)
@@ -265,7 +265,7 @@ class SweepCallback(Callback):
         tracking = self._tracking(config)
         client, experiment = open_experiment(tracking)
         children = client.search_runs(
-            [experiment], f"tags.`ecopipe.sweep_id` = '{self.parent_run_id}'", max_results=50000
+            [experiment], f"tags.`{Tag.SWEEP_ID}` = '{self.parent_run_id}'", max_results=50000
         )
         failed = [r for r in children if r.info.status == "FAILED"]
         result = aggregate(
@@ -279,10 +279,10 @@ class SweepCallback(Callback):
         other_code = reused_from_other_code(client, self.parent_run_id)
         skipped = max(int(os.environ.get(SWEEP_SIZE_ENV, "0")) - len(children) - len(reused), 0)
         for key, value in {
-            "jobs": len(children),
-            "jobs_failed": len(failed),
-            "jobs_reused": len(reused),
-            "jobs_skipped": skipped,
+            Metric.JOBS: len(children),
+            Metric.JOBS_FAILED: len(failed),
+            Metric.JOBS_REUSED: len(reused),
+            Metric.JOBS_SKIPPED: skipped,
         }.items():
             client.log_metric(self.parent_run_id, key, value)
         client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
@@ -299,6 +299,6 @@ class SweepCallback(Callback):
             this = code_version()
             print(f"  rerun_other_version=true measures again the {len(other_code)} that code {this} did not")
         for run in failed:
-            print(f"  FAILED {run.info.run_name}: {run.data.tags.get('ecopipe.error', '?')}", file=sys.stderr)
+            print(f"  FAILED {run.info.run_name}: {run.data.tags.get(Tag.ERROR, '?')}", file=sys.stderr)
         if failed:
             sys.exit(min(len(failed), 125))  # the exit status says how many jobs failed

@@ -42,7 +42,7 @@ from sqlalchemy.engine import make_url
 from ecopipe import slurm
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import check_secret_characters, redact
-from ecopipe.report import FIGURES_TAG
+from ecopipe.names import KILLED, SWEEP_KIND, MetricFamily, Tag, TagFamily
 from ecopipe.stops import Stopped, stops_deferred
 from ecopipe.ui_view import seed_view, view_path
 
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
 PARENT_RUN_ENV = "ECOPIPE_PARENT_RUN_ID"
-REUSED_TAG_PREFIX = "ecopipe.reused."  # on a sweep's parent run: the earlier runs it reused, by id
-REUSED_OTHER_CODE_PREFIX = "ecopipe.reused_other_code."  # ... of them, those another code version measured
 _BATCH = 500  # MLflow accepts up to 1,000 metrics per batch call and 100 params
 
 
@@ -262,10 +260,9 @@ def artifact_location(uri: str, experiment: str, configured: str | None) -> str 
     return None
 
 
-# The MLflow UI reads these experiment tags: its description, and which page an experiment opens on
-# (without a kind, MLflow 3 may open an experiment on its GenAI traces page, empty here).
-NOTE_TAG = "mlflow.note.content"
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+# The MLflow UI reads these experiment tags: its description (Tag.NOTE), and which page an experiment
+# opens on (without a kind, MLflow 3 may open an experiment on its GenAI traces page, empty here).
+KIND = "custom_model_development"
 
 
 _OLD_NOTE_START = "**ecopipe**: what ML inference costs the planet."  # the note before the view's link
@@ -285,7 +282,7 @@ artifacts hold the comparison tables (`summary.md`, `tables/`, `plots/`, `data/`
   hardware, and each energy source, *measured* or *ESTIMATE*), every figure with its band.
 - The `headline/` metrics carry their unit in their name (per 1,000 inferences: energy in J, CO2e in
   mg, water in mL), each energy-derived one with its band in `_low` / `_high`; the tag
-  `{FIGURES_TAG}` says what the figures are (*measured*, *ESTIMATE* or *SIMULATED*).
+  `{Tag.FIGURES}` says what the figures are (*measured*, *ESTIMATE* or *SIMULATED*).
 - ESS is effective parameters (millions) per g CO2e: it rewards size. Compare it only between runs
   of one task and data set.
 - The System metrics tab of a run plots its power (an estimate, named so, where the machine has no
@@ -299,9 +296,9 @@ def ensure_experiment(client: MlflowClient, uri: str, name: str, artifacts: str 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         experiment_id = client.create_experiment(
-            name, artifact_location=artifact_location(uri, name, artifacts), tags={KIND_TAG: KIND}
+            name, artifact_location=artifact_location(uri, name, artifacts), tags={Tag.EXPERIMENT_KIND: KIND}
         )
-        client.set_experiment_tag(experiment_id, NOTE_TAG, experiment_description(experiment_id))
+        client.set_experiment_tag(experiment_id, Tag.NOTE, experiment_description(experiment_id))
         seed_view(client, experiment_id, {})
         return experiment_id
     if artifacts and experiment.artifact_location.rstrip("/") != artifacts.rstrip("/"):
@@ -309,7 +306,7 @@ def ensure_experiment(client: MlflowClient, uri: str, name: str, artifacts: str 
             "tracking.artifact_location=%s, but experiment %r keeps its artifacts in %s (set when it was "
             "created; MLflow cannot move them)", artifacts, name, experiment.artifact_location,
         )  # fmt: skip
-    described = {KIND_TAG: KIND, NOTE_TAG: experiment_description(experiment.experiment_id)}
+    described = {Tag.EXPERIMENT_KIND: KIND, Tag.NOTE: experiment_description(experiment.experiment_id)}
     for key, value in described.items():
         # Missing (an experiment made by an older ecopipe), or ecopipe's own older note: written anew;
         # a user's own note stays.
@@ -382,10 +379,10 @@ def finished_run_with_hash(client: MlflowClient, experiment: str, digest: str, h
     """
     assert re.fullmatch(r"[0-9a-f]+", digest), digest
     candidates = search_all(  # every page: runs planted by the thousand must not push this user's out
-        client, [experiment], f"tags.`ecopipe.config_hash` = '{digest}' and attributes.status = 'FINISHED'"
+        client, [experiment], f"tags.`{Tag.CONFIG_HASH}` = '{digest}' and attributes.status = 'FINISHED'"
     )
     candidates.sort(key=lambda run: run.info.start_time or 0, reverse=True)
-    mine = [r for r in candidates if r.data.tags.get("ecopipe.hardware_detected") == hardware and vouched(r)]
+    mine = [r for r in candidates if r.data.tags.get(Tag.HARDWARE_DETECTED) == hardware and vouched(r)]
     same_code = [r for r in mine if measured_by(r) == code_version()]
     return (same_code or mine or [None])[0]
 
@@ -412,19 +409,19 @@ def link_reused_run(client: MlflowClient, run: Run, name: str) -> None:
     sweep's tables hold every point of its grid and say which were reused, and by which code."""
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
-        client.set_tag(parent, f"{REUSED_TAG_PREFIX}{run.info.run_id}", name)
+        client.set_tag(parent, TagFamily.REUSED.of(run.info.run_id), name)
         if measured_by(run) != code_version():
-            client.set_tag(parent, f"{REUSED_OTHER_CODE_PREFIX}{run.info.run_id}", measured_by(run))
+            client.set_tag(parent, TagFamily.REUSED_OTHER_CODE.of(run.info.run_id), measured_by(run))
 
 
 def reused_runs(client: MlflowClient, parent_id: str) -> dict[str, str]:
     """The earlier runs a sweep reused: run id -> job name."""
-    return _tagged(client.get_run(parent_id).data.tags, REUSED_TAG_PREFIX)
+    return _tagged(client.get_run(parent_id).data.tags, TagFamily.REUSED)
 
 
 def reused_from_other_code(client: MlflowClient, parent_id: str) -> dict[str, str]:
     """The reused runs another code version measured: run id -> that version."""
-    return _tagged(client.get_run(parent_id).data.tags, REUSED_OTHER_CODE_PREFIX)
+    return _tagged(client.get_run(parent_id).data.tags, TagFamily.REUSED_OTHER_CODE)
 
 
 def _tagged(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
@@ -434,10 +431,10 @@ def _tagged(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
 def process_tags() -> dict[str, str]:
     me = psutil.Process()
     return {
-        "mlflow.user": current_user(),
-        "ecopipe.host": socket.gethostname(),
-        "ecopipe.pid": str(me.pid),
-        "ecopipe.pid_started": f"{me.create_time():.3f}",
+        Tag.USER: current_user(),
+        Tag.HOST: socket.gethostname(),
+        Tag.PID: str(me.pid),
+        Tag.PID_STARTED: f"{me.create_time():.3f}",
         **_process_space(),
     }
 
@@ -448,16 +445,16 @@ def _process_space() -> dict[str, str]:
     host share its boot but not its pids, and may share its host name)."""
     space = {}
     with contextlib.suppress(OSError):
-        space["ecopipe.boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        space[Tag.BOOT_ID] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     with contextlib.suppress(OSError):
-        space["ecopipe.pid_namespace"] = os.readlink("/proc/self/ns/pid")
+        space[Tag.PID_NAMESPACE] = os.readlink("/proc/self/ns/pid")
     return space
 
 
 def _process_alive(tags: Mapping[str, str]) -> bool:
     try:
-        process = psutil.Process(int(tags["ecopipe.pid"]))
-        same = abs(process.create_time() - float(tags["ecopipe.pid_started"])) < 1e-2  # not a reused pid
+        process = psutil.Process(int(tags[Tag.PID]))
+        same = abs(process.create_time() - float(tags[Tag.PID_STARTED])) < 1e-2  # not a reused pid
         return same and process.status() != psutil.STATUS_ZOMBIE  # killed, not yet reaped by its parent
     except (psutil.NoSuchProcess, KeyError, ValueError):
         return False
@@ -467,7 +464,7 @@ def running_jobs_of_sweep(client: MlflowClient, parent_id: str) -> list[Run]:
     """The sweep's job runs still RUNNING."""
     experiment = client.get_run(parent_id).info.experiment_id
     return search_all(
-        client, [experiment], f"tags.`ecopipe.sweep_id` = '{parent_id}' and attributes.status = 'RUNNING'"
+        client, [experiment], f"tags.`{Tag.SWEEP_ID}` = '{parent_id}' and attributes.status = 'RUNNING'"
     )
 
 
@@ -476,7 +473,7 @@ def _visible_from_here(tags: Mapping[str, str]) -> bool:
     recorded no boot or namespace, from an older ecopipe, cannot be judged)."""
     here = _process_space()
     return (
-        tags.get("ecopipe.host") == socket.gethostname()
+        tags.get(Tag.HOST) == socket.gethostname()
         and bool(here)
         and all(tags.get(key) == value for key, value in here.items())
     )
@@ -499,7 +496,7 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_h: float
     reaped = []
     for run in search_all(client, [experiment], "attributes.status = 'RUNNING'"):
         tags = run.data.tags
-        if tags.get("ecopipe.kind") == "sweep" and _process_alive(tags):
+        if tags.get(Tag.KIND) == SWEEP_KIND and _process_alive(tags):
             continue
         ended = slurm.job_ended(tags)  # SLURM knows about its jobs on every node
         if ended is not None:
@@ -509,14 +506,14 @@ def reap_dead_runs(client: MlflowClient, experiment: str, foreign_after_h: float
         else:
             dead = foreign_after_h is not None and now - run.info.start_time / 1000 > foreign_after_h * 3600
         if dead:
-            where = f"process {tags.get('ecopipe.pid')} on {tags.get('ecopipe.host')}"
+            where = f"process {tags.get(Tag.PID)} on {tags.get(Tag.HOST)}"
             if ended:
                 where += f" (SLURM job {tags[slurm.JOB_TAGS['SLURM_JOB_ID']]}, no longer running)"
             elif not _visible_from_here(tags):
                 where += f" (not seen from here; started over {foreign_after_h:g} h ago)"
             reason = f"{where} ended without closing its run"
             end_run(
-                client, run.info.run_id, f"killed: {reason} (SIGKILL or out of memory?)", "FAILED", "killed"
+                client, run.info.run_id, f"killed: {reason} (SIGKILL or out of memory?)", "FAILED", KILLED
             )
             reaped.append(run.info.run_id)
             log.warning("run %s marked FAILED: %s", run.info.run_id, reason)
@@ -544,10 +541,6 @@ def repeat_hash(cfg: DictConfig) -> str:
     return config_hash(cfg, REPEAT_KEYS)
 
 
-CODE_VERSION_TAG = "ecopipe.code_version"
-_OLD_COMMIT_TAG = "ecopipe.git_commit"  # what runs logged before the code version was
-
-
 @functools.cache
 def code_version() -> str:
     """The code that measures: the git commit of ecopipe's checkout, with a digest of its uncommitted
@@ -573,7 +566,7 @@ def code_version() -> str:
 def measured_by(run: Run) -> str:
     """The code version that measured a run ('unknown' for a run that logged none)."""
     tags = run.data.tags
-    return tags.get(CODE_VERSION_TAG) or (tags.get(_OLD_COMMIT_TAG, "")[:12] or "unknown")
+    return tags.get(Tag.CODE_VERSION) or (tags.get(Tag.OLD_COMMIT, "")[:12] or "unknown")
 
 
 class JobRun:
@@ -604,14 +597,14 @@ class JobRun:
 
     def set_description(self, markdown: str) -> None:
         """The note the MLflow UI shows on the run's page (Markdown)."""
-        self.client.set_tag(self.run_id, NOTE_TAG, redact(markdown))
+        self.client.set_tag(self.run_id, Tag.NOTE, redact(markdown))
 
     def log_system_metrics(self, samples: Any, started_at: float) -> None:
         """A trace (t_s plus one column per signal) as MLflow system metrics: `system/<column>`, one
         step per sample at its own time, which the run's System metrics tab plots."""
         start_ms = (started_at if math.isfinite(started_at) else time.time() - samples["t_s"].max()) * 1000
         items = [
-            Metric(f"system/{column}", float(value), int(start_ms + t * 1000), step)
+            Metric(MetricFamily.SYSTEM.of(column), float(value), int(start_ms + t * 1000), step)
             for column in samples.columns
             if column != "t_s" and pd.api.types.is_numeric_dtype(samples[column])
             for step, (t, value) in enumerate(zip(samples["t_s"], samples[column], strict=True))
@@ -625,7 +618,7 @@ class JobRun:
         digest of its configuration, so that two runs on one data set cut alike show one digest."""
         digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
         dataset = Dataset(name, digest, source_type="ecopipe", source=json.dumps({"source": redact(source)}))
-        context = InputTag(key="mlflow.data.context", value="eval")
+        context = InputTag(key=Tag.DATA_CONTEXT, value="eval")
         inputs = [DatasetInput(dataset, tags=[context])]
         # A sweep's jobs all log one data set, new to the experiment: their first writes can collide.
         _once_more_on_collision(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
@@ -671,7 +664,7 @@ def _tag_sweep_array(client: MlflowClient, parent: str, array_id: str) -> None:
 
 
 # The run list's Source column: what made the run (MLflow's fluent API would write the script's path).
-SOURCE_TAGS = {"mlflow.source.name": "ecopipe", "mlflow.source.type": "LOCAL"}
+SOURCE_TAGS = {Tag.SOURCE_NAME: "ecopipe", Tag.SOURCE_TYPE: "LOCAL"}
 
 
 def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> JobRun:
@@ -680,7 +673,7 @@ def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Job
     all_tags = dict(tags) | process_tags() | slurm.job_tags() | SOURCE_TAGS
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
-        all_tags |= {"mlflow.parentRunId": parent, "ecopipe.sweep_id": parent}
+        all_tags |= {Tag.PARENT_RUN: parent, Tag.SWEEP_ID: parent}
         if slurm.ARRAY_TAG in all_tags:  # the sweep's SLURM array, known once its first job runs
             _tag_sweep_array(client, parent, all_tags[slurm.ARRAY_TAG])
     run = client.create_run(
@@ -692,12 +685,10 @@ def open_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Job
 RECORDED_NOTE = "ecopipe: recorded as FAILED in MLflow run "
 
 
-def end_run(
-    client: MlflowClient, run_id: str, why: str, status: str = "KILLED", state: str = "killed"
-) -> None:
+def end_run(client: MlflowClient, run_id: str, why: str, status: str = "KILLED", state: str = KILLED) -> None:
     """End a run that did not finish, saying why: `ecopipe.error` (credentials redacted) and
     `ecopipe.status` (killed or failed), then its MLflow status, KILLED or FAILED."""
-    tags = [RunTag("ecopipe.error", redact(why)[:5000]), RunTag("ecopipe.status", state)]
+    tags = [RunTag(Tag.ERROR, redact(why)[:5000]), RunTag(Tag.STATUS, state)]
     client.log_batch(run_id, tags=tags)
     client.set_terminated(run_id, status=status)
 
@@ -727,7 +718,7 @@ def job_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, Any]) -> Iter
     except BaseException as error:
         fail_run(job, error)
         raise
-    if job.client.get_run(job.run_id).data.tags.get("ecopipe.status") == "killed":  # reaped while alive
-        job.client.delete_tag(job.run_id, "ecopipe.status")
-        job.client.delete_tag(job.run_id, "ecopipe.error")
+    if job.client.get_run(job.run_id).data.tags.get(Tag.STATUS) == KILLED:  # reaped while alive
+        job.client.delete_tag(job.run_id, Tag.STATUS)
+        job.client.delete_tag(job.run_id, Tag.ERROR)
     job.client.set_terminated(job.run_id, status="FINISHED")

@@ -17,8 +17,8 @@ import time
 from mlflow import MlflowClient
 
 from ecopipe.credentials import redact
+from ecopipe.names import Tag, TagFamily
 from ecopipe.report import (
-    FIGURES_TAG,
     HEADLINE_CO2E,
     HEADLINE_ENERGY,
     HEADLINE_ESS,
@@ -27,7 +27,7 @@ from ecopipe.report import (
 )
 
 VIEW_ID = "ecopipe-headline"
-VIEW_TAG = "mlflow.sharedViewState." + VIEW_ID
+VIEW_TAG = TagFamily.SHARED_VIEW.of(VIEW_ID)
 VIEW_NAME = "ecopipe: the headline figures"
 WRITER, VIEW_VERSION = "ecopipe", 1  # marks a view ecopipe wrote (the UI keeps only its own fields)
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` and `mlflow ui` serve a local store
@@ -42,13 +42,13 @@ HEADLINE_METRICS = (HEADLINE_ENERGY, HEADLINE_CO2E, HEADLINE_ESS, HEADLINE_WATER
 # Left to right, what a reader needs first: the answer, then what the figures are and on what.
 COLUMNS = (
     _key("attributes", "Description"),  # the compact answer: `12.7 mJ/1k est. · 2.6 µg CO2e/1k · ESS 250`
-    _key("tags", "ecopipe.dataset"),  # ESS compares only within one data set
+    _key("tags", Tag.DATASET),  # ESS compares only within one data set
     *(_key("metrics", m) for m in HEADLINE_METRICS[:3]),
-    _key("tags", FIGURES_TAG),  # measured, ESTIMATE or SIMULATED
-    _key("tags", "ecopipe.hardware"),
+    _key("tags", Tag.FIGURES),  # measured, ESTIMATE or SIMULATED
+    _key("tags", Tag.HARDWARE),
     *(_key("metrics", m) for m in HEADLINE_METRICS[3:]),
-    _key("tags", "energy_source.cpu"),
-    _key("tags", "energy_source.gpu"),
+    _key("tags", TagFamily.ENERGY_SOURCE.of("cpu")),
+    _key("tags", TagFamily.ENERGY_SOURCE.of("gpu")),
 )
 # Narrower columns cut the headers (`headline/co2e_r…`).
 COLUMN_WIDTHS = {_key("attributes", "Description"): 330} | {_key("metrics", m): 240 for m in HEADLINE_METRICS}

@@ -21,6 +21,7 @@ import pytest
 
 from ecopipe.config import ConfigError
 from ecopipe.job import run_job
+from ecopipe.names import Tag
 from tests.conftest import FAST, run_cli
 from tests.test_refusals import no_runs
 from tests.test_stops import LONG_WINDOW, ROOT, job_runs, start
@@ -74,7 +75,7 @@ def test_1_a_stop_to_a_parallel_sweeps_launcher_ends_every_job_run_killed(tmp_pa
     name = signal.Signals(signum).name
     for run in runs:
         assert run.info.status == "KILLED", (run.info.run_name, err[-3000:])
-        assert run.data.tags["ecopipe.error"] == f"stopped by {name}"
+        assert run.data.tags[Tag.ERROR] == f"stopped by {name}"
     for sampler in samplers:
         sampler.wait(timeout=30)
     assert list((tmp_path / "tmp").glob("ecopipe-trace-*")) == []
@@ -90,7 +91,7 @@ def test_2_a_sweep_whose_end_fails_exits_non_zero_and_ends_its_parent_failed(tmp
     errors = [line for line in done.stderr.splitlines() if line.startswith("ecopipe: error:")]
     assert len(errors) == 1 and errors[0].startswith("ecopipe: error: the sweep's end failed: ")
     (parent,) = parents(client)
-    assert parent.info.status == "FAILED" and "the sweep's end failed" in parent.data.tags["ecopipe.error"]
+    assert parent.info.status == "FAILED" and "the sweep's end failed" in parent.data.tags[Tag.ERROR]
     assert [r.info.status for r in runs_of(client, parent.info.run_id)] == ["FINISHED"]  # the job's kept
 
 
@@ -370,9 +371,9 @@ def test_13_a_resumed_sweep_says_which_reused_runs_other_code_measured_and_can_r
 ):
     assert sweep(tmp_path, store, "model=decision_tree").returncode == 0
     (earlier,) = runs_of(client, parents(client)[0].info.run_id)
-    this_version = earlier.data.tags["ecopipe.code_version"]
+    this_version = earlier.data.tags[Tag.CODE_VERSION]
     # As a run of an older ecopipe left it: measured before a fix to the measurement.
-    client.set_tag(earlier.info.run_id, "ecopipe.code_version", "0123456789ab")
+    client.set_tag(earlier.info.run_id, Tag.CODE_VERSION, "0123456789ab")
     again = sweep(tmp_path, store, "model=decision_tree")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "1 reused (measured earlier, 1 of them by another code version" in again.stdout
@@ -385,7 +386,7 @@ def test_13_a_resumed_sweep_says_which_reused_runs_other_code_measured_and_can_r
     remeasured = sweep(tmp_path, store, "model=decision_tree", "rerun_other_version=true")
     assert remeasured.returncode == 0, remeasured.stderr[-3000:]
     (new,) = runs_of(client, parents(client)[-1].info.run_id)
-    assert new.data.tags["ecopipe.code_version"] == this_version
+    assert new.data.tags[Tag.CODE_VERSION] == this_version
     last = sweep(tmp_path, store, "model=decision_tree", "rerun_other_version=true")
     assert last.returncode == 0 and "another code version" not in last.stdout
     parent = parents(client)[-1]

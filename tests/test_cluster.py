@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from ecopipe.aggregate import aggregate
 from ecopipe.credentials import redact
+from ecopipe.names import Tag
 from ecopipe.tracking import JobRun
 from tests.conftest import FAST
 
@@ -107,7 +108,7 @@ def jobs_of(client: MlflowClient, experiment: str, parent_id: str | None = None)
     exp = client.get_experiment_by_name(experiment).experiment_id
     where = f"tags.`ecopipe.sweep_id` = '{parent_id}'" if parent_id else ""
     runs = client.search_runs([exp], where, max_results=1000)
-    return runs if parent_id else [r for r in runs if r.data.tags.get("ecopipe.kind") != "sweep"]
+    return runs if parent_id else [r for r in runs if r.data.tags.get(Tag.KIND) != "sweep"]
 
 
 def sacct(array_id: str) -> pd.DataFrame:
@@ -167,13 +168,13 @@ def test_slurm_sweep_into_the_postgresql_server(tmp_path, server, experiment):
     children = jobs_of(client, experiment, parent.info.run_id)
     assert parent.info.status == "FINISHED" and len(children) == 4
     assert all(r.info.status == "FINISHED" for r in children)
-    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    array = parent.data.tags["ecopipe.slurm_array_job_id"]
-    assert {r.data.tags["ecopipe.slurm_array_job_id"] for r in children} == {array}
+    assert {r.data.tags[Tag.PARENT_RUN] for r in children} == {parent.info.run_id}
+    array = parent.data.tags[Tag.SLURM_ARRAY_JOB_ID]
+    assert {r.data.tags[Tag.SLURM_ARRAY_JOB_ID] for r in children} == {array}
     # SLURM's accounting agrees: four jobs COMPLETED, the ones the runs name, one at a time (--exclusive).
     acct = sacct(array)
     assert set(acct["state"]) == {"COMPLETED"}
-    assert sorted(acct["job_id"]) == sorted(r.data.tags["ecopipe.slurm_job_id"] for r in children)
+    assert sorted(acct["job_id"]) == sorted(r.data.tags[Tag.SLURM_JOB_ID] for r in children)
     assert most_at_once(acct) == 1
     # The sweep's tables were built from the server; the direct PostgreSQL reader reads what search_runs does.
     assert list((tmp_path / "multirun" / "aggregate").rglob("*.csv"))
@@ -204,9 +205,9 @@ def test_failing_job_on_a_node_is_recorded_and_counted(tmp_path, server, experim
     children = jobs_of(client, experiment, parent.info.run_id)
     assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED"]
     failed = next(r for r in children if r.info.status == "FAILED")
-    assert "max_iter" in failed.data.tags["ecopipe.error"]
-    assert failed.data.tags["ecopipe.slurm_job_id"] in set(
-        sacct(parent.data.tags["ecopipe.slurm_array_job_id"])["job_id"]
+    assert "max_iter" in failed.data.tags[Tag.ERROR]
+    assert failed.data.tags[Tag.SLURM_JOB_ID] in set(
+        sacct(parent.data.tags[Tag.SLURM_ARRAY_JOB_ID])["job_id"]
     )
     assert parent.info.status == "FAILED" and parent.data.metrics["jobs_failed"] == 1
 
@@ -228,13 +229,11 @@ def test_resume_after_scancel(tmp_path, server, experiment):
             "a running job",
         )
         tags = victim.data.tags  # SLURM 22.05 cancels an array's task by its array_task name only
-        subprocess.run(
-            ["scancel", f"{tags['ecopipe.slurm_array_job_id']}_{tags['ecopipe.slurm_array_task_id']}"]
-        )
+        subprocess.run(["scancel", f"{tags[Tag.SLURM_ARRAY_JOB_ID]}_{tags[Tag.SLURM_ARRAY_TASK_ID]}"])
         first.wait(timeout=600)
     finally:
         first.kill()
-    array = victim.data.tags["ecopipe.slurm_array_job_id"]
+    array = victim.data.tags[Tag.SLURM_ARRAY_JOB_ID]
     wait_until(lambda: squeue_empty(array), 300, f"SLURM array {array} to end")
     assert sacct(array)["state"].str.startswith("CANCELLED").sum() == 1  # "CANCELLED by 0"
 
@@ -242,13 +241,13 @@ def test_resume_after_scancel(tmp_path, server, experiment):
     assert second.returncode == 0, second.stderr[-4000:]
     resumed = sweeps(client, experiment)[-1]
     (again,) = jobs_of(client, experiment, resumed.info.run_id)  # only the cancelled job ran again
-    assert again.data.tags["ecopipe.config_hash"] == victim.data.tags["ecopipe.config_hash"]
+    assert again.data.tags[Tag.CONFIG_HASH] == victim.data.tags[Tag.CONFIG_HASH]
     assert again.info.status == "FINISHED" and resumed.data.metrics["jobs_reused"] == 2
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "")
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert client.get_run(victim.info.run_id).info.status in ("FAILED", "KILLED")
     finished = {
-        r.data.tags["ecopipe.config_hash"] for r in jobs_of(client, experiment) if r.info.status == "FINISHED"
+        r.data.tags[Tag.CONFIG_HASH] for r in jobs_of(client, experiment) if r.info.status == "FINISHED"
     }
     assert len(finished) == 3
 
@@ -264,7 +263,7 @@ def test_sixteen_concurrent_jobs_lose_no_run(tmp_path, server, experiment):
     children = jobs_of(client, experiment, parent.info.run_id)
     assert len(children) == 16 and all(r.info.status == "FINISHED" for r in children)
     assert sorted(int(r.data.params["seed"]) for r in children) == list(range(16))
-    acct = sacct(parent.data.tags["ecopipe.slurm_array_job_id"])
+    acct = sacct(parent.data.tags[Tag.SLURM_ARRAY_JOB_ID])
     assert len(acct) == 16 and set(acct["state"]) == {"COMPLETED"}
     assert most_at_once(acct) > 2  # more jobs at once than the node has cores: they did overlap
 

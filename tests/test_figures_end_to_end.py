@@ -18,6 +18,7 @@ import statistics
 import pytest
 
 from ecopipe.job import run_job
+from ecopipe.names import Tag, TagFamily
 from ecopipe.reimpact import reimpact_run
 
 # ---------------------------------------------------------------- logged names, in one place
@@ -263,10 +264,10 @@ def test_every_headline_figure_by_hand(client, reported_as_h100, attribution, em
             net, rel=REL, abs=REL * gross[("energy_run", c)]
         )
     tags = run.data.tags
-    assert tags["ecopipe.attribution"] == attribution
-    assert tags["ecopipe.source.carbon_intensity"] == "override"
-    assert tags["energy_source.gpu"] == "fake" and tags["ecopipe.hardware_key"] == "h100"
-    assert tags["ecopipe.hardware"] == "NVIDIA H100 SXM 80GB (SIMULATED)"
+    assert tags[Tag.ATTRIBUTION] == attribution
+    assert tags[TagFamily.FACTOR_SOURCE.of("carbon_intensity")] == "override"
+    assert tags[TagFamily.ENERGY_SOURCE.of("gpu")] == "fake" and tags[Tag.HARDWARE_KEY] == "h100"
+    assert tags[Tag.HARDWARE] == "NVIDIA H100 SXM 80GB (SIMULATED)"
 
 
 def test_reimpact_with_each_override_by_hand(client, reported_as_h100):
@@ -277,7 +278,7 @@ def test_reimpact_with_each_override_by_hand(client, reported_as_h100):
 
     def reimpacted(*overrides: str) -> dict[str, float]:
         new = client.get_run(reimpact_run(client, run, list(overrides)))
-        assert new.data.tags["ecopipe.reimpact_of"] == run.info.run_id
+        assert new.data.tags[Tag.REIMPACT_OF] == run.info.run_id
         return new.data.metrics
 
     cases = [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ecopipe.names import Tag
 from ecopipe.workloads import hub
 from tests.conftest import FAST, run_cli
 
@@ -64,10 +65,10 @@ def test_sweep_of_pretrained_jobs_asks_the_hub_once(tmp_path, store, client, dow
     refusals = [line for line in (done.stdout + done.stderr).splitlines() if "job refused:" in line]
     assert len(refusals) == 3, done.stdout[-3000:] + done.stderr[-3000:]  # one line each
     experiment = client.get_experiment_by_name("ecopipe").experiment_id
-    jobs = [r for r in client.search_runs([experiment]) if "ecopipe.kind" not in r.data.tags]
+    jobs = [r for r in client.search_runs([experiment]) if Tag.KIND not in r.data.tags]
     assert len(jobs) == 3 and {r.info.status for r in jobs} == {"FAILED"}
     for run in jobs:
-        error = run.data.tags["ecopipe.error"]
+        error = run.data.tags[Tag.ERROR]
         assert "the hub is unreachable" in error and "answered HTTP 503; checked once" in error
         assert "HF_HUB_OFFLINE=1 is set" not in error  # it is not: the message says what happened
 

@@ -9,8 +9,9 @@ import pytest
 from ecopipe.config import Attribution, ImpactConfig, MonitorConfig
 from ecopipe.job import run_job
 from ecopipe.monitor.energy import EnergyMeter
+from ecopipe.names import Tag
 from ecopipe.reference import Factor
-from ecopipe.reimpact import REIMPACT_TAG, main, reimpact_run
+from ecopipe.reimpact import main, reimpact_run
 from ecopipe.report import energy_basis, inference_metrics
 from ecopipe.results import ModelFacts
 from ecopipe.sensors.fake import FakeGpuSensor
@@ -157,10 +158,10 @@ def test_reimpact_reproduces_and_moves(make_cfg, client):
         "co2e_g_per_hour",
     ):
         assert same.data.metrics[key] == pytest.approx(original.data.metrics[key], rel=1e-12), key
-    assert same.data.tags[REIMPACT_TAG] == original.info.run_id
+    assert same.data.tags[Tag.REIMPACT_OF] == original.info.run_id
     france = client.get_run(reimpact_run(client, original, ["region=FRA", "impact.attribution=net"]))
     m, o = france.data.metrics, original.data.metrics
-    assert france.data.params["region"] == "FRA" and france.data.tags["ecopipe.attribution"] == "net"
+    assert france.data.params["region"] == "FRA" and france.data.tags[Tag.ATTRIBUTION] == "net"
     # FRA: 44.18 g/kWh (Ember 2025, lifecycle); the PUE override travels with the run.
     expected = o["energy_per_1k_net_j"] / 3.6e6 * 1.3 * 44.18
     assert m["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-9)

@@ -15,6 +15,7 @@ import pytest
 from ecopipe.config import ConfigError
 from ecopipe.job import run_job
 from ecopipe.monitor.energy import machine_meter
+from ecopipe.names import Tag, TagFamily
 from ecopipe.reference import UnknownRegionError
 from ecopipe.sensors import discovery
 from ecopipe.sensors.base import Source
@@ -49,10 +50,10 @@ def test_default_job_end_to_end(make_cfg, client):
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
-    assert tags["energy_source.cpu"] == "estimated_specpower"
-    assert tags["energy_measured.cpu"] == "false"
-    assert tags["energy_source.gpu"] == "none" and metrics["energy_gross_j.gpu"] == 0
-    assert tags["ecopipe.region"] == "WORLD"
+    assert tags[TagFamily.ENERGY_SOURCE.of("cpu")] == "estimated_specpower"
+    assert tags[TagFamily.ENERGY_MEASURED.of("cpu")] == "false"
+    assert tags[TagFamily.ENERGY_SOURCE.of("gpu")] == "none" and metrics["energy_gross_j.gpu"] == 0
+    assert tags[Tag.REGION] == "WORLD"
     assert params["model.name"] == "logistic_regression" and params["dataset.name"] == "digits"
     assert metrics["quality.accuracy"] > 0.9  # a real model on real data
     # digits: 64 features x 10 classes + 10 intercepts, counted on the fitted estimator
@@ -83,7 +84,7 @@ def test_default_job_end_to_end(make_cfg, client):
         assert between(metrics[f"{phase}_energy_j"], metrics[f"{phase}_s"], idle[1], full[1] + ram_w), phase
 
     # CO2e, water and ESS from the job's energy by hand, with the published WORLD and tier factors.
-    assert tags["ecopipe.tier"] == "datacenter"  # a server CPU (EPYC, Xeon): this machine's, and CI's
+    assert tags[Tag.TIER] == "datacenter"  # a server CPU (EPYC, Xeon): this machine's, and CI's
     kwh = metrics["energy_per_1k_gross_j"] / 3.6e6
     co2e = kwh * DATACENTER_PUE * WORLD_G_PER_KWH
     water = kwh * DATACENTER_WUE_L_PER_KWH + kwh * DATACENTER_PUE * WORLD_EWIF_L_PER_KWH
@@ -97,7 +98,7 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     run = client.get_run(outcome.run_id)
     metrics, tags = run.data.metrics, run.data.tags
     # The run page's description is the summary, as a Markdown table.
-    note = tags["mlflow.note.content"]
+    note = tags[Tag.NOTE]
     assert note.splitlines()[2].startswith("on ")  # the hardware after the answer, no heading
     for row in ("| **energy** |", "| **CO2e** |", "| **water** |", "| **ESS** |", "| **quality** |"):
         assert row in note
@@ -130,20 +131,20 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
     assert trace["estimated_power_w.cpu"].tolist() == pytest.approx([p.value for p in power])
     # The experiment opens on its runs and says what it holds.
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert "headline/" in experiment.tags["mlflow.note.content"]
+    assert experiment.tags[Tag.EXPERIMENT_KIND] == "custom_model_development"
+    assert "headline/" in experiment.tags[Tag.NOTE]
     # Its description opens with the link to the saved view of the headline columns, whose every
     # column this run has, sorted by energy, and whose keys carry the backticks the UI needs.
-    view = json.loads(experiment.tags["mlflow.sharedViewState.ecopipe-headline"])
+    view = json.loads(experiment.tags[TagFamily.SHARED_VIEW.of("ecopipe-headline")])
     state = json.loads(view["state"])
     link = f"#/experiments/{run.info.experiment_id}/runs?viewStateShareKey=ecopipe-headline"
-    assert experiment.tags["mlflow.note.content"].startswith(f"**[Open the headline view]({link})**")
+    assert experiment.tags[Tag.NOTE].startswith(f"**[Open the headline view]({link})**")
     assert state["orderByKey"] == "metrics.`headline/energy_J_per_1k`" and state["orderByAsc"]
     for column in state["selectedColumns"]:
         kind, _, name = column.partition(".")
         assert name.startswith("`") and name.endswith("`"), column
         have = {"metrics": metrics, "tags": run.data.tags, "attributes": {"Description": 1}}[kind]
-        assert name.strip("`") in have or name.strip("`") == "energy_source.gpu", column
+        assert name.strip("`") in have or name.strip("`") == TagFamily.ENERGY_SOURCE.of("gpu"), column
     # The run list's Dataset and Source columns: the data set (its source, and a digest of its config)
     # and what made the run, not `-`.
     (entry,) = run.inputs.dataset_inputs
@@ -151,9 +152,9 @@ def test_the_mlflow_ui_gets_a_description_headline_metrics_and_system_metrics(ma
         "digits",
         {"source": "sklearn, split test"},
     )
-    assert run.data.tags["mlflow.source.name"] == "ecopipe"
+    assert run.data.tags[Tag.SOURCE_NAME] == "ecopipe"
     # The run list's Description column shows the note's first characters: the compact answer.
-    first = run.data.tags["mlflow.note.content"].splitlines()[0]
+    first = run.data.tags[Tag.NOTE].splitlines()[0]
     energy = eng(metrics["energy_it_j_per_1k"], "J", 3)
     co2e, ess = eng(metrics["co2e_g_per_1k"], "g", 3), metrics["ess"]
     shown_ess = f"{ess:,.0f}" if ess >= 1000 else f"{ess:.3g}"
@@ -169,9 +170,9 @@ def test_an_estimate_carries_its_band_and_its_name_everywhere(make_cfg, client, 
     outcome = run_job(make_cfg())
     run = client.get_run(outcome.run_id)
     metrics, tags = run.data.metrics, run.data.tags
-    assert tags["ecopipe.figures"] == "ESTIMATE"
-    assert tags["hardware.cpu_microarch_identified_by"] in ("name", "table", "flags", "unknown")
-    assert tags["hardware.cpu_microarch"] == (cpu_power().identity.microarch or "unknown")
+    assert tags[Tag.FIGURES] == "ESTIMATE"
+    assert tags[Tag.CPU_MICROARCH_HOW] in ("name", "table", "flags", "unknown")
+    assert tags[Tag.CPU_MICROARCH] == (cpu_power().identity.microarch or "unknown")
     headline = ("energy_J_per_1k", "co2e_mg_per_1k", "water_mL_per_1k")
     for name in headline:
         low, point, high = (metrics[f"headline/{name}{end}"] for end in ("_low", "", "_high"))
@@ -197,10 +198,10 @@ def test_an_estimate_carries_its_band_and_its_name_everywhere(make_cfg, client, 
         assert ", ESTIMATE" in lines[key], lines[key]
     for key in ("energy", "CO2e", "water"):
         assert "–" in lines[key], lines[key]  # the band
-    for text in (outcome.summary, tags["mlflow.note.content"]):
+    for text in (outcome.summary, tags[Tag.NOTE]):
         assert not re.search(r"\bmeasured\b", text, re.IGNORECASE), text
     result = aggregate(store, "ecopipe")
-    hardware = tags["ecopipe.hardware"]
+    hardware = tags[Tag.HARDWARE]
     assert result.tables["energy_gross_low"].loc[0, hardware] == metrics["energy_per_1k_gross_j_low"]
     summary_md = render_summary(result)
     assert "| energy source |  | estimated_specpower+estimated_rss |" in summary_md
@@ -220,8 +221,8 @@ def test_a_gpu_profile_on_a_cpu_job_is_the_simulated_gpus_and_says_so(make_cfg, 
     as_h100 = ("hardware=h100", "hardware.device=cpu")
     outcome = run_job(make_cfg(*as_h100, "monitor.fake_gpu_watts=300"))
     tags = client.get_run(outcome.run_id).data.tags
-    assert tags["ecopipe.hardware"] == "NVIDIA H100 SXM 80GB (SIMULATED)"
-    assert (tags["ecopipe.hardware_key"], tags["energy_source.gpu"]) == ("h100", "fake")
+    assert tags[Tag.HARDWARE] == "NVIDIA H100 SXM 80GB (SIMULATED)"
+    assert (tags[Tag.HARDWARE_KEY], tags[TagFamily.ENERGY_SOURCE.of("gpu")]) == ("h100", "fake")
     assert " on NVIDIA H100 SXM 80GB (SIMULATED) (cpu, tier datacenter)" in outcome.summary.splitlines()[0]
     # Without a simulated GPU, the CPU's energy would be filed under an H100: refused, and no run.
     with pytest.raises(ConfigError, match="is a GPU profile, but this job runs on the CPU"):
@@ -238,8 +239,14 @@ def test_monitor_rapl_false_estimates_beside_a_readable_rapl(make_cfg, client, m
     meter.close()
     outcome = run_job(make_cfg("monitor.rapl=false"))
     tags = client.get_run(outcome.run_id).data.tags
-    assert (tags["energy_source.cpu"], tags["energy_source.ram"]) == ("estimated_specpower", "estimated_rss")
-    assert (tags["energy_set_aside.cpu"], tags["energy_set_aside.ram"]) == ("rapl", "rapl")
+    assert (tags[TagFamily.ENERGY_SOURCE.of("cpu")], tags[TagFamily.ENERGY_SOURCE.of("ram")]) == (
+        "estimated_specpower",
+        "estimated_rss",
+    )
+    assert (tags[TagFamily.ENERGY_SET_ASIDE.of("cpu")], tags[TagFamily.ENERGY_SET_ASIDE.of("ram")]) == (
+        "rapl",
+        "rapl",
+    )
     assert "cpu estimated_specpower (ESTIMATE: rapl set aside on request)" in outcome.summary
 
 
@@ -279,11 +286,11 @@ def test_rapl_charges_the_job_its_share_and_logs_the_whole_machine(make_cfg, cli
         shared = run_job(make_cfg())
         whole = run_job(make_cfg("monitor.rapl_attribution=whole_machine", "seed=1"))
     run = client.get_run(shared.run_id).data
-    assert (run.tags["energy_source.cpu"], run.tags["energy_source.ram"]) == (
+    assert (run.tags[TagFamily.ENERGY_SOURCE.of("cpu")], run.tags[TagFamily.ENERGY_SOURCE.of("ram")]) == (
         "rapl_job_share",
         "rapl_job_share",
     )
-    assert run.tags["energy_measured.cpu"] == "true" and run.tags["ecopipe.figures"] == "measured"
+    assert run.tags[TagFamily.ENERGY_MEASURED.of("cpu")] == "true" and run.tags[Tag.FIGURES] == "measured"
     share, metrics = run.metrics["job_cpu_share"], run.metrics
     assert 0 < share <= 1
     # The job's gross CPU energy is its share of the whole package's, trial by trial.
@@ -299,7 +306,7 @@ def test_rapl_charges_the_job_its_share_and_logs_the_whole_machine(make_cfg, cli
     )
     assert "cpu rapl_job_share" in shared.summary
     other = client.get_run(whole.run_id).data
-    assert other.tags["energy_source.cpu"] == "rapl" and "job_cpu_share" not in other.metrics
+    assert other.tags[TagFamily.ENERGY_SOURCE.of("cpu")] == "rapl" and "job_cpu_share" not in other.metrics
     assert "energy_machine_j.cpu" not in other.metrics and "attribution" not in whole.summary
 
 
@@ -332,7 +339,7 @@ def test_failure_after_start_marks_run_failed_and_keeps_measurements(make_cfg, c
         run_job(make_cfg())
     (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
     assert run.info.status == "FAILED"
-    assert "impact exploded" in run.data.tags["ecopipe.error"]
+    assert "impact exploded" in run.data.tags[Tag.ERROR]
     # Measured before the failure, kept: the window's CPU estimate, between its idle and full figures.
     metrics, coefficients, threads = run.data.metrics, cpu_power().coefficients, visible_cpus().count
     idle, full = coefficients.idle_w[1] * threads, coefficients.full_w[1] * threads
@@ -399,7 +406,7 @@ def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeyp
     with pytest.raises(MemoryError):
         run_job(make_cfg())
     (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
-    assert run.info.status == "FAILED" and "trial 2" in run.data.tags["ecopipe.error"]
+    assert run.info.status == "FAILED" and "trial 2" in run.data.tags[Tag.ERROR]
     metrics = run.data.metrics
     (load, fit), (idle_window,), ((first, _, _),) = windows, idle, trials
     power = idle_window.window.power
@@ -425,10 +432,19 @@ def test_failure_mid_measurement_keeps_finished_phases(make_cfg, client, monkeyp
     assert not any(k.startswith(("energy_per_1k", "energy_gross_j", "co2e", "ess")) for k in metrics)
     # The kept figures say how they were obtained: the meter's sources are tagged before measuring.
     tags = run.data.tags
-    assert tags["energy_source.gpu"] == "none" and tags["energy_measured.gpu"] == "false"
-    assert tags["energy_source.cpu"] in ("rapl", "estimated_specpower")
-    assert tags["energy_measured.cpu"] == str(tags["energy_source.cpu"] == "rapl").lower()
-    assert tags["energy_source.ram"] in ("rapl", "estimated_rss") and "energy_method.cpu" in tags
+    assert (
+        tags[TagFamily.ENERGY_SOURCE.of("gpu")] == "none"
+        and tags[TagFamily.ENERGY_MEASURED.of("gpu")] == "false"
+    )
+    assert tags[TagFamily.ENERGY_SOURCE.of("cpu")] in ("rapl", "estimated_specpower")
+    assert (
+        tags[TagFamily.ENERGY_MEASURED.of("cpu")]
+        == str(tags[TagFamily.ENERGY_SOURCE.of("cpu")] == "rapl").lower()
+    )
+    assert (
+        tags[TagFamily.ENERGY_SOURCE.of("ram")] in ("rapl", "estimated_rss")
+        and TagFamily.ENERGY_METHOD.of("cpu") in tags
+    )
 
 
 def test_run_names_tell_different_configs_apart_and_keep_repeats_together(make_cfg, client):
@@ -441,7 +457,7 @@ def test_run_names_tell_different_configs_apart_and_keep_repeats_together(make_c
     names = [client.get_run(o.run_id).info.run_name for o in (first, other, seed)]
     assert all(re.fullmatch(r"logistic_regression-digits-fp32-bs64-[0-9a-f]{6}", n) for n in names)
     assert names[0] != names[1] and names[0] == names[2]
-    hashes = [client.get_run(o.run_id).data.tags["ecopipe.config_hash"] for o in (first, seed)]
+    hashes = [client.get_run(o.run_id).data.tags[Tag.CONFIG_HASH] for o in (first, seed)]
     assert hashes[0] != hashes[1]  # a seed is still its own config for resuming sweeps
 
 
@@ -462,23 +478,23 @@ def test_the_job_ends_with_its_run_and_how_to_open_it(store, tmp_path, client):
 def test_the_view_and_the_note_are_renewed_when_ecopipe_wrote_them_and_kept_when_a_user_did(client, store):
     """An experiment an older ecopipe made gets the view's link and the current view; a view or a note
     that a user wrote over them stays."""
-    from ecopipe.tracking import NOTE_TAG, ensure_experiment
+    from ecopipe.tracking import ensure_experiment
     from ecopipe.ui_view import VIEW_TAG, view_state
 
     old_note = "**ecopipe**: what ML inference costs the planet. One run per job (...)"
-    older = client.create_experiment("older", tags={NOTE_TAG: old_note})
+    older = client.create_experiment("older", tags={Tag.NOTE: old_note})
     stale = {"name": "ecopipe: the headline figures", "createdAt": 1, "state": "{}", "ecopipe": 0}
     client.set_experiment_tag(older, VIEW_TAG, json.dumps(stale))
     ensure_experiment(client, store, "older")
     tags = client.get_experiment(older).tags
-    assert tags[NOTE_TAG].startswith(
+    assert tags[Tag.NOTE].startswith(
         f"**[Open the headline view](#/experiments/{older}/runs?viewStateShareKey="
     )
     assert json.loads(json.loads(tags[VIEW_TAG])["state"]) == view_state()
     # The UI's "Override saved view" writes the user's own (no ecopipe mark); a user's note is theirs.
     users_view = json.dumps({"name": "mine", "createdAt": 2, "state": json.dumps({"selectedColumns": []})})
     client.set_experiment_tag(older, VIEW_TAG, users_view)
-    client.set_experiment_tag(older, NOTE_TAG, "my notes")
+    client.set_experiment_tag(older, Tag.NOTE, "my notes")
     ensure_experiment(client, store, "older")
     tags = client.get_experiment(older).tags
-    assert (tags[VIEW_TAG], tags[NOTE_TAG]) == (users_view, "my notes")
+    assert (tags[VIEW_TAG], tags[Tag.NOTE]) == (users_view, "my notes")

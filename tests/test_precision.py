@@ -14,6 +14,7 @@ from transformers.pytorch_utils import Conv1D
 
 from ecopipe.config import ConfigError
 from ecopipe.job import run_job
+from ecopipe.names import Tag
 from ecopipe.workloads.factory import build_workload
 from ecopipe.workloads.precision import DYNAMIC_INT8, check_kernels, conv1d_to_linear
 from tests.test_workloads_hf import IMAGES, TEXT, no_runs, run, tiny
@@ -34,7 +35,7 @@ def loaded(make_cfg, *overrides: str):
 def test_float_precisions_hold_their_dtype(make_cfg, client, precision, dtype):
     overrides = [*tiny("opt-125m"), *TEXT, f"precision={precision}"]
     metrics, tags = run(make_cfg, client, *overrides)
-    assert tags["ecopipe.dtype"] == str(dtype) and tags["ecopipe.precision"] == precision
+    assert tags[Tag.DTYPE] == str(dtype) and tags[Tag.PRECISION] == precision
     assert metrics["tokens_out"] == metrics["samples"] * 4
     workload = loaded(make_cfg, *overrides)
     assert {p.dtype for p in workload.model.parameters()} == {dtype}
@@ -61,7 +62,7 @@ def test_int8_on_cpu_quantises_every_linear_layer(make_cfg, client):
     assert facts.parameters == fp32.facts().parameters  # the original parameters, not the packed ones
 
     metrics, tags = run(make_cfg, client, *overrides)
-    assert tags["ecopipe.dtype"] == DYNAMIC_INT8
+    assert tags[Tag.DTYPE] == DYNAMIC_INT8
     assert metrics["tokens_out"] == metrics["samples"] * 4
     assert metrics["parameters"] == fp32.facts().parameters
 
@@ -77,7 +78,7 @@ def test_int8_gpt2_converts_conv1d_then_quantises(make_cfg, client):
     assert sum(isinstance(m, QUANTISED_LINEAR) for m in modules) == 2 * 4 + 1
     assert workload.facts().extra["conv1d_converted"] == 8
     metrics, tags = run(make_cfg, client, *overrides)
-    assert tags["ecopipe.dtype"] == DYNAMIC_INT8 and metrics["tokens_out"] == metrics["samples"] * 4
+    assert tags[Tag.DTYPE] == DYNAMIC_INT8 and metrics["tokens_out"] == metrics["samples"] * 4
 
 
 def test_conv1d_to_linear_computes_the_same_function():
@@ -146,7 +147,7 @@ def test_cuda_half_precision(make_cfg, client, precision, dtype):
     metrics, tags = run(
         make_cfg, client, *tiny("gpt2"), *TEXT, f"precision={precision}", "hardware.device=cuda"
     )
-    assert tags["ecopipe.dtype"] == str(dtype) and tags["ecopipe.device"] == "cuda:0"
+    assert tags[Tag.DTYPE] == str(dtype) and tags[Tag.DEVICE] == "cuda:0"
 
 
 @needs_cuda
@@ -175,7 +176,5 @@ def test_cuda_weight_only_quantisation_or_clear_refusal(make_cfg, client, precis
             run_job(make_cfg(*overrides))
         return
     _, tags = run(make_cfg, client, *overrides)
-    held = re.match(
-        rf"{precision} weight-only \(torchao, (\d+) of (\d+) linear layers\)", tags["ecopipe.dtype"]
-    )
-    assert held and 0 < int(held[1]) <= int(held[2]), tags["ecopipe.dtype"]
+    held = re.match(rf"{precision} weight-only \(torchao, (\d+) of (\d+) linear layers\)", tags[Tag.DTYPE])
+    assert held and 0 < int(held[1]) <= int(held[2]), tags[Tag.DTYPE]

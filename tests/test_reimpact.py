@@ -17,8 +17,9 @@ from mlflow.tracking import MlflowClient
 from bench.synthetic_store import synthetic_store
 from ecopipe import report, tracking
 from ecopipe.config import ConfigError
+from ecopipe.names import Tag, TagFamily
 from ecopipe.reference import resolve_region, tier_pue, tier_wue
-from ecopipe.reimpact import REIMPACT_TAG, main, reimpact_run
+from ecopipe.reimpact import main, reimpact_run
 
 FRA_G_PER_KWH = 44.18  # Ember 2025, lifecycle (ecopipe/data/grid_carbon_intensity.csv)
 EXPERIMENT = "ecopipe-bench"
@@ -34,7 +35,7 @@ def bench(tmp_path) -> tuple[str, MlflowClient]:
 def job_runs(client: MlflowClient) -> list:
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     runs = client.search_runs([experiment], "attributes.status = 'FINISHED'")
-    jobs = [r for r in runs if "ecopipe.kind" not in r.data.tags and REIMPACT_TAG not in r.data.tags]
+    jobs = [r for r in runs if Tag.KIND not in r.data.tags and Tag.REIMPACT_OF not in r.data.tags]
     return sorted(jobs, key=lambda r: r.info.start_time)
 
 
@@ -55,7 +56,7 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
     _, client = bench
     first = job_runs(client)[0]
     # The live-process tags a real job sets, which a re-impact must not carry (nor its config hash).
-    for key, value in {"ecopipe.host": "vm", "ecopipe.pid": "7", "ecopipe.pid_started": "1.0"}.items():
+    for key, value in {"ecopipe.host": "vm", Tag.PID: "7", Tag.PID_STARTED: "1.0"}.items():
         client.set_tag(first.info.run_id, key, value)
     original = client.get_run(first.info.run_id)
     o = original.data.metrics
@@ -71,10 +72,13 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
     assert france.info.run_name == f"{original.info.run_name}@FRA"
     assert france.info.status == "FINISHED"
     tags, params = france.data.tags, france.data.params
-    assert tags[REIMPACT_TAG] == original.info.run_id and tags["ecopipe.region"] == "FRA"
-    assert tags["ecopipe.source.carbon_intensity"] != "override" and tags["ecopipe.source.wue"] == "override"
-    assert not {"ecopipe.config_hash", "ecopipe.host", "ecopipe.pid", "ecopipe.pid_started"} & set(tags)
-    assert tags["ecopipe.model"] == original.data.tags["ecopipe.model"]
+    assert tags[Tag.REIMPACT_OF] == original.info.run_id and tags[Tag.REGION] == "FRA"
+    assert (
+        tags[TagFamily.FACTOR_SOURCE.of("carbon_intensity")] != "override"
+        and tags[TagFamily.FACTOR_SOURCE.of("wue")] == "override"
+    )
+    assert not {Tag.CONFIG_HASH, Tag.HOST, Tag.PID, Tag.PID_STARTED} & set(tags)
+    assert tags[Tag.MODEL] == original.data.tags[Tag.MODEL]
     assert params["region"] == "FRA" and params["impact.carbon_intensity"] == "None"
     assert params["impact.wue"] == "1.8" and params["model.name"] == original.data.params["model.name"]
     # Inference figures are copied; impact figures recomputed (never the original's, kept by mistake).
@@ -82,12 +86,12 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
         assert france.data.metrics[key] == o[key], key
     assert france.data.metrics["carbon_intensity_g_per_kwh"] == FRA_G_PER_KWH
     # The run list shows it like a job: its compact answer (France's CO2e) and its source.
-    answer = report.compact_answer(france.data.metrics, original.data.tags["ecopipe.figures"])
-    assert tags["mlflow.note.content"].startswith(f"{answer}\n\nRe-impact of run {original.info.run_id}")
-    assert tags["mlflow.source.name"] == "ecopipe"
+    answer = report.compact_answer(france.data.metrics, original.data.tags[Tag.FIGURES])
+    assert tags[Tag.NOTE].startswith(f"{answer}\n\nRe-impact of run {original.info.run_id}")
+    assert tags[Tag.SOURCE_NAME] == "ecopipe"
     # A re-impact of the re-impact with only a PUE keeps France: the run's region is a setting too.
     again = client.get_run(reimpact_run(client, france, ["impact.pue=1.2"]))
-    assert again.data.params["region"] == "FRA" and again.data.tags["ecopipe.region"] == "FRA"
+    assert again.data.params["region"] == "FRA" and again.data.tags[Tag.REGION] == "FRA"
     expected = o["energy_per_1k_gross_j"] / 3.6e6 * 1.2 * FRA_G_PER_KWH
     assert again.data.metrics["co2e_g_per_1k"] == pytest.approx(expected, rel=1e-12)
     # A zero-carbon grid: no ESS, and no headline ESS or band kept from the original by mistake.
@@ -111,13 +115,13 @@ def test_reimpact_takes_the_runs_tier_and_a_missing_region_is_the_world_grid(ben
         return tier_pue(tier).value, tier_wue(tier).value
 
     assert tier_factors("desktop") != tier_factors("datacenter")
-    client.set_tag(run_id, "ecopipe.tier", "desktop")
+    client.set_tag(run_id, Tag.TIER, "desktop")
     assert facility_factors() == tier_factors("desktop")
-    client.delete_tag(run_id, "ecopipe.tier")
+    client.delete_tag(run_id, Tag.TIER)
     assert facility_factors() == tier_factors("datacenter")
     regionless = copy_without(client, client.get_run(run_id), "region")
     world = client.get_run(reimpact_run(client, regionless, table_factors))
-    assert world.data.params["region"] == "WORLD" and world.data.tags["ecopipe.region"] == "WORLD"
+    assert world.data.params["region"] == "WORLD" and world.data.tags[Tag.REGION] == "WORLD"
     assert world.data.metrics["carbon_intensity_g_per_kwh"] == resolve_region("WORLD").carbon_intensity.value
 
 
@@ -157,10 +161,12 @@ def test_reimpact_cli_recomputes_every_finished_job_of_an_experiment_once(bench,
     assert main(["--experiment", EXPERIMENT, "--tracking-uri", uri, "impact.pue=1.2"]) == 0
     printed = capsys.readouterr().out.split()
     made = [client.get_run(run_id) for run_id in printed]
-    assert sorted(r.data.tags[REIMPACT_TAG] for r in made) == sorted(r.info.run_id for r in originals)
+    assert sorted(r.data.tags[Tag.REIMPACT_OF] for r in made) == sorted(r.info.run_id for r in originals)
     assert {r.data.params["impact.pue"] for r in made} == {"1.2"}
     assert main(["--run-id", originals[1].info.run_id, "--tracking-uri", uri, "region=FRA"]) == 0
-    assert client.get_run(capsys.readouterr().out.strip()).data.tags[REIMPACT_TAG] == originals[1].info.run_id
+    assert (
+        client.get_run(capsys.readouterr().out.strip()).data.tags[Tag.REIMPACT_OF] == originals[1].info.run_id
+    )
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
@@ -199,6 +205,6 @@ def test_reimpact_command_prints_the_new_run_and_logs_its_figures(bench, capsys,
     low, high = figures["co2e_g_per_1k_low"], figures["co2e_g_per_1k_high"]
     co2e = f"{figures['co2e_g_per_1k']:.4g} gCO2e ({low:.3g}-{high:.3g})"
     assert (
-        f"re-impact of {original} in FRA: {co2e} per 1,000 inferences, {new.data.tags['ecopipe.figures']}; "
+        f"re-impact of {original} in FRA: {co2e} per 1,000 inferences, {new.data.tags[Tag.FIGURES]}; "
         f"ESS {figures['ess']:.4g} (run {new.info.run_id})"
     ) in printed.err.splitlines()

@@ -19,6 +19,7 @@ from ecopipe.hardware import DeviceProfile
 from ecopipe.job import footprint_stages
 from ecopipe.monitor.energy import Energy, Power, Window, machine_meter
 from ecopipe.monitor.sampler import Trace
+from ecopipe.names import Tag, TagFamily
 from ecopipe.results import IdleBaseline, InferenceResult, ModelFacts, TrialResult
 from ecopipe.stages.ess import run_ess
 from ecopipe.stages.impact import resolve_factors, run_impact
@@ -239,49 +240,49 @@ def test_impact_ess_headline_and_tags_by_hand():
         "headline/accuracy",
     }
     assert report.impact_tags(impact) == {
-        "ecopipe.ess": "defined",
-        "ecopipe.region": "WORLD",
-        "ecopipe.region_name": factors.region_name,
-        "ecopipe.attribution": "net",
-        "ecopipe.carbon_basis": "override",
-        "ecopipe.carbon_year": "not stated",
-        "ecopipe.water_basis": "unknown",
-        "ecopipe.source.carbon_intensity": "override",
-        "ecopipe.source.pue": "override",
-        "ecopipe.source.wue": "override",
-        "ecopipe.source.ewif": "override",
+        Tag.ESS_STATUS: "defined",
+        Tag.REGION: "WORLD",
+        Tag.REGION_NAME: factors.region_name,
+        Tag.ATTRIBUTION: "net",
+        Tag.CARBON_BASIS: "override",
+        Tag.CARBON_YEAR: "not stated",
+        Tag.WATER_BASIS: "unknown",
+        TagFamily.FACTOR_SOURCE.of("carbon_intensity"): "override",
+        TagFamily.FACTOR_SOURCE.of("pue"): "override",
+        TagFamily.FACTOR_SOURCE.of("wue"): "override",
+        TagFamily.FACTOR_SOURCE.of("ewif"): "override",
     }
     # CO2e of zero (a zero-carbon grid): ESS not defined, and the tag says why.
     clean = run_impact(basis, resolve_factors(replace(FACTORS, carbon_intensity=0.0), "WORLD", "datacenter"))
-    assert report.impact_tags(clean)["ecopipe.ess"] == "not defined: net CO2e <= 0"
+    assert report.impact_tags(clean)[Tag.ESS_STATUS] == "not defined: net CO2e <= 0"
     assert "embodied_co2e_g_per_1k" not in report.impact_metrics(clean)
     assert "co2e_g_per_1k_tokens" not in report.impact_metrics(run_impact(replace(basis, tokens=0), factors))
 
 
 def test_source_tags_say_what_measured_each_component():
     assert report.source_tags(result()) == {
-        "energy_source.gpu": "nvml_counter",
-        "energy_source.cpu": "estimated_specpower",
-        "energy_source.ram": "estimated_rss",
-        "energy_complete": "true",
-        "energy_measured.gpu": "true",
-        "energy_measured.cpu": "false",
-        "energy_measured.ram": "false",
-        "energy_resolution_s.gpu": "0.1",
-        "energy_resolution_s.cpu": "0.01",
-        "energy_resolution_s.ram": "0",
-        "energy_method.cpu": "8 W share",
-        "energy_method.ram": "0.375 W/GB",
-        "ecopipe.net_negative": "false",
+        TagFamily.ENERGY_SOURCE.of("gpu"): "nvml_counter",
+        TagFamily.ENERGY_SOURCE.of("cpu"): "estimated_specpower",
+        TagFamily.ENERGY_SOURCE.of("ram"): "estimated_rss",
+        Tag.ENERGY_COMPLETE: "true",
+        TagFamily.ENERGY_MEASURED.of("gpu"): "true",
+        TagFamily.ENERGY_MEASURED.of("cpu"): "false",
+        TagFamily.ENERGY_MEASURED.of("ram"): "false",
+        TagFamily.ENERGY_RESOLUTION.of("gpu"): "0.1",
+        TagFamily.ENERGY_RESOLUTION.of("cpu"): "0.01",
+        TagFamily.ENERGY_RESOLUTION.of("ram"): "0",
+        TagFamily.ENERGY_METHOD.of("cpu"): "8 W share",
+        TagFamily.ENERGY_METHOD.of("ram"): "0.375 W/GB",
+        Tag.NET_NEGATIVE: "false",
     }
     # A CUDA job whose GPU has no sensor is incomplete; a CPU job without one is complete.
     blind = {"gpu": "none", "cpu": "rapl", "ram": "estimated_rss"}
-    assert report.source_tags(result(sources=blind))["energy_complete"] == "false"
-    assert report.source_tags(result(sources=blind, device="cpu"))["energy_complete"] == "true"
+    assert report.source_tags(result(sources=blind))[Tag.ENERGY_COMPLETE] == "false"
+    assert report.source_tags(result(sources=blind, device="cpu"))[Tag.ENERGY_COMPLETE] == "true"
     # Windows that drew less than idle are flagged; without a baseline there is no flag at all.
     low = result(baseline=IdleBaseline(Window(Power(200.0, 0.0, 0.0), 1.0), None))
-    assert report.source_tags(low)["ecopipe.net_negative"] == "true"
-    assert "ecopipe.net_negative" not in report.source_tags(result(baseline=None))
+    assert report.source_tags(low)[Tag.NET_NEGATIVE] == "true"
+    assert Tag.NET_NEGATIVE not in report.source_tags(result(baseline=None))
 
 
 PROFILE = DeviceProfile("h100", "NVIDIA H100 SXM 80GB", "NVIDIA H100", "datacenter", 700.0, None, "table")
@@ -440,12 +441,12 @@ def test_a_gpu_left_unmetered_says_why_in_tags_and_summary():
     """
     meter = machine_meter([], unmetered_gpu=UNMETERED_REASON)
     tags = report.meter_tags(meter, "cuda:0")
-    assert (tags["energy_source.gpu"], tags["energy_complete"]) == ("none", "false")
-    assert tags["energy_unmetered.gpu"] == UNMETERED_REASON
+    assert (tags[TagFamily.ENERGY_SOURCE.of("gpu")], tags[Tag.ENERGY_COMPLETE]) == ("none", "false")
+    assert tags[TagFamily.ENERGY_UNMETERED.of("gpu")] == UNMETERED_REASON
     assert not any(key.startswith("energy_set_aside.") for key in tags)
-    assert "energy_unmetered.gpu" not in report.meter_tags(machine_meter([]), "cuda:0")
+    assert TagFamily.ENERGY_UNMETERED.of("gpu") not in report.meter_tags(machine_meter([]), "cuda:0")
     blind = result(sources=meter.sources, measured=meter.measured, unmetered=meter.unmetered)
-    assert report.source_tags(blind)["energy_unmetered.gpu"] == UNMETERED_REASON
+    assert report.source_tags(blind)[TagFamily.ENERGY_UNMETERED.of("gpu")] == UNMETERED_REASON
     assert f"[gpu NOT MEASURED ({UNMETERED_REASON}: the total leaves the GPU out), cpu " in energy_line(blind)
 
 
@@ -457,8 +458,8 @@ def test_a_whole_gpu_counter_is_never_called_the_jobs_own():
         whole_gpu={"gpu": WHOLE_GPU_REASON},
     )
     assert whole.figures_label == "measured, WHOLE GPU"
-    assert report.result_tags(whole)[report.FIGURES_TAG] == "measured, WHOLE GPU"
-    assert report.source_tags(whole)["energy_whole_gpu.gpu"] == WHOLE_GPU_REASON
+    assert report.result_tags(whole)[Tag.FIGURES] == "measured, WHOLE GPU"
+    assert report.source_tags(whole)[TagFamily.ENERGY_WHOLE_GPU.of("gpu")] == WHOLE_GPU_REASON
     line = energy_line(whole)
     assert (
         f"[gpu nvml_counter_whole_gpu (the WHOLE GPU, not the job's own: {WHOLE_GPU_REASON}), cpu rapl"
@@ -479,7 +480,10 @@ def test_a_whole_gpu_counter_is_never_called_the_jobs_own():
 def test_rapl_set_aside_on_request_is_named_in_tags_and_summary():
     aside = result(set_aside={"cpu": "rapl", "ram": "rapl"})
     tags = report.source_tags(aside)
-    assert (tags["energy_set_aside.cpu"], tags["energy_set_aside.ram"]) == ("rapl", "rapl")
+    assert (tags[TagFamily.ENERGY_SET_ASIDE.of("cpu")], tags[TagFamily.ENERGY_SET_ASIDE.of("ram")]) == (
+        "rapl",
+        "rapl",
+    )
     assert (
         "[gpu nvml_counter, cpu estimated_specpower (ESTIMATE: rapl set aside on request), "
         "ram estimated_rss (ESTIMATE: rapl set aside on request)]" in energy_line(aside)

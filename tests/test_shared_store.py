@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from ecopipe.credentials import redact, split_credentials, strip_credentials
 from ecopipe.job import run_job
+from ecopipe.names import Tag
 from ecopipe.tracking import current_user
 from tests.conftest import FAST, mlflow_serving, run_cli
 
@@ -73,7 +74,7 @@ def test_30_1_to_3_a_password_in_the_uri_is_written_nowhere(tmp_path, mlflow_ser
     assert files_holding(SECRET, tmp_path, server_folder) == []
     client = MlflowClient(f"http://{address}")
     runs = client.search_runs([client.get_experiment_by_name("secrets").experiment_id])
-    jobs = [r for r in runs if r.data.tags.get("ecopipe.kind") != "sweep"]
+    jobs = [r for r in runs if r.data.tags.get(Tag.KIND) != "sweep"]
     assert len(jobs) == 3 and {r.info.status for r in jobs} == {"FINISHED"}  # the sweep reused seed 0
     assert {r.data.params["tracking.uri"] for r in jobs} == {f"http://{address}"}  # usable, and clean
 
@@ -225,7 +226,7 @@ def test_30_7_a_planted_run_is_not_reused_not_the_latest_and_not_in_the_future(c
     assert sweep(tmp_path, store, "model=decision_tree").returncode == 0
     mine_parent = parents(client)[0]
     (mine,) = runs_of(client, mine_parent.info.run_id)
-    assert mine.info.user_id == mine.data.tags["mlflow.user"] != "unknown"  # whose run it is, recorded
+    assert mine.info.user_id == mine.data.tags[Tag.USER] != "unknown"  # whose run it is, recorded
     # Mallory plants the same config with a thousandth of a millijoule, and a later sweep of her own.
     planted = plant(client, mine, tags={"mlflow.user": "mallory"}, metrics=tiny(mine))
     client.delete_run(mine.info.run_id)
@@ -285,7 +286,7 @@ def test_30_10_plots_stay_small_whatever_the_store_holds(make_cfg, client, store
             plant(
                 client,
                 run,
-                tags={"ecopipe.model": f"model {model}", "ecopipe.hardware": f"machine {machine}"},
+                tags={"ecopipe.model": f"model {model}", Tag.HARDWARE: f"machine {machine}"},
             )
     out = tmp_path / "tables"
     done = run_cli("--tracking-uri", store, "--experiment", "ecopipe", "--out", str(out), cwd=tmp_path,
@@ -302,7 +303,7 @@ def test_30_9_the_reaper_ends_only_runs_whose_process_it_knows_is_gone(make_cfg,
     run = client.get_run(run_job(make_cfg()).run_id)
     here = process_tags()
     two_days_ago = int((time.time() - 49 * 3600) * 1000)
-    gone = {**here, "ecopipe.pid": "999999999", "ecopipe.pid_started": "0"}  # no such pid here
+    gone = {**here, Tag.PID: "999999999", Tag.PID_STARTED: "0"}  # no such pid here
     runs = {
         "another host's, two days long": plant(client, run, tags={"ecopipe.host": "elsewhere"},
                                                start_ms=two_days_ago, running=True),
@@ -322,8 +323,8 @@ def test_30_9_the_reaper_ends_only_runs_whose_process_it_knows_is_gone(make_cfg,
     assert done.returncode == 2 and "-1 is not a positive number of hours" in done.stderr
     # A run marked FAILED while its job was alive ends FINISHED, without the reaper's words.
     with job_run(TrackingConfig(uri=store), "alive", {}) as alive:
-        alive.set_tags({"ecopipe.status": "killed", "ecopipe.error": "killed: process ended..."})
+        alive.set_tags({"ecopipe.status": "killed", Tag.ERROR: "killed: process ended..."})
         alive.client.set_terminated(alive.run_id, status="FAILED")
     ended = client.get_run(alive.run_id)
-    assert ended.info.status == "FINISHED" and "ecopipe.status" not in ended.data.tags
-    assert "ecopipe.error" not in ended.data.tags
+    assert ended.info.status == "FINISHED" and Tag.STATUS not in ended.data.tags
+    assert Tag.ERROR not in ended.data.tags

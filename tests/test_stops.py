@@ -14,6 +14,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ecopipe.names import Tag
 from tests.conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def test_signal_ends_the_run_killed_and_cleans_up(tmp_path, store, signum, group
     assert job.returncode == -signum, err[-3000:]  # the exit status says which signal stopped it
     (run,) = job_runs(store)
     name = signal.Signals(signum).name
-    assert run.info.status == "KILLED" and run.data.tags["ecopipe.error"] == f"stopped by {name}"
+    assert run.info.status == "KILLED" and run.data.tags[Tag.ERROR] == f"stopped by {name}"
     assert run.data.metrics["load_energy_j"] > 0  # what was measured before the stop is kept
     assert_nothing_left(sampler, tmp_path)
 
@@ -93,11 +94,11 @@ def test_signal_ends_the_sweep_and_its_parent_run_killed(tmp_path, store, signum
     _, err = sweep.communicate(timeout=120)
     assert sweep.returncode == -signum, err[-3000:]
     parent, child = job_runs(store)  # the second job never started
-    assert parent.data.tags["ecopipe.kind"] == "sweep"
+    assert parent.data.tags[Tag.KIND] == "sweep"
     for run in (parent, child):
         assert run.info.status == "KILLED"
-        assert run.data.tags["ecopipe.error"] == f"stopped by {signal.Signals(signum).name}"
-    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags[Tag.ERROR] == f"stopped by {signal.Signals(signum).name}"
+    assert child.data.tags[Tag.PARENT_RUN] == parent.info.run_id
     assert_nothing_left(sampler, tmp_path)
 
 

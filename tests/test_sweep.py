@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from ecopipe import slurm
 from ecopipe.config import CONFIG_DIR, ConfigError, TrackingConfig
 from ecopipe.job import run_job
+from ecopipe.names import Tag
 from ecopipe.sweep import _restrict_parallelism, sweep_size
 from ecopipe.tracking import PARENT_RUN_ENV, open_experiment, open_run, reap_dead_runs, sqlite_path
 from tests.conftest import FAST, run_cli
@@ -49,10 +50,10 @@ def parents(client: MlflowClient):
 def assert_in_its_cell(table: pd.DataFrame, run, metric: str) -> None:
     """The run's figure, unchanged, in its own cell: its model and data set's row, its hardware's column."""
     tags = run.data.tags
-    row = table[table["model"] == tags["ecopipe.model"]]
+    row = table[table["model"] == tags[Tag.MODEL]]
     if "dataset" in table:  # a column only where the sweep spans data sets
-        row = row[row["dataset"] == tags["ecopipe.dataset"]]
-    (cell,) = row[tags["ecopipe.hardware"]]
+        row = row[row["dataset"] == tags[Tag.DATASET]]
+    (cell,) = row[tags[Tag.HARDWARE]]
     assert cell == pytest.approx(run.data.metrics[metric], rel=1e-9), (run.info.run_id, metric)
 
 
@@ -63,7 +64,7 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     assert parent.info.status == "FINISHED"
     children = runs_of(client, parent.info.run_id)
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
-    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert {r.data.tags[Tag.PARENT_RUN] for r in children} == {parent.info.run_id}
     assert parent.data.metrics["jobs"] == 4 and parent.data.metrics["jobs_failed"] == 0
     assert "job 4 of 4" in done.stdout + done.stderr  # progress: which job of how many
     out = tmp_path / "multirun" / "aggregate"
@@ -80,7 +81,7 @@ def test_four_job_sweep_parent_children_and_aggregation(tmp_path, store, client)
     logged = client.download_artifacts(parent.info.run_id, "tables/ess.csv", str(tmp_path))
     pd.testing.assert_frame_equal(pd.read_csv(logged), table)
     # The run list's Description column reads the parent's note's start: plain words, not Markdown.
-    note = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    note = client.get_run(parent.info.run_id).data.tags[Tag.NOTE]
     assert note.splitlines()[0] == "sweep of 4 jobs: tables in its artifacts"
     # The sweep ends with its headline table (as summary.md has it) and the link to the saved view.
     summary = (out / "summary.md").read_text()
@@ -116,9 +117,9 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, client):
     children = runs_of(client, parent.info.run_id)
     statuses = sorted(r.info.status for r in children)
     assert statuses == ["FAILED", "FAILED", "FAILED", "FINISHED"]
-    errors = " ".join(r.data.tags.get("ecopipe.error", "") for r in children)
+    errors = " ".join(r.data.tags.get(Tag.ERROR, "") for r in children)
     assert "max_iter" in errors and "dataset.limit=0" in errors
-    failed_in_fit = next(r for r in children if "max_iter" in r.data.tags.get("ecopipe.error", ""))
+    failed_in_fit = next(r for r in children if "max_iter" in r.data.tags.get(Tag.ERROR, ""))
     assert failed_in_fit.data.params["model.params.max_iter"] == "-1"
 
 
@@ -180,7 +181,7 @@ def test_killed_job_is_marked_failed(tmp_path, store, client):
     experiment = client.get_experiment_by_name("ecopipe").experiment_id
     assert reap_dead_runs(client, experiment) == [run_id]
     run = client.get_run(run_id)
-    assert run.info.status == "FAILED" and "killed" in run.data.tags["ecopipe.error"]
+    assert run.info.status == "FAILED" and "killed" in run.data.tags[Tag.ERROR]
 
 
 @contextmanager
@@ -237,9 +238,9 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path, store, client):
     assert done.returncode == 0, done.stderr[-3000:]
     (parent,) = parents(client)
     children = runs_of(client, parent.info.run_id)
-    assert sorted(r.data.tags["ecopipe.model"] for r in children) == ["decision_tree", "logistic_regression"]
+    assert sorted(r.data.tags[Tag.MODEL] for r in children) == ["decision_tree", "logistic_regression"]
     assert all(r.info.status == "FINISHED" for r in children)
-    assert len({r.data.tags["ecopipe.pid"] for r in children} | {parent.data.tags["ecopipe.pid"]}) == 3
+    assert len({r.data.tags[Tag.PID] for r in children} | {parent.data.tags[Tag.PID]}) == 3
 
 
 def _sweep_config(*overrides: str):
@@ -303,7 +304,7 @@ def test_a_joblib_sweep_runs_one_job_at_a_time_unless_told_they_may_share(tmp_pa
     for parent, same_process in ((one_by_one, True), (side_by_side, False)):
         children = runs_of(client, parent.info.run_id)
         assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
-        in_sweep_process = [r.data.tags["ecopipe.pid"] == parent.data.tags["ecopipe.pid"] for r in children]
+        in_sweep_process = [r.data.tags[Tag.PID] == parent.data.tags[Tag.PID] for r in children]
         assert in_sweep_process == [same_process] * 2
 
 
@@ -323,8 +324,7 @@ def test_grid_skips_model_dataset_pairs_that_do_not_fit(tmp_path, store, client)
     assert done.returncode == 0, done.stderr[-3000:]
     (parent,) = parents(client)
     pairs = sorted(
-        (r.data.tags["ecopipe.model"], r.data.tags["ecopipe.dataset"])
-        for r in runs_of(client, parent.info.run_id)
+        (r.data.tags[Tag.MODEL], r.data.tags[Tag.DATASET]) for r in runs_of(client, parent.info.run_id)
     )
     assert pairs == [("logistic_regression", "digits"), ("ridge", "diabetes")]
     assert parent.data.metrics["jobs_skipped"] == 2 and parent.data.metrics["jobs_failed"] == 0
@@ -346,7 +346,7 @@ def test_no_artifact_or_param_holds_the_stores_absolute_path(tmp_path, store, cl
         assert files, run.info.run_name
         holding += [str(p) for p in files if path.encode() in p.read_bytes()]
         holding += [f"param {k}" for k, v in run.data.params.items() if path in v]
-        if "ecopipe.kind" not in run.data.tags:
+        if Tag.KIND not in run.data.tags:
             assert run.data.params["tracking.uri"] == "sqlite:///…/mlflow.db (a local file)"
     holding += [str(p) for p in (tmp_path / "multirun" / "aggregate").rglob("*") if p.is_file()
                 and path.encode() in p.read_bytes()]  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from ecopipe.names import Tag, TagFamily
 from tests.conftest import mlflow_serving, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -70,7 +71,7 @@ def screenshot(page: Page, name: str) -> None:
 
 def job_runs(client: MlflowClient) -> list:
     experiment = client.get_experiment_by_name("ecopipe").experiment_id
-    return [r for r in client.search_runs([experiment]) if "ecopipe.kind" not in r.data.tags]
+    return [r for r in client.search_runs([experiment]) if Tag.KIND not in r.data.tags]
 
 
 def test_the_experiments_link_opens_the_run_list_on_the_headline_figures(ui, browser):
@@ -90,7 +91,7 @@ def test_the_experiments_link_opens_the_run_list_on_the_headline_figures(ui, bro
     text = view.inner_text("body")
     assert "Sort: headline/energy_J_per_1k" in text
     for header in ("headline/energy_J_per_1k", "headline/co2e_mg_per_1k", "headline/ess_Mparams_per_gCO2e",
-                   "ecopipe.figures", "ecopipe.hardware"):  # fmt: skip
+                   Tag.FIGURES, Tag.HARDWARE):  # fmt: skip
         assert view.get_by_role("columnheader", name=header, exact=True).count() >= 1, header
     runs = sorted(job_runs(client), key=lambda r: r.data.metrics["headline/energy_J_per_1k"])
     assert len(runs) == 3
@@ -98,7 +99,7 @@ def test_the_experiments_link_opens_the_run_list_on_the_headline_figures(ui, bro
     positions = [text.index(run.info.run_name[:20]) for run in runs]
     assert positions == sorted(positions)
     for run in runs:
-        answer = run.data.tags["mlflow.note.content"].splitlines()[0]
+        answer = run.data.tags[Tag.NOTE].splitlines()[0]
         assert " mJ/1k est. · " in answer and " CO2e/1k · ESS " in answer, answer
         assert answer[:45] in text, answer  # the column shows a note's first 50 characters
         assert f"{run.data.metrics['headline/energy_J_per_1k']:g}" in text
@@ -112,7 +113,7 @@ def test_a_run_page_shows_its_answer_and_its_estimated_power(ui, browser):
     run = client.get_run(run_id)
     experiment = run.info.experiment_id
     browser.goto(f"{address}/#/experiments/{experiment}/runs/{run_id}")
-    answer = run.data.tags["mlflow.note.content"].splitlines()[0]
+    answer = run.data.tags[Tag.NOTE].splitlines()[0]
     browser.get_by_text(answer).first.wait_for(timeout=60_000)
     browser.get_by_text("per 1,000 inferences, ESTIMATE").first.scroll_into_view_if_needed()
     screenshot(browser, "run-page")
@@ -130,5 +131,5 @@ def test_the_view_is_the_one_the_job_wrote(ui):
     """What the browser opened is the experiment tag, unchanged by the UI (a view opened is not saved)."""
     _, client, _ = ui
     experiment = client.get_experiment_by_name("ecopipe")
-    state = json.loads(json.loads(experiment.tags["mlflow.sharedViewState.ecopipe-headline"])["state"])
+    state = json.loads(json.loads(experiment.tags[TagFamily.SHARED_VIEW.of("ecopipe-headline")])["state"])
     assert state["orderByKey"] == "metrics.`headline/energy_J_per_1k`"

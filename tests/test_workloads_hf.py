@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from ecopipe.config import CONFIG_DIR, ConfigError
 from ecopipe.job import run_job
+from ecopipe.names import Tag
 from ecopipe.workloads.factory import build_workload
 from ecopipe.workloads.loading import MODEL_CONFIG_DIR, resolve_source, skeleton
 from ecopipe.workloads.metrics import word_error_rate
@@ -96,7 +97,7 @@ def test_generation_random_weights_counts_tokens(make_cfg, client, model):
     assert samples > 0 and samples % 8 == 0  # whole passes over the 8 prompts
     assert metrics["tokens_in"] == samples * 16  # seq_len synthetic ids per prompt
     assert metrics["tokens_out"] == samples * 4  # exactly max_new_tokens: min = max, greedy
-    assert tags["ecopipe.dtype"] == "torch.float32" and tags["ecopipe.weights"] == "random"
+    assert tags[Tag.DTYPE] == "torch.float32" and tags[Tag.WEIGHTS] == "random"
     assert quality_keys(metrics) == set()
     assert metrics["parameters"] == shipped_tiny_parameters(model)
     assert metrics["co2e_g_per_1k_tokens"] > 0
@@ -174,7 +175,7 @@ def test_pretrained_directory_on_real_text_reports_perplexity(make_cfg, client, 
         "model.max_new_tokens=3",
     ]
     metrics, tags = run(make_cfg, client, "model=gpt2", f"model.hf_id={model_dir}", *real_text)
-    assert tags["ecopipe.weights"] == "pretrained"
+    assert tags[Tag.WEIGHTS] == "pretrained"
     assert metrics["tokens_out"] == metrics["samples"] * 3 and metrics["tokens_in"] > metrics["samples"]
     assert metrics["quality.perplexity"] == pytest.approx(reference_perplexity(model_dir, 12), rel=1e-4)
 
@@ -182,7 +183,7 @@ def test_pretrained_directory_on_real_text_reports_perplexity(make_cfg, client, 
     metrics, _ = run(make_cfg, client, "model=gpt2", f"model.hf_id={model_dir}", *TEXT)
     assert quality_keys(metrics) == set()
     metrics, tags = run(make_cfg, client, *tiny("gpt2"), *real_text)
-    assert quality_keys(metrics) == set() and tags["ecopipe.weights"] == "random"
+    assert quality_keys(metrics) == set() and tags[Tag.WEIGHTS] == "random"
     assert metrics["tokens_in"] > 0  # tokenised offline by the packaged WordPiece tokenizer
 
 
@@ -203,7 +204,7 @@ def test_compiled_engine_uses_static_cache_and_torch_compile(make_cfg, client):
 def test_image_classification_random_weights(make_cfg, client, model):
     metrics, tags = run(make_cfg, client, *tiny(model), *IMAGES)
     assert metrics["samples"] > 0 and metrics["samples"] % 8 == 0
-    assert quality_keys(metrics) == set() and tags["ecopipe.dtype"] == "torch.float32"
+    assert quality_keys(metrics) == set() and tags[Tag.DTYPE] == "torch.float32"
     assert metrics["parameters"] == shipped_tiny_parameters(model)
 
 
@@ -283,7 +284,7 @@ def test_speech_recognition_random_weights(make_cfg, client):
         "batch_size=2",
     )
     assert 0 < metrics["tokens_out"] <= metrics["samples"] * 3
-    assert quality_keys(metrics) == set() and tags["ecopipe.weights"] == "random"
+    assert quality_keys(metrics) == set() and tags[Tag.WEIGHTS] == "random"
 
 
 def test_word_error_rate_is_word_edit_distance():
@@ -310,7 +311,7 @@ def test_minilm_loads_real_weights_offline_from_the_package(make_cfg, client):
     metrics, tags = run(make_cfg, client, "model=all-MiniLM-L6-v2", *TEXT)
     assert metrics["parameters"] == 22_713_216  # counted on the model: BERT 6 x 384, vocab 30522
     assert metrics["tokens_in"] == metrics["samples"] * 16 and metrics["tokens_out"] == 0
-    assert tags["ecopipe.weights"] == "pretrained" and tags["ecopipe.dtype"] == "torch.float32"
+    assert tags[Tag.WEIGHTS] == "pretrained" and tags[Tag.DTYPE] == "torch.float32"
 
 
 def test_minilm_embeddings_match_sentence_transformers(make_cfg, tmp_path):

@@ -41,7 +41,12 @@ from bench.gpu.counter import (
     simulated_reader,
 )
 from ecopipe.monitor.settle import SETTLE_TOLERANCE, SETTLE_WINDOWS, settle
-from ecopipe.report import UNMETERED_TAG
+from ecopipe.names import Tag, TagFamily
+
+
+def _source(tags: dict[str, str], component: str) -> str | None:
+    """A job run's energy source for one component, as its tags say."""
+    return tags.get(TagFamily.ENERGY_SOURCE.of(component))
 
 
 def _counter_mj(ctx: Context) -> Callable[[], float]:
@@ -83,7 +88,7 @@ def counter(ctx: Context, result: StepResult) -> None:
         process.terminate()
         process.wait(timeout=10)
     field = trace_path.with_suffix(".field").read_text()
-    result.note(f"job run {run_id}; its GPU source: {tags.get('energy_source.gpu')}; power field: {field}")
+    result.note(f"job run {run_id}; its GPU source: {_source(tags, 'gpu')}; power field: {field}")
     trials = compare(
         pd.read_csv(trace_path),
         metric_history(ctx, run_id, "trial_start_unix_s"),
@@ -141,14 +146,14 @@ def idle(ctx: Context, result: StepResult) -> None:
 
 def headline(ctx: Context, result: StepResult) -> None:
     metrics, tags, _, cmd = run_job(ctx, f"model={ctx.shape.small}", f"precision={ctx.shape.float_precision}")
-    result.figure("weights hold", tags["ecopipe.dtype"], "", cmd)
+    result.figure("weights hold", tags[Tag.DTYPE], "", cmd)
     result.figure("energy per 1,000 tokens", metrics["energy_per_1k_tokens_gross_j"], "J")
     result.figure("tokens/s", metrics["tokens"] / metrics["window_s"], "tokens/s")
     result.note(
-        f"hardware {tags.get('ecopipe.hardware')}; energy sources: gpu {tags.get('energy_source.gpu')}, "
-        f"cpu {tags.get('energy_source.cpu')}, ram {tags.get('energy_source.ram')}"
+        f"hardware {tags.get(Tag.HARDWARE)}; energy sources: gpu {_source(tags, 'gpu')}, "
+        f"cpu {_source(tags, 'cpu')}, ram {_source(tags, 'ram')}"
     )
-    if why := tags.get(f"{UNMETERED_TAG}gpu"):
+    if why := tags.get(TagFamily.ENERGY_UNMETERED.of("gpu")):
         result.fail("GPU energy", f"not metered as the job's own: {why}")
 
 
@@ -164,7 +169,7 @@ def precisions(ctx: Context, result: StepResult) -> None:
         except Exception as error:  # one line each: the next precision still runs
             result.fail(precision, f"{type(error).__name__}: {error}")
             continue
-        result.figure(f"{precision}: weights hold", tags["ecopipe.dtype"], "", cmd)
+        result.figure(f"{precision}: weights hold", tags[Tag.DTYPE], "", cmd)
         result.figure(f"{precision}: energy per 1,000 tokens", metrics["energy_per_1k_tokens_gross_j"], "J")
 
 
@@ -269,7 +274,7 @@ def sweep(ctx: Context, result: StepResult) -> None:
     client = MlflowClient(ctx.store)
     experiment = client.get_experiment_by_name(SWEEP_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = [r for r in runs if Tag.PARENT_RUN in r.data.tags]
     finished = sum(r.info.status == "FINISHED" for r in children)
     tables = sorted(p.name for p in (folder / "aggregate").rglob("*.csv"))  # tables/, data/...
     result.figure("jobs FINISHED", f"{finished} of {len(children)}", "", command(args))
@@ -306,9 +311,7 @@ def rapl(ctx: Context, result: StepResult) -> None:
         metrics, tags, _, cmd = run_job(ctx, f"monitor.rapl={rapl_on}", base=base)
         per_1k[label] = metrics
         result.figure(f"{label}: CPU energy per 1,000 inferences", metrics[cpu], "J", cmd)
-        result.note(
-            f"{label}: cpu source {tags.get('energy_source.cpu')}, ram source {tags.get('energy_source.ram')}"
-        )
+        result.note(f"{label}: cpu source {_source(tags, 'cpu')}, ram source {_source(tags, 'ram')}")
     counter, estimate = per_1k["RAPL"], per_1k["estimate (RAPL hidden)"]
     result.figure("estimate / RAPL", estimate[cpu] / counter[cpu])
     low, high = estimate.get(f"{cpu}_low", estimate[cpu]), estimate.get(f"{cpu}_high", estimate[cpu])

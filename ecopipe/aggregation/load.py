@@ -31,58 +31,65 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.search_utils import SearchUtils
 from sqlalchemy import Engine, bindparam, create_engine, text
 
+from ecopipe import names
+from ecopipe.names import (
+    CO2E_PER_1K,
+    GROSS,
+    HIGH,
+    LOW,
+    NET,
+    SWEEP_KIND,
+    WATER_PER_1K,
+    Metric,
+    MetricFamily,
+    Param,
+    Tag,
+    TagFamily,
+)
 from ecopipe.tracking import search_all, sqlite_path
 
 log = logging.getLogger(__name__)
 
-METRICS = (
-    "energy_per_1k_gross_j",
-    "energy_per_1k_net_j",
-    "energy_per_1k_gross_ci95_j",
-    "energy_per_1k_net_ci95_j",
-    "energy_per_1k_tokens_gross_j",
-    "energy_per_1k_tokens_net_j",
-    "co2e_g_per_1k",
-    "co2e_ci95_g_per_1k",
-    "water_l_per_1k",
-    "ess",
-    "ess_run",
-    "throughput_per_s",
-    "window_s",
-    "samples",
-    "effective_parameters",
-    "carbon_intensity_g_per_kwh",
-    "pue",
-)
 # The tables' figures that carry a band (report.band_metrics), and the PUE's range: their ends too.
 BANDED = (
-    "energy_per_1k_gross_j",
-    "energy_per_1k_net_j",
-    "energy_per_1k_tokens_gross_j",
-    "energy_per_1k_tokens_net_j",
-    "co2e_g_per_1k",
-    "water_l_per_1k",
-    "ess",
-    "ess_run",
-    "pue",
+    names.energy_per_1k(GROSS),
+    names.energy_per_1k(NET),
+    names.energy_per_1k_tokens(GROSS),
+    names.energy_per_1k_tokens(NET),
+    CO2E_PER_1K,
+    WATER_PER_1K,
+    Metric.ESS,
+    Metric.ESS_RUN,
+    Metric.PUE,
 )
-METRICS += tuple(f"{name}{end}" for name in BANDED for end in ("_low", "_high"))
-METRIC_PREFIXES = ("quality.", "selection.")
+METRICS = (
+    *BANDED,
+    names.energy_per_1k_ci95(GROSS),
+    names.energy_per_1k_ci95(NET),
+    Metric.CO2E_CI95_PER_1K,
+    Metric.THROUGHPUT,
+    Metric.WINDOW_S,
+    Metric.SAMPLES,
+    Metric.EFFECTIVE_PARAMETERS,
+    Metric.CARBON_INTENSITY,
+    *(f"{name}{end}" for name in BANDED for end in (LOW, HIGH)),
+)
+METRIC_PREFIXES = (MetricFamily.QUALITY, MetricFamily.SELECTION)
 TAG_PREFIXES = (
-    "ecopipe.",
-    "energy_source.",
-    "energy_measured.",
-    "energy_unmetered.",
-    "energy_whole_gpu.",
-    "energy_fallback.",
+    names.NAMESPACE,  # every ecopipe tag: what the job ran, how its figures were obtained, its sweep
+    TagFamily.ENERGY_SOURCE,
+    TagFamily.ENERGY_MEASURED,
+    TagFamily.ENERGY_UNMETERED,
+    TagFamily.ENERGY_WHOLE_GPU,
+    TagFamily.ENERGY_FALLBACK,
 )
-TAGS = ("mlflow.parentRunId", "energy_complete")
-PARAMS = ("batch_size", "model.max_new_tokens")
+TAGS = (Tag.PARENT_RUN, Tag.ENERGY_COMPLETE)
+PARAMS = tuple(Param)
 RUN_COLUMNS = ("run_id", "run_name", "experiment_id", "status", "user_id", "start_time", "end_time")
-SWEEP_TAGS = ("ecopipe.sweep_id", "mlflow.parentRunId")
+SWEEP_TAGS = (Tag.SWEEP_ID, Tag.PARENT_RUN)
 # A job run, as tables.tidy takes it: an ecopipe model tag, not a sweep's parent. A re-impact counts
 # (it keeps the measured run's tags and params but not its config hash).
-JOB_TAG, KIND_TAG, SWEEP_KIND = "ecopipe.model", "ecopipe.kind", "sweep"
+JOB_TAG = Tag.MODEL
 
 
 def wanted_metric(key: str) -> bool:
@@ -237,7 +244,7 @@ def _telling_params(long: _Long) -> set[str]:
     """The param keys whose value differs among the FINISHED job runs, or that some of them lack."""
     tags = long.tags
     jobs = set(tags.loc[tags["key"] == JOB_TAG, "run_id"])
-    jobs -= set(tags.loc[(tags["key"] == KIND_TAG) & (tags["value"] == SWEEP_KIND), "run_id"])
+    jobs -= set(tags.loc[(tags["key"] == Tag.KIND) & (tags["value"] == SWEEP_KIND), "run_id"])
     jobs &= set(long.runs.loc[long.runs["status"] == "FINISHED", "run_id"])
     params = long.params[long.params["run_id"].isin(jobs)]
     counts = params.groupby("key")["value"].agg(["nunique", "size"])
@@ -358,7 +365,7 @@ def _read_sql(
         telling = query(
             f"SELECT key FROM params WHERE run_uuid IN ({jobs}) GROUP BY key HAVING COUNT(DISTINCT value) > 1"
             f" OR COUNT(*) < (SELECT COUNT(*) FROM runs WHERE run_uuid IN ({jobs}))",
-            {"job": JOB_TAG, "kind": KIND_TAG, "sweep_kind": SWEEP_KIND},
+            {"job": JOB_TAG, "kind": Tag.KIND, "sweep_kind": SWEEP_KIND},
             [],
         )
         params = long("params", "value", [*PARAMS, *filt.keys("parameter"), *telling["key"]], [])

@@ -31,32 +31,53 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ecopipe import names
 from ecopipe.config import Precision
 from ecopipe.monitor.stats import unresolved
+from ecopipe.names import (
+    CI95_HIGH,
+    CI95_LOW,
+    CO2E_PER_1K,
+    GROSS,
+    HIGH,
+    LOW,
+    NET,
+    SWEEP_KIND,
+    WATER_PER_1K,
+    WORKLOAD_ENGINE,
+    WORKLOAD_PHASE,
+    ArmMetric,
+    Metric,
+    MetricFamily,
+    Param,
+    Tag,
+    TagFamily,
+    arm_metric,
+)
 from ecopipe.report import HEADLINE_QUALITY
 from ecopipe.tracking import NOT_A_RESULT_KEYS, REPEAT_KEYS
 
 # Tags read into the tidy frame, by the column name they get there.
 _TAG_COLUMNS = {
-    "model": "ecopipe.model",
-    "dataset": "ecopipe.dataset",
-    "precision": "ecopipe.precision",
-    "strategy": "ecopipe.strategy",
-    "engine": "ecopipe.workload.engine",
-    "phase": "ecopipe.workload.phase",
-    "weights": "ecopipe.weights",
-    "region": "ecopipe.region",
-    "attribution": "ecopipe.attribution",
-    "hardware": "ecopipe.hardware",
-    "hardware_key": "ecopipe.hardware_key",
-    "config_hash": "ecopipe.config_hash",
-    "error": "ecopipe.error",
-    "reimpact_of": "ecopipe.reimpact_of",
-    "ess_status": "ecopipe.ess",
-    "figures": "ecopipe.figures",
-    "carbon_basis": "ecopipe.carbon_basis",
-    "carbon_year": "ecopipe.carbon_year",
-    "water_basis": "ecopipe.water_basis",
+    "model": Tag.MODEL,
+    "dataset": Tag.DATASET,
+    "precision": Tag.PRECISION,
+    "strategy": Tag.STRATEGY,
+    "engine": WORKLOAD_ENGINE,
+    "phase": WORKLOAD_PHASE,
+    "weights": Tag.WEIGHTS,
+    "region": Tag.REGION,
+    "attribution": Tag.ATTRIBUTION,
+    "hardware": Tag.HARDWARE,
+    "hardware_key": Tag.HARDWARE_KEY,
+    "config_hash": Tag.CONFIG_HASH,
+    "error": Tag.ERROR,
+    "reimpact_of": Tag.REIMPACT_OF,
+    "ess_status": Tag.ESS_STATUS,
+    "figures": Tag.FIGURES,
+    "carbon_basis": Tag.CARBON_BASIS,
+    "carbon_year": Tag.CARBON_YEAR,
+    "water_basis": Tag.WATER_BASIS,
 }
 _DEFAULTS = {"strategy": "single", "hardware": "unknown"}
 COMPONENTS = ("gpu", "cpu", "ram")
@@ -105,30 +126,33 @@ class TableSpec:
 SPECS = (
     TableSpec(
         "energy_gross",
-        "energy_per_1k_gross_j",
+        names.energy_per_1k(GROSS),
         "Energy per 1,000 inferences, gross [J]",
         True,
-        "energy_per_1k_gross_ci95_j",
+        names.energy_per_1k_ci95(GROSS),
         "J",
     ),
     TableSpec(
         "energy_net",
-        "energy_per_1k_net_j",
+        names.energy_per_1k(NET),
         "Energy per 1,000 inferences, net of idle [J]",
         True,
-        "energy_per_1k_net_ci95_j",
+        names.energy_per_1k_ci95(NET),
         "J",
     ),
     TableSpec(
-        "energy_tokens", "energy_per_1k_tokens_gross_j", "Energy per 1,000 tokens, gross [J]", True, None, "J"
+        "energy_tokens",
+        names.energy_per_1k_tokens(GROSS),
+        "Energy per 1,000 tokens, gross [J]",
+        True,
+        None,
+        "J",
     ),
-    TableSpec("co2e", "co2e_g_per_1k", "CO2e per 1,000 inferences [g]", True, "co2e_ci95_g_per_1k", "g"),
-    TableSpec(
-        "water", "water_l_per_1k", "Water per 1,000 inferences, on-site + off-site [L]", True, None, "L"
-    ),
+    TableSpec("co2e", CO2E_PER_1K, "CO2e per 1,000 inferences [g]", True, Metric.CO2E_CI95_PER_1K, "g"),
+    TableSpec("water", WATER_PER_1K, "Water per 1,000 inferences, on-site + off-site [L]", True, None, "L"),
     TableSpec(
         "ess",
-        "ess",
+        Metric.ESS,
         "ESS: effective parameters (M) per g CO2e per 1,000 inferences; it rewards size, so higher is "
         "better only between rows of one data set (its rows stand together)",
         True,
@@ -138,7 +162,7 @@ SPECS = (
     ),
     TableSpec(
         "throughput",
-        "throughput_per_s",
+        Metric.THROUGHPUT,
         "Throughput (inferences per second, minute or hour)",
         False,
         None,
@@ -157,31 +181,49 @@ FACTORS_TABLE = "impact_factors"
 
 def quality_specs(tidy: pd.DataFrame) -> list[TableSpec]:
     """A table per headline quality figure; per-member selection details stay in MLflow."""
-    names = sorted(
+    shown = sorted(
         name
         for c in tidy.columns
-        if c.startswith("quality.") and (name := c.removeprefix("quality.")) in HEADLINE_QUALITY
+        if c.startswith(MetricFamily.QUALITY)
+        and (name := c.removeprefix(MetricFamily.QUALITY)) in HEADLINE_QUALITY
     )
     return [
-        TableSpec(f"quality_{re.sub(r'[^A-Za-z0-9_.-]', '_', n)}", f"quality.{n}", f"Quality: {n}", False)
-        for n in names
+        TableSpec(
+            f"quality_{re.sub(r'[^A-Za-z0-9_.-]', '_', n)}",
+            MetricFamily.QUALITY.of(n),
+            f"Quality: {n}",
+            False,
+        )
+        for n in shown
     ]
 
 
+def _tag(name: str) -> str:
+    """A tag's column in the runs frame."""
+    return f"tags.{name}"
+
+
 _ENERGY_TAGS = tuple(
-    f"tags.energy_{t}" for t in ("source.", "measured.", "unmetered.", "whole_gpu.", "complete")
+    _tag(t)
+    for t in (
+        TagFamily.ENERGY_SOURCE,
+        TagFamily.ENERGY_MEASURED,
+        TagFamily.ENERGY_UNMETERED,
+        TagFamily.ENERGY_WHOLE_GPU,
+        Tag.ENERGY_COMPLETE,
+    )
 )
-MIG_SHARE = "tags.ecopipe.gpu_mig_share"  # report.MIG_SHARE_TAG, as a column of the runs frame
+MIG_SHARE = _tag(Tag.MIG_SHARE)
 
 
 def unmetered(row: Mapping[str, str]) -> dict[str, str]:
     """Component -> why its energy is missing from an incomplete run's total (`energy_complete=false`:
     a CUDA job whose GPU had no sensor): the `energy_unmetered.*` reasons, else each component without
     a source. Runs logged before the tag existed count as complete."""
-    if row.get("tags.energy_complete") != "false":
+    if row.get(_tag(Tag.ENERGY_COMPLETE)) != "false":
         return {}
-    reasons = {c: why for c in COMPONENTS if (why := row.get(f"tags.energy_unmetered.{c}"))}
-    sourceless = [c for c in COMPONENTS if row.get(f"tags.energy_source.{c}") in (None, "", "none")]
+    reasons = {c: why for c in COMPONENTS if (why := row.get(_tag(TagFamily.ENERGY_UNMETERED.of(c))))}
+    sourceless = [c for c in COMPONENTS if row.get(_tag(TagFamily.ENERGY_SOURCE.of(c))) in (None, "", "none")]
     return reasons or dict.fromkeys(sourceless, "no reason recorded")
 
 
@@ -210,12 +252,12 @@ def source_label(tags: pd.DataFrame) -> pd.Series:
         parts: list[str] = []
         missing = unmetered(row)
         for component in COMPONENTS:
-            source = row.get(f"tags.energy_source.{component}")
+            source = row.get(_tag(TagFamily.ENERGY_SOURCE.of(component)))
             if component in missing:
                 source = f"{component} NOT METERED"
             elif not isinstance(source, str) or source in ("", "none"):
                 continue
-            measured = row.get(f"tags.energy_measured.{component}")
+            measured = row.get(_tag(TagFamily.ENERGY_MEASURED.of(component)))
             if measured == "false" and not any(w in source for w in ("estimat", "fake", "NOT METERED")):
                 source = f"estimated:{source}"
             if source not in parts:
@@ -234,7 +276,7 @@ def energy_label(tags: pd.DataFrame) -> pd.Series:
         missing = unmetered(row)
         if missing:
             return "INCOMPLETE: " + ", ".join(f"{c} not metered ({why})" for c, why in missing.items())
-        if any(row.get(f"tags.energy_whole_gpu.{c}") for c in COMPONENTS):
+        if any(row.get(_tag(TagFamily.ENERGY_WHOLE_GPU.of(c))) for c in COMPONENTS):
             share = row.get(MIG_SHARE)
             holds = f"{float(share):.0%} of it" if share not in (None, "", "unknown") else "an unknown share"
             return f"WHOLE GPU (MIG instance holding {holds})"
@@ -249,19 +291,19 @@ _RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "user_id")
 
 def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per job run (sweep parents and runs not logged by an ecopipe job left out), plain names."""
-    if runs.empty or "tags.ecopipe.model" not in runs:
+    if runs.empty or _tag(Tag.MODEL) not in runs:
         columns = [*_RUN_COLUMNS, *_TAG_COLUMNS, "source", ENERGY]
         return pd.DataFrame(columns=columns)
-    kind = runs.get("tags.ecopipe.kind", pd.Series(np.nan, index=runs.index))
-    jobs = runs[(kind != "sweep") & runs["tags.ecopipe.model"].notna()]
+    kind = runs.get(_tag(Tag.KIND), pd.Series(np.nan, index=runs.index))
+    jobs = runs[(kind != SWEEP_KIND) & runs[_tag(Tag.MODEL)].notna()]
     out = jobs[list(_RUN_COLUMNS)].copy()
     for name, tag in _TAG_COLUMNS.items():
-        column = f"tags.{tag}"
+        column = _tag(tag)
         out[name] = jobs[column] if column in jobs else pd.Series(np.nan, index=jobs.index, dtype="str")
         if name in _DEFAULTS:
             out[name] = out[name].fillna(_DEFAULTS[name])
-    out["batch_size"] = jobs.get("params.batch_size", np.nan)
-    out["max_new_tokens"] = pd.to_numeric(jobs.get("params.model.max_new_tokens", np.nan), errors="coerce")
+    out["batch_size"] = jobs.get(PARAM + Param.BATCH_SIZE, np.nan)
+    out["max_new_tokens"] = pd.to_numeric(jobs.get(PARAM + Param.MAX_NEW_TOKENS, np.nan), errors="coerce")
     out["source"] = source_label(jobs)
     out[ENERGY] = energy_label(jobs)
     params = jobs[[c for c in jobs.columns if c.startswith(PARAM)]]
@@ -433,29 +475,33 @@ def selection_study(cells: pd.DataFrame) -> pd.DataFrame:
     for (pool, hardware), group in chosen.groupby(["model", "hardware"], sort=True):
         run = group.sort_values("start_time").iloc[-1]
         arms = [
-            c.removeprefix("selection.").removesuffix(".energy_per_1k_j")
+            c.removeprefix(MetricFamily.SELECTION).removesuffix(f".{ArmMetric.ENERGY_PER_1K}")
             for c in group.columns
-            if c.startswith("selection.") and c.count(".") == 2 and c.endswith(".energy_per_1k_j")
+            if c.startswith(MetricFamily.SELECTION)
+            and c.count(".") == 2
+            and c.endswith(f".{ArmMetric.ENERGY_PER_1K}")
         ]
-        for arm in sorted(a for a in arms if pd.notna(run[f"selection.{a}.energy_per_1k_j"])):
-            metric = f"selection.{arm}."
+        for arm in sorted(a for a in arms if pd.notna(run[arm_metric(a, ArmMetric.ENERGY_PER_1K)])):
+            metric = arm_metric(arm, "")
             rows.append(
                 {
                     "pool": pool,
                     "hardware": hardware,
                     "arm": arm,
-                    "accuracy": run[metric + "accuracy"],
-                    "accuracy vs reference": run[metric + "accuracy_delta_vs_reference"],
-                    "energy per 1,000 (J)": run[metric + "energy_per_1k_j"],
-                    "energy 95% CI (J)": run[metric + "energy_per_1k_ci95_j"],
+                    "accuracy": run[metric + ArmMetric.ACCURACY],
+                    "accuracy vs reference": run[metric + ArmMetric.ACCURACY_DELTA_VS_REFERENCE],
+                    "energy per 1,000 (J)": run[metric + ArmMetric.ENERGY_PER_1K],
+                    "energy 95% CI (J)": run[metric + ArmMetric.ENERGY_PER_1K_CI95],
                     # the band (an estimate's coefficient range and the CI); runs logged before it: none
-                    "energy low (J)": run.get(metric + "energy_per_1k_j_low"),
-                    "energy high (J)": run.get(metric + "energy_per_1k_j_high"),
+                    "energy low (J)": run.get(metric + ArmMetric.ENERGY_PER_1K + LOW),
+                    "energy high (J)": run.get(metric + ArmMetric.ENERGY_PER_1K + HIGH),
                     "source": run["source"],
-                    "savings vs reference": run[metric + "savings_measured_vs_reference"],
-                    "savings vs reference, 95% low": run[metric + "savings_measured_vs_reference_ci95_low"],
-                    "savings vs reference, 95% high": run[metric + "savings_measured_vs_reference_ci95_high"],
-                    "savings vs costliest": run[metric + "savings_measured_vs_costliest"],
+                    "savings vs reference": run[metric + ArmMetric.SAVINGS_VS_REFERENCE],
+                    "savings vs reference, 95% low": run[metric + ArmMetric.SAVINGS_VS_REFERENCE + CI95_LOW],
+                    "savings vs reference, 95% high": run[
+                        metric + ArmMetric.SAVINGS_VS_REFERENCE + CI95_HIGH
+                    ],
+                    "savings vs costliest": run[metric + ArmMetric.SAVINGS_VS_COSTLIEST],
                 }
             )
     return pd.DataFrame(rows)
@@ -471,7 +517,7 @@ def decode_energy(cells: pd.DataFrame, dims: list[str], hardware: list[str]) -> 
     if "phase" not in dims:
         return pd.DataFrame()
     others = [d for d in dims if d != "phase"]
-    per_prompt = cells.assign(j_per_prompt=cells["energy_per_1k_gross_j"] / 1000)
+    per_prompt = cells.assign(j_per_prompt=cells[names.energy_per_1k(GROSS)] / 1000)
     generate = per_prompt[per_prompt["phase"] == "generate"].set_index([*others, "hardware"])
     prefill = per_prompt[per_prompt["phase"] == "prefill"].set_index([*others, "hardware"])
     both = generate.join(prefill[["j_per_prompt"]], rsuffix="_prefill", how="inner")
@@ -505,14 +551,14 @@ def impact_factors(cells: pd.DataFrame) -> pd.Series:
     (1.55-1.63); water consumption`. Runs logged before these tags existed read what they have."""
 
     def one(row: pd.Series) -> float | str:
-        intensity = row.get("carbon_intensity_g_per_kwh")
+        intensity = row.get(Metric.CARBON_INTENSITY)
         if intensity is None or pd.isna(intensity):
             return np.nan
         year = row.get("carbon_year")
         carbon = f"{intensity:.4g} g/kWh {row.get('carbon_basis') or 'basis not recorded'}"
         carbon += f" {year}" if isinstance(year, str) and year else ", year not recorded"
-        pue = f"PUE {row['pue']:.3g}" if pd.notna(row.get("pue")) else "PUE not recorded"
-        low, high = row.get("pue_low"), row.get("pue_high")
+        pue = f"PUE {row[Metric.PUE]:.3g}" if pd.notna(row.get(Metric.PUE)) else "PUE not recorded"
+        low, high = (row.get(name) for name in names.band(Metric.PUE)[1:])
         if low is not None and high is not None and pd.notna(low) and pd.notna(high):
             pue += f" ({low:.3g}-{high:.3g})"
         water = row.get("water_basis")

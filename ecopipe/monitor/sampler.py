@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from ecopipe.monitor.probe import SAMPLES_PER_E_FOLD, sampling_period
+from ecopipe.names import Metric
 from ecopipe.sensors.base import EnergySensor
 from ecopipe.sensors.discovery import telemetry_specs
 
@@ -59,10 +60,10 @@ class Trace:
         GPUs' memory in use, every process's (`peak_gpu_memory_mb`, NVML), in MiB."""
         peaks: dict[str, float] = {}
         if "process.rss_mb" in self.samples and self.samples["process.rss_mb"].notna().any():
-            peaks["peak_rss_mb"] = float(self.samples["process.rss_mb"].max())
+            peaks[Metric.PEAK_RSS] = float(self.samples["process.rss_mb"].max())
         gpu = [c for c in self.samples if c.endswith(".memory_used_mb")]
         if gpu and self.samples[gpu].notna().any().any():
-            peaks["peak_gpu_memory_mb"] = float(self.samples[gpu].sum(axis=1, min_count=1).max())
+            peaks[Metric.PEAK_GPU_MEMORY] = float(self.samples[gpu].sum(axis=1, min_count=1).max())
         return peaks
 
     @property

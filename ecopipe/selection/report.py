@@ -19,6 +19,7 @@ import numpy as np
 
 from ecopipe.config import Attribution
 from ecopipe.monitor.stats import estimate
+from ecopipe.names import HIGH, LOW, ArmMetric, MetricFamily, arm_metric
 from ecopipe.results import ESTIMATE, MEASURED, SIMULATED, Findings
 from ecopipe.selection import study
 from ecopipe.selection.oracle import oracle_frontier
@@ -90,14 +91,14 @@ def findings(study_: Study, result: InferenceResult, folder: Path) -> Findings:
         delta = study.accuracy_difference(study_.right_on_test(name), reference_right)
         row: dict[str, Any] = {
             "arm": name,
-            "accuracy": accuracy[name],
-            "energy_per_1k_j": measured[name].mean,
-            "energy_per_1k_ci95_j": measured[name].ci95,
-            "energy_per_1k_j_low": bands[name].low,  # the band: coefficients' range and the CI
-            "energy_per_1k_j_high": bands[name].high,
-            "accuracy_delta_vs_reference": delta,
-            "savings_measured_vs_reference": vs_reference,
-            "savings_measured_vs_costliest": vs_costliest,
+            ArmMetric.ACCURACY: accuracy[name],
+            ArmMetric.ENERGY_PER_1K: measured[name].mean,
+            ArmMetric.ENERGY_PER_1K_CI95: measured[name].ci95,
+            f"{ArmMetric.ENERGY_PER_1K}{LOW}": bands[name].low,  # the band: coefficients' range and the CI
+            f"{ArmMetric.ENERGY_PER_1K}{HIGH}": bands[name].high,
+            ArmMetric.ACCURACY_DELTA_VS_REFERENCE: delta,
+            ArmMetric.SAVINGS_VS_REFERENCE: vs_reference,
+            ArmMetric.SAVINGS_VS_COSTLIEST: vs_costliest,
             "time_savings_vs_reference": study.savings(seconds[name], seconds[reference]),
         }
         row |= cross_check(study_, name, measured[name].mean)
@@ -108,15 +109,17 @@ def findings(study_: Study, result: InferenceResult, folder: Path) -> Findings:
         row["savings_accounted_vs_reference"] = 1 - row["energy_per_1k_accounted_j"] / accounted_reference
         metrics |= _row_metrics(row)
     # The job's own strategy also under the bare names, for tables across jobs.
-    own = f"selection.{study_.headline}."
-    metrics |= {f"selection.{k.removeprefix(own)}": v for k, v in metrics.items() if k.startswith(own)}
+    own = arm_metric(study_.headline, "")
+    metrics |= {
+        MetricFamily.SELECTION.of(k.removeprefix(own)): v for k, v in metrics.items() if k.startswith(own)
+    }
     curve, frontier, areas = _curves(study_)
     metrics |= {
-        "selection.reference_accuracy": accuracy[reference],
-        "selection.reference_energy_per_1k_j": measured[reference].mean,
-        "selection.pareto_auc": areas[0],
-        "selection.oracle_pareto_auc": areas[1],
-        "selection.energy_estimated": float(result.is_estimate),
+        MetricFamily.SELECTION.of("reference_accuracy"): accuracy[reference],
+        MetricFamily.SELECTION.of("reference_energy_per_1k_j"): measured[reference].mean,
+        MetricFamily.SELECTION.of("pareto_auc"): areas[0],
+        MetricFamily.SELECTION.of("oracle_pareto_auc"): areas[1],
+        MetricFamily.SELECTION.of("energy_estimated"): float(result.is_estimate),
     }
     summary = _summary(study_, result, rows, reference, costliest)
     files = _write_files(study_, folder, rows, curve, frontier, areas, reference, result)
@@ -267,7 +270,7 @@ def _row_metrics(row: dict[str, Any]) -> dict[str, float]:
     """One arm's row as `selection.<arm>.<key>` metrics; an interval gives its value and bounds."""
     metrics: dict[str, float] = {}
     for key, value in row.items():
-        name = f"selection.{row['arm']}.{key}"
+        name = arm_metric(row["arm"], key)
         if isinstance(value, study.Interval):
             metrics |= value.as_metrics(name)
         elif key != "arm":

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from ecopipe.monitor.stats import Estimate
+from ecopipe.names import CI95_HIGH, CI95_LOW
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Interval:
     high: float
 
     def as_metrics(self, key: str) -> dict[str, float]:
-        return {key: self.value, f"{key}_ci95_low": self.low, f"{key}_ci95_high": self.high}
+        return {key: self.value, f"{key}{CI95_LOW}": self.low, f"{key}{CI95_HIGH}": self.high}
 
     def percent(self) -> str:
         if not math.isfinite(self.low):

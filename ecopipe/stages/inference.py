@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from ecopipe import names
 from ecopipe.config import MonitorConfig
 from ecopipe.monitor.busy import MachineLoad
 from ecopipe.monitor.energy import EnergyMeter, Snapshot, Window
 from ecopipe.monitor.sampler import PowerSampler, with_estimated_power
 from ecopipe.monitor.settle import SETTLE_TOLERANCE, SETTLE_WINDOWS, settle, window_for
 from ecopipe.monitor.stats import estimate
+from ecopipe.names import Metric
 from ecopipe.results import ArmResult, IdleBaseline, InferenceResult, PassStats, TrialResult, TrialsStop
 from ecopipe.stages.progress import JobProgress
 from ecopipe.workloads.base import ComparesArms, Workload
@@ -41,18 +43,22 @@ def trial_metrics(trial: TrialResult) -> dict[str, float]:
     """
     window = trial.window
     metrics = {
-        "trial_energy_j": window.energy.total,
-        **{f"trial_energy_j.{k}": v for k, v in window.energy.as_dict().items() if k != "total"},
-        "trial_window_s": window.duration_s,
-        "trial_start_unix_s": window.start_unix_s,
-        "trial_end_unix_s": window.end_unix_s,
-        "trial_samples": trial.samples,
-        "trial_energy_per_1k_j": window.energy.total * 1000 / trial.samples,
+        Metric.TRIAL_ENERGY: window.energy.total,
+        **{
+            names.component(Metric.TRIAL_ENERGY, k): v
+            for k, v in window.energy.as_dict().items()
+            if k != names.TOTAL
+        },
+        Metric.TRIAL_WINDOW_S: window.duration_s,
+        Metric.TRIAL_START: window.start_unix_s,
+        Metric.TRIAL_END: window.end_unix_s,
+        Metric.TRIAL_SAMPLES: trial.samples,
+        Metric.TRIAL_ENERGY_PER_1K: window.energy.total * 1000 / trial.samples,
     }
     if window.job_share is not None and window.machine is not None:  # a shared counter: the whole beside it
         whole = window.machine.as_dict()
-        metrics |= {"trial_job_cpu_share": window.job_share}
-        metrics |= {f"trial_energy_machine_j.{c}": whole[c] for c in window.shared}
+        metrics |= {Metric.TRIAL_JOB_CPU_SHARE: window.job_share}
+        metrics |= {names.component(names.TRIAL_MACHINE_ENERGY, c): whole[c] for c in window.shared}
     return metrics
 
 
@@ -155,9 +161,9 @@ def _load_and_warm_up(
             progress.describe("fitting the model")
         fit_window, fitted = _metered(meter, workload.fit)
         fit = fit_window if fitted else None
-        record({"load_s": load.duration_s, "load_energy_j": load.energy.total}, 0)
+        record({Metric.LOAD_S: load.duration_s, Metric.LOAD_ENERGY: load.energy.total}, 0)
         if fit is not None:
-            record({"fit_s": fit.duration_s, "fit_energy_j": fit.energy.total}, 0)
+            record({Metric.FIT_S: fit.duration_s, Metric.FIT_ENERGY: fit.energy.total}, 0)
 
         # Warm up first, so the baseline sees the state the windows run in (allocator, kernels, clocks).
         arms = workload.arms() if isinstance(workload, ComparesArms) else {}
@@ -229,7 +235,7 @@ def run_inference(
             )
             idle = baseline.window if baseline is not None else None
             if idle is not None:
-                record({f"idle_power_w.{k}": v for k, v in idle.power.as_dict().items()}, 0)
+                record({names.component(names.IDLE_POWER, k): v for k, v in idle.power.as_dict().items()}, 0)
             load_of_others.start()
             for index in range(most):
                 progress.trial(index)
@@ -248,8 +254,8 @@ def run_inference(
                     trial.window.energy.total,
                 )
                 # Arms interleave with the workload's trials (order rotated), so drift hits all alike.
-                names = list(arms)
-                for name in names[index % len(names) :] + names[: index % len(names)] if names else []:
+                order = list(arms)
+                for name in order[index % len(order) :] + order[: index % len(order)] if order else []:
                     progress.describe(f"trial {index + 1}: arm {name}")
                     arm_trial, _, outputs = _trial(meter, arms[name], monitor, index)
                     arm_trials[name].append(arm_trial)

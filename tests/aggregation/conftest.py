@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 
+from ecopipe.names import Tag
 from ecopipe.tracking import current_user, ensure_experiment
 from tests.conftest import run_cli
 
@@ -55,7 +56,7 @@ class Store:
 
     def sweep(self) -> str:
         """An ended sweep of this user, as `python -m ecopipe -m` leaves one."""
-        tags = {"ecopipe.kind": "sweep", "mlflow.user": current_user()}
+        tags = {"ecopipe.kind": "sweep", Tag.USER: current_user()}
         run = self.client.create_run(self.experiment_id, start_time=self._start(), tags=tags)
         self.client.set_terminated(run.info.run_id)
         return run.info.run_id
@@ -78,22 +79,22 @@ class Store:
     ) -> str:
         sources = sources or GPU_SOURCES
         tags = {
-            "ecopipe.model": model,
-            "ecopipe.dataset": dataset,
-            "ecopipe.precision": precision,
-            "ecopipe.hardware": hardware,
-            "ecopipe.hardware_key": hardware.split()[1].lower() if " " in hardware else hardware,
-            "ecopipe.region": region,
-            "ecopipe.attribution": "gross",
-            "ecopipe.config_hash": f"{model}-{dataset}-{precision}-{hardware}-{region}",
+            Tag.MODEL: model,
+            Tag.DATASET: dataset,
+            Tag.PRECISION: precision,
+            Tag.HARDWARE: hardware,
+            Tag.HARDWARE_KEY: hardware.split()[1].lower() if " " in hardware else hardware,
+            Tag.REGION: region,
+            Tag.ATTRIBUTION: "gross",
+            Tag.CONFIG_HASH: f"{model}-{dataset}-{precision}-{hardware}-{region}",
             **{f"energy_source.{c}": s for c, s in sources.items()},
             **{f"energy_measured.{c}": str(s in MEASURED).lower() for c, s in sources.items()},
             **(extra_tags or {}),
         }
         if sweep:
-            tags |= {"mlflow.parentRunId": sweep, "ecopipe.sweep_id": sweep}
+            tags |= {"mlflow.parentRunId": sweep, Tag.SWEEP_ID: sweep}
         if error:
-            tags |= {"ecopipe.error": error, "ecopipe.status": "failed"}
+            tags |= {"ecopipe.error": error, Tag.STATUS: "failed"}
         start = self._start()
         run_id = self.client.create_run(
             self.experiment_id,

@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 from bench.synthetic_store import synthetic_store
 from ecopipe.aggregate import aggregate
 from ecopipe.aggregation.tables import precision_gain
+from ecopipe.names import Tag
 from tests.aggregation.conftest import (
     H100,
     Store,
@@ -22,7 +23,7 @@ def test_aggregates_a_real_job(make_cfg, client, store, tmp_path):
     outcome = run_job(make_cfg())
     result = aggregate(store, "ecopipe")
     run = client.get_run(outcome.run_id)
-    hardware = run.data.tags["ecopipe.hardware"]
+    hardware = run.data.tags[Tag.HARDWARE]
     energy = result.tables["energy_gross"]
     assert energy.loc[0, hardware] == run.data.metrics["energy_per_1k_gross_j"]
     assert result.tables["quality_accuracy"].loc[0, hardware] == run.data.metrics["quality.accuracy"]
@@ -43,7 +44,7 @@ def test_aggregates_a_real_job(make_cfg, client, store, tmp_path):
     bench_run = bench_client.get_run(synthetic.loc[0, "run_id"])
     unread = ("trial_", "system/", "fit_")
     assert {k for k in run.data.metrics if not k.startswith(unread)} <= set(bench_run.data.metrics)
-    shared = ("ecopipe.ess", "ecopipe.strategy", "ecopipe.attribution", "ecopipe.weights")
+    shared = (Tag.ESS_STATUS, Tag.STRATEGY, Tag.ATTRIBUTION, Tag.WEIGHTS)
     assert {k: bench_run.data.tags[k] for k in shared} == {k: run.data.tags[k] for k in shared}
 
 
@@ -53,7 +54,7 @@ def test_an_ess_that_is_not_defined_says_so_in_every_table_and_plot(make_cfg, cl
     # A zero-carbon grid: CO2e is 0, so ESS (parameters / CO2e) is not defined, in a real job's tags.
     undefined = run_job(make_cfg("impact.carbon_intensity=0"))
     defined = run_job(make_cfg("model=ridge"))
-    hardware = client.get_run(undefined.run_id).data.tags["ecopipe.hardware"]
+    hardware = client.get_run(undefined.run_id).data.tags[Tag.HARDWARE]
     assert "ess" not in client.get_run(undefined.run_id).data.metrics
     result = aggregate(store, "ecopipe", out_dir=tmp_path)
     ess = result.tables["ess"]

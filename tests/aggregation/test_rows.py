@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ecopipe.aggregation.tables import NOT_SET
+from ecopipe.names import Tag
 from tests.conftest import run_cli
 
 EXPERIMENT = "ecopipe"  # the experiment jobs log to by default
@@ -33,7 +34,7 @@ def aggregated(store: str, out: Path) -> dict[str, pd.DataFrame]:
 
 
 def hardware_of(client, run_id: str) -> str:
-    return client.get_run(run_id).data.tags["ecopipe.hardware"]
+    return client.get_run(run_id).data.tags[Tag.HARDWARE]
 
 
 def test_two_configs_that_differ_in_an_unlisted_key_are_two_rows_not_repeats(

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from ecopipe.aggregate import aggregate, main
 from ecopipe.config import CONFIG_DIR
+from ecopipe.names import Tag, TagFamily
 from ecopipe.tracking import ensure_experiment, sqlite_path
 from tests.aggregation.conftest import aggregate_cli
 from tests.conftest import FAST
@@ -54,7 +55,7 @@ def machines(tmp_path_factory) -> Machines:
     gpu, cpu = (f"sqlite:///{folder / name / 'mlflow.db'}" for name in ("gpu", "cpu"))
     gpu_run = _job_into(gpu, "monitor.fake_gpu_watts=50")
     cpu_run = _job_into(cpu, f"hardware.cpu_model={OTHER_CPU}")
-    hardware = {run.data.tags["ecopipe.hardware"] for run in (gpu_run, cpu_run)}
+    hardware = {run.data.tags[Tag.HARDWARE] for run in (gpu_run, cpu_run)}
     assert len(hardware) == 2 and OTHER_CPU in hardware  # else both runs would share one column
     return Machines(gpu, cpu, gpu_run, cpu_run)
 
@@ -65,7 +66,7 @@ def test_two_stores_make_one_table_with_each_machines_column_and_source(machines
     done = aggregate_cli(*args, "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     runs = {"gpu": machines.gpu_run, "cpu": machines.cpu_run}
-    column = {name: run.data.tags["ecopipe.hardware"] for name, run in runs.items()}
+    column = {name: run.data.tags[Tag.HARDWARE] for name, run in runs.items()}
     energy = pd.read_csv(out / "tables" / "energy_gross.csv")
     assert list(energy.columns) == ["model", "precision", *sorted(column.values())]
     assert len(energy) == 1  # the same model and precision on both machines: one row
@@ -76,7 +77,7 @@ def test_two_stores_make_one_table_with_each_machines_column_and_source(machines
     label = {name: sources[column[name]].item() for name in runs}
     assert label["gpu"].startswith("fake+") and "fake" not in label["cpu"]
     for name, run in runs.items():
-        assert run.data.tags["energy_source.cpu"] in label[name]
+        assert run.data.tags[TagFamily.ENERGY_SOURCE.of("cpu")] in label[name]
     ordered = [label[name] for name in sorted(runs, key=column.get)]
     summary = (out / "summary.md").read_text()
     assert f"| energy source |  | {' | '.join(ordered)} |" in summary

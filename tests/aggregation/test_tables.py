@@ -9,6 +9,7 @@ import pytest
 
 from ecopipe.aggregate import aggregate
 from ecopipe.aggregation.load import read_runs
+from ecopipe.names import Tag, TagFamily
 from tests.aggregation.conftest import (
     CPU_SOURCES,
     EXPERIMENT,
@@ -133,7 +134,7 @@ def test_a_run_whose_gpu_was_not_metered_has_rows_of_its_own_marked_in_every_tab
     runs.job(metrics=figures(100.0), extra_tags={"energy_complete": "true"})
     runs.job(metrics=figures(110.0))  # logged before the tag existed: complete, a repeat of the first
     unmetered = {"gpu": "none", "cpu": "rapl", "ram": "estimated_per_gb"}
-    tags = {"energy_complete": "false", "energy_unmetered.gpu": mig}
+    tags = {"energy_complete": "false", TagFamily.ENERGY_UNMETERED.of("gpu"): mig}
     runs.job(metrics=figures(40.0), sources=unmetered, extra_tags=tags)  # the same config, GPU left out
     result = aggregate(store, EXPERIMENT, out_dir=tmp_path)
     incomplete = f"INCOMPLETE: gpu not metered ({mig})"
@@ -161,7 +162,7 @@ def test_a_whole_gpu_run_under_mig_is_never_a_repeat_of_a_run_on_its_own_gpu(run
     why = "cuda:0 is MIG instance MIG-dddd of NVML GPU 0, holding 43% of it: NVML's counter covers ..."
     runs.job(metrics=figures(100.0), extra_tags={"energy_complete": "true"})
     whole = {"gpu": "nvml_counter_whole_gpu", "cpu": "rapl", "ram": "estimated_per_gb"}
-    tags = {"energy_complete": "true", "energy_whole_gpu.gpu": why, "ecopipe.gpu_mig_share": "0.4286"}
+    tags = {"energy_complete": "true", TagFamily.ENERGY_WHOLE_GPU.of("gpu"): why, Tag.MIG_SHARE: "0.4286"}
     runs.job(metrics=figures(300.0), sources=whole, extra_tags=tags)  # later, the same config
     result = aggregate(store, EXPERIMENT, out_dir=tmp_path)
     label = "WHOLE GPU (MIG instance holding 43% of it)"
@@ -176,7 +177,8 @@ def test_a_whole_gpu_run_under_mig_is_never_a_repeat_of_a_run_on_its_own_gpu(run
 def test_both_readers_keep_the_params_that_tell_finished_job_runs_apart(runs, client):
     runs.job(metrics=figures(1.0))
     tuned = runs.job(
-        metrics=figures(2.0), extra_tags={"energy_complete": "false", "energy_unmetered.gpu": "MIG"}
+        metrics=figures(2.0),
+        extra_tags={Tag.ENERGY_COMPLETE: "false", TagFamily.ENERGY_UNMETERED.of("gpu"): "MIG"},
     )
     client.log_param(tuned, "model.params.C", "0.5")  # a key the other run lacks
     failed = runs.job("mlp", status="FAILED", error="RuntimeError: x")  # never tells configs apart

@@ -14,6 +14,7 @@ import pytest
 from ecopipe.config import Attribution, MonitorConfig
 from ecopipe.job import run_job
 from ecopipe.monitor.energy import Energy, EnergyMeter, Power, Window
+from ecopipe.names import Tag, TagFamily
 from ecopipe.results import IdleBaseline, InferenceResult, ModelFacts, TrialResult, TrialsStop
 from ecopipe.sensors.estimated import EstimatedRamSensor
 from ecopipe.sensors.fake import FakeGpuSensor
@@ -174,7 +175,7 @@ def test_whole_stage_on_a_simulated_gpu(make_cfg, client):
     outcome = run_job(make_cfg("monitor.fake_gpu_watts=75"))
     run = client.get_run(outcome.run_id)
     metrics, tags = run.data.metrics, run.data.tags
-    assert tags["energy_source.gpu"] == "fake"
+    assert tags[TagFamily.ENERGY_SOURCE.of("gpu")] == "fake"
     # The fake GPU draws 75 W: its gross energy is 75 W x the window, the idle baseline 75 W. One
     # timestamp per snapshot makes both exact to rounding, however short the window.
     assert metrics["energy_gross_j.gpu"] == pytest.approx(75.0 * metrics["window_s"], rel=1e-9)
@@ -186,8 +187,8 @@ def test_whole_stage_on_a_simulated_gpu(make_cfg, client):
     assert abs(metrics["energy_net_j.gpu"]) < 1e-6 * metrics["energy_gross_j.gpu"]
     # The flag follows the net total; over 0.05-s windows the CPU estimate's 10-ms CPU-time ticks decide
     # its sign, so the test does not presume one.
-    assert tags["ecopipe.net_negative"] == str(metrics["energy_net_j.total"] < 0).lower()
-    assert tags["ecopipe.ess"] == "defined"  # gross attribution: positive CO2e
+    assert tags[Tag.NET_NEGATIVE] == str(metrics["energy_net_j.total"] < 0).lower()
+    assert tags[Tag.ESS_STATUS] == "defined"  # gross attribution: positive CO2e
     history = client.get_metric_history(outcome.run_id, "trial_energy_j")
     assert [m.step for m in history] == [0, 1]
     # The trace artifact is the sampler's record of the whole measurement: the baseline and both
@@ -238,11 +239,11 @@ def test_negative_net_is_flagged_and_ess_not_defined(monkeypatch, caplog):
     assert result.per_1k_samples(Attribution.net).mean == pytest.approx(-20.0 * 1000 / 12, rel=0.005)
     metrics = inference_metrics(result)
     assert metrics["energy_per_1k_net_j"] < 0  # reported, not dropped
-    assert source_tags(result)["ecopipe.net_negative"] == "true"
+    assert source_tags(result)[Tag.NET_NEGATIVE] == "true"
     factors = resolve_factors(ImpactConfig(attribution=Attribution.net), "WORLD", "datacenter")
     impact, ess, stage = footprint_stages(metrics, factors, 6.0, None, None)
     assert math.isnan(ess.ess) and "ess" not in {k for k, v in stage.items() if math.isfinite(v)}
-    assert impact_tags(impact)["ecopipe.ess"] == "not defined: net CO2e <= 0"
+    assert impact_tags(impact)[Tag.ESS_STATUS] == "not defined: net CO2e <= 0"
     profile = DeviceProfile("unknown", "CPU", "CPU", "datacenter", None, None, "test")
     text = summary("job", profile, result, impact, metrics | stage, "digits (as configured)")
     assert "ESS         not defined (net CO2e" in text
@@ -251,13 +252,13 @@ def test_negative_net_is_flagged_and_ess_not_defined(monkeypatch, caplog):
 def test_cpu_model_override_reaches_the_job(make_cfg, client):
     outcome = run_job(make_cfg("hardware.cpu_model='AMD EPYC 7763 64-Core Processor'"))
     tags = client.get_run(outcome.run_id).data.tags
-    assert tags["ecopipe.hardware"] == "AMD EPYC 7763"
-    assert (tags["hardware.cpu_microarch"], tags["hardware.cpu_microarch_identified_by"]) == ("zen3", "name")
+    assert tags[Tag.HARDWARE] == "AMD EPYC 7763"
+    assert (tags[Tag.CPU_MICROARCH], tags[Tag.CPU_MICROARCH_HOW]) == ("zen3", "name")
     assert "cpu         zen3 (identified by name" in outcome.summary
-    if tags["energy_source.cpu"] == "estimated_specpower":  # no readable RAPL here
-        assert "280 W / 128 threads = 2.19 W per thread" in tags["energy_method.cpu"]
+    if tags[TagFamily.ENERGY_SOURCE.of("cpu")] == "estimated_specpower":  # no readable RAPL here
+        assert "280 W / 128 threads = 2.19 W per thread" in tags[TagFamily.ENERGY_METHOD.of("cpu")]
         assert "estimates   cpu: Zen 3 (EPYC)" in outcome.summary
-    assert tags["energy_source.ram"] in ("rapl", "estimated_rss")
+    assert tags[TagFamily.ENERGY_SOURCE.of("ram")] in ("rapl", "estimated_rss")
 
 
 class NoisyGpu(FakeGpuSensor):

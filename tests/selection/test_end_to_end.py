@@ -7,6 +7,7 @@ import re
 import pytest
 
 from ecopipe.job import run_job
+from ecopipe.names import TagFamily
 from tests.conftest import FAST
 from tests.selection.conftest import COSTS, HARD
 
@@ -49,7 +50,7 @@ def test_study_job_end_to_end(make_cfg, client):
     for arm in ("router_balanced", "member_svc_rbf"):
         low, point, high = (metrics[f"selection.{arm}.energy_per_1k_j{end}"] for end in ("_low", "", "_high"))
         assert 0 <= low < point < high, arm
-    assert run.data.tags["ecopipe.workload.reference"] in run.data.params["pool.members"]
+    assert run.data.tags[TagFamily.WORKLOAD.of("reference")] in run.data.params["pool.members"]
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "selection")}
     assert artifacts == {"selection/pareto.csv", "selection/pareto.png", "selection/selection.json"}
     # This machine estimates energy: the summary says the savings are then time savings, names the

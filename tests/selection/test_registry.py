@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ecopipe.names import Tag
 from ecopipe.selection.strategies import registered
 from tests.conftest import FAST, run_cli
 
@@ -28,7 +29,7 @@ def test_a_strategy_from_the_test_folder_runs_through_a_real_job(tmp_path):
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("ecopipe").experiment_id])
     metrics, tags = run.data.metrics, run.data.tags
-    assert run.info.status == "FINISHED" and tags["ecopipe.strategy"] == "cheapest"
+    assert run.info.status == "FINISHED" and tags[Tag.STRATEGY] == "cheapest"
     shares = {
         k.removeprefix("quality.share."): v for k, v in metrics.items() if k.startswith("quality.share.")
     }

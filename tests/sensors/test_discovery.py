@@ -214,7 +214,8 @@ def test_unreadable_dram_keeps_the_package_measured_and_says_why(monkeypatch, ca
     """A dram file that cannot be read leaves RAM estimated, with the reason in the tags and the
     summary's label; the readable packages stay measured (before: the whole of RAPL was thrown away)."""
     from ecopipe.monitor.energy import EnergyMeter
-    from ecopipe.report import FALLBACK_TAG, meter_tags
+    from ecopipe.names import TagFamily
+    from ecopipe.report import meter_tags
 
     root = powercap_with_dram(tmp_path)
     # the dram sub-zones only (intel-rapl:N:M named dram)
@@ -233,7 +234,8 @@ def test_unreadable_dram_keeps_the_package_measured_and_says_why(monkeypatch, ca
     assert ram.fallback.startswith("RAPL dram unreadable: ") and "chmod" in ram.fallback
     meter = EnergyMeter(sensors)
     tags = meter_tags(meter, "cpu")
-    assert tags[f"{FALLBACK_TAG}ram"] == ram.fallback and f"{FALLBACK_TAG}cpu" not in tags
+    assert tags[TagFamily.ENERGY_FALLBACK.of("ram")] == ram.fallback
+    assert TagFamily.ENERGY_FALLBACK.of("cpu") not in tags
     assert tags["energy_measured.cpu"] == "true" and tags["energy_measured.ram"] == "false"
     for sensor in sensors:
         sensor.close()

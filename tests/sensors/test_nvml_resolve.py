@@ -45,7 +45,8 @@ def test_a_mig_instance_is_metered_as_the_whole_gpu_and_labelled_so(monkeypatch,
     """CUDA's device is a MIG instance (torch prints its UUID bare): NVML's counter is the whole GPU's,
     so the job reads it under nvml_counter_whole_gpu, with the instance's share, never as its own."""
     from ecopipe.monitor.energy import EnergyMeter
-    from ecopipe.report import MIG_SHARE_TAG, WHOLE_GPU_TAG, meter_tags, mig_tags
+    from ecopipe.names import Tag, TagFamily
+    from ecopipe.report import meter_tags, mig_tags
 
     FakeNvmlGpus(
         monkeypatch,
@@ -71,8 +72,9 @@ def test_a_mig_instance_is_metered_as_the_whole_gpu_and_labelled_so(monkeypatch,
     )
     meter = EnergyMeter(sensors)
     tags = meter_tags(meter, "cuda:0") | mig_tags(plan.mig_share, meter)
-    assert tags["energy_source.gpu"] == "nvml_counter_whole_gpu" and tags[f"{WHOLE_GPU_TAG}gpu"] == gpu.reason
-    assert tags[MIG_SHARE_TAG] == "0.4286"
+    assert tags[TagFamily.ENERGY_SOURCE.of("gpu")] == "nvml_counter_whole_gpu"
+    assert tags[TagFamily.ENERGY_WHOLE_GPU.of("gpu")] == gpu.reason
+    assert tags[Tag.MIG_SHARE] == "0.4286"
     for sensor in sensors:
         sensor.close()
 
