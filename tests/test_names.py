@@ -14,7 +14,7 @@ from ecopipe.names import Tag, TagFamily, declared_metric, declared_tag
 from ecopipe.sensors.base import Component
 from tests.conftest import FAST, run_cli
 from tests.selection.conftest import QUICK
-from tests.test_workloads_hf import TEXT, tiny
+from tests.workloads.conftest import TEXT, tiny
 
 PACKAGE = Path(names.__file__).parent
 MLFLOW_OWN = {"mlflow.loggedArtifacts"}  # MLflow's log_table writes it, not ecopipe

@@ -10,7 +10,7 @@ import pytest
 
 from ecopipe.job import run_job
 from tests.selection.conftest import QUICK
-from tests.test_workloads_hf import IMAGES, TEXT, tiny
+from tests.workloads.conftest import IMAGES, TEXT, tiny
 
 FAMILIES = {
     "tabular (scikit-learn)": ["model=logistic_regression"],

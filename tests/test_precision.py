@@ -17,7 +17,7 @@ from ecopipe.job import run_job
 from ecopipe.names import Tag
 from ecopipe.workloads.factory import build_workload
 from ecopipe.workloads.precision import DYNAMIC_INT8, check_kernels, conv1d_to_linear
-from tests.test_workloads_hf import IMAGES, TEXT, no_runs, run, tiny
+from tests.workloads.conftest import IMAGES, TEXT, no_runs, run, tiny
 
 QUANTISED_LINEAR = torch.ao.nn.quantized.dynamic.Linear
 
