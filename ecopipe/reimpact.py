@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ecopipe import report
-from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig, validate_impact
+from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig
+from ecopipe.config_checks import validate_impact
 from ecopipe.job import footprint_stages
 from ecopipe.reference import UnknownRegionError, hardware_profiles
 from ecopipe.stages.impact import resolve_factors
