@@ -25,8 +25,9 @@ from omegaconf.errors import OmegaConfBaseException
 from ecopipe import report
 from ecopipe.config import ConfigError, ImpactConfig, TrackingConfig
 from ecopipe.config_checks import validate_impact
+from ecopipe.hardware_table import hardware_profiles
 from ecopipe.job import footprint_stages
-from ecopipe.reference import UnknownRegionError, hardware_profiles
+from ecopipe.reference import UnknownRegionError
 from ecopipe.stages.impact import resolve_factors
 from ecopipe.tracking import SOURCE_TAGS, JobRun, check_tracking_uri, resolve_uri, search_all
 

@@ -15,14 +15,13 @@ import pytest
 
 from ecopipe import reference
 from ecopipe.config import ImpactConfig
+from ecopipe.hardware_table import hardware_profiles, match_hardware
 from ecopipe.reference import (
     TIERS,
     WATER_BASES,
     Factor,
     UnknownRegionError,
-    hardware_profiles,
     known_regions,
-    match_hardware,
     resolve_region,
     tier_pue,
     tier_wue,
@@ -274,7 +273,7 @@ def test_tier_pue_ranges() -> None:
 
 
 def test_tier_pue_range_is_read_from_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = reference._table
+    real = reference.table
 
     def table(name: str) -> tuple[dict[str, str], ...]:
         extra = {
@@ -287,7 +286,7 @@ def test_tier_pue_range_is_read_from_the_table(monkeypatch: pytest.MonkeyPatch) 
         extra |= {"year": "2030", "source": "test row"}
         return real(name) + ((extra,) if name == "pue_by_tier" else ())
 
-    monkeypatch.setattr(reference, "_table", table)
+    monkeypatch.setattr(reference, "table", table)
     assert (tier_pue("hyperscale").low, tier_pue("hyperscale").high) == (1.08, 1.30)
     assert tier_pue("hyperscale").value == 1.15  # the point row is unchanged
 
