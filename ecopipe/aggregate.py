@@ -34,28 +34,28 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sqlalchemy.exc import SQLAlchemyError
 
 from ecopipe.aggregation import render
 from ecopipe.aggregation import tables as tab
-from ecopipe.aggregation.load import experiment_name, read_runs, sql_store
+from ecopipe.aggregation.notes import copied_note, reused_note, summary_notes
+from ecopipe.aggregation.stores import (
+    AggregationError,
+    check_stores,
+    combine_stores,
+    missing_store,
+    read_store,
+    store_labels,
+)
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import redact
-from ecopipe.monitor.stats import UNRESOLVED_ADVICE
 from ecopipe.names import SWEEP_KIND, Tag
 from ecopipe.tracking import (
     FUTURE_SKEW_S,
-    REPEAT_KEYS,
     SEARCH_PAGE,
     check_tracking_uri,
     check_writable_folder,
     current_user,
-    reap_dead_runs,
     resolve_uri,
-    reused_from_other_code,
-    reused_runs,
-    shown_uri,
-    sqlite_path,
     store_writable,
     vouched,
 )
@@ -66,11 +66,6 @@ log = logging.getLogger(__name__)
 NOTE_LIMIT = 8000
 ARTIFACT_DIR = render.TABLES  # the parent run's folder of log_table JSON tables (and their CSV)
 STORE_URI_ENV = "ECOPIPE_STORE_URI"
-_LISTED = 20  # reused runs named in the notes; all of them are in runs.csv
-
-
-class AggregationError(ValueError):
-    """Nothing to aggregate from: no such store or experiment, or a malformed filter."""
 
 
 @dataclass
@@ -88,214 +83,6 @@ class Aggregate:
         return render.write_all(
             out_dir, self.heading, self.notes, self.tables, self.titles, self.failed, self.jobs
         )
-
-
-def store_labels(uris: Sequence[str]) -> dict[str, str]:
-    """Each store as the tables name it (shown_uri): as few trailing path parts as tell them apart."""
-    for parts in range(1, 64):
-        labels = {uri: shown_uri(uri, parts) for uri in uris}
-        if len(set(labels.values())) == len(set(uris)):
-            return labels
-    return {uri: redact(uri) for uri in uris}
-
-
-def _stores_note(jobs: pd.DataFrame, uris: Sequence[str]) -> str:
-    labels = store_labels(uris)
-    if len(uris) == 1:
-        return f"tracking store: {labels[uris[0]]}"
-    counts = jobs["store"].value_counts()
-    listed = [f"{labels[uri]} (job runs: {int(counts.get(labels[uri], 0))})" for uri in uris]
-    return f"tracking stores ({len(uris)}, column store in runs.csv): {'; '.join(listed)}"
-
-
-def _notes(
-    jobs: pd.DataFrame, built: tab.Tables, uris: Sequence[str], filter_string: str | None
-) -> list[str]:
-    status = jobs["status"].value_counts()
-    failed = int(status.get("FAILED", 0) + status.get("KILLED", 0))
-    other = len(jobs) - int(status.get("FINISHED", 0)) - failed
-    repeats = " and ".join(REPEAT_KEYS)
-    notes = [
-        f"{len(jobs)} job runs: {int(status.get('FINISHED', 0))} FINISHED, {failed} FAILED or KILLED"
-        + (f", {other} still running or scheduled (left out)" if other else ""),
-        f"rows: one per config, {' x '.join(built.dims)} (a dotted name is a config key in which the runs "
-        f"differ; runs whose configs differ in {repeats} only, or re-runs, are repeats, in one cell); "
-        "columns: hardware "
-        f"({', '.join(built.hardware) or 'none'})",
-        "each cell is the latest started FINISHED run for its row and hardware"
-        + (f"; {built.superseded} earlier runs superseded" if built.superseded else ""),
-        "energy source: the last row of each energy table names each column's, and a cell whose source "
-        "differs names its own; nvml_counter, nvml_power_polling, nvml_avg_power_polling, rapl and "
-        "rapl_job_share are measured (nvml_counter_whole_gpu: a MIG instance's whole GPU), estimated_* "
-        "are estimates (their energy follows the job's CPU time and memory, not what the hardware drew), "
-        "fake is simulated, NOT METERED is a device left out of the total; CO2e, water and ESS inherit "
-        "their energy's source",
-        "(low–high) after a value is its band: for an estimate, the coefficients' range and the 95% CI over "
-        "the run's trials; for a measurement, that CI; CO2e and water add the PUE's range. ± is a 95% CI "
-        "where no band was logged. Where a cell has several runs, CV is the spread between them (run to "
-        "run), which the within-run CI does not cover",
-        _stores_note(jobs, uris),
-    ]
-    finished = jobs[jobs["status"] == "FINISHED"]
-    incomplete = int((finished[tab.ENERGY] != tab.COMPLETE).sum())
-    if incomplete:
-        notes.append(
-            f"{incomplete} FINISHED runs have INCOMPLETE energy (column energy: a device not metered, its "
-            "energy missing from all their figures): rows of their own, never counted with complete runs, "
-            "and left out of the plots"
-        )
-    if any(table.isin([tab.NOT_LOGGED]).any().any() for table in built.tables.values()):
-        notes.append(
-            f"{tab.NOT_LOGGED}: the run has no such figure (logged before it existed, or a stage that failed)"
-        )
-    shown = [built.tables[name] for name in render.shown_names(built.tables)]
-    if any(table.drop(columns=tab.key_columns(table)).isna().any().any() for table in shown):
-        notes.append(
-            f"{render.NO_FINISHED_RUN}: no FINISHED run of that row on that hardware (one that failed is in "
-            "the failed jobs' table)"
-        )
-    if count := tab.unresolved_cells(built.tables):
-        notes.append(
-            f"{count} cells are UNRESOLVED (their 95% CI is over half the figure): {UNRESOLVED_ADVICE}"
-        )
-    if filter_string:
-        notes.append(f"filter: {filter_string}")
-    return notes
-
-
-def _backend_store(tracking_uri: str, experiment_id: str, name: str, store_uri: str | None) -> str | None:
-    """The database behind a tracking server, when given and really its store (same experiment)."""
-    if not store_uri or sql_store(tracking_uri) is not None:  # the tracking URI is a store already
-        return None
-    engine = sql_store(store_uri)
-    if engine is None:
-        raise AggregationError(f"--store-uri {redact(store_uri)}: expected postgresql://... or sqlite:///...")
-    try:
-        found = experiment_name(engine, experiment_id)
-    except SQLAlchemyError as error:
-        raise AggregationError(f"--store-uri {redact(store_uri)}: {error.args[0]}") from error
-    if found != name:
-        raise AggregationError(
-            f"--store-uri {redact(store_uri)} is not the store behind {tracking_uri}: its experiment "
-            f"{experiment_id} is {found!r}, not {name!r}"
-        )
-    return store_uri
-
-
-def _same_store_key(uri: str) -> str:
-    """What makes two URIs one store: a SQLite file's resolved path, else the URI itself."""
-    path = sqlite_path(uri)
-    return str(path.resolve()) if path is not None else uri.rstrip("/")
-
-
-def _check_stores(uris: Sequence[str], sweep_id: str | None = None, store_uri: str | None = None) -> None:
-    """Refuse a store given twice, and the options that name something inside one store
-    (a sweep's parent run, the database behind one server) when there are several."""
-    seen: dict[str, str] = {}  # store -> the URI that named it first
-    for uri in uris:
-        key = _same_store_key(uri)
-        if key in seen:
-            also = "" if seen[key] == uri else f" (as {redact(seen[key])} and {redact(uri)})"
-            raise AggregationError(f"--tracking-uri {redact(uri)} is given twice{also}: give each store once")
-        seen[key] = uri
-    if len(uris) > 1:
-        for option, value, why in (
-            ("--sweep", sweep_id, "a sweep's parent run lives in one store"),
-            ("--store-uri", store_uri, "it is the database behind one tracking server"),
-        ):
-            if value:
-                raise AggregationError(
-                    f"{option} works with one --tracking-uri only ({why}); with {len(uris)} stores, "
-                    "aggregate a whole experiment (--experiment NAME, the same name in each store) and "
-                    "narrow it with --filter"
-                )
-
-
-def _missing_store(uri: str) -> str | None:
-    """Why a SQLite store cannot be read: its file is absent (reading must never create one)."""
-    path = sqlite_path(uri)
-    return f"no tracking store at {path} ({uri})" if path is not None and not path.is_file() else None
-
-
-@dataclass
-class _StoreRuns:
-    uri: str
-    runs: pd.DataFrame
-    reused: dict[str, str]  # run id -> job name: a resumed sweep's earlier points
-    other_code: dict[str, str]  # run id -> code version: the reused runs another code version measured
-    read_only: bool  # an archived store: nothing is written to it, dead runs are not reaped
-
-
-def _read_store(
-    uri: str,
-    experiment: str,
-    sweep_id: str | None,
-    filter_string: str | None,
-    reader: str,
-    store_uri: str | None,
-    reap_after_h: float | None = None,
-    label: str = "",
-) -> _StoreRuns:
-    """One store's runs of the experiment (of one sweep when `sweep_id` is given), dead runs reaped;
-    `label` names the store in the runs' `store` column."""
-    if missing := _missing_store(uri):
-        raise AggregationError(missing)
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise AggregationError(f"no experiment named {experiment!r} in {redact(uri)}")
-    read_only = not store_writable(uri)
-    if not read_only:
-        reap_dead_runs(client, found.experiment_id, reap_after_h)  # a killed job's run must not stay RUNNING
-    store_uri = _backend_store(uri, found.experiment_id, experiment, store_uri)
-    try:
-        reused = reused_runs(client, sweep_id) if sweep_id else {}
-        other_code = reused_from_other_code(client, sweep_id) if sweep_id else {}
-    except MlflowException as error:  # no such run: said in one line, as every other refusal
-        raise AggregationError(f"--sweep {sweep_id}: {error.message} in {redact(uri)}") from error
-    try:
-        runs = read_runs(
-            client, [found.experiment_id], sweep_id, filter_string, reader, store_uri, list(reused)
-        )
-    except MlflowException as error:
-        raise AggregationError(f"--filter {filter_string!r}: {error.message}") from error
-    return _StoreRuns(uri, runs.assign(store=label), reused, other_code, read_only)
-
-
-def _combine(reads: Sequence[_StoreRuns]) -> tuple[pd.DataFrame, list[str]]:
-    """The stores' runs in one frame, each run id once, and the ids found in more than one store.
-
-    A run id is a random UUID: one found in two stores is the same run in a copied database file, so
-    the first store given that holds it keeps it, and it is counted once."""
-    frames = [read.runs for read in reads if not read.runs.empty] or [reads[0].runs]
-    runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    repeated = runs["run_id"].duplicated()
-    copied = sorted(set(runs.loc[repeated, "run_id"]))
-    runs = runs[~repeated].sort_values(["start_time", "run_id"], kind="stable")
-    return runs.reset_index(drop=True), copied
-
-
-def _copied_note(copied: list[str]) -> str:
-    more = f" and {len(copied) - _LISTED} more" if len(copied) > _LISTED else ""
-    return (
-        f"{len(copied)} runs found in more than one store (a copied database file?), each counted once, "
-        f"from the first store given that holds it: {', '.join(copied[:_LISTED])}{more}"
-    )
-
-
-def _reused_note(reused: dict[str, str], other_code: dict[str, str], users: dict[str, str]) -> str:
-    by = sorted(reused.items(), key=lambda item: item[1])
-    listed = [f"{name} ({run_id}, by {users.get(run_id, 'unknown')})" for run_id, name in by]
-    more = f"; {len(listed) - _LISTED} more in runs.csv (column reused)" if len(listed) > _LISTED else ""
-    note = f"{len(reused)} reused, measured before this sweep: {', '.join(listed[:_LISTED])}{more}"
-    if other_code:
-        versions = ", ".join(sorted(set(other_code.values())))
-        note += (
-            f". {len(other_code)} of them were measured by another code version ({versions}) than this "
-            f"sweep's: {', '.join(reused[run_id] for run_id in sorted(other_code)[:_LISTED])}; "
-            "rerun_other_version=true measures them again"
-        )
-    return note
 
 
 def aggregate(
@@ -317,15 +104,15 @@ def aggregate(
     database behind a tracking server, read directly in its place.
     """
     uris = [tracking_uri] if isinstance(tracking_uri, str) else list(tracking_uri)
-    _check_stores(uris, sweep_id, store_uri)
+    check_stores(uris, sweep_id, store_uri)
     if len(uris) == 1:  # with several stores, which one the environment's database backs is unknown
         store_uri = store_uri or os.environ.get(STORE_URI_ENV)
     labels = store_labels(uris)
     reads = [
-        _read_store(uri, experiment, sweep_id, filter_string, reader, store_uri, reap_after_h, labels[uri])
+        read_store(uri, experiment, sweep_id, filter_string, reader, store_uri, reap_after_h, labels[uri])
         for uri in uris
     ]
-    runs, copied = _combine(reads)
+    runs, copied = combine_stores(reads)
     # A start in the future would make a run every cell's "latest": a clock far ahead, or a planted run.
     future = runs["start_time"].astype("float64") > (time.time() + FUTURE_SKEW_S) * 1000
     runs = runs[~future].reset_index(drop=True)
@@ -336,16 +123,16 @@ def aggregate(
     jobs["store"] = jobs["run_id"].map(runs.set_index("run_id")["store"])
     built = tab.build(jobs)
     heading = f"ecopipe aggregate: experiment {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
-    notes = _notes(jobs, built, uris, filter_string)
+    notes = summary_notes(jobs, built, uris, filter_string)
     if reused:
-        notes.insert(1, _reused_note(reused, other_code, runs.set_index("run_id")["user_id"].to_dict()))
+        notes.insert(1, reused_note(reused, other_code, runs.set_index("run_id")["user_id"].to_dict()))
     if future.any():
         notes.append(
             f"{int(future.sum())} runs start more than {FUTURE_SKEW_S / 60:g} min in the future (a clock far "
             "ahead, or a run someone planted): left out of every table"
         )
     if copied:
-        notes.insert(1, _copied_note(copied))
+        notes.insert(1, copied_note(copied))
     for read in reads:
         if read.read_only:
             notes.append(
@@ -500,7 +287,7 @@ def _folder_name(name: str) -> str:
 def _options_error(args: argparse.Namespace, uris: Sequence[str]) -> str | None:
     """Why these options and stores cannot be read together, in one paragraph; None when they can."""
     try:
-        _check_stores(uris, args.sweep, args.store_uri)
+        check_stores(uris, args.sweep, args.store_uri)
     except AggregationError as error:
         return str(error)
     if args.log and len(uris) > 1:
@@ -519,7 +306,7 @@ def _options_error(args: argparse.Namespace, uris: Sequence[str]) -> str | None:
             check_tracking_uri(uri, read_only=True)  # an archived, read-only store can be aggregated
         except ConfigError as error:
             return str(error)
-        if missing := _missing_store(uri):
+        if missing := missing_store(uri):
             return missing
     if args.log and not store_writable(uris[0]):
         return f"--log writes to the sweep's parent run, but {redact(uris[0])} is read-only; leave --log out"

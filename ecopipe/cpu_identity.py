@@ -1,13 +1,10 @@
-"""Which CPU microarchitecture this is, and what SPECpower says one hardware thread of it draws.
+"""Which CPU microarchitecture this is, read from /proc/cpuinfo (ecopipe.cpuinfo) through a sourced table.
 
-Without energy counters ecopipe estimates CPU power. The estimate needs two facts this module supplies:
-
-* the microarchitecture, read from /proc/cpuinfo through a sourced table (ecopipe/data/cpu_microarch.csv):
-  the model name when it names a SKU of Cloud Carbon Footprint's family lists, else vendor/family/model
-  (/stepping), else Arm implementer/part; then checked against the instruction-set flags, which a
-  hypervisor may hide but never invents;
-* per-microarchitecture SPECpower coefficients with a band (ecopipe/data/cpu_power_specpower.csv,
-  rebuilt by scripts/derive_cpu_power.py): watts per hardware thread at active idle and at 100 % load.
+Without energy counters ecopipe estimates CPU power from SPECpower coefficients per microarchitecture
+(ecopipe.cpu_coefficients); this module names the microarchitecture, through a sourced table
+(ecopipe/data/cpu_microarch.csv): the model name when it names a SKU of Cloud Carbon Footprint's family
+lists, else vendor/family/model (/stepping), else Arm implementer/part; then checked against the
+instruction-set flags, which a hypervisor may hide but never invents.
 
 Microarchitecture keys are lower-case snake case ("cascade_lake", "zen3", "neoverse_n1"). A key ending in
 "+" is a set that the flags only narrow to "that or later": "sapphire_rapids+" means Sapphire Rapids or
@@ -19,22 +16,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import platform
 import re
-import statistics
 from importlib.resources import files
-from pathlib import Path
+
+from ecopipe.cpuinfo import CpuInfo, int_or_none
 
 __all__ = [
-    "CpuInfo",
     "CpuIdentity",
-    "CpuPowerCoefficients",
-    "parse_cpuinfo",
-    "read_cpuinfo",
     "identify",
     "known_microarchs",
-    "cpu_power_coefficients",
-    "power_per_thread_w",
+    "coefficient_rows",
+    "plus_members",
+    "set_words",
 ]
 
 VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
@@ -136,85 +129,6 @@ LINEAGES: dict[str, dict[str, list[str]]] = {
         "client": ["zen1_client", "zen2_client", "zen3_client", "zen4_client", "zen5_client"],
     },
 }
-VENDOR_RANGE = {"intel": "range:intel", "amd": "range:amd", "arm": "range:all", "unknown": "range:all"}
-
-
-# --- /proc/cpuinfo ----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class CpuInfo:
-    vendor_id: str  # "GenuineIntel", "AuthenticAMD", "" ; Arm: "" (use implementer)
-    family: int | None  # "cpu family"
-    model: int | None  # "model" (decimal in cpuinfo)
-    stepping: int | None
-    flags: frozenset[str]  # x86 "flags" / arm "Features"
-    model_name: str  # "model name" (may be generic: "AMD EPYC", "Intel(R) Xeon(R) Processor")
-    implementer: int | None  # arm "CPU implementer" (0x41 = Arm Ltd)
-    part: int | None  # arm "CPU part"
-
-
-def _int(text: str | None, base: int = 10) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text.strip(), base)
-    except ValueError:
-        return None
-
-
-def parse_cpuinfo(text: str) -> CpuInfo:
-    """The first processor block of a /proc/cpuinfo text (x86 or Arm); absent fields are None/empty."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break  # end of the first block
-            continue
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip().lower(), value.strip())
-    flags = fields.get("flags", fields.get("features", ""))
-    return CpuInfo(
-        vendor_id=fields.get("vendor_id", ""),
-        family=_int(fields.get("cpu family")),
-        model=_int(fields.get("model")),
-        stepping=_int(fields.get("stepping")),
-        flags=frozenset(flags.split()),
-        model_name=fields.get("model name", ""),
-        implementer=_int(fields.get("cpu implementer"), 0),
-        part=_int(fields.get("cpu part"), 0),
-    )
-
-
-# Brand words of a CPU named by hand (hardware.cpu_model): the vendor its identification starts from.
-_BRAND_WORDS = {
-    "intel": "GenuineIntel",
-    "xeon": "GenuineIntel",
-    "amd": "AuthenticAMD",
-    "epyc": "AuthenticAMD",
-    "ryzen": "AuthenticAMD",
-}
-_ARM_WORDS = ("ampere", "altra", "graviton", "neoverse", "arm")
-ARM_LTD = 0x41  # "CPU implementer" of Arm Ltd's own cores (Neoverse), as Graviton and Altra report
-
-
-def named_cpu(model_name: str) -> CpuInfo:
-    """A CPU known only by its name (a what-if estimate): the vendor its brand words imply, no ids or
-    flags, so that identification goes by the SKU in the name or gives the vendor's range."""
-    words = model_name.lower()
-    vendor = next((v for k, v in _BRAND_WORDS.items() if k in words), "")
-    arm = not vendor and any(w in words for w in _ARM_WORDS)
-    return CpuInfo(vendor, None, None, None, frozenset(), model_name, ARM_LTD if arm else None, None)
-
-
-def read_cpuinfo(path: str | Path = "/proc/cpuinfo") -> CpuInfo:
-    """parse_cpuinfo of the file; an unreadable one gives empty fields and the platform's processor name."""
-    try:
-        return parse_cpuinfo(Path(path).read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        name = platform.processor() or platform.machine()
-        return CpuInfo("", None, None, None, frozenset(), name, None, None)
 
 
 # --- tables -----------------------------------------------------------------------------------------
@@ -249,13 +163,13 @@ def _table() -> tuple[_Row, ...]:
         _Row(
             match=r["match"],
             vendor=r["vendor"],
-            family=_int(r["family"] or None, 0),
-            model_min=_int(r["model_min"] or None, 0),
-            model_max=_int(r["model_max"] or None, 0),
-            stepping_min=_int(r["stepping_min"] or None, 0),
-            stepping_max=_int(r["stepping_max"] or None, 0),
-            implementer=_int(r["implementer"] or None, 0),
-            part=_int(r["part"] or None, 0),
+            family=int_or_none(r["family"] or None, 0),
+            model_min=int_or_none(r["model_min"] or None, 0),
+            model_max=int_or_none(r["model_max"] or None, 0),
+            stepping_min=int_or_none(r["stepping_min"] or None, 0),
+            stepping_max=int_or_none(r["stepping_max"] or None, 0),
+            implementer=int_or_none(r["implementer"] or None, 0),
+            part=int_or_none(r["part"] or None, 0),
             sku=r["sku"],
             microarch=r["microarch"],
             segment=r["segment"],
@@ -267,7 +181,7 @@ def _table() -> tuple[_Row, ...]:
 
 
 @functools.cache
-def _coefficient_rows() -> dict[str, dict[str, str]]:
+def coefficient_rows() -> dict[str, dict[str, str]]:
     return {row["microarch"]: row for row in _read_csv("cpu_power_specpower.csv")}
 
 
@@ -294,10 +208,10 @@ def _microarch_names() -> dict[str, str]:
 
 
 def _segment(key: str) -> str:
-    return _coefficient_rows()[key]["segment"]
+    return coefficient_rows()[key]["segment"]
 
 
-def _plus_members(key: str) -> list[str]:
+def plus_members(key: str) -> list[str]:
     """The keys of the set "<key>+": key and the later keys of its lineage having all of key's flags."""
     own = FLAGS_OF.get(key)
     for lineages in LINEAGES.values():
@@ -311,8 +225,8 @@ def _plus_members(key: str) -> list[str]:
 @functools.cache
 def known_microarchs() -> list[str]:
     """The allowed values of hardware.cpu_microarch: every key, and "<key>+" where that set has 2+ keys."""
-    keys = [key for key in _coefficient_rows() if not key.startswith("range:")]
-    plus = [f"{key}+" for key in keys if len(_plus_members(key)) > 1]
+    keys = [key for key in coefficient_rows() if not key.startswith("range:")]
+    plus = [f"{key}+" for key in keys if len(plus_members(key)) > 1]
     return sorted(keys) + sorted(plus)
 
 
@@ -411,10 +325,10 @@ def _shares_id(key: str, info: CpuInfo) -> bool:
     )
 
 
-def _set_words(key: str) -> str:
+def set_words(key: str) -> str:
     """'Sapphire Rapids or later (sapphire_rapids, emerald_rapids, granite_rapids)'."""
     if key.endswith("+"):
-        members = _plus_members(key[:-1])
+        members = plus_members(key[:-1])
         return f"{_key_name(key[:-1])} or later ({', '.join(members)})"
     return f"{_key_name(key)} ({key})"
 
@@ -450,7 +364,7 @@ def _check_flags(info: CpuInfo, vendor: str, key: str, reason: str, how: str) ->
         )
     else:
         why = f"{_key_name(first)} is the first {segment} generation with all of them"
-    note = f"{what}; {why}; the flags win: {_set_words(answer)}"
+    note = f"{what}; {why}; the flags win: {set_words(answer)}"
     return CpuIdentity(vendor, answer, "flags", note)
 
 
@@ -472,8 +386,8 @@ def identify(info: CpuInfo, override: str | None = None) -> CpuIdentity:
                 f"{', '.join(known_microarchs())}. A key ending in '+' means that generation or a later one; "
                 "leave hardware.cpu_microarch unset (null) to detect it from /proc/cpuinfo."
             )
-        row = _coefficient_rows()[key.rstrip("+")]
-        note = f"hardware.cpu_microarch = {key!r} set by the user (detected: {_ids(info)}): {_set_words(key)}"
+        row = coefficient_rows()[key.rstrip("+")]
+        note = f"hardware.cpu_microarch = {key!r} set by the user (detected: {_ids(info)}): {set_words(key)}"
         return CpuIdentity(row["vendor"], key, "user", note)
     if vendor == "unknown":
         what = f"vendor_id {info.vendor_id!r}" if info.vendor_id else "no vendor_id and no Arm implementer"
@@ -495,79 +409,3 @@ def identify(info: CpuInfo, override: str | None = None) -> CpuIdentity:
         return _check_flags(info, vendor, by_table.microarch, reason, "table")
     note = f"{_ids(info)}, model name {info.model_name!r}: in neither the SKU lists nor the id table"
     return CpuIdentity(vendor, None, "unknown", note)
-
-
-# --- coefficients -----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class CpuPowerCoefficients:
-    label: str  # "Cascade Lake (SPECpower, 69 results)" / "Intel server range (microarchitecture unknown)"
-    known: bool  # False when the band is a vendor (or all-server) range
-    idle_w: tuple[float, float, float]  # (low, point, high) W per hardware thread at active idle
-    full_w: tuple[float, float, float]  # (low, point, high) W per hardware thread at 100% load
-    memory_gb_per_thread: float  # median of the results' Total Memory / Total Threads
-    results: int  # SPECpower results behind it
-    source: str  # citation: CCF repo file(s), commit, SPECpower file date
-
-
-def _from_row(row: dict[str, str]) -> CpuPowerCoefficients:
-    def band(prefix: str) -> tuple[float, float, float]:
-        return tuple(float(row[f"{prefix}_{end}"]) for end in ("low", "point", "high"))  # type: ignore[return-value]
-
-    return CpuPowerCoefficients(
-        label=row["label"],
-        known=row["known"] == "true",
-        idle_w=band("idle_w"),
-        full_w=band("full_w"),
-        memory_gb_per_thread=float(row["memory_gb_per_thread"]),
-        results=int(row["results"]),
-        source=row["source"],
-    )
-
-
-def _union(label: str, members: list[CpuPowerCoefficients]) -> CpuPowerCoefficients:
-    def band(which: str) -> tuple[float, float, float]:
-        bands = [getattr(m, which) for m in members]
-        return (min(b[0] for b in bands), statistics.fmean(b[1] for b in bands), max(b[2] for b in bands))
-
-    sources = list(dict.fromkeys(m.source for m in members))
-    return CpuPowerCoefficients(
-        label=label,
-        known=all(m.known for m in members),
-        idle_w=band("idle_w"),
-        full_w=band("full_w"),
-        memory_gb_per_thread=statistics.median(m.memory_gb_per_thread for m in members),
-        results=sum(m.results for m in members),
-        source="; ".join(sources),
-    )
-
-
-def cpu_power_coefficients(identity: CpuIdentity) -> CpuPowerCoefficients:
-    """SPECpower watts per thread for the identified microarchitecture, or its vendor's server range.
-
-    A key with a SPECpower family gets that family's band; "<key>+" the union of its members' bands
-    (low = min of lows, high = max of highs, point = mean of points) when every member has a family;
-    anything else its vendor's server range (known=False).
-    """
-    rows = _coefficient_rows()
-    key = identity.microarch
-    vendor_range = _from_row(rows[VENDOR_RANGE.get(identity.vendor, "range:all")])
-    if key is not None and key.endswith("+"):
-        members = [_from_row(rows[k]) for k in _plus_members(key[:-1])]
-        if members and all(m.known for m in members):
-            results = sum(m.results for m in members)
-            return _union(f"{_set_words(key)} (SPECpower, {results} results)", members)
-        label = f"{_set_words(key)}: not all have a SPECpower family; {vendor_range.label}"
-        return dataclasses.replace(vendor_range, label=label)
-    if key is not None and key in rows:
-        return _from_row(rows[key])
-    return vendor_range
-
-
-def power_per_thread_w(coefficients: CpuPowerCoefficients, utilisation: float) -> tuple[float, float, float]:
-    """CCF's linear model, idle + u * (full - idle), on each of (low, point, high); u clamped to [0, 1]."""
-    u = min(max(float(utilisation), 0.0), 1.0)
-    return tuple(  # type: ignore[return-value]
-        idle + u * (full - idle) for idle, full in zip(coefficients.idle_w, coefficients.full_w, strict=True)
-    )

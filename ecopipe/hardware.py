@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import psutil
 
 from ecopipe.config import ConfigError, HardwareConfig
-from ecopipe.reference import HardwareProfile, hardware_profiles, match_hardware
+from ecopipe.hardware_table import HardwareProfile, hardware_profiles, match_hardware
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ecopipe import names, report, ui_view
-from ecopipe.config import (
-    Config,
-    ConfigError,
-    Phase,
-    RaplAttribution,
-    TrackingConfig,
-    check_known_keys,
-    dataset_choice,
-    validate,
-)
+from ecopipe.config import Config, ConfigError, Phase, RaplAttribution, TrackingConfig
+from ecopipe.config_checks import check_known_keys, validate
+from ecopipe.dataset_choice import dataset_choice
 from ecopipe.hardware import (
     DeviceProfile,
     MeteredGpus,

@@ -37,16 +37,15 @@ from importlib.resources import files
 __all__ = [
     "TIERS",
     "Factor",
-    "HardwareProfile",
     "RegionFactors",
     "UnknownRegionError",
-    "hardware_profiles",
     "known_regions",
-    "match_hardware",
     "resolve_region",
+    "table",
     "tier_pue",
     "tier_wue",
     "water_basis",
+    "year_of",
 ]
 
 
@@ -93,20 +92,6 @@ class RegionFactors:
     ewif: Factor  # L/kWh of electricity generated
 
 
-@dataclass(frozen=True)
-class HardwareProfile:
-    name: str
-    kind: str  # "gpu" | "cpu" | "soc"
-    tier: str
-    tdp_w: float | None
-    memory_gb: float | None
-    embodied_kgco2e: float | None
-    source: str
-    year: int | None
-    memory_bandwidth_gb_s: float | None = None
-    threads_per_package: int | None = None  # CPUs: hardware threads of one package (TDP is per package)
-
-
 class UnknownRegionError(ValueError):
     """The region string matches no zone, country code or cloud region."""
 
@@ -115,21 +100,14 @@ class UnknownRegionError(ValueError):
 
 
 @cache  # = functools.lru_cache(maxsize=None)
-def _table(name: str) -> tuple[dict[str, str], ...]:
+def table(name: str) -> tuple[dict[str, str], ...]:
     """Rows of ``ecopipe/data/<name>.csv`` as dicts of stripped strings (blank cells are "")."""
     text = files("ecopipe.data").joinpath(f"{name}.csv").read_text(encoding="utf-8")
     return tuple({k: v.strip() for k, v in row.items()} for row in csv.DictReader(text.splitlines()))
 
 
-def _num(cell: str) -> float | None:
-    return float(cell) if cell else None
-
-
-def _int(cell: str) -> int | None:
-    return int(float(cell)) if cell else None
-
-
-def _year(cell: str) -> int | None:
+def year_of(cell: str) -> int | None:
+    """A year cell as an int ("2024" or "2024.0" -> 2024); None when blank."""
     return int(float(cell)) if cell else None
 
 
@@ -153,21 +131,21 @@ _FORMS = (
 @cache  # = functools.lru_cache(maxsize=None)
 def _grid() -> dict[str, dict[str, str]]:
     """Canonical zone -> row, for the lifecycle and subnational tables (subnational "US" left out)."""
-    zones = {r["zone"]: r for r in _table("grid_carbon_intensity")}
-    zones.update({r["zone"]: r for r in _table("grid_carbon_intensity_subnational") if "-" in r["zone"]})
+    zones = {r["zone"]: r for r in table("grid_carbon_intensity")}
+    zones.update({r["zone"]: r for r in table("grid_carbon_intensity_subnational") if "-" in r["zone"]})
     return zones
 
 
 @cache  # = functools.lru_cache(maxsize=None)
 def _cloud() -> dict[str, dict[str, str]]:
-    return {f"{r['provider']}/{r['region']}".lower(): r for r in _table("cloud_regions")}
+    return {f"{r['provider']}/{r['region']}".lower(): r for r in table("cloud_regions")}
 
 
 @cache  # = functools.lru_cache(maxsize=None)
 def _aliases() -> dict[str, str]:
     """Upper-cased accepted spelling -> canonical name (canonical names, alpha-2 codes, cloud regions)."""
     out = {z.upper(): z for z in _grid()}
-    for r in _table("grid_carbon_intensity"):
+    for r in table("grid_carbon_intensity"):
         if r["zone_alpha2"]:
             out[r["zone_alpha2"].upper()] = r["zone"]
     out.update({key.upper(): key for key in _cloud()})
@@ -184,7 +162,7 @@ def _ewif_rows() -> dict[str, dict[str, str]]:
     """One EWIF row per zone: Li et al. before WRI 2020; other rows (LBNL, EcoLogits WOR, ...) ignored."""
     picked: dict[str, dict[str, str]] = {}
     for prefix in ("Li, Yang, Islam, Ren", "WRI 2020"):
-        for r in _table("water"):
+        for r in table("water"):
             if r["ewif_l_per_kwh"] and r["source"].startswith(prefix):
                 picked.setdefault(r["zone_or_scope"], r)
     return picked
@@ -211,7 +189,7 @@ def _zone_ewif(zone: str) -> Factor:
             r = rows[candidate]
             note = "" if candidate == zone else f"fallback to {candidate} (no EWIF row for {zone}): "
             basis = _basis(r["water_basis"], "ewif")
-            return Factor(float(r["ewif_l_per_kwh"]), note + r["source"], _year(r["year"]), basis=basis)
+            return Factor(float(r["ewif_l_per_kwh"]), note + r["source"], year_of(r["year"]), basis=basis)
     raise AssertionError("water.csv has no WORLD EWIF row")  # the data tests guard this
 
 
@@ -224,10 +202,10 @@ def _cloud_factors(key: str, r: dict[str, str]) -> RegionFactors:
     seg = _segments(r["source"])
     grid = _grid()[r["zone"]]
     carbon_source = f"{seg['gco2e']}; zone {r['zone']} ({seg['region->zone']})"
-    carbon = Factor(float(r["gco2e_per_kwh"]), carbon_source, _year(r["year"]))
+    carbon = Factor(float(r["gco2e_per_kwh"]), carbon_source, year_of(r["year"]))
     pue = wue = None
     if r["pue"]:
-        pue = Factor(float(r["pue"]), f"{seg['pue']} [{r['pue_scope']}]", _year(r["pue_year"]))
+        pue = Factor(float(r["pue"]), f"{seg['pue']} [{r['pue_scope']}]", year_of(r["pue_year"]))
     if r["wue_l_per_kwh"]:
         wue_source = f"{seg['wue']} [{r['wue_scope']}]"
         wue = Factor(
@@ -254,7 +232,7 @@ def resolve_region(region: str) -> RegionFactors:
     if "/" in canonical:
         return _cloud_factors(canonical, _cloud()[canonical])
     r = _grid()[canonical]
-    carbon = Factor(float(r["gco2e_per_kwh"]), r["source"], _year(r["year"]))
+    carbon = Factor(float(r["gco2e_per_kwh"]), r["source"], year_of(r["year"]))
     return RegionFactors(canonical, r["name"], carbon, r["basis"], None, None, _zone_ewif(canonical))
 
 
@@ -311,7 +289,7 @@ def _check_tier(tier: str) -> None:
 
 def _pue_row(tier: str) -> dict[str, str]:
     table_tier, scope, year = _PUE_ROW[tier]
-    for r in _table("pue_by_tier"):
+    for r in table("pue_by_tier"):
         if r["tier"] == table_tier and r["year"] == year and r["scope"].startswith(scope):
             return r
     raise AssertionError(f"pue_by_tier.csv lost its {table_tier} row")  # the data tests guard this
@@ -322,7 +300,7 @@ def _pue_range(tier: str) -> tuple[float, float]:
     table_tier, prefixes = _PUE_ROW[tier][0], _PUE_RANGE[tier]
     figures = [
         float(cell)
-        for r in _table("pue_by_tier")
+        for r in table("pue_by_tier")
         if r["tier"] == table_tier and (not prefixes or r["scope"].startswith(prefixes))
         for cell in (r["pue"], r["pue_low"], r["pue_high"])
         if cell
@@ -349,12 +327,12 @@ def tier_pue(tier: str) -> Factor:
         source = r["source"]
         if source.startswith("Convention (as above)"):  # edge/mobile rows point at the desktop row
             source = _pue_row("desktop")["source"]
-        return Factor(float(r["pue"]), source, _year(r["year"]), low, high)
+        return Factor(float(r["pue"]), source, year_of(r["year"]), low, high)
     # Server rooms: LBNL measured a range, not a typical value; take its midpoint and say so.
     lbnl_low, lbnl_high = float(r["pue_low"]), float(r["pue_high"])
     measured = f"{lbnl_low}-{lbnl_high}"
     source = f"derived assumption, not a published value: midpoint of measured {measured}; {r['source']}"
-    return Factor(round((lbnl_low + lbnl_high) / 2, 3), source, _year(r["year"]), low, high)
+    return Factor(round((lbnl_low + lbnl_high) / 2, 3), source, year_of(r["year"]), low, high)
 
 
 def tier_wue(tier: str) -> Factor:
@@ -364,7 +342,7 @@ def tier_wue(tier: str) -> Factor:
         r = _ewif_rows()["USA"]  # the Li et al. row (see _ewif_rows)
         source = f"Li et al. U.S.-average on-site WUE used as the data-centre default: {r['source']}"
         basis = _basis(r["water_basis"], "wue")
-        return Factor(float(r["wue_onsite_l_per_kwh"]), source, _year(r["year"]), basis=basis)
+        return Factor(float(r["wue_onsite_l_per_kwh"]), source, year_of(r["year"]), basis=basis)
     # No basis: zero on-site water is the same under either, and no source states one (see water_basis).
     source = f"no evaporative cooling outside a data centre; {_pue_row('desktop')['source']}"
     return Factor(0.0, source, None)
@@ -384,117 +362,3 @@ def water_basis(wue: Factor, ewif: Factor) -> str:
     if onsite == offsite:
         return onsite
     return f"MIXED: on-site WUE {onsite}, EWIF {offsite}"
-
-
-# ---------------------------------------------------------------- hardware
-
-# hardware.csv name -> (config key, tokens a device string must contain to match this row).
-# The plain key ("h100", "a100", "v100", "jetson_orin") is the most common variant: SXM, 80 GB, AGX 64 GB.
-_HW_KEYS: dict[str, tuple[str, str]] = {
-    "NVIDIA H200 SXM 141GB": ("h200", "h200"),
-    "NVIDIA H200 NVL 141GB": ("h200_nvl", "h200 nvl"),
-    "NVIDIA H100 SXM 80GB": ("h100", "h100"),
-    "NVIDIA H100 PCIe 80GB": ("h100_pcie", "h100 pcie"),
-    "NVIDIA H100 NVL 94GB": ("h100_nvl", "h100 nvl"),
-    "NVIDIA A100 SXM4 80GB": ("a100", "a100"),
-    "NVIDIA A100 SXM4 40GB": ("a100_40gb", "a100 40gb"),
-    "NVIDIA A100 PCIe 80GB": ("a100_pcie", "a100 pcie"),
-    "NVIDIA A100 PCIe 40GB": ("a100_pcie_40gb", "a100 pcie 40gb"),
-    "NVIDIA L4": ("l4", "l4"),
-    "NVIDIA T4": ("t4", "t4"),
-    "NVIDIA Tesla V100 SXM2 32GB": ("v100", "v100"),
-    "NVIDIA Tesla V100 PCIe 16GB": ("v100_pcie", "v100 pcie"),
-    "NVIDIA L40S 48GB": ("l40s", "l40s"),
-    "NVIDIA A10G": ("a10g", "a10g"),
-    "NVIDIA A40": ("a40", "a40"),
-    "NVIDIA H800 SXM 80GB": ("h800", "h800"),
-    "NVIDIA GH200 480GB": ("gh200", "gh200"),
-    "NVIDIA RTX A6000": ("rtx_a6000", "rtx a6000"),
-    "NVIDIA GeForce RTX 4090": ("rtx4090", "rtx 4090"),
-    "NVIDIA GeForce RTX 3090": ("rtx3090", "rtx 3090"),
-    "NVIDIA GeForce GTX 1650": ("gtx1650", "gtx 1650"),
-    "NVIDIA Jetson AGX Orin 64GB": ("jetson_orin", "agx orin"),
-    "NVIDIA Jetson AGX Orin 32GB": ("jetson_orin_32gb", "agx orin 32gb"),
-    "NVIDIA Jetson Orin Nano 8GB (Super, JetPack 6.1+)": ("jetson_orin_nano", "orin nano"),
-    "Intel Xeon Platinum 8480+": ("xeon_8480", "xeon 8480"),
-    "Intel Xeon Platinum 8380": ("xeon_8380", "xeon 8380"),
-    "AMD EPYC 9654": ("epyc_9654", "epyc 9654"),
-    "AMD EPYC 7763": ("epyc_7763", "epyc 7763"),
-    "Intel Core i9-13900K": ("i9_13900k", "13900k"),
-    "AMD Ryzen 9 7950X": ("ryzen_7950x", "ryzen 7950x"),
-    "AMD Ryzen 7 5800X": ("ryzen_5800x", "ryzen 5800x"),
-    "Apple M1": ("apple_m1", "apple m1"),
-    "Apple M2": ("apple_m2", "apple m2"),
-    "Apple M2 Max": ("apple_m2_max", "apple m2 max"),
-    "Apple M3": ("apple_m3", "apple m3"),
-    "Apple M3 Max": ("apple_m3_max", "apple m3 max"),
-    "Apple M4": ("apple_m4", "apple m4"),
-    "Apple M4 Max": ("apple_m4_max", "apple m4 max"),
-}
-
-# Tokens that pick a different product: a device string carrying one only matches a row that has it too.
-_VARIANT_TOKENS = frozenset(
-    {"pcie", "nvl", "sxm", "ti", "super", "max", "pro", "ultra", "nano", "nx", "agx", "laptop", "mobile"}
-)
-
-
-def _tokens(text: str) -> set[str]:
-    """Lower-case alphanumeric words; "SXM2/SXM4/SXM5" -> "sxm" ("A100-SXM4-40GB" -> a100, sxm, 40gb)."""
-    words = re.findall(r"[a-z0-9]+", text.lower().replace("(r)", " ").replace("(tm)", " "))
-    return {"sxm" if re.fullmatch(r"sxm\d", w) else w for w in words}
-
-
-def _is_variant(token: str) -> bool:
-    return token in _VARIANT_TOKENS or re.fullmatch(r"\d+gb", token) is not None
-
-
-def _hw_key(name: str) -> str:
-    return _HW_KEYS[name][0] if name in _HW_KEYS else re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-@cache  # = functools.lru_cache(maxsize=None)
-def hardware_profiles() -> dict[str, HardwareProfile]:
-    """Rows of hardware.csv keyed by config key (``conf/hardware/<key>.yaml``'s ``profile``).
-
-    Keys are listed in ``_HW_KEYS``: the bare model for the common variant ("h100" = H100 SXM 80GB,
-    "a100" = A100 SXM4 80GB, "v100" = V100 SXM2 32GB, "h200" = H200 SXM, "jetson_orin" = AGX Orin 64GB),
-    a suffix for the others ("h100_pcie", "a100_40gb", "a100_pcie_40gb", "jetson_orin_nano"), and
-    family_model for CPUs and Apple chips ("xeon_8480", "epyc_9654", "i9_13900k", "apple_m2_max").
-    A row missing from ``_HW_KEYS`` gets its name slugified.
-    """
-    out: dict[str, HardwareProfile] = {}
-    for r in _table("hardware"):
-        profile = HardwareProfile(
-            name=r["name"],
-            kind=r["kind"],
-            tier=r["tier"],
-            tdp_w=_num(r["tdp_w"]),
-            memory_gb=_num(r["memory_gb"]),
-            embodied_kgco2e=_num(r["embodied_kgco2e"]),
-            source=r["source"],
-            year=_year(r["year"]),
-            memory_bandwidth_gb_s=_num(r["memory_bandwidth_gb_s"]),
-            threads_per_package=_int(r["threads_per_package"]),
-        )
-        out[_hw_key(r["name"])] = profile
-    return out
-
-
-def match_hardware(model_string: str) -> HardwareProfile | None:
-    """The table row a detected device name denotes, or None when no single row matches confidently.
-
-    A row matches when the string holds all of the row's required tokens (whole words, so "L40" is not
-    "L4" or "L40S") and every variant token the string holds (PCIe, NVL, Max, Ti, a memory size, ...) is
-    in the row's name. Among matches the most specific row (most required tokens) wins; a tie is None.
-    """
-    words = _tokens(model_string)
-    candidates: list[tuple[int, HardwareProfile]] = []
-    for profile in hardware_profiles().values():
-        required = _tokens(_HW_KEYS.get(profile.name, ("", profile.name))[1])
-        allowed = _tokens(profile.name) | required
-        if required <= words and all(w in allowed for w in words if _is_variant(w)):
-            candidates.append((len(required), profile))
-    candidates.sort(key=lambda c: -c[0])
-    if not candidates or (len(candidates) > 1 and candidates[0][0] == candidates[1][0]):
-        return None
-    return candidates[0][1]

@@ -23,10 +23,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ecopipe import names, report
-from ecopipe.config import Attribution, ConfigError, ImpactConfig, TrackingConfig, validate_impact
+from ecopipe.config import Attribution, ConfigError, ImpactConfig, TrackingConfig
+from ecopipe.config_checks import validate_impact
+from ecopipe.hardware_table import hardware_profiles
 from ecopipe.job import footprint_stages
 from ecopipe.names import CO2E_PER_1K, IMPACT_METRICS, Metric, MetricFamily, Tag
-from ecopipe.reference import UnknownRegionError, hardware_profiles
+from ecopipe.reference import UnknownRegionError
 from ecopipe.stages.impact import resolve_factors
 from ecopipe.tracking import SOURCE_TAGS, JobRun, check_tracking_uri, resolve_uri, search_all
 

@@ -25,7 +25,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from tqdm import tqdm
 
-from ecopipe.config import ConfigError, TrackingConfig, check_experiment_name
+from ecopipe.config import ConfigError, TrackingConfig
+from ecopipe.config_checks import check_experiment_name
 from ecopipe.credentials import redact
 from ecopipe.hardware import cuda_available
 from ecopipe.logs import logs_above_progress, warn_once

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from ecopipe.config import Attribution
-from ecopipe.cpu_identity import CpuIdentity, CpuPowerCoefficients
+from ecopipe.cpu_coefficients import CpuPowerCoefficients
+from ecopipe.cpu_identity import CpuIdentity
 from ecopipe.job import footprint_stages
 from ecopipe.monitor.energy import Bound, Energy, EnergyMeter, Window
 from ecopipe.monitor.stats import Band, band_of, spread

@@ -11,17 +11,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from ecopipe.config import (
-    CONFIG_DIR,
-    TASK_DATA,
-    Config,
-    ConfigError,
-    DataMismatchError,
-    check_known_keys,
-    dataset_choice,
-    schema_fields,
-    validate,
-)
+from ecopipe.config import CONFIG_DIR, TASK_DATA, Config, ConfigError, DataMismatchError
+from ecopipe.config_checks import check_known_keys, schema_fields, validate
+from ecopipe.dataset_choice import dataset_choice
 from ecopipe.job import plan_job
 
 # Job groups; `experiment` presets are added with `+experiment=` and `hydra/launcher` belongs to Hydra.

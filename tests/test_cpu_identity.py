@@ -1,4 +1,5 @@
-"""CPU microarchitecture identification and SPECpower coefficients (ecopipe.cpu_identity)."""
+"""CPU microarchitecture identification and SPECpower coefficients (ecopipe.cpuinfo, .cpu_identity,
+.cpu_coefficients)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ecopipe.cpu_identity import (
-    CpuIdentity,
-    cpu_power_coefficients,
-    identify,
-    known_microarchs,
-    parse_cpuinfo,
-    power_per_thread_w,
-    read_cpuinfo,
-)
+from ecopipe.cpu_coefficients import cpu_power_coefficients, power_per_thread_w
+from ecopipe.cpu_identity import CpuIdentity, identify, known_microarchs
+from ecopipe.cpuinfo import parse_cpuinfo, read_cpuinfo
 
 SAMPLES = Path(__file__).parent / "data" / "cpuinfo"
 

@@ -24,7 +24,7 @@ from tests.fakes import EPYC_7763
 )
 def test_gpus_from_review_have_rows(monkeypatch, cuda_name, key, tier, tdp, bandwidth):
     from ecopipe import hardware
-    from ecopipe.reference import hardware_profiles
+    from ecopipe.hardware_table import hardware_profiles
 
     monkeypatch.setattr(hardware, "gpu_model_name", lambda index: cuda_name)  # no GPU on this machine
     profile = device_profile(HardwareConfig(), "cuda:0")

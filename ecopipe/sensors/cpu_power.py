@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ecopipe.cpu_identity import CpuIdentity, CpuPowerCoefficients
+from ecopipe.cpu_coefficients import CpuPowerCoefficients
+from ecopipe.cpu_identity import CpuIdentity
 
 
 @dataclass(frozen=True)

@@ -26,15 +26,10 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from ecopipe.cpu_identity import (
-    CpuPowerCoefficients,
-    cpu_power_coefficients,
-    identify,
-    named_cpu,
-    power_per_thread_w,
-    read_cpuinfo,
-)
-from ecopipe.reference import match_hardware
+from ecopipe.cpu_coefficients import CpuPowerCoefficients, cpu_power_coefficients, power_per_thread_w
+from ecopipe.cpu_identity import identify
+from ecopipe.cpuinfo import named_cpu, read_cpuinfo
+from ecopipe.hardware_table import match_hardware
 from ecopipe.sensors.base import Component, EnergySensor, Found, Request, Source
 from ecopipe.sensors.cpu_power import CpuPower
 from ecopipe.sensors.cpu_share import visible_cpus

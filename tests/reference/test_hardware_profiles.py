@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ecopipe.reference import hardware_profiles, match_hardware
+from ecopipe.hardware_table import hardware_profiles, match_hardware
 from tests.reference.conftest import rows
 
 

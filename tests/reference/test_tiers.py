@@ -55,7 +55,7 @@ def test_tier_pue_ranges() -> None:
 
 
 def test_tier_pue_range_is_read_from_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = reference._table
+    real = reference.table
 
     def table(name: str) -> tuple[dict[str, str], ...]:
         extra = {
@@ -68,7 +68,7 @@ def test_tier_pue_range_is_read_from_the_table(monkeypatch: pytest.MonkeyPatch) 
         extra |= {"year": "2030", "source": "test row"}
         return real(name) + ((extra,) if name == "pue_by_tier" else ())
 
-    monkeypatch.setattr(reference, "_table", table)
+    monkeypatch.setattr(reference, "table", table)
     assert (tier_pue("hyperscale").low, tier_pue("hyperscale").high) == (1.08, 1.30)
     assert tier_pue("hyperscale").value == 1.15  # the point row is unchanged
 
