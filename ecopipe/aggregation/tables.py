@@ -101,6 +101,13 @@ class TableSpec:
     # undefined figure (ESS over CO2e <= 0) reads as such instead of as a missing run.
     undefined: str | None = None
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The metrics the table is built from: its figure, its CI, an energy figure's band (load.py reads
+        them, so that a new table is its spec alone)."""
+        band = (f"{self.metric}{LOW_SUFFIX}", f"{self.metric}{HIGH_SUFFIX}") if self.energy else ()
+        return (self.metric, *([self.ci95] if self.ci95 else []), *band)
+
 
 SPECS = (
     TableSpec(
@@ -145,7 +152,13 @@ SPECS = (
         "",
     ),
 )
-UNITS = {spec.name: spec.unit for spec in SPECS}
+
+
+def spec_of(name: str) -> TableSpec | None:
+    """The spec in SPECS that table `name` is built from; None for the others (quality, sources, gains)."""
+    return next((spec for spec in SPECS if spec.name == name), None)
+
+
 SOURCE_TABLE = "energy_source"
 GAIN_TABLE = "precision_gain_ess"
 SELECTION_TABLE = "selection"
