@@ -192,6 +192,9 @@ class ModelConfig:
     phase: Phase = Phase.generate  # text generation: which part of generation the window measures
     # weights=random: architecture values set over ecopipe/model_configs/<name>.json (tests, what-if sizes)
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    # The workload family: None picks the package's by framework and task (workloads/factory.py); a
+    # family of one's own is named by its class path, <module.Class>, a subclass of workloads.base.Workload
+    _target_: str | None = None
 
 
 @dataclass

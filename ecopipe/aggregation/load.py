@@ -9,7 +9,8 @@ a server). Any other store is read through `MlflowClient.search_runs`, page by p
 string is applied by the store in the second reader and evaluated on the frame in the first; a filter
 the frame cannot evaluate (datasets, unusual attributes) sends the read to the search reader.
 
-Only what aggregation needs is kept: the metrics in `METRICS` and every `quality.*`, the tags under
+Only what aggregation needs is kept: the metrics the tables' specs read (`tables.SPECS`: a new table
+is its spec alone), those in `METRICS` and every `quality.*`, the tags under
 `TAG_PREFIXES`, the params in `PARAMS`, and every param that tells the FINISHED job runs apart: a key
 whose value differs among them, or that some of them lack. A job logs its whole resolved config as
 params (`model.config_overrides.num_hidden_layers`...), so these are the config keys in which the runs
@@ -32,6 +33,7 @@ from mlflow.utils.search_utils import SearchUtils
 from sqlalchemy import Engine, bindparam, create_engine, text
 
 from ecopipe import names
+from ecopipe.aggregation import tables
 from ecopipe.names import (
     CO2E_PER_1K,
     GROSS,
@@ -92,8 +94,13 @@ SWEEP_TAGS = (Tag.SWEEP_ID, Tag.PARENT_RUN)
 JOB_TAG = Tag.MODEL
 
 
-def wanted_metric(key: str) -> bool:
-    return key in METRICS or key.startswith(METRIC_PREFIXES)
+def metric_names() -> set[str]:
+    """The metrics read by name: every one a table's spec reads (tables.SPECS), and METRICS."""
+    return {*METRICS, *(name for spec in tables.SPECS for name in spec.reads)}
+
+
+def wanted_metric(key: str, wanted: set[str]) -> bool:
+    return key in wanted or key.startswith(METRIC_PREFIXES)
 
 
 def wanted_tag(key: str) -> bool:
@@ -263,12 +270,12 @@ def _assemble(long: _Long, filt: Filter) -> pd.DataFrame:
     def only(part: pd.DataFrame, wanted: Callable[[str], bool]) -> pd.DataFrame:
         return part[part["key"].isin([k for k in part["key"].unique() if wanted(k)])]
 
-    telling = _telling_params(long)
+    telling, wanted = _telling_params(long), metric_names()
     long = _Long(
         long.runs,
         only(long.tags, wanted_tag),
         only(long.params, lambda key: key in PARAMS or key in telling),
-        only(long.metrics, wanted_metric),
+        only(long.metrics, lambda key: wanted_metric(key, wanted)),
     )
     frame = _frame(long).sort_values(["start_time", "run_id"], kind="stable")
     return frame.reset_index(drop=True)
@@ -372,7 +379,7 @@ def _read_sql(
         metrics = long(
             "latest_metrics",
             "CASE WHEN is_nan THEN NULL ELSE value END",
-            [*METRICS, *filt.keys("metric")],
+            [*metric_names(), *filt.keys("metric")],
             METRIC_PREFIXES,
         )
     engine.dispose()
@@ -399,6 +406,7 @@ def _read_search(
         for run in search_all(client, experiment_ids, search):
             seen.setdefault(run.info.run_id, run)
     run_rows, tag_rows, param_rows, metric_rows = [], [], [], []
+    wanted = metric_names()
     for run_id, run in seen.items():
         info, data = run.info, run.data  # type: ignore[attr-defined]
         run_rows.append(
@@ -415,7 +423,7 @@ def _read_search(
         tag_rows += [(run_id, k, v) for k, v in data.tags.items() if wanted_tag(k)]
         # Every param: _assemble keeps those that tell the runs apart, as it does the SQL reader's.
         param_rows += [(run_id, k, v) for k, v in data.params.items()]
-        metric_rows += [(run_id, k, v) for k, v in data.metrics.items() if wanted_metric(k)]
+        metric_rows += [(run_id, k, v) for k, v in data.metrics.items() if wanted_metric(k, wanted)]
     columns = ["run_id", "key", "value"]
     return _Long(
         pd.DataFrame(run_rows, columns=list(RUN_COLUMNS)),

@@ -22,16 +22,14 @@ from ecopipe.aggregation.tables import (
     LOW_SUFFIX,
     RUNS_SUFFIX,
     SOURCE_TABLE,
-    SPECS,
     SPREAD_SUFFIX,
-    UNITS,
     key_columns,
     numbers,
+    spec_of,
 )
 from ecopipe.monitor.stats import unresolved
 from ecopipe.units import eng, eng_range, percent, rate, rate_span
 
-_ENERGY = {spec.name for spec in SPECS if spec.energy}
 # Shown inside their table's cells, not as sections.
 _HIDDEN = ("_ci95", RUNS_SUFFIX, SPREAD_SUFFIX, LOW_SUFFIX, HIGH_SUFFIX)
 ERROR_CHARS = 300  # of an error in the summaries; failed.csv keeps it whole
@@ -51,9 +49,15 @@ def _number(value: object, digits: int = 4) -> str:
 THROUGHPUT_TABLE = "throughput"  # a rate: per second, minute or hour, as the value calls for
 
 
+def _unit(name: str) -> str | None:
+    """The SI unit a table's cells are written in (its spec's); None: plain numbers."""
+    spec = spec_of(name)
+    return spec.unit if spec is not None else None
+
+
 def _formatter(name: str, column: str = ""):
     """How a table's (or a column's) numbers read: SI-prefixed unit, ratio, percentage or plain."""
-    unit = UNITS.get(name)
+    unit = _unit(name)
     if name == DECODE_TABLE or column.endswith(("[J]", "(J)")):
         unit = "J"
     if name == THROUGHPUT_TABLE:
@@ -95,11 +99,13 @@ def display(name: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         return numbers(cells) if as_numbers else cells
 
     ci95, runs, spread, low, high = (lookup(tables.get(name + suffix)) for suffix in _HIDDEN)
-    sources = lookup(tables.get(SOURCE_TABLE), as_numbers=False) if name in _ENERGY and keys else None
+    spec = spec_of(name)
+    energy = spec is not None and spec.energy
+    sources = lookup(tables.get(SOURCE_TABLE), as_numbers=False) if energy and keys else None
     footer = {}
     for column in (c for c in frame.columns if c not in keys):
         fmt = _formatter(name, str(column))
-        unit = UNITS.get(name) or ("J" if name == DECODE_TABLE else "")
+        unit = _unit(name) or ("J" if name == DECODE_TABLE else "")
         column_sources, usual = _column_sources(sources, column) if sources is not None else (None, "")
         footer[column] = usual
         cells = []

@@ -103,6 +103,7 @@ PARAM = "params."  # a config key's column in the tidy frame: the param as the j
 HARDWARE_KEYS = ("hardware.", "monitor.fake_gpu_watts")
 EMPTY_SECTION = "{}"  # how MLflow logs a config section without entries
 NOT_SET = "(not set)"  # a row key's config key that the run has no value for (logged before it existed)
+NONE = "None"  # how a job logs a key whose value is None: no value, as a run logged before the key existed
 ENERGY, COMPLETE = "energy", "complete"  # the dimension that sets runs with incomplete energy apart
 NOT_LOGGED = "not logged"  # a FINISHED run without the figure: an older schema, a stage that failed
 NOT_DEFINED = "not defined"
@@ -121,6 +122,13 @@ class TableSpec:
     # A tag column whose "not defined: ..." text fills the cell of a run that has no value, so that an
     # undefined figure (ESS over CO2e <= 0) reads as such instead of as a missing run.
     undefined: str | None = None
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The metrics the table is built from: its figure, its CI, an energy figure's band (load.py reads
+        them, so that a new table is its spec alone)."""
+        band = (f"{self.metric}{LOW_SUFFIX}", f"{self.metric}{HIGH_SUFFIX}") if self.energy else ()
+        return (self.metric, *([self.ci95] if self.ci95 else []), *band)
 
 
 SPECS = (
@@ -169,7 +177,13 @@ SPECS = (
         "",
     ),
 )
-UNITS = {spec.name: spec.unit for spec in SPECS}
+
+
+def spec_of(name: str) -> TableSpec | None:
+    """The spec in SPECS that table `name` is built from; None for the others (quality, sources, gains)."""
+    return next((spec for spec in SPECS if spec.name == name), None)
+
+
 SOURCE_TABLE = "energy_source"
 GAIN_TABLE = "precision_gain_ess"
 SELECTION_TABLE = "selection"
@@ -347,7 +361,7 @@ def keyed(finished: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     cell = finished.groupby([*keys.values(), finished["hardware"]]).ngroup()
     params = {}
     for column in (c for c in finished.columns if _config_key(c, finished)):
-        values = finished[column].fillna(NOT_SET).astype("str")
+        values = finished[column].fillna(NOT_SET).astype("str").replace(NONE, NOT_SET)
         key = column.removeprefix(PARAM)
         if values.groupby(cell if _defines_hardware(key) else row).nunique().gt(1).any():
             params[key] = values

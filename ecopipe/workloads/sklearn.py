@@ -11,7 +11,8 @@ from sklearn import ensemble, linear_model, neural_network, svm, tree
 from sklearn.base import BaseEstimator
 from sklearn.metrics import accuracy_score, r2_score
 
-from ecopipe.config import ConfigError, DatasetConfig, ModelConfig, Phase, Precision, Task
+from ecopipe.config import Config, ConfigError, Engine, Phase, Precision, Task
+from ecopipe.hardware import resolve_device
 from ecopipe.results import ModelFacts
 from ecopipe.workloads.base import Workload
 from ecopipe.workloads.tabular import TabularSplit, load_tabular
@@ -59,9 +60,13 @@ class SklearnWorkload(Workload):
     device = "cpu"
     fits_in_job = True
 
-    def __init__(
-        self, model: ModelConfig, dataset: DatasetConfig, precision: Precision, batch_size: int, seed: int
-    ) -> None:
+    def __init__(self, cfg: Config) -> None:
+        model, precision = cfg.model, cfg.precision.name
+        if cfg.engine is not Engine.eager:
+            raise ConfigError(
+                f"engine={cfg.engine.value} applies to text generation, not to model={model.name}."
+            )
+        resolve_device(cfg.hardware.device, cpu_only=True)
         if model.architecture not in ESTIMATORS:
             raise ConfigError(
                 f"model.architecture={model.architecture} is not a supported scikit-learn estimator; "
@@ -85,8 +90,8 @@ class SklearnWorkload(Workload):
                 f"model.params has keys that {model.architecture} does not take: {', '.join(hints)}; "
                 f"it takes {', '.join(sorted(accepted))}."
             )
-        self.model_cfg, self.dataset_cfg = model, dataset
-        self.batch_size, self.seed = batch_size, seed
+        self.model_cfg, self.dataset_cfg = model, cfg.dataset
+        self.batch_size, self.seed = cfg.batch_size, cfg.seed
         self.estimator: Any = None
         self.data: TabularSplit | None = None
         self._batches: list[np.ndarray] = []

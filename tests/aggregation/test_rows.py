@@ -174,3 +174,18 @@ def test_the_ess_table_keeps_each_data_sets_rows_together_the_data_set_first():
     ]
     table.attrs[KEYS] = ["model", "precision"]  # one data set: no column for it, nothing moves
     assert by_dataset(table.drop(columns="dataset")).equals(table.drop(columns="dataset"))
+
+
+def test_a_key_logged_as_none_is_the_same_config_as_a_run_logged_before_the_key_existed(runs, client, tmp_path):
+    # A new config key with no value (model._target_ where the package's family runs) is logged "None";
+    # a run logged before the key existed lacks it. Both ran the same config: one row. A value is a row.
+    before = runs.job(metrics=figures(100.0))
+    after = runs.job(metrics=figures(90.0))
+    client.log_param(after, "model._target_", "None")
+    other = runs.job(metrics=figures(50.0))
+    client.log_param(other, "model._target_", "toy.Family")
+    tables = aggregated(runs.uri, tmp_path / "out")
+    energy = tables["energy_gross"].set_index("model._target_")
+    assert energy.index.tolist() == [NOT_SET, "toy.Family"]
+    runs_table = tables["energy_gross_runs"].set_index("model._target_")
+    assert runs_table.loc[NOT_SET].iloc[-1] == "2" and before != after

@@ -12,6 +12,7 @@ import pkgutil
 
 from ecopipe.config import ConfigError, StrategyConfig
 from ecopipe.selection.strategies.base import REGISTRY, Strategy
+from ecopipe.targets import class_at
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -32,16 +33,7 @@ def strategy_class(cfg: StrategyConfig) -> type[Strategy]:
                 "strategy._target_=<module.Class>, a subclass of ecopipe.selection.strategies.base.Strategy)."
             )
         return REGISTRY[cfg.name]
-    module, _, attribute = cfg._target_.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(f"strategy._target_={cfg._target_} cannot be imported: {error}.") from error
-    if not (isinstance(found, type) and issubclass(found, Strategy)):
-        raise ConfigError(
-            f"strategy._target_={cfg._target_} is not a strategy: a subclass of "
-            "ecopipe.selection.strategies.base.Strategy."
-        )
+    found = class_at("strategy._target_", cfg._target_, Strategy, "a strategy")
     if found.name != cfg.name:
         raise ConfigError(
             f"strategy.name={cfg.name}, but strategy._target_={cfg._target_} is the strategy named "
