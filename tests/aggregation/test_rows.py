@@ -14,6 +14,8 @@ import pytest
 
 from ecopipe.aggregation.tables import NOT_SET
 from ecopipe.names import Tag
+from tests.aggregation.conftest import EXPERIMENT as STORE_EXPERIMENT
+from tests.aggregation.conftest import figures
 from tests.conftest import run_cli
 
 EXPERIMENT = "ecopipe"  # the experiment jobs log to by default
@@ -25,9 +27,9 @@ def run_jobs(make_cfg, *configs: tuple[str, ...]) -> list[str]:
     return [run_job(make_cfg(*overrides)).run_id for overrides in configs]
 
 
-def aggregated(store: str, out: Path) -> dict[str, pd.DataFrame]:
+def aggregated(store: str, out: Path, experiment: str = EXPERIMENT) -> dict[str, pd.DataFrame]:
     """`python -m ecopipe.aggregate` over the experiment; its CSV tables by name."""
-    args = ["--experiment", EXPERIMENT, "--tracking-uri", store, "--out", str(out)]
+    args = ["--experiment", experiment, "--tracking-uri", store, "--out", str(out)]
     done = run_cli(*args, cwd=out.parent, module="ecopipe.aggregate")
     assert done.returncode == 0, done.stderr
     return {path.stem: pd.read_csv(path, dtype=str) for path in (out / "tables").glob("*.csv")}
@@ -176,7 +178,7 @@ def test_the_ess_table_keeps_each_data_sets_rows_together_the_data_set_first():
     assert by_dataset(table.drop(columns="dataset")).equals(table.drop(columns="dataset"))
 
 
-def test_a_key_logged_as_none_is_the_same_config_as_a_run_logged_before_the_key_existed(runs, client, tmp_path):
+def test_a_key_logged_none_is_the_config_of_a_run_logged_before_the_key_existed(runs, client, tmp_path):
     # A new config key with no value (model._target_ where the package's family runs) is logged "None";
     # a run logged before the key existed lacks it. Both ran the same config: one row. A value is a row.
     before = runs.job(metrics=figures(100.0))
@@ -184,7 +186,7 @@ def test_a_key_logged_as_none_is_the_same_config_as_a_run_logged_before_the_key_
     client.log_param(after, "model._target_", "None")
     other = runs.job(metrics=figures(50.0))
     client.log_param(other, "model._target_", "toy.Family")
-    tables = aggregated(runs.uri, tmp_path / "out")
+    tables = aggregated(runs.uri, tmp_path / "out", STORE_EXPERIMENT)
     energy = tables["energy_gross"].set_index("model._target_")
     assert energy.index.tolist() == [NOT_SET, "toy.Family"]
     runs_table = tables["energy_gross_runs"].set_index("model._target_")
