@@ -10,12 +10,12 @@ string is applied by the store in the second reader and evaluated on the frame i
 (filters.py); a filter the frame cannot evaluate (datasets, unusual attributes) sends the read to the
 search reader.
 
-Only what aggregation needs is kept: the metrics the tables' specs read (`tables.SPECS`: a new table
+Only what aggregation needs is kept: the metrics the tables' specs read (`specs.SPECS`: a new table
 is its spec alone), those in `METRICS` and every `quality.*`, the tags under
 `TAG_PREFIXES`, the params in `PARAMS`, and every param that tells the FINISHED job runs apart: a key
 whose value differs among them, or that some of them lack. A job logs its whole resolved config as
 params (`model.config_overrides.num_hidden_layers`...), so these are the config keys in which the runs
-differ, from which tables.py derives the row key; the keys all runs share, most of a job's sixty, stay
+differ, from which rows.py derives the row key; the keys all runs share, most of a job's sixty, stay
 in the store. The SQL reader asks the store for them first (one GROUP BY over the selected job runs'
 params), then reads those; both readers then apply the same rule to the runs the filter kept.
 """
@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, bindparam, create_engine, text
 
 from ecopipe import names
-from ecopipe.aggregation import tables
+from ecopipe.aggregation import specs
 from ecopipe.aggregation.filters import Filter, UnsupportedFilter
 from ecopipe.names import (
     CO2E_PER_1K,
@@ -89,14 +89,14 @@ TAGS = (Tag.PARENT_RUN, Tag.ENERGY_COMPLETE)
 PARAMS = tuple(Param)
 RUN_COLUMNS = ("run_id", "run_name", "experiment_id", "status", "user_id", "start_time", "end_time")
 SWEEP_TAGS = (Tag.SWEEP_ID, Tag.PARENT_RUN)
-# A job run, as tables.tidy takes it: an ecopipe model tag, not a sweep's parent. A re-impact counts
+# A job run, as rows.tidy takes it: an ecopipe model tag, not a sweep's parent. A re-impact counts
 # (it keeps the measured run's tags and params but not its config hash).
 JOB_TAG = Tag.MODEL
 
 
 def metric_names() -> set[str]:
-    """The metrics read by name: every one a table's spec reads (tables.SPECS), and METRICS."""
-    return {*METRICS, *(name for spec in tables.SPECS for name in spec.reads)}
+    """The metrics read by name: every one a table's spec reads (specs.SPECS), and METRICS."""
+    return {*METRICS, *(name for spec in specs.SPECS for name in spec.reads)}
 
 
 def wanted_metric(key: str, wanted: set[str]) -> bool:
