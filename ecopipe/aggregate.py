@@ -2,7 +2,7 @@
 
 Runs from any number of machines and sweeps sharing one tracking store are read, one row per job run;
 tables have a row per config (model x precision, x every other dimension or config key in which the
-runs differ, x `energy` where some run's energy is incomplete; see ecopipe.aggregation.tables) and one
+runs differ, x `energy` where some run's energy is incomplete; see ecopipe.aggregation.rows) and one
 column per hardware. Where several FINISHED runs share a cell (repeats of one config: seeds, re-runs,
 resumed sweeps), the latest started one fills it. Every table has the same rows; a figure a run lacks
 reads why ("not logged"). Written as CSV, Markdown, HTML and PNG, and logged to a sweep's parent run by
@@ -35,8 +35,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ecopipe.aggregation import render
-from ecopipe.aggregation import tables as tab
+from ecopipe.aggregation import render, rows
 from ecopipe.aggregation.notes import copied_note, reused_note, summary_notes
 from ecopipe.aggregation.stores import (
     AggregationError,
@@ -46,6 +45,7 @@ from ecopipe.aggregation.stores import (
     read_store,
     store_labels,
 )
+from ecopipe.aggregation.tables import build
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import redact
 from ecopipe.names import SWEEP_KIND, Tag
@@ -118,10 +118,10 @@ def aggregate(
     runs = runs[~future].reset_index(drop=True)
     reused = {run_id: name for read in reads for run_id, name in read.reused.items()}
     other_code = {run_id: version for read in reads for run_id, version in read.other_code.items()}
-    jobs = tab.tidy(runs)
+    jobs = rows.tidy(runs)
     jobs["reused"] = jobs["run_id"].isin(reused)  # measured before this sweep, not re-run by it
     jobs["store"] = jobs["run_id"].map(runs.set_index("run_id")["store"])
-    built = tab.build(jobs)
+    built = build(jobs)
     heading = f"ecopipe aggregate: experiment {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
     notes = summary_notes(jobs, built, uris, filter_string)
     if reused:
@@ -142,7 +142,7 @@ def aggregate(
     result = Aggregate(
         runs=runs,
         tables=built.tables,
-        failed=tab.failed(jobs),
+        failed=rows.failed(jobs),
         jobs=jobs,
         titles=built.titles,
         notes=notes,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ecopipe import names, report, ui_view
+from ecopipe import names, report, summary, ui_view
 from ecopipe.config import Config, ConfigError, Phase, RaplAttribution, TrackingConfig
 from ecopipe.config_checks import check_known_keys, validate
 from ecopipe.dataset_choice import dataset_choice
@@ -333,14 +333,14 @@ def _run_job(raw: DictConfig, resume: bool, overrides: Sequence[str] | None) -> 
         run.log_metrics(stage_metrics)
         run.set_tags(report.impact_tags(impact) | report.result_tags(inference))
         figures = {**metrics, **stage_metrics}
-        text = report.summary(
+        text = summary.summary(
             name, profile, inference, impact, figures, data_choice, cfg.monitor.target_rel_ci, plan.cpu
         )
         text = "\n".join([text, *findings.summary])
         run.log_text(text, "summary.txt")
         run.set_description(
-            report.description(
-                text, report.compact_answer(figures, inference.figures_label, plan.factors.attribution)
+            summary.description(
+                text, summary.compact_answer(figures, inference.figures_label, plan.factors.attribution)
             )
         )
     print(text)

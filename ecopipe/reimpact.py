@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ecopipe import names, report
+from ecopipe import names, report, summary
 from ecopipe.config import Attribution, ConfigError, ImpactConfig, TrackingConfig
 from ecopipe.config_checks import validate_impact
 from ecopipe.hardware_table import hardware_profiles
@@ -114,7 +114,7 @@ def reimpact_run(client: MlflowClient, run: Run, overrides: Sequence[str]) -> st
     inference_only = {k: v for k, v in metrics.items() if not _recomputed(k)}
     out.log_metrics(inference_only | stage_metrics)
     label = tags.get(Tag.FIGURES, "figures of unstated source")
-    answer = report.compact_answer(metrics | stage_metrics, label, factors.attribution)
+    answer = summary.compact_answer(metrics | stage_metrics, label, factors.attribution)
     out.set_description(
         f"{answer}\n\nRe-impact of run {run.info.run_id} for region {factors.region}: that run's measured "
         "energy, through the impact and ESS stages anew."

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from ecopipe.aggregation import plots
-from ecopipe.aggregation.tables import COMPLETE, ENERGY, KEYS, NOT_LOGGED
+from ecopipe.aggregation.pivot import KEYS, NOT_LOGGED
+from ecopipe.aggregation.rows import COMPLETE, ENERGY
 
 HARDWARE = ("NVIDIA H100 SXM 80GB", "NVIDIA T4", "AMD EPYC")
 MODELS = ("gpt2", "opt-125m", "opt-1.3b", "qwen2.5-0.5b", "logistic_regression", "resnet-50", "svc")
@@ -30,7 +31,7 @@ def table(rows: int, seed: int = 0, spread: float = 1e4) -> pd.DataFrame:
         if rows > 3:
             values[j] = np.nan
         frame[hw] = values
-    frame.attrs[KEYS] = ["model", "dataset", "precision"]  # as tables.pivot records a table's row key
+    frame.attrs[KEYS] = ["model", "dataset", "precision"]  # as pivot.pivot records a table's row key
     return frame
 
 

@@ -15,7 +15,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.synthetic_store import synthetic_store
-from ecopipe import report, tracking
+from ecopipe import summary, tracking
 from ecopipe.config import ConfigError
 from ecopipe.names import Tag, TagFamily
 from ecopipe.reference import resolve_region, tier_pue, tier_wue
@@ -86,7 +86,7 @@ def test_reimpact_keeps_the_run_and_its_settings_and_moves_only_what_is_overridd
         assert france.data.metrics[key] == o[key], key
     assert france.data.metrics["carbon_intensity_g_per_kwh"] == FRA_G_PER_KWH
     # The run list shows it like a job: its compact answer (France's CO2e) and its source.
-    answer = report.compact_answer(france.data.metrics, original.data.tags[Tag.FIGURES])
+    answer = summary.compact_answer(france.data.metrics, original.data.tags[Tag.FIGURES])
     assert tags[Tag.NOTE].startswith(f"{answer}\n\nRe-impact of run {original.info.run_id}")
     assert tags[Tag.SOURCE_NAME] == "ecopipe"
     # A re-impact of the re-impact with only a PUE keeps France: the run's region is a setting too.

@@ -6,15 +6,16 @@ database behind a tracking server, given as `store_uri`) the tables are read dir
 a query per table over the selected runs, pivoted in pandas: seconds for 10,000 runs, where
 `search_runs` builds a Python object per metric, param and tag of every run (57 s for 10,000 through
 a server). Any other store is read through `MlflowClient.search_runs`, page by page. An MLflow filter
-string is applied by the store in the second reader and evaluated on the frame in the first; a filter
-the frame cannot evaluate (datasets, unusual attributes) sends the read to the search reader.
+string is applied by the store in the second reader and evaluated on the frame in the first
+(filters.py); a filter the frame cannot evaluate (datasets, unusual attributes) sends the read to the
+search reader.
 
-Only what aggregation needs is kept: the metrics the tables' specs read (`tables.SPECS`: a new table
+Only what aggregation needs is kept: the metrics the tables' specs read (`specs.SPECS`: a new table
 is its spec alone), those in `METRICS` and every `quality.*`, the tags under
 `TAG_PREFIXES`, the params in `PARAMS`, and every param that tells the FINISHED job runs apart: a key
 whose value differs among them, or that some of them lack. A job logs its whole resolved config as
 params (`model.config_overrides.num_hidden_layers`...), so these are the config keys in which the runs
-differ, from which tables.py derives the row key; the keys all runs share, most of a job's sixty, stay
+differ, from which rows.py derives the row key; the keys all runs share, most of a job's sixty, stay
 in the store. The SQL reader asks the store for them first (one GROUP BY over the selected job runs'
 params), then reads those; both readers then apply the same rule to the runs the filter kept.
 """
@@ -22,18 +23,17 @@ params), then reads those; both readers then apply the same rule to the runs the
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from mlflow.utils.search_utils import SearchUtils
 from sqlalchemy import Engine, bindparam, create_engine, text
 
 from ecopipe import names
-from ecopipe.aggregation import tables
+from ecopipe.aggregation import specs
+from ecopipe.aggregation.filters import Filter, UnsupportedFilter
 from ecopipe.names import (
     CO2E_PER_1K,
     GROSS,
@@ -89,14 +89,14 @@ TAGS = (Tag.PARENT_RUN, Tag.ENERGY_COMPLETE)
 PARAMS = tuple(Param)
 RUN_COLUMNS = ("run_id", "run_name", "experiment_id", "status", "user_id", "start_time", "end_time")
 SWEEP_TAGS = (Tag.SWEEP_ID, Tag.PARENT_RUN)
-# A job run, as tables.tidy takes it: an ecopipe model tag, not a sweep's parent. A re-impact counts
+# A job run, as rows.tidy takes it: an ecopipe model tag, not a sweep's parent. A re-impact counts
 # (it keeps the measured run's tags and params but not its config hash).
 JOB_TAG = Tag.MODEL
 
 
 def metric_names() -> set[str]:
-    """The metrics read by name: every one a table's spec reads (tables.SPECS), and METRICS."""
-    return {*METRICS, *(name for spec in tables.SPECS for name in spec.reads)}
+    """The metrics read by name: every one a table's spec reads (specs.SPECS), and METRICS."""
+    return {*METRICS, *(name for spec in specs.SPECS for name in spec.reads)}
 
 
 def wanted_metric(key: str, wanted: set[str]) -> bool:
@@ -105,109 +105,6 @@ def wanted_metric(key: str, wanted: set[str]) -> bool:
 
 def wanted_tag(key: str) -> bool:
     return key in TAGS or key.startswith(TAG_PREFIXES)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Filter strings, evaluated on the frame for the SQL reader
-
-
-class UnsupportedFilter(ValueError):
-    """A clause the frame cannot evaluate exactly as MLflow would."""
-
-
-_ATTRIBUTE_ALIASES = {"run name": "run_name", "Run name": "run_name", "Run Name": "run_name"}
-_ATTRIBUTE_ALIASES |= {"created": "start_time", "Created": "start_time"}
-_STRING_ATTRIBUTES = {"run_id", "run_name", "status", "user_id"}
-_NUMERIC_ATTRIBUTES = {"start_time", "end_time"}
-_COLUMN_PREFIX = {"metric": "metrics.", "parameter": "params.", "tag": "tags."}
-_NUMERIC_COMPARATORS = {"=", "!=", ">", ">=", "<", "<="}
-_COMPARATORS = {
-    "metric": _NUMERIC_COMPARATORS,
-    "parameter": {"=", "!=", "LIKE", "ILIKE", "IS NULL", "IS NOT NULL"},
-    "tag": {"=", "!=", "LIKE", "ILIKE", "IS NULL", "IS NOT NULL"},
-    "string_attribute": {"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"},
-    "numeric_attribute": _NUMERIC_COMPARATORS,
-}
-
-
-@dataclass(frozen=True)
-class Filter:
-    """A parsed MLflow filter string: clauses joined by AND, as MLflow allows."""
-
-    clauses: list[dict] = field(default_factory=list)
-
-    @classmethod
-    def parse(cls, filter_string: str | None) -> Filter:
-        return cls(SearchUtils.parse_search_filter(filter_string) if filter_string else [])
-
-    def keys(self, kind: str) -> set[str]:
-        return {c["key"] for c in self.clauses if c["type"] == kind}
-
-    def check_supported(self) -> None:
-        for clause in self.clauses:
-            kind, key = clause["type"], clause["key"]
-            if kind == "attribute":
-                key = _ATTRIBUTE_ALIASES.get(key, key)
-                if key in _STRING_ATTRIBUTES:
-                    kind = "string_attribute"
-                elif key in _NUMERIC_ATTRIBUTES:
-                    kind = "numeric_attribute"
-                else:
-                    raise UnsupportedFilter(f"attribute {key}")
-            if clause["comparator"] not in _COMPARATORS.get(kind, ()):
-                raise UnsupportedFilter(f"{kind} {key} {clause['comparator']}")
-
-    def mask(self, frame: pd.DataFrame) -> pd.Series:
-        keep = pd.Series(True, index=frame.index)
-        for clause in self.clauses:
-            keep &= _clause_mask(frame, clause)
-        return keep
-
-
-def _like(pattern: str, case: bool) -> re.Pattern[str]:
-    regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
-    return re.compile(regex, re.DOTALL | (0 if case else re.IGNORECASE))
-
-
-def _compare(column: pd.Series, comparator: str, value: object) -> pd.Series:
-    present = column.notna()
-    if comparator == "IS NULL":
-        return ~present
-    if comparator == "IS NOT NULL":
-        return present
-    if comparator in ("IN", "NOT IN"):
-        inside = column.isin(list(value))  # type: ignore[call-overload]
-        return present & (inside if comparator == "IN" else ~inside)
-    if comparator in ("LIKE", "ILIKE"):
-        pattern = _like(str(value), case=comparator == "LIKE")
-        return present & column.map(lambda v: isinstance(v, str) and pattern.fullmatch(v) is not None)
-    ops = {
-        "=": column.__eq__,
-        "!=": column.__ne__,
-        ">": column.__gt__,
-        ">=": column.__ge__,
-        "<": column.__lt__,
-        "<=": column.__le__,
-    }
-    if comparator not in ops:
-        raise UnsupportedFilter(comparator)
-    # A run without the metric, tag or param never matches, as in MLflow's inner join.
-    return present & ops[comparator](value).fillna(False).astype(bool)
-
-
-def _clause_mask(frame: pd.DataFrame, clause: dict) -> pd.Series:
-    kind, key, comparator, value = clause["type"], clause["key"], clause["comparator"], clause["value"]
-    if kind == "attribute":
-        key = _ATTRIBUTE_ALIASES.get(key, key)
-        column = frame[key]
-        if key in _NUMERIC_ATTRIBUTES:
-            column, value = column.astype("float64"), float(value)
-        return _compare(column, comparator, value)
-    name = _COLUMN_PREFIX[kind] + key
-    column = frame[name] if name in frame else pd.Series(pd.NA, index=frame.index, dtype="object")
-    if kind == "metric":
-        column, value = column.astype("float64"), float(value)
-    return _compare(column, comparator, value)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ecopipe.aggregation import render
-from ecopipe.aggregation import tables as tab
+from ecopipe.aggregation.pivot import NOT_LOGGED, key_columns
+from ecopipe.aggregation.rows import COMPLETE, ENERGY
 from ecopipe.aggregation.stores import store_labels
+from ecopipe.aggregation.tables import Tables, unresolved_cells
 from ecopipe.monitor.stats import UNRESOLVED_ADVICE
 from ecopipe.tracking import REPEAT_KEYS
 
@@ -32,7 +34,7 @@ def _stores_note(jobs: pd.DataFrame, uris: Sequence[str]) -> str:
 
 
 def summary_notes(
-    jobs: pd.DataFrame, built: tab.Tables, uris: Sequence[str], filter_string: str | None
+    jobs: pd.DataFrame, built: Tables, uris: Sequence[str], filter_string: str | None
 ) -> list[str]:
     """The notes every aggregation shows: job runs by status, rows and columns, cells, energy sources,
     bands, stores, and what is incomplete, not logged, missing or unresolved."""
@@ -62,24 +64,24 @@ def summary_notes(
         _stores_note(jobs, uris),
     ]
     finished = jobs[jobs["status"] == "FINISHED"]
-    incomplete = int((finished[tab.ENERGY] != tab.COMPLETE).sum())
+    incomplete = int((finished[ENERGY] != COMPLETE).sum())
     if incomplete:
         notes.append(
             f"{incomplete} FINISHED runs have INCOMPLETE energy (column energy: a device not metered, its "
             "energy missing from all their figures): rows of their own, never counted with complete runs, "
             "and left out of the plots"
         )
-    if any(table.isin([tab.NOT_LOGGED]).any().any() for table in built.tables.values()):
+    if any(table.isin([NOT_LOGGED]).any().any() for table in built.tables.values()):
         notes.append(
-            f"{tab.NOT_LOGGED}: the run has no such figure (logged before it existed, or a stage that failed)"
+            f"{NOT_LOGGED}: the run has no such figure (logged before it existed, or a stage that failed)"
         )
     shown = [built.tables[name] for name in render.shown_names(built.tables)]
-    if any(table.drop(columns=tab.key_columns(table)).isna().any().any() for table in shown):
+    if any(table.drop(columns=key_columns(table)).isna().any().any() for table in shown):
         notes.append(
             f"{render.NO_FINISHED_RUN}: no FINISHED run of that row on that hardware (one that failed is in "
             "the failed jobs' table)"
         )
-    if count := tab.unresolved_cells(built.tables):
+    if count := unresolved_cells(built.tables):
         notes.append(
             f"{count} cells are UNRESOLVED (their 95% CI is over half the figure): {UNRESOLVED_ADVICE}"
         )

@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
 
-from ecopipe.aggregation.tables import COMPLETE, ENERGY, KEYS, by_dataset, key_columns, numbers
+from ecopipe.aggregation.pivot import KEYS, by_dataset, key_columns, numbers
+from ecopipe.aggregation.rows import COMPLETE, ENERGY
 from ecopipe.plot_labels import place_labels
 
 log = logging.getLogger(__name__)

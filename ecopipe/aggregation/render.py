@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from ecopipe.aggregation import plots
-from ecopipe.aggregation.tables import (
+from ecopipe.aggregation.pivot import key_columns, numbers
+from ecopipe.aggregation.specs import (
     DECODE_TABLE,
     GAIN_TABLE,
     HIGH_SUFFIX,
@@ -23,8 +24,6 @@ from ecopipe.aggregation.tables import (
     RUNS_SUFFIX,
     SOURCE_TABLE,
     SPREAD_SUFFIX,
-    key_columns,
-    numbers,
     spec_of,
 )
 from ecopipe.monitor.stats import unresolved

@@ -40,7 +40,7 @@ def test_cli_unknown_experiment_is_one_line_and_exit_2(runs, store, tmp_path, ca
 
 
 def test_selection_study_lists_every_arm_of_the_latest_selection_job():
-    from ecopipe.aggregation.tables import selection_study
+    from ecopipe.aggregation.derived import selection_study
 
     def arm(name: str, accuracy: float, energy: float, savings: float) -> dict[str, float]:
         metric = f"selection.{name}."
@@ -76,7 +76,7 @@ def test_selection_study_lists_every_arm_of_the_latest_selection_job():
 
 
 def test_decode_energy_is_generate_minus_prefill_per_decode_step():
-    from ecopipe.aggregation.tables import decode_energy
+    from ecopipe.aggregation.derived import decode_energy
 
     cells = pd.DataFrame(
         [

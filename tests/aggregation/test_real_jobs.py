@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.synthetic_store import synthetic_store
 from ecopipe.aggregate import aggregate
-from ecopipe.aggregation.tables import precision_gain
+from ecopipe.aggregation.derived import precision_gain
 from ecopipe.names import Tag
 from tests.aggregation.conftest import (
     H100,

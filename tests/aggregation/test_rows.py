@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ecopipe.aggregation.tables import NOT_SET
+from ecopipe.aggregation.rows import NOT_SET
 from ecopipe.names import Tag
 from tests.aggregation.conftest import EXPERIMENT as STORE_EXPERIMENT
 from tests.aggregation.conftest import figures
@@ -160,7 +160,7 @@ def test_a_reimpact_with_another_carbon_intensity_is_its_own_row(tmp_path, reade
 
 def test_the_ess_table_keeps_each_data_sets_rows_together_the_data_set_first():
     """ESS rewards size: its table is read within one data set, so those rows stand together."""
-    from ecopipe.aggregation.tables import KEYS, by_dataset, key_columns
+    from ecopipe.aggregation.pivot import KEYS, by_dataset, key_columns
 
     table = pd.DataFrame({"model": ["a", "b", "c", "d"], "dataset": ["x", "y", "x", "y"],
                           "precision": ["fp32"] * 4, "cpu": [1.0, 2.0, 3.0, 4.0]})  # fmt: skip

@@ -1,4 +1,4 @@
-"""A table is its spec in tables.SPECS: the figures it reads, the table, its file, its section in the
+"""A table is its spec in specs.SPECS: the figures it reads, the table, its file, its section in the
 summaries (unit, band, energy source) all follow from the spec, with no other edit."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ecopipe.aggregate import aggregate
-from ecopipe.aggregation import tables
-from ecopipe.aggregation.tables import TableSpec
+from ecopipe.aggregation import specs
+from ecopipe.aggregation.specs import TableSpec
 from tests.aggregation.conftest import EXPERIMENT, H100, figures
 
 # Two figures every job logs that no table of the package reads: one plain, one energy with its band.
@@ -22,7 +22,7 @@ CPU_FIGURES = {f"{CPU.metric}{end}": j for end, j in (("", 30.0), ("_low", 20.0)
 def test_a_spec_added_to_the_specs_is_read_built_and_written(runs, store, tmp_path, monkeypatch, reader):
     runs.job(metrics=figures(120.0) | CPU_FIGURES)  # latency_p50_s: 1 ms
     assert not {"latency_p50", "energy_cpu"} & set(aggregate(store, EXPERIMENT, reader=reader).tables)
-    monkeypatch.setattr(tables, "SPECS", (*tables.SPECS, LATENCY, CPU))
+    monkeypatch.setattr(specs, "SPECS", (*specs.SPECS, LATENCY, CPU))
     result = aggregate(store, EXPERIMENT, out_dir=tmp_path, reader=reader)
     assert result.tables["latency_p50"].loc[0, H100] == 0.001
     assert [result.tables[f"energy_cpu{end}"].loc[0, H100] for end in ("", "_low", "_high")] == [30, 20, 45]

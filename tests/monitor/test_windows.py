@@ -221,8 +221,9 @@ def test_negative_net_is_flagged_and_ess_not_defined(monkeypatch, caplog):
     from ecopipe.config import ImpactConfig
     from ecopipe.hardware import DeviceProfile
     from ecopipe.job import footprint_stages
-    from ecopipe.report import impact_tags, inference_metrics, source_tags, summary
+    from ecopipe.report import impact_tags, inference_metrics, source_tags
     from ecopipe.stages.impact import resolve_factors
+    from ecopipe.summary import summary
 
     # The GPU draws 100 W while idle is measured (no settle: something else ran then), then 50 W in the
     # windows: net is negative.

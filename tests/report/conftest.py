@@ -1,7 +1,8 @@
-"""report.py's tests: a stage result with round numbers, built from the stage's own typed dataclasses.
+"""report.py's and summary.py's tests: a stage result with round numbers, built from the stage's own
+typed dataclasses.
 
 No sensor and no job, so these checks run in milliseconds: the mutation run (`make mutate`) leans on
-them for report.py.
+them for report.py and summary.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""report.py's summary, run description and compact answer, line by line on round numbers."""
+"""summary.py's summary, run description and compact answer, line by line on round numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from ecopipe import report
+from ecopipe import report, summary
 from ecopipe.config import Attribution, ImpactConfig
 from ecopipe.hardware import DeviceProfile
 from ecopipe.job import footprint_stages
@@ -25,7 +25,7 @@ def summarise(inference: InferenceResult, config: ImpactConfig = FACTORS, params
     metrics = report.inference_metrics(inference)
     factors = resolve_factors(config, "WORLD", "datacenter")
     impact, _, stage = footprint_stages(metrics, factors, params, None, None)
-    return report.summary("m-d-fp16-bs8", PROFILE, inference, impact, metrics | stage, "d (as configured)")
+    return summary.summary("m-d-fp16-bs8", PROFILE, inference, impact, metrics | stage, "d (as configured)")
 
 
 def test_summary_and_run_description_by_hand():
@@ -79,12 +79,12 @@ def test_summary_and_run_description_by_hand():
     )
     (tier_line,) = [
         line
-        for line in report.summary("m", unlisted, result(), impact, metrics | stage, "d").splitlines()
+        for line in summary.summary("m", unlisted, result(), impact, metrics | stage, "d").splitlines()
         if line.startswith("  tier ")
     ]
     assert tier_line.startswith("  tier        datacenter, an ASSUMPTION: not in the hardware table; tier x")
     # The run page's note: the compact answer, the hardware, then one table row per line.
-    assert report.description(text, "the answer").splitlines()[:7] == [
+    assert summary.description(text, "the answer").splitlines()[:7] == [
         "the answer",
         "",
         "on NVIDIA H100 SXM 80GB (cuda:0, tier datacenter)",
@@ -93,26 +93,26 @@ def test_summary_and_run_description_by_hand():
         "|---|---|",
         "| **data** | d (as configured) |",
     ]
-    assert "| **quality** | accuracy 0.9123 |" in report.description(text, "")
-    assert report.description("t  n  h\n  k  a|b", "").splitlines()[-1] == "| **k** | a\\|b |"
-    assert report.description("t  n  h\n  k  v", "").endswith("| **k** | v |\n")
+    assert "| **quality** | accuracy 0.9123 |" in summary.description(text, "")
+    assert summary.description("t  n  h\n  k  a|b", "").splitlines()[-1] == "| **k** | a\\|b |"
+    assert summary.description("t  n  h\n  k  v", "").endswith("| **k** | v |\n")
 
 
 def test_the_compact_answer_fits_the_run_lists_description_column():
     """The run list shows a note's first 50 characters: energy and CO2e per 1,000 and ESS, and what
     they are, in fewer."""
     figures = {"energy_it_j_per_1k": 0.012744, "co2e_g_per_1k": 2.6215e-6, "ess": 247.6}
-    answer = report.compact_answer(figures, "ESTIMATE")
+    answer = summary.compact_answer(figures, "ESTIMATE")
     assert answer == "12.7 mJ/1k est. · 2.62 µg CO2e/1k · ESS 248" and len(answer) <= 50
     large = {"energy_it_j_per_1k": 20283.0, "co2e_g_per_1k": 2.2537, "ess": 0.1234}
-    assert report.compact_answer(large, "measured, WHOLE GPU") == (
+    assert summary.compact_answer(large, "measured, WHOLE GPU") == (
         "20.3 kJ/1k measured WHOLE GPU · 2.25 g CO2e/1k · ESS 0.123"
     )
-    assert report.compact_answer({"energy_it_j_per_1k": 1.0}, "SIMULATED") == "1 J/1k SIMULATED"
+    assert summary.compact_answer({"energy_it_j_per_1k": 1.0}, "SIMULATED") == "1 J/1k SIMULATED"
     # An ESS of thousands in plain digits; an energy whose CI is over half of it leads with UNRESOLVED
     wide = {**figures, "ess": 1612.4, "energy_per_1k_net_ci95_j": 0.007, "energy_per_1k_gross_ci95_j": 0.001}
-    assert report.compact_answer(wide, "ESTIMATE") == "12.7 mJ/1k est. · 2.62 µg CO2e/1k · ESS 1,612"
-    assert report.compact_answer(wide, "ESTIMATE", Attribution.net).startswith("UNRESOLVED 12.7 mJ/1k est.")
+    assert summary.compact_answer(wide, "ESTIMATE") == "12.7 mJ/1k est. · 2.62 µg CO2e/1k · ESS 1,612"
+    assert summary.compact_answer(wide, "ESTIMATE", Attribution.net).startswith("UNRESOLVED 12.7 mJ/1k est.")
 
 
 def test_summary_names_what_was_not_measured_and_an_ess_that_is_not_defined():
@@ -231,7 +231,7 @@ def test_the_summary_says_what_ended_the_trials():
     )
 
     def energy(stop: TrialsStop, target: float | None) -> str:
-        text = report.summary("m", PROFILE, result(trials_stop=stop), impact, metrics | stage, "d", target)
+        text = summary.summary("m", PROFILE, result(trials_stop=stop), impact, metrics | stage, "d", target)
         return text.splitlines()[2]
 
     assert "; 2 trials, stopped once the CI was within 2.5% of the mean, net)" in energy(
