@@ -11,5 +11,4 @@
 - `tables`: every table, built from the cells (`build`)
 - `render`: CSV, Markdown and HTML files
 - `plots`: ESS by hardware and precision, energy against quality
-- `synthetic`: realistic synthetic stores for benchmarks
 """
