@@ -15,7 +15,7 @@ from ecopipe.aggregation import render
 from ecopipe.aggregation import tables as tab
 from ecopipe.aggregation.stores import store_labels
 from ecopipe.monitor.stats import UNRESOLVED_ADVICE
-from ecopipe.tracking import REPEAT_KEYS
+from ecopipe.tracking.resume import REPEAT_KEYS
 
 __all__ = ["copied_note", "reused_note", "summary_notes"]
 

@@ -55,7 +55,7 @@ from ecopipe.names import (
     arm_metric,
 )
 from ecopipe.report import HEADLINE_QUALITY
-from ecopipe.tracking import NOT_A_RESULT_KEYS, REPEAT_KEYS
+from ecopipe.tracking.resume import NOT_A_RESULT_KEYS, REPEAT_KEYS
 
 # Tags read into the tidy frame, by the column name they get there.
 _TAG_COLUMNS = {
