@@ -23,7 +23,8 @@ from ecopipe.names import Tag
 from ecopipe.results import ESTIMATE, MEASURED, TrialsStop
 from ecopipe.sensors.base import Source
 from ecopipe.stages.impact import resolve_factors
-from ecopipe.tracking import ensure_experiment, sqlite_path
+from ecopipe.tracking.experiment import ensure_experiment
+from ecopipe.tracking.store import sqlite_path
 
 # (model, dataset, effective parameters)
 _MODELS = (

@@ -17,7 +17,7 @@ from ecopipe.logs import warn_once
 from ecopipe.reference import UnknownRegionError
 from ecopipe.stops import Stopped, exit_by, stop_on_signals, stopped_earlier
 from ecopipe.sweep import end_stopped_sweep
-from ecopipe.tracking import recorded
+from ecopipe.tracking.run import recorded
 
 log = logging.getLogger("ecopipe")
 register_configs()

@@ -49,16 +49,9 @@ from ecopipe.aggregation.tables import build
 from ecopipe.config import ConfigError, TrackingConfig
 from ecopipe.credentials import redact
 from ecopipe.names import SWEEP_KIND, Tag
-from ecopipe.tracking import (
-    FUTURE_SKEW_S,
-    SEARCH_PAGE,
-    check_tracking_uri,
-    check_writable_folder,
-    current_user,
-    resolve_uri,
-    store_writable,
-    vouched,
-)
+from ecopipe.tracking.experiment import SEARCH_PAGE
+from ecopipe.tracking.liveness import FUTURE_SKEW_S, current_user, vouched
+from ecopipe.tracking.store import check_tracking_uri, check_writable_folder, resolve_uri, store_writable
 
 __all__ = ["Aggregate", "AggregationError", "aggregate", "log_to_run", "main"]
 

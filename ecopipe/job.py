@@ -32,24 +32,17 @@ from ecopipe.stages.ess import SustainabilityResult, run_ess
 from ecopipe.stages.impact import ImpactFactors, ImpactResult, resolve_factors, run_impact
 from ecopipe.stages.inference import run_inference
 from ecopipe.stops import stop_on_signals
-from ecopipe.tracking import (
-    JobRun,
-    artifact_location,
-    check_tracking_uri,
+from ecopipe.tracking.experiment import open_experiment
+from ecopipe.tracking.resume import (
     code_version,
     config_hash,
-    fail_run,
     finished_run_with_hash,
-    flatten,
-    job_run,
     link_reused_run,
     measured_by,
-    open_experiment,
-    open_run,
-    recorded_config,
     repeat_hash,
-    resolve_uri,
 )
+from ecopipe.tracking.run import JobRun, fail_run, flatten, job_run, open_run
+from ecopipe.tracking.store import artifact_location, check_tracking_uri, recorded_config, resolve_uri
 from ecopipe.workloads.base import ComparesArms, Workload
 from ecopipe.workloads.factory import build_workload
 

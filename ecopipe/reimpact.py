@@ -30,7 +30,9 @@ from ecopipe.job import footprint_stages
 from ecopipe.names import CO2E_PER_1K, IMPACT_METRICS, Metric, MetricFamily, Tag
 from ecopipe.reference import UnknownRegionError
 from ecopipe.stages.impact import resolve_factors
-from ecopipe.tracking import SOURCE_TAGS, JobRun, check_tracking_uri, resolve_uri, search_all
+from ecopipe.tracking.experiment import search_all
+from ecopipe.tracking.run import SOURCE_TAGS, JobRun
+from ecopipe.tracking.store import check_tracking_uri, resolve_uri
 
 log = logging.getLogger(__name__)
 

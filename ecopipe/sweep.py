@@ -34,23 +34,17 @@ from ecopipe.monitor.sampler import remove_traces_of
 from ecopipe.names import SWEEP_KIND, Metric, Tag
 from ecopipe.slurm import is_slurm_launcher, restrict_sharing
 from ecopipe.stops import Stopped, before_stopping
-from ecopipe.tracking import (
-    PARENT_RUN_ENV,
-    StopSafeClient,
-    artifact_location,
-    check_tracking_uri,
-    check_writable_folder,
-    code_version,
+from ecopipe.tracking.experiment import StopSafeClient, open_experiment
+from ecopipe.tracking.liveness import (
     end_run,
     gone_from_this_host,
-    open_experiment,
     process_tags,
     reap_dead_runs,
-    resolve_uri,
-    reused_from_other_code,
-    reused_runs,
     running_jobs_of_sweep,
 )
+from ecopipe.tracking.resume import code_version, reused_from_other_code, reused_runs
+from ecopipe.tracking.run import PARENT_RUN_ENV
+from ecopipe.tracking.store import artifact_location, check_tracking_uri, check_writable_folder, resolve_uri
 from ecopipe.ui_view import view_line
 from ecopipe.workloads.hub import hub_unreachable
 

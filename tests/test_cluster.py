@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from ecopipe.aggregate import aggregate
 from ecopipe.credentials import redact
 from ecopipe.names import Tag
-from ecopipe.tracking import JobRun
+from ecopipe.tracking.run import JobRun
 from tests.conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[1]

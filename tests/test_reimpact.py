@@ -15,11 +15,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.synthetic_store import synthetic_store
-from ecopipe import summary, tracking
+from ecopipe import summary
 from ecopipe.config import ConfigError
 from ecopipe.names import Tag, TagFamily
 from ecopipe.reference import resolve_region, tier_pue, tier_wue
 from ecopipe.reimpact import main, reimpact_run
+from ecopipe.tracking import experiment as experiment_module
 
 FRA_G_PER_KWH = 44.18  # Ember 2025, lifecycle (ecopipe/data/grid_carbon_intensity.csv)
 EXPERIMENT = "ecopipe-bench"
@@ -151,7 +152,7 @@ def test_reimpact_refuses_what_it_cannot_recompute(bench):
 
 def test_reimpact_cli_recomputes_every_finished_job_of_an_experiment_once(bench, capsys, monkeypatch):
     uri, client = bench
-    monkeypatch.setattr(tracking, "SEARCH_PAGE", 1)  # the experiment's runs come over several pages
+    monkeypatch.setattr(experiment_module, "SEARCH_PAGE", 1)  # the experiment's runs come over several pages
     originals = job_runs(client)
     reimpact_run(client, originals[0], ["region=FRA", "impact.carbon_intensity=null"])  # not redone
     # A job that failed after its first figures: not finished, so not re-impacted.

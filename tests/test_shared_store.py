@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from ecopipe.credentials import redact, split_credentials, strip_credentials
 from ecopipe.job import run_job
 from ecopipe.names import Tag
-from ecopipe.tracking import current_user
+from ecopipe.tracking.liveness import current_user
 from tests.conftest import FAST, mlflow_serving, run_cli
 
 SECRET = "S3cr3t-Pw-71c9"
@@ -298,7 +298,9 @@ def test_30_10_plots_stay_small_whatever_the_store_holds(make_cfg, client, store
 
 
 def test_30_9_the_reaper_ends_only_runs_whose_process_it_knows_is_gone(make_cfg, client, store, tmp_path):
-    from ecopipe.tracking import TrackingConfig, job_run, process_tags
+    from ecopipe.config import TrackingConfig
+    from ecopipe.tracking.liveness import process_tags
+    from ecopipe.tracking.run import job_run
 
     run = client.get_run(run_job(make_cfg()).run_id)
     here = process_tags()

@@ -124,7 +124,7 @@ def test_a_stop_inside_a_store_call_is_raised_when_the_call_ends(store, monkeypa
     # every other process; the job's client lets the call finish, then stops.
     from ecopipe import stops
     from ecopipe.config import TrackingConfig
-    from ecopipe.tracking import open_experiment
+    from ecopipe.tracking.experiment import open_experiment
 
     client, experiment = open_experiment(TrackingConfig(uri=store))
     run_id = client.create_run(experiment).info.run_id

@@ -27,7 +27,10 @@ from ecopipe.config import CONFIG_DIR, ConfigError, TrackingConfig
 from ecopipe.job import run_job
 from ecopipe.names import Tag
 from ecopipe.sweep import _restrict_parallelism, sweep_size
-from ecopipe.tracking import PARENT_RUN_ENV, open_experiment, open_run, reap_dead_runs, sqlite_path
+from ecopipe.tracking.experiment import open_experiment
+from ecopipe.tracking.liveness import reap_dead_runs
+from ecopipe.tracking.run import PARENT_RUN_ENV, open_run
+from ecopipe.tracking.store import sqlite_path
 from tests.conftest import FAST, run_cli
 
 
@@ -166,7 +169,7 @@ def test_killed_job_is_marked_failed(tmp_path, store, client):
     script = textwrap.dedent(f"""
         import os, signal
         from ecopipe.config import TrackingConfig
-        from ecopipe.tracking import open_run
+        from ecopipe.tracking.run import open_run
         run = open_run(TrackingConfig(uri={store!r}), "doomed", {{}})
         print(run.run_id, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -48,7 +48,8 @@ from ecopipe.names import (
     Tag,
     TagFamily,
 )
-from ecopipe.tracking import search_all, sqlite_path
+from ecopipe.tracking.experiment import search_all
+from ecopipe.tracking.store import sqlite_path
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from ecopipe.aggregation.rows import COMPLETE, ENERGY
 from ecopipe.aggregation.stores import store_labels
 from ecopipe.aggregation.tables import Tables, unresolved_cells
 from ecopipe.monitor.stats import UNRESOLVED_ADVICE
-from ecopipe.tracking import REPEAT_KEYS
+from ecopipe.tracking.resume import REPEAT_KEYS
 
 __all__ = ["copied_note", "reused_note", "summary_notes"]
 

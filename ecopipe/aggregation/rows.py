@@ -3,7 +3,7 @@ which of them are one config, the run that fills each cell, and the runs that fa
 
 The row key. FINISHED runs share a row (and, on one hardware, a cell) only when their resolved configs
 are the same but for the repeat keys (REPEAT_KEYS: seed) and the keys that never change a result
-(NOT_A_RESULT_KEYS: tracking, hydra, rerun...), both from ecopipe.tracking, which hashes and names runs
+(NOT_A_RESULT_KEYS: tracking, hydra, rerun...), both from ecopipe.tracking.resume, which hashes and names runs
 by the same rule. It is derived from the runs, never from a list of the keys that matter: a job logs
 its whole config as params (flattened with dots), and load.py reads every key in which the runs differ.
 The key's columns are the named dimensions (ROW_DIMS: model and precision always, the others where
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ecopipe.names import SWEEP_KIND, WORKLOAD_ENGINE, WORKLOAD_PHASE, Param, Tag, TagFamily
-from ecopipe.tracking import NOT_A_RESULT_KEYS, REPEAT_KEYS
+from ecopipe.tracking.resume import NOT_A_RESULT_KEYS, REPEAT_KEYS
 
 # Tags read into the tidy frame, by the column name they get there.
 _TAG_COLUMNS = {

@@ -17,14 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ecopipe.aggregation.load import experiment_name, read_runs, sql_store
 from ecopipe.credentials import redact
-from ecopipe.tracking import (
-    reap_dead_runs,
-    reused_from_other_code,
-    reused_runs,
-    shown_uri,
-    sqlite_path,
-    store_writable,
-)
+from ecopipe.tracking.liveness import reap_dead_runs
+from ecopipe.tracking.resume import reused_from_other_code, reused_runs
+from ecopipe.tracking.store import shown_uri, sqlite_path, store_writable
 
 __all__ = [
     "AggregationError",

@@ -10,7 +10,8 @@ import pytest
 from mlflow.entities import Metric, Param
 
 from ecopipe.names import Tag
-from ecopipe.tracking import current_user, ensure_experiment
+from ecopipe.tracking.experiment import ensure_experiment
+from ecopipe.tracking.liveness import current_user
 from tests.conftest import run_cli
 
 EXPERIMENT = "agg"

@@ -9,11 +9,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.synthetic_store import synthetic_store
-from ecopipe import tracking
 from ecopipe.aggregate import AggregationError, aggregate, log_to_run
 from ecopipe.aggregation.load import read_runs
 from ecopipe.aggregation.render import markdown
-from ecopipe.tracking import ensure_experiment
+from ecopipe.tracking import experiment as experiment_module
+from ecopipe.tracking.experiment import ensure_experiment
 from tests.aggregation.conftest import (
     EXPERIMENT,
     H100,
@@ -24,7 +24,7 @@ from tests.aggregation.conftest import (
 
 
 def test_sql_reader_and_search_runs_return_identical_frames(runs, store, client, monkeypatch):
-    monkeypatch.setattr(tracking, "SEARCH_PAGE", 2)  # search_runs reads 7 runs over several pages
+    monkeypatch.setattr(experiment_module, "SEARCH_PAGE", 2)  # search_runs reads 7 runs over several pages
     sweep = runs.sweep()
     logged = grid(runs, sweep)
     runs.job("mlp", "fp16", T4, figures(5.0), status="FAILED", error="RuntimeError: x", sweep=sweep)

@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from ecopipe.aggregate import aggregate, main
 from ecopipe.config import CONFIG_DIR
 from ecopipe.names import Tag, TagFamily
-from ecopipe.tracking import ensure_experiment, sqlite_path
+from ecopipe.tracking.experiment import ensure_experiment
+from ecopipe.tracking.store import sqlite_path
 from tests.aggregation.conftest import aggregate_cli
 from tests.conftest import FAST
 

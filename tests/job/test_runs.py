@@ -49,7 +49,7 @@ def test_the_job_ends_with_its_run_and_how_to_open_it(store, tmp_path, client):
 def test_the_view_and_the_note_are_renewed_when_ecopipe_wrote_them_and_kept_when_a_user_did(client, store):
     """An experiment an older ecopipe made gets the view's link and the current view; a view or a note
     that a user wrote over them stays."""
-    from ecopipe.tracking import ensure_experiment
+    from ecopipe.tracking.experiment import ensure_experiment
     from ecopipe.ui_view import VIEW_TAG, view_state
 
     old_note = "**ecopipe**: what ML inference costs the planet. One run per job (...)"
