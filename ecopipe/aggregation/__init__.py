@@ -7,6 +7,7 @@
 - `rows`: tidy job rows, their row key, the latest FINISHED run per cell, the failed runs
 - `specs`: the tables that show one figure (TableSpec, SPECS), and every table's name
 - `derived`: the tables computed from several figures: precision gains, decode energy, selection study
+- `differences`: pairs of cells that differ in one axis, their energy ratio with a 95% interval, a verdict
 - `pivot`: a table's cells, a row per row key and a column per hardware, and read back
 - `tables`: every table, built from the cells (`build`)
 - `render`: CSV, Markdown and HTML files

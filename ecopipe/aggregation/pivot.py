@@ -29,7 +29,7 @@ def figure(cells: pd.DataFrame, metric: str, undefined: str | None = None) -> pd
     return values.astype("object").where(values.notna(), why)
 
 
-def _sort_rows(frame: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
+def sort_rows(frame: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
     """Precisions from fp32 down, complete energy first, numbers (a batch size, a config key's values)
     by value, then text."""
 
@@ -54,7 +54,7 @@ def pivot(cells: pd.DataFrame, dims: list[str], value: str, hardware: list[str])
     wide = wide.reset_index()
     wide.columns.name = None
     wide.attrs[KEYS] = list(dims)
-    return _sort_rows(wide, dims)
+    return sort_rows(wide, dims)
 
 
 def key_columns(table: pd.DataFrame) -> list[str]:

@@ -95,6 +95,7 @@ DECODE_TABLE = "energy_decode"
 RUNS_SUFFIX, SPREAD_SUFFIX = "_runs", "_spread"  # between-run count and coefficient of variation
 LOW_SUFFIX, HIGH_SUFFIX = "_low", "_high"  # a cell's band (report.band_metrics): its ends
 FACTORS_TABLE = "impact_factors"
+DIFFERENCES_TABLE = "differences"
 ESS_TABLE = "ess"
 
 

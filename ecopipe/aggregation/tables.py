@@ -3,9 +3,10 @@
 The runs' row key and each cell's run are rows.py's; the tables that show one figure are specs.py's,
 the ones computed from several figures derived.py's, and pivot.py makes each wide.
 
-Every table has the same rows in the same order, one per row key (the decode and selection tables,
-built on other keys, aside). A figure a run lacks is text saying why (NOT_LOGGED, "not defined",
-NO_BASELINE), never a missing row; a blank cell is a hardware on which the row has no run.
+Every table has the same rows in the same order, one per row key (the decode, selection and
+differences tables, built on other keys, aside). A figure a run lacks is text saying why (NOT_LOGGED,
+"not defined", NO_BASELINE), never a missing row; a blank cell is a hardware on which the row has no
+run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ecopipe import names
 from ecopipe.aggregation import specs
 from ecopipe.aggregation.derived import (
     BASELINE,
@@ -24,10 +26,12 @@ from ecopipe.aggregation.derived import (
     run_spread,
     selection_study,
 )
+from ecopipe.aggregation.differences import METHOD, differences
 from ecopipe.aggregation.pivot import NOT_LOGGED, by_dataset, figure, key_columns, numbers, pivot
 from ecopipe.aggregation.rows import ALWAYS, keyed, latest
 from ecopipe.aggregation.specs import (
     DECODE_TABLE,
+    DIFFERENCES_TABLE,
     ESS_TABLE,
     FACTORS_TABLE,
     GAIN_TABLE,
@@ -40,6 +44,7 @@ from ecopipe.aggregation.specs import (
     quality_specs,
 )
 from ecopipe.monitor.stats import unresolved
+from ecopipe.names import GROSS
 
 
 @dataclass
@@ -115,6 +120,13 @@ def build(jobs: pd.DataFrame) -> Tables:
         titles[SELECTION_TABLE] = (
             "Dynamic selection: members alone and strategies, in the same protocol (gross J; the source "
             "column says whether the energy was measured or estimated)"
+        )
+    compared = differences(finished, dims, names.energy_per_1k(GROSS))
+    if not compared.empty:
+        tables[DIFFERENCES_TABLE] = compared
+        titles[DIFFERENCES_TABLE] = (
+            "Differences in one axis: energy per 1,000 inferences, gross, of a over b with its 95% interval "
+            f"from each cell's FINISHED runs ({METHOD}); a is lower or higher where the interval excludes 1"
         )
     if "ess" in tables and (tables["ess"]["precision"] != BASELINE).any():
         tables[GAIN_TABLE] = precision_gain(tables["ess"], dims, hardware)
