@@ -37,6 +37,8 @@ from mlflow.tracking import MlflowClient
 
 from ecopipe.aggregation import render, rows
 from ecopipe.aggregation.notes import copied_note, reused_note, summary_notes
+from ecopipe.aggregation.rating import REFERENCE_COLUMNS, rate, read_reference
+from ecopipe.aggregation.specs import RATING_TABLE
 from ecopipe.aggregation.stores import (
     AggregationError,
     check_stores,
@@ -87,6 +89,8 @@ def aggregate(
     reader: str = "auto",
     store_uri: str | None = None,
     reap_after_h: float | None = None,
+    rating: bool = False,
+    rating_reference: pd.DataFrame | None = None,
 ) -> Aggregate:
     """Tables over the experiment's runs (one sweep's when `sweep_id` is given); files when `out_dir` is.
 
@@ -94,7 +98,9 @@ def aggregate(
     all of them, e.g. a GPU machine's store and a CPU machine's). `reader`: "auto" reads a SQLite or
     PostgreSQL store's tables directly, anything else via search_runs (see ecopipe.aggregation.load);
     "sql" and "search" force one. `store_uri` (default $ECOPIPE_STORE_URI, one store only) is the
-    database behind a tracking server, read directly in its place.
+    database behind a tracking server, read directly in its place. `rating`: a table of each run's
+    stars by the AI Energy Score's rule (aggregation.rating), within the store's range, or within the
+    published ranges of `rating_reference` (rating.read_reference) where given.
     """
     uris = [tracking_uri] if isinstance(tracking_uri, str) else list(tracking_uri)
     check_stores(uris, sweep_id, store_uri)
@@ -115,6 +121,12 @@ def aggregate(
     jobs["reused"] = jobs["run_id"].isin(reused)  # measured before this sweep, not re-run by it
     jobs["store"] = jobs["run_id"].map(runs.set_index("run_id")["store"])
     built = build(jobs)
+    if rating or rating_reference is not None:
+        built.tables[RATING_TABLE] = rate(jobs, rating_reference)
+        built.titles[RATING_TABLE] = (
+            "Rating by the AI Energy Score's rule: GPU energy per 1,000 queries (Wh, gross), five bins of "
+            "equal width over the range (5 stars: the lowest), within a task and text generation's size class"
+        )
     heading = f"ecopipe aggregate: experiment {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
     notes = summary_notes(jobs, built, uris, filter_string)
     if reused:
@@ -227,6 +239,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output folder (default: aggregate/<experiment>[-<sweep>])")
     parser.add_argument("--log", action="store_true", help="also log the results to the sweep's parent run")
     parser.add_argument(
+        "--rating",
+        action="store_true",
+        help="rate each run 1-5 stars by the AI Energy Score's rule (GPU Wh per 1,000 queries), relative to "
+        "the runs in the store",
+    )
+    parser.add_argument(
+        "--rating-reference",
+        type=Path,
+        metavar="CSV",
+        help="rate within published ranges instead: a CSV with the columns " + ", ".join(REFERENCE_COLUMNS),
+    )
+    parser.add_argument(
         "--reap-after-h",
         type=_hours,
         metavar="HOURS",
@@ -311,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     uris = args.tracking_uri or [resolve_uri(TrackingConfig())]
     refused = _options_error(args, uris)
+    try:
+        reference = read_reference(args.rating_reference) if args.rating_reference else None
+    except ConfigError as error:
+        refused = refused or str(error)
     if refused:
         print(f"ecopipe.aggregate: error: {refused}", file=sys.stderr)
         return 2
@@ -335,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out,
             store_uri=args.store_uri,
             reap_after_h=args.reap_after_h,
+            rating=args.rating,
+            rating_reference=reference,
         )
     except (AggregationError, ConfigError) as error:
         print(f"ecopipe.aggregate: error: {error}", file=sys.stderr)

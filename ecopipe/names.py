@@ -167,6 +167,9 @@ class Metric(StrEnum):
     TRACE_SAMPLES = "trace_samples"
     PEAK_RSS = "peak_rss_mb"
     PEAK_GPU_MEMORY = "peak_gpu_memory_mb"
+    # The AI Energy Score's metric: the GPU's energy alone, gross, in Wh per 1,000 queries; logged
+    # where the job's GPU has an energy source (CPU energy is not its metric).
+    GPU_WH_PER_1K = "gpu_energy_wh_per_1k"
     # One trial's figures, with the trial index as the step (stages/inference.py).
     TRIAL_ENERGY = "trial_energy_j"  # also per component: `trial_energy_j.cpu`
     TRIAL_ENERGY_PER_1K = "trial_energy_per_1k_j"
@@ -317,3 +320,4 @@ def declared_metric(key: str) -> bool:
 class Param(StrEnum):
     BATCH_SIZE = "batch_size"
     MAX_NEW_TOKENS = "model.max_new_tokens"
+    TASK = "model.task"

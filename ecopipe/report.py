@@ -25,7 +25,7 @@ from ecopipe.reference import water_basis
 from ecopipe.results import InferenceResult
 from ecopipe.sensors.cpu_power import CpuPower
 from ecopipe.stages.ess import SustainabilityResult
-from ecopipe.stages.impact import EnergyBasis, Footprint, ImpactResult
+from ecopipe.stages.impact import JOULES_PER_KWH, EnergyBasis, Footprint, ImpactResult
 
 
 def band_metrics(name: str, band: Band) -> dict[str, float]:
@@ -128,6 +128,9 @@ def inference_metrics(result: InferenceResult) -> dict[str, float]:
             tokens = _run_bands(result, attribution, 1000 / result.tokens)
             metrics |= _banded(names.energy_per_1k_tokens(name), tokens)
             metrics |= band_metrics(names.energy_per_1k_tokens(name), tokens[names.TOTAL])
+    if result.sources["gpu"] != "none":
+        gpu = result.per_1k_bands(Attribution.gross)["gpu"].scaled(1000 / JOULES_PER_KWH)  # J -> Wh
+        metrics |= band_metrics(Metric.GPU_WH_PER_1K, gpu)
     if result.idle_measured:
         metrics |= _prefixed(names.IDLE_ENERGY, result.idle.as_dict())
         idle = [result.idle_power_at(b).as_dict() for b in Bound]

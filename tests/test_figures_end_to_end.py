@@ -18,7 +18,7 @@ import statistics
 import pytest
 
 from ecopipe.job import run_job
-from ecopipe.names import Tag, TagFamily
+from ecopipe.names import Metric, Tag, TagFamily
 from ecopipe.reimpact import reimpact_run
 
 # ---------------------------------------------------------------- logged names, in one place
@@ -255,6 +255,10 @@ def test_every_headline_figure_by_hand(client, reported_as_h100, attribution, em
     assert_figures(metrics, m, attribution, embodied_years=LIFETIME_YEARS if embodied else None)
     # Gross and idle are logged in both attributions, and net = gross - idle.
     gross, _ = hand_figures(m, "gross")
+    # The AI Energy Score's metric: the GPU's gross energy per 1,000 queries, in Wh, whatever the
+    # attribution (here the simulated GPU's, each trial's watts x window per sample, averaged).
+    gpu_wh = gross[("energy_per_1k_component", "gpu")] / 3600
+    assert metrics[Metric.GPU_WH_PER_1K] == pytest.approx(gpu_wh, rel=REL)
     for c in COMPONENTS:
         assert logged(metrics, "energy_run", attribution="gross", component=c) == pytest.approx(
             gross[("energy_run", c)], rel=REL

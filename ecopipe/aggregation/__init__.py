@@ -8,6 +8,7 @@
 - `specs`: the tables that show one figure (TableSpec, SPECS), and every table's name
 - `derived`: the tables computed from several figures: precision gains, decode energy, selection study
 - `differences`: pairs of cells that differ in one axis, their energy ratio with a 95% interval, a verdict
+- `rating`: stars by the AI Energy Score's rule (GPU Wh per 1,000 queries, equal-width bins per task)
 - `pivot`: a table's cells, a row per row key and a column per hardware, and read back
 - `tables`: every table, built from the cells (`build`)
 - `render`: CSV, Markdown and HTML files

@@ -64,6 +64,7 @@ BANDED = (
     Metric.ESS,
     Metric.ESS_RUN,
     Metric.PUE,
+    Metric.GPU_WH_PER_1K,
 )
 METRICS = (
     *BANDED,
@@ -74,6 +75,7 @@ METRICS = (
     Metric.WINDOW_S,
     Metric.SAMPLES,
     Metric.EFFECTIVE_PARAMETERS,
+    Metric.PARAMETERS,
     Metric.CARBON_INTENSITY,
     *(f"{name}{end}" for name in BANDED for end in (LOW, HIGH)),
 )

@@ -96,6 +96,7 @@ RUNS_SUFFIX, SPREAD_SUFFIX = "_runs", "_spread"  # between-run count and coeffic
 LOW_SUFFIX, HIGH_SUFFIX = "_low", "_high"  # a cell's band (report.band_metrics): its ends
 FACTORS_TABLE = "impact_factors"
 DIFFERENCES_TABLE = "differences"
+RATING_TABLE = "rating"
 ESS_TABLE = "ess"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ecopipe.config import ConfigError
 from ecopipe.job import run_job
-from ecopipe.names import Tag, TagFamily
+from ecopipe.names import Metric, Tag, TagFamily
 from ecopipe.sensors.cpu_share import visible_cpus
 from ecopipe.sensors.estimated import cpu_power
 from ecopipe.units import eng
@@ -41,6 +41,7 @@ def test_default_job_end_to_end(make_cfg, client):
     assert tags[TagFamily.ENERGY_SOURCE.of("cpu")] == "estimated_specpower"
     assert tags[TagFamily.ENERGY_MEASURED.of("cpu")] == "false"
     assert tags[TagFamily.ENERGY_SOURCE.of("gpu")] == "none" and metrics["energy_gross_j.gpu"] == 0
+    assert Metric.GPU_WH_PER_1K not in metrics  # no GPU: not the AI Energy Score's metric, not logged
     assert tags[Tag.REGION] == "WORLD"
     assert params["model.name"] == "logistic_regression" and params["dataset.name"] == "digits"
     assert metrics["quality.accuracy"] > 0.9  # a real model on real data
