@@ -25,7 +25,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ecopipe.aggregation import render, rows
+from ecopipe.aggregation import label, render, rows
 from ecopipe.aggregation.notes import copied_note, reused_note, summary_notes
 from ecopipe.aggregation.rating import REFERENCE_COLUMNS, rate, read_reference
 from ecopipe.aggregation.specs import RATING_TABLE
@@ -155,7 +155,18 @@ def aggregate(
     )
     if out_dir is not None:
         result.files = result.write(Path(out_dir))
+        _log_labels(result, {label: uri for uri, label in labels.items()})
     return result
+
+
+def _log_labels(result: Aggregate, uris: Mapping[str, str]) -> None:
+    """Each rated run's label, as an artifact of the run (`label/`), where its store may be written."""
+    stores = result.jobs.set_index("run_id")["store"]
+    for path in (f for f in result.files if f.parent.name == render.LABELS):
+        run_id = label.run_id_of(path)
+        uri = uris[stores[run_id]]
+        if store_writable(uri):
+            MlflowClient(tracking_uri=uri).log_artifact(run_id, str(path), "label")
 
 
 def _log_table(

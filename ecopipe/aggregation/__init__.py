@@ -9,6 +9,7 @@
 - `derived`: the tables computed from several figures: precision gains, decode energy, selection study
 - `differences`: pairs of cells that differ in one axis, their energy ratio with a 95% interval, a verdict
 - `rating`: stars by the AI Energy Score's rule (GPU Wh per 1,000 queries, equal-width bins per task)
+- `label`: a rated run's label (PNG, the AI Energy Score label's size and fields, and more)
 - `pivot`: a table's cells, a row per row key and a column per hardware, and read back
 - `tables`: every table, built from the cells (`build`)
 - `render`: CSV, Markdown and HTML files

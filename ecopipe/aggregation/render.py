@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ecopipe.aggregation import plots
+from ecopipe.aggregation import label, plots
 from ecopipe.aggregation.pivot import key_columns, numbers
 from ecopipe.aggregation.specs import (
     DECODE_TABLE,
     GAIN_TABLE,
     HIGH_SUFFIX,
     LOW_SUFFIX,
+    RATING_TABLE,
     RUNS_SUFFIX,
     SOURCE_TABLE,
     SPREAD_SUFFIX,
@@ -34,7 +35,7 @@ _HIDDEN = ("_ci95", RUNS_SUFFIX, SPREAD_SUFFIX, LOW_SUFFIX, HIGH_SUFFIX)
 ERROR_CHARS = 300  # of an error in the summaries; failed.csv keeps it whole
 FAILED_TITLE = "Failed jobs (FAILED or KILLED; superseded: a later run of the same config finished)"
 SOURCE_ROW = "energy source"
-TABLES, PLOTS, DATA = "tables", "plots", "data"
+TABLES, PLOTS, DATA, LABELS = "tables", "plots", "data", "labels"
 
 
 def _number(value: object, digits: int = 4) -> str:
@@ -265,6 +266,8 @@ def write_all(
         )
     sections = _sections(tables, titles, failed)
     files += images
+    if RATING_TABLE in tables:  # a label per rated run, kept out of the summaries: one per run
+        files += label.draw_all(tables[RATING_TABLE], jobs, out_dir / LABELS)
     files.append(write_markdown(out_dir / "summary.md", heading, notes, sections, images))
     files.append(write_html(out_dir / "summary.html", heading, notes, sections, images))
     (out_dir / MANIFEST).write_text("".join(f"{f.relative_to(out_dir)}\n" for f in files))

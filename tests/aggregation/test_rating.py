@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from matplotlib.image import imread
 
 from ecopipe.aggregation.rating import NO_GPU, size_class, stars
 from ecopipe.names import Metric
@@ -62,6 +63,13 @@ def test_the_aggregation_rates_each_run_within_the_store_or_a_reference(runs, cl
     assert rated.loc["llama-3.2-1b", "warning"].startswith(f"rated against runs on other hardware ({H100})")
     assert rated.loc["qwen2.5-0.5b", "stars"] == NO_GPU
     assert "Rating by the AI Energy Score's rule" in (tmp_path / "out" / "summary.md").read_text()
+    # A label per rated run, of the AI Energy Score label's size, also logged to the run it rates.
+    labels = sorted((tmp_path / "out" / "labels").glob("*.png"))
+    assert [p.name.rsplit("-", 1)[0] for p in labels] == ["gpt2", "llama-3.2-1b", "opt-125m", "phi-2"]
+    assert imread(labels[0]).shape[:2] == (364, 260)
+    for model in ("gpt2", "qwen2.5-0.5b"):
+        logged = [a.path for a in client.list_artifacts(rated.loc[model, "run_id"], "label")]
+        assert logged == ([f"label/gpt2-{rated.loc[model, 'run_id']}.png"] if model == "gpt2" else [])
 
     # A published range, 0 to 10 Wh on an H100: bins 2 Wh wide (2.0 is an edge: the bin above it).
     reference = tmp_path / "published.csv"
