@@ -15,6 +15,7 @@ Energy Score's metric is the GPU's energy, and CPU energy is not it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -77,35 +78,38 @@ def rate(jobs: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFr
     rows = []
     for (task, klass), group in runs.groupby(["task", "size class"], sort=True):
         rated = group[group["wh"].notna()]
-        ranges = _range(task, klass, rated, reference)
-        for _, run in group.iterrows():
-            rows.append(_row(run, ranges))
+        within = _range(task, klass, rated, reference)
+        rows += [_row(run, within) for _, run in group.iterrows()]
     return pd.DataFrame(rows)
 
 
-def _range(task: str, klass: str, rated: pd.DataFrame, reference: pd.DataFrame | None) -> dict[str, object]:
+@dataclass(frozen=True)
+class Range:
+    """What a task's (and size class's) runs are rated in."""
+
+    low: float  # Wh per 1,000 queries; NaN where the reference file has none
+    high: float
+    label: str  # which range: the store's runs, or a published one with its source and date
+    hardware: tuple[str, ...]  # the hardware it was measured on
+
+
+def _range(task: str, klass: str, rated: pd.DataFrame, reference: pd.DataFrame | None) -> Range:
     if reference is None:
         models = rated["model"].nunique()
-        return {
-            "low": rated["wh"].min(),
-            "high": rated["wh"].max(),
-            "label": f"relative to {models} model{'s' * (models != 1)} in this store",
-            "hardware": sorted(rated["hardware"].unique()),
-        }
+        label = f"relative to {models} model{'s' * (models != 1)} in this store"
+        hardware = tuple(sorted(rated["hardware"].unique()))
+        return Range(rated["wh"].min(), rated["wh"].max(), label, hardware)
     match = reference[(reference["task"] == task) & (reference["size_class"].fillna("") == klass)]
     if match.empty:
-        return {"low": math.nan, "high": math.nan, "label": NO_RANGE, "hardware": []}
+        return Range(math.nan, math.nan, NO_RANGE, ())
     published = match.iloc[0]
-    return {
-        "low": float(published["low_wh_per_1k"]),
-        "high": float(published["high_wh_per_1k"]),
-        "label": f"published range: {published['source']}, {published['date']}",
-        "hardware": [str(published["hardware"])],
-    }
+    label = f"published range: {published['source']}, {published['date']}"
+    return Range(
+        published["low_wh_per_1k"], published["high_wh_per_1k"], label, (str(published["hardware"]),)
+    )
 
 
-def _row(run: pd.Series, ranges: dict[str, object]) -> dict[str, object]:
-    low, high, hardware = ranges["low"], ranges["high"], ranges["hardware"]
+def _row(run: pd.Series, within: Range) -> dict[str, object]:
     row = {
         "model": run["model"],
         "task": run["task"],
@@ -113,16 +117,16 @@ def _row(run: pd.Series, ranges: dict[str, object]) -> dict[str, object]:
         "hardware": run["hardware"],
         "run_id": run["run_id"],
         "GPU Wh per 1,000 queries": run["wh"],
-        "range (Wh)": f"{low:.4g}-{high:.4g}" if pd.notna(low) else "",
-        "reference": ranges["label"],
+        "range (Wh)": f"{within.low:.4g}-{within.high:.4g}" if pd.notna(within.low) else "",
+        "reference": within.label,
         "warning": "",
     }
     if pd.isna(run["wh"]):
         return row | {"stars": NO_GPU}
-    if pd.isna(low):
+    if pd.isna(within.low):
         return row | {"stars": NO_RANGE}
-    given = stars(run["wh"], low, high)
-    others = [h for h in hardware if h != run["hardware"]]
+    given = stars(run["wh"], within.low, within.high)
+    others = [h for h in within.hardware if h != run["hardware"]]
     if others:
         row["warning"] = f"rated against runs on other hardware ({', '.join(others)}): not comparable"
     return row | {"stars": given if given is not None else NO_WIDTH}
