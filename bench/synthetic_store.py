@@ -44,6 +44,14 @@ _HARDWARE = (
     ("NVIDIA T4", "t4", "datacenter", 1.4, ("nvml_power_polling", "estimated_specpower", "estimated_per_gb")),
     ("Intel Xeon Platinum 8480+", "xeon", "datacenter", 4.0, ("none", "rapl", "estimated_per_gb")),
 )
+# Each data set's task, as the job logs it (model.task): the encoders on sst2 as ecopipe's embedding task.
+_TASKS = {
+    "digits": "tabular_classification",
+    "cifar10": "image_classification",
+    "sst2": "sentence_embedding",
+    "wikitext2": "text_generation",
+    "librispeech": "speech_recognition",
+}
 _PRECISIONS = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.57, "int8": 0.4}
 _QUALITY = {"wikitext2": "perplexity", "librispeech": "wer"}
 _FITTED = {"logistic_regression", "mlp"}  # scikit-learn models, fitted by the job; the others pretrained
@@ -120,6 +128,7 @@ def _figures(
 def _params(model: str, dataset: str, precision: str, hw_key: str) -> dict[str, str]:
     params = {
         "model.name": model,
+        "model.task": _TASKS[dataset],
         "dataset.name": dataset,
         "precision.name": precision,
         "hardware.profile": hw_key,
