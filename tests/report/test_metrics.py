@@ -73,6 +73,9 @@ def test_inference_metrics_by_hand():
         **band("energy_per_1k_gross_j.cpu", 20.0, 30.0),
         **band("energy_per_1k_gross_j.ram", 5.0, 5.0),
         **band("energy_per_1k_gross_j.total", 105.0, 155.0),
+        # the AI Energy Score's metric: the GPU's gross J per 1,000 in Wh (the job has a GPU source),
+        # its band stopping at zero as every gross energy's does
+        **{k: max(v, 0.0) for k, v in band("gpu_energy_wh_per_1k", 80.0 / 3600, 120.0 / 3600).items()},
         **band("energy_per_1k_net_j", 79.0, 116.0),
         **band("energy_per_1k_net_j.gpu", 60.0, 90.0),
         **band("energy_per_1k_net_j.cpu", 15.0, 22.5),
