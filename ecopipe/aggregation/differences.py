@@ -87,15 +87,12 @@ def _logs(values: pd.Series) -> pd.Series:
     return np.log(values.where(values > 0))
 
 
-def _cells(values: Sequence[float]) -> _Cells:
-    logs = _logs(pd.Series(values, dtype=float))
-    var = logs.var(ddof=1) if len(logs) > 1 else math.nan
-    return _Cells(*(np.array([v]) for v in (len(logs), logs.mean(), var, bool((logs.notna()).all()))))
-
-
 def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
-    """a's figures against b's, each a cell's runs."""
-    ratio, low, high, verdicts = _welch(_cells(a), _cells(b))
+    """a's figures against b's, each a cell's runs: the table's arithmetic on two cells."""
+    runs = pd.DataFrame({"side": ["a"] * len(a) + ["b"] * len(b), "value": [*a, *b]}, dtype=object)
+    cells = _stats(runs.astype({"value": float}), ["side"], "value").set_index("side")
+    side = {name: _Cells(*(cells.loc[[name], c].to_numpy() for c in _COLUMNS)) for name in "ab"}
+    ratio, low, high, verdicts = _welch(side["a"], side["b"])
     return Comparison(float(ratio[0]), float(low[0]), float(high[0]), verdicts[0])
 
 
@@ -110,8 +107,11 @@ def _stats(runs: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     )
 
 
+_COLUMNS = ("n", "mean", "var", "positive")  # _stats' columns, in _Cells' order
+
+
 def _side(pairs: pd.DataFrame, suffix: str) -> _Cells:
-    return _Cells(*(pairs[f"{c}{suffix}"].to_numpy() for c in ("n", "mean", "var", "positive")))
+    return _Cells(*(pairs[f"{c}{suffix}"].to_numpy() for c in _COLUMNS))
 
 
 def differences(finished: pd.DataFrame, dims: list[str], metric: str) -> pd.DataFrame:
